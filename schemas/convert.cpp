@@ -1,0 +1,212 @@
+// Cap'n Proto readers and builders <-> plain structs. Discriminants and enum values are
+// checked here, because a reader hands out unknown values unchecked.
+#include "schemas/detail.hpp"
+
+#include <fmt/format.h>
+
+#include "schemas/common.capnp.h"
+#include "schemas/inference.capnp.h"
+#include "schemas/membership.capnp.h"
+
+namespace baton::wire::detail {
+namespace {
+
+static_assert(static_cast<int>(gen::ErrorCode::FAILED) == static_cast<int>(errc::failed));
+static_assert(static_cast<int>(gen::NodeKind::CPU) == static_cast<int>(node_kind::cpu));
+static_assert(static_cast<int>(gen::Role::KV) == static_cast<int>(role::kv));
+static_assert(static_cast<int>(gen::MemberState::LEFT) == static_cast<int>(member_state::left));
+static_assert(static_cast<int>(gen::FinishReason::CANCELLED) ==
+              static_cast<int>(finish_reason::cancelled));
+
+/// Maps a wire enum onto the C++ enum with the same order; `last` is its last member.
+template <class To, class From>
+checked<To> enum_from(From raw, To last, const char* field) {
+  const auto value = static_cast<unsigned>(raw);
+  if (value > static_cast<unsigned>(last)) {
+    return reject(reject_reason::bad_discriminant,
+                  fmt::format("{}: unknown enum value {}", field, value));
+  }
+  return static_cast<To>(value);
+}
+
+template <class T>
+std::vector<T> list_of(typename capnp::List<T>::Reader list) {
+  std::vector<T> out;
+  out.reserve(list.size());
+  for (auto v : list) out.push_back(v);
+  return out;
+}
+
+std::string text_of(capnp::Text::Reader t) {
+  return std::string(t.cStr(), t.size());
+}
+
+actor_address address_from(gen::ActorAddress::Reader r) {
+  return {text_of(r.getNode()), text_of(r.getActor())};
+}
+
+kv_descriptor kv_from(gen::KvDescriptor::Reader r) {
+  return {text_of(r.getNode()),
+          r.getRegionKey(),
+          r.getOffset(),
+          r.getLength(),
+          r.getBlockBytes(),
+          list_of<std::uint32_t>(r.getBlockIds()),
+          list_of<std::uint64_t>(r.getChecksums())};
+}
+
+sampling sampling_from(gen::Sampling::Reader r) {
+  return {r.getTemperature(), r.getTopP(), r.getSeed()};
+}
+
+checked<std::vector<member_update>> members_from(capnp::List<gen::MemberUpdate>::Reader list,
+                                                 const char* field) {
+  std::vector<member_update> out;
+  out.reserve(list.size());
+  for (auto m : list) {
+    auto state = enum_from(m.getState(), member_state::left, field);
+    if (!state) return tl::unexpected(state.error());
+    out.push_back({text_of(m.getNode()), m.getIncarnation(), *state});
+  }
+  return out;
+}
+
+checked<body> join_from(gen::Join::Reader r) {
+  join j;
+  auto kind = enum_from(r.getKind(), node_kind::cpu, "join.kind");
+  if (!kind) return tl::unexpected(kind.error());
+  j.node = text_of(r.getNode());
+  j.kind = *kind;
+  j.device = text_of(r.getDevice());
+  for (auto raw : r.getRoles()) {
+    auto each = enum_from(raw, role::kv, "join.roles");
+    if (!each) return tl::unexpected(each.error());
+    j.roles.push_back(*each);
+  }
+  j.fabric_address = text_of(r.getFabricAddress());
+  j.admin_address = text_of(r.getAdminAddress());
+  j.wire_version = r.getWireVersion();
+  j.model_hash = r.getModelHash();
+  auto l = r.getKvLayout();
+  j.layout = {l.getBlockTokens(), l.getLayers(), l.getKvHeads(), l.getHeadDim(),
+              l.getElementBytes()};
+  j.numerics_fingerprint = text_of(r.getNumericsFingerprint());
+  return j;
+}
+
+checked<body> membership_from(gen::Envelope::Body::Reader b) {
+  switch (b.which()) {
+    case gen::Envelope::Body::JOIN: return join_from(b.getJoin());
+    case gen::Envelope::Body::JOIN_REPLY: {
+      auto r = b.getJoinReply();
+      auto members = members_from(r.getMembers(), "joinReply.members.state");
+      if (!members) return tl::unexpected(members.error());
+      return join_reply{r.getAccepted(), text_of(r.getReason()), std::move(*members)};
+    }
+    case gen::Envelope::Body::HEARTBEAT: {
+      auto r = b.getHeartbeat();
+      auto updates = members_from(r.getUpdates(), "heartbeat.updates.state");
+      if (!updates) return tl::unexpected(updates.error());
+      return heartbeat{r.getSequence(), r.getIsAck(), r.getQueueDepth(), r.getFreeKvBlocks(),
+                       std::move(*updates)};
+    }
+    case gen::Envelope::Body::LEAVE: return leave{text_of(b.getLeave().getReason())};
+    default: break;
+  }
+  return reject(reject_reason::bad_discriminant, "body: not a membership message");
+}
+
+checked<body> inference_from(gen::Envelope::Body::Reader b) {
+  switch (b.which()) {
+    case gen::Envelope::Body::ADMIT: {
+      auto r = b.getAdmit();
+      return admit{
+          request_id{r.getRequestId()}, r.getAttempt(),   list_of<std::uint32_t>(r.getTokens()),
+          r.getPromptLength(),          r.getMaxTokens(), sampling_from(r.getSampling()),
+          text_of(r.getWriter())};
+    }
+    case gen::Envelope::Body::RESERVE: {
+      auto r = b.getReserve();
+      return reserve{request_id{r.getRequestId()}, r.getAttempt(), kv_from(r.getKv())};
+    }
+    case gen::Envelope::Body::PREFILL: {
+      auto r = b.getPrefill();
+      return prefill{request_id{r.getRequestId()},
+                     r.getAttempt(),
+                     list_of<std::uint32_t>(r.getTokens()),
+                     r.getPromptLength(),
+                     sampling_from(r.getSampling()),
+                     kv_from(r.getTarget()),
+                     address_from(r.getDecode())};
+    }
+    case gen::Envelope::Body::PREFILL_DONE: {
+      auto r = b.getPrefillDone();
+      return prefill_done{request_id{r.getRequestId()}, r.getAttempt(), r.getFirstToken(),
+                          r.getPosition(), list_of<std::uint64_t>(r.getChecksums())};
+    }
+    case gen::Envelope::Body::TOKENS: {
+      auto r = b.getTokens();
+      return token_batch{request_id{r.getRequestId()}, r.getAttempt(), r.getFirstPosition(),
+                         list_of<std::uint32_t>(r.getTokens())};
+    }
+    default: break;
+  }
+  return reject(reject_reason::bad_discriminant, "body: not an inference message");
+}
+
+checked<body> outcome_from(gen::Envelope::Body::Reader b) {
+  switch (b.which()) {
+    case gen::Envelope::Body::FINISH: {
+      auto r = b.getFinish();
+      auto reason = enum_from(r.getReason(), finish_reason::cancelled, "finish.reason");
+      if (!reason) return tl::unexpected(reason.error());
+      return finish{request_id{r.getRequestId()}, r.getAttempt(), *reason, r.getGeneratedTokens()};
+    }
+    case gen::Envelope::Body::CANCEL: {
+      auto r = b.getCancel();
+      return cancel{request_id{r.getRequestId()}, text_of(r.getReason())};
+    }
+    case gen::Envelope::Body::ABORT: {
+      auto r = b.getAbort();
+      auto code = enum_from(r.getCode(), errc::failed, "abort.code");
+      if (!code) return tl::unexpected(code.error());
+      return abort_attempt{request_id{r.getRequestId()}, r.getAttempt(), *code,
+                           text_of(r.getMessage())};
+    }
+    default: break;
+  }
+  return reject(reject_reason::bad_discriminant,
+                fmt::format("body: unknown union member {}", static_cast<unsigned>(b.which())));
+}
+
+checked<body> body_from(gen::Envelope::Body::Reader b) {
+  switch (b.which()) {
+    case gen::Envelope::Body::JOIN:
+    case gen::Envelope::Body::JOIN_REPLY:
+    case gen::Envelope::Body::HEARTBEAT:
+    case gen::Envelope::Body::LEAVE: return membership_from(b);
+    case gen::Envelope::Body::ADMIT:
+    case gen::Envelope::Body::RESERVE:
+    case gen::Envelope::Body::PREFILL:
+    case gen::Envelope::Body::PREFILL_DONE:
+    case gen::Envelope::Body::TOKENS: return inference_from(b);
+    default: return outcome_from(b);
+  }
+}
+
+}  // namespace
+
+checked<frame> from_capnp(gen::Envelope::Reader reader) {
+  auto b = body_from(reader.getBody());
+  if (!b) return tl::unexpected(b.error());
+  auto tag = reader.getAuthTag();
+  return frame{address_from(reader.getSource()),
+               address_from(reader.getTarget()),
+               reader.getSenderIncarnation(),
+               reader.getMessageId(),
+               reader.getDeadlineUnixUs(),
+               std::vector<std::uint8_t>(tag.begin(), tag.end()),
+               std::move(*b)};
+}
+
+}  // namespace baton::wire::detail

@@ -1,0 +1,33 @@
+#pragma once
+
+// The root of every node-to-node message (schemas/frame.capnp), in plain C++.
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "schemas/inference.hpp"
+#include "schemas/membership.hpp"
+
+namespace baton::wire {
+
+using body = std::variant<join, join_reply, heartbeat, leave, admit, reserve, prefill, prefill_done,
+                          token_batch, finish, cancel, abort_attempt>;
+
+/// One message between actors on different nodes.
+struct frame {
+  actor_address source;
+  actor_address target;
+  std::uint64_t sender_incarnation = 0;  ///< frames from an old incarnation are dropped
+  std::uint64_t message_id = 0;
+  std::uint64_t deadline_unix_us = 0;  ///< 0 = no deadline
+  std::vector<std::uint8_t> auth_tag;  ///< reserved; empty until authentication lands
+  wire::body body;
+  bool operator==(const frame&) const = default;
+};
+
+/// The wire name of the body's type ("prefillDone"), for logs and metrics.
+[[nodiscard]] const char* body_name(const body& b) noexcept;
+
+}  // namespace baton::wire

@@ -1,0 +1,58 @@
+#pragma once
+
+// Membership messages (schemas/membership.capnp) in plain C++.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "schemas/types.hpp"
+
+namespace baton::wire {
+
+struct member_update {
+  std::string node;
+  std::uint64_t incarnation = 0;
+  member_state state = member_state::alive;
+  bool operator==(const member_update&) const = default;
+};
+
+/// A node asks a seed to join. Refused unless wire version, model hash, KV layout and
+/// numerics fingerprint match the cluster's.
+struct join {
+  std::string node;
+  node_kind kind = node_kind::cpu;
+  std::string device;  ///< "cpu" or "emulated:PROFILE"
+  std::vector<role> roles;
+  std::string fabric_address;
+  std::string admin_address;
+  std::uint16_t wire_version = 0;
+  std::uint64_t model_hash = 0;
+  kv_layout layout;
+  std::string numerics_fingerprint;
+  bool operator==(const join&) const = default;
+};
+
+struct join_reply {
+  bool accepted = false;
+  std::string reason;  ///< why a join was refused; empty when accepted
+  std::vector<member_update> members;
+  bool operator==(const join_reply&) const = default;
+};
+
+/// A probe, or its acknowledgement, with the sender's load and piggybacked updates.
+struct heartbeat {
+  std::uint64_t sequence = 0;
+  bool is_ack = false;
+  std::uint32_t queue_depth = 0;
+  std::uint32_t free_kv_blocks = 0;
+  std::vector<member_update> updates;
+  bool operator==(const heartbeat&) const = default;
+};
+
+struct leave {
+  std::string reason;
+  bool operator==(const leave&) const = default;
+};
+
+}  // namespace baton::wire

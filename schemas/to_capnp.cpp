@@ -1,0 +1,169 @@
+// Plain structs -> Cap'n Proto builders, for frames that validate() accepted.
+#include "schemas/detail.hpp"
+
+#include "schemas/common.capnp.h"
+#include "schemas/inference.capnp.h"
+#include "schemas/membership.capnp.h"
+
+namespace baton::wire::detail {
+namespace {
+
+capnp::uint size_of(const auto& v) {
+  return static_cast<capnp::uint>(v.size());
+}
+
+/// std::string keeps a terminating NUL after size(), as capnp::Text::Reader requires.
+capnp::Text::Reader text(const std::string& s) {
+  return {s.c_str(), s.size()};
+}
+
+template <class T, class Builder>
+void fill_list(const std::vector<T>& values, Builder list) {
+  for (capnp::uint i = 0; i < values.size(); ++i) list.set(i, values[i]);
+}
+
+void fill(const actor_address& a, gen::ActorAddress::Builder b) {
+  b.setNode(text(a.node));
+  b.setActor(text(a.actor));
+}
+
+void fill(const kv_descriptor& kv, gen::KvDescriptor::Builder b) {
+  b.setNode(text(kv.node));
+  b.setRegionKey(kv.region_key);
+  b.setOffset(kv.offset);
+  b.setLength(kv.length);
+  b.setBlockBytes(kv.block_bytes);
+  fill_list(kv.block_ids, b.initBlockIds(static_cast<capnp::uint>(kv.block_ids.size())));
+  fill_list(kv.checksums, b.initChecksums(static_cast<capnp::uint>(kv.checksums.size())));
+}
+
+void fill(const sampling& s, gen::Sampling::Builder b) {
+  b.setTemperature(s.temperature);
+  b.setTopP(s.top_p);
+  b.setSeed(s.seed);
+}
+
+template <class Builder>
+void fill_members(const std::vector<member_update>& members, Builder list) {
+  for (capnp::uint i = 0; i < members.size(); ++i) {
+    auto m = list[i];
+    m.setNode(text(members[i].node));
+    m.setIncarnation(members[i].incarnation);
+    m.setState(static_cast<gen::MemberState>(members[i].state));
+  }
+}
+
+struct body_filler {
+  gen::Envelope::Body::Builder b;
+
+  void operator()(const join& j) {
+    auto r = b.initJoin();
+    r.setNode(text(j.node));
+    r.setKind(static_cast<gen::NodeKind>(j.kind));
+    r.setDevice(text(j.device));
+    auto roles = r.initRoles(size_of(j.roles));
+    for (capnp::uint i = 0; i < j.roles.size(); ++i) {
+      roles.set(i, static_cast<gen::Role>(j.roles[i]));
+    }
+    r.setFabricAddress(text(j.fabric_address));
+    r.setAdminAddress(text(j.admin_address));
+    r.setWireVersion(j.wire_version);
+    r.setModelHash(j.model_hash);
+    auto l = r.initKvLayout();
+    l.setBlockTokens(j.layout.block_tokens);
+    l.setLayers(j.layout.layers);
+    l.setKvHeads(j.layout.kv_heads);
+    l.setHeadDim(j.layout.head_dim);
+    l.setElementBytes(j.layout.element_bytes);
+    r.setNumericsFingerprint(text(j.numerics_fingerprint));
+  }
+  void operator()(const join_reply& j) {
+    auto r = b.initJoinReply();
+    r.setAccepted(j.accepted);
+    r.setReason(text(j.reason));
+    fill_members(j.members, r.initMembers(size_of(j.members)));
+  }
+  void operator()(const heartbeat& h) {
+    auto r = b.initHeartbeat();
+    r.setSequence(h.sequence);
+    r.setIsAck(h.is_ack);
+    r.setQueueDepth(h.queue_depth);
+    r.setFreeKvBlocks(h.free_kv_blocks);
+    fill_members(h.updates, r.initUpdates(size_of(h.updates)));
+  }
+  void operator()(const leave& l) { b.initLeave().setReason(text(l.reason)); }
+  void operator()(const admit& a) {
+    auto r = b.initAdmit();
+    r.setRequestId(static_cast<std::uint64_t>(a.request));
+    r.setAttempt(a.attempt);
+    fill_list(a.tokens, r.initTokens(size_of(a.tokens)));
+    r.setPromptLength(a.prompt_length);
+    r.setMaxTokens(a.max_tokens);
+    fill(a.params, r.initSampling());
+    r.setWriter(text(a.writer));
+  }
+  void operator()(const reserve& v) {
+    auto r = b.initReserve();
+    r.setRequestId(static_cast<std::uint64_t>(v.request));
+    r.setAttempt(v.attempt);
+    fill(v.kv, r.initKv());
+  }
+  void operator()(const prefill& p) {
+    auto r = b.initPrefill();
+    r.setRequestId(static_cast<std::uint64_t>(p.request));
+    r.setAttempt(p.attempt);
+    fill_list(p.tokens, r.initTokens(size_of(p.tokens)));
+    r.setPromptLength(p.prompt_length);
+    fill(p.params, r.initSampling());
+    fill(p.target, r.initTarget());
+    fill(p.decode, r.initDecode());
+  }
+  void operator()(const prefill_done& p) {
+    auto r = b.initPrefillDone();
+    r.setRequestId(static_cast<std::uint64_t>(p.request));
+    r.setAttempt(p.attempt);
+    r.setFirstToken(p.first_token);
+    r.setPosition(p.position);
+    fill_list(p.checksums, r.initChecksums(size_of(p.checksums)));
+  }
+  void operator()(const token_batch& t) {
+    auto r = b.initTokens();
+    r.setRequestId(static_cast<std::uint64_t>(t.request));
+    r.setAttempt(t.attempt);
+    r.setFirstPosition(t.first_position);
+    fill_list(t.tokens, r.initTokens(size_of(t.tokens)));
+  }
+  void operator()(const finish& f) {
+    auto r = b.initFinish();
+    r.setRequestId(static_cast<std::uint64_t>(f.request));
+    r.setAttempt(f.attempt);
+    r.setReason(static_cast<gen::FinishReason>(f.reason));
+    r.setGeneratedTokens(f.generated_tokens);
+  }
+  void operator()(const cancel& c) {
+    auto r = b.initCancel();
+    r.setRequestId(static_cast<std::uint64_t>(c.request));
+    r.setReason(text(c.reason));
+  }
+  void operator()(const abort_attempt& a) {
+    auto r = b.initAbort();
+    r.setRequestId(static_cast<std::uint64_t>(a.request));
+    r.setAttempt(a.attempt);
+    r.setCode(static_cast<gen::ErrorCode>(a.code));
+    r.setMessage(text(a.message));
+  }
+};
+
+}  // namespace
+
+void to_capnp(const frame& f, gen::Envelope::Builder builder) {
+  fill(f.source, builder.initSource());
+  fill(f.target, builder.initTarget());
+  builder.setSenderIncarnation(f.sender_incarnation);
+  builder.setMessageId(f.message_id);
+  builder.setDeadlineUnixUs(f.deadline_unix_us);
+  builder.setAuthTag(kj::arrayPtr(f.auth_tag.data(), f.auth_tag.size()));
+  std::visit(body_filler{builder.getBody()}, f.body);
+}
+
+}  // namespace baton::wire::detail

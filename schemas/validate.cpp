@@ -1,0 +1,169 @@
+// Bounds of every frame, checked on decode and on encode (docs/wire-format.md, "Limits").
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "schemas/detail.hpp"
+
+namespace baton::wire::detail {
+namespace {
+
+checked<> out_of_bounds(std::string_view field, std::string what) {
+  return reject(reject_reason::out_of_bounds, fmt::format("{}: {}", field, what));
+}
+
+bool name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-' || c == ':' || c == '/' || c == '@' || c == '[' || c == ']';
+}
+
+/// Names and addresses: 1..max_name_bytes of [A-Za-z0-9._:/@[]-] (or empty if optional).
+checked<> check_name(const std::string& s, const codec_limits& l, std::string_view field,
+                     bool required = true) {
+  if (s.empty()) {
+    return required ? out_of_bounds(field, "empty, expected a name") : checked<>{};
+  }
+  if (s.size() > l.max_name_bytes) {
+    return out_of_bounds(field, fmt::format("{} bytes, limit {}", s.size(), l.max_name_bytes));
+  }
+  for (char c : s) {
+    if (!name_char(c)) {
+      return out_of_bounds(field, fmt::format("byte 0x{:02x} is not allowed in a name",
+                                              static_cast<unsigned char>(c)));
+    }
+  }
+  return {};
+}
+
+checked<> check_size(std::size_t size, std::size_t limit, std::string_view field,
+                     std::string_view unit) {
+  if (size > limit) return out_of_bounds(field, fmt::format("{} {}, limit {}", size, unit, limit));
+  return {};
+}
+
+checked<> check_text(const std::string& s, const codec_limits& l, std::string_view field) {
+  return check_size(s.size(), l.max_text_bytes, field, "bytes");
+}
+
+checked<> check_sampling(const sampling& s, std::string_view field) {
+  if (!std::isfinite(s.temperature) || s.temperature < 0.0f) {
+    return out_of_bounds(field,
+                         fmt::format("temperature {} is not finite and >= 0", s.temperature));
+  }
+  if (!std::isfinite(s.top_p) || s.top_p <= 0.0f || s.top_p > 1.0f) {
+    return out_of_bounds(field, fmt::format("topP {} is not in (0, 1]", s.top_p));
+  }
+  return {};
+}
+
+checked<> check_kv(const kv_descriptor& kv, const codec_limits& l, std::string_view field) {
+  if (auto ok = check_name(kv.node, l, fmt::format("{}.node", field)); !ok) return ok;
+  if (auto ok = check_size(kv.block_ids.size(), l.max_blocks, field, "block ids"); !ok) return ok;
+  if (!kv.checksums.empty() && kv.checksums.size() != kv.block_ids.size()) {
+    return out_of_bounds(
+        field, fmt::format("{} checksums for {} blocks", kv.checksums.size(), kv.block_ids.size()));
+  }
+  // block_bytes < 2^32 and block_ids.size() <= max_blocks < 2^32: the product fits.
+  const auto expected_length = std::uint64_t{kv.block_bytes} * kv.block_ids.size();
+  if (kv.length != expected_length) {
+    return out_of_bounds(field, fmt::format("length {} != blockBytes {} x {} blocks", kv.length,
+                                            kv.block_bytes, kv.block_ids.size()));
+  }
+  if (kv.offset > std::numeric_limits<std::uint64_t>::max() - kv.length) {
+    return out_of_bounds(field, "offset + length overflows");
+  }
+  return {};
+}
+
+checked<> check_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t prompt_length,
+                       const codec_limits& l, std::string_view field) {
+  if (tokens.empty()) return out_of_bounds(field, "no tokens");
+  if (auto ok = check_size(tokens.size(), l.max_tokens, field, "tokens"); !ok) return ok;
+  if (prompt_length == 0 || prompt_length > tokens.size()) {
+    return out_of_bounds(
+        field, fmt::format("promptLength {} not in [1, {}]", prompt_length, tokens.size()));
+  }
+  return {};
+}
+
+checked<> check_members(const std::vector<member_update>& members, const codec_limits& l,
+                        std::string_view field) {
+  if (auto ok = check_size(members.size(), l.max_members, field, "members"); !ok) return ok;
+  for (const auto& m : members) {
+    if (auto ok = check_name(m.node, l, field); !ok) return ok;
+  }
+  return {};
+}
+
+struct body_checker {
+  const codec_limits& l;
+
+  checked<> operator()(const join& j) const {
+    if (auto ok = check_name(j.node, l, "join.node"); !ok) return ok;
+    if (auto ok = check_name(j.device, l, "join.device"); !ok) return ok;
+    if (j.roles.empty()) return out_of_bounds("join.roles", "no roles");
+    if (auto ok = check_size(j.roles.size(), l.max_roles, "join.roles", "roles"); !ok) return ok;
+    if (auto ok = check_name(j.fabric_address, l, "join.fabricAddress"); !ok) return ok;
+    if (auto ok = check_name(j.admin_address, l, "join.adminAddress", false); !ok) return ok;
+    return check_size(j.numerics_fingerprint.size(), l.max_name_bytes, "join.numericsFingerprint",
+                      "bytes");
+  }
+  checked<> operator()(const join_reply& j) const {
+    if (auto ok = check_text(j.reason, l, "joinReply.reason"); !ok) return ok;
+    return check_members(j.members, l, "joinReply.members");
+  }
+  checked<> operator()(const heartbeat& h) const {
+    return check_members(h.updates, l, "heartbeat.updates");
+  }
+  checked<> operator()(const leave& v) const { return check_text(v.reason, l, "leave.reason"); }
+  checked<> operator()(const admit& a) const {
+    if (auto ok = check_tokens(a.tokens, a.prompt_length, l, "admit.tokens"); !ok) return ok;
+    if (auto ok = check_size(a.max_tokens, l.max_tokens, "admit.maxTokens", "tokens"); !ok) {
+      return ok;
+    }
+    if (auto ok = check_sampling(a.params, "admit.sampling"); !ok) return ok;
+    return check_name(a.writer, l, "admit.writer", false);
+  }
+  checked<> operator()(const reserve& r) const { return check_kv(r.kv, l, "reserve.kv"); }
+  checked<> operator()(const prefill& p) const {
+    if (auto ok = check_tokens(p.tokens, p.prompt_length, l, "prefill.tokens"); !ok) return ok;
+    if (auto ok = check_sampling(p.params, "prefill.sampling"); !ok) return ok;
+    if (auto ok = check_kv(p.target, l, "prefill.target"); !ok) return ok;
+    if (auto ok = check_name(p.decode.node, l, "prefill.decode.node"); !ok) return ok;
+    return check_name(p.decode.actor, l, "prefill.decode.actor");
+  }
+  checked<> operator()(const prefill_done& p) const {
+    return check_size(p.checksums.size(), l.max_blocks, "prefillDone.checksums", "checksums");
+  }
+  checked<> operator()(const token_batch& t) const {
+    if (t.tokens.empty()) return out_of_bounds("tokens.tokens", "no tokens");
+    if (auto ok = check_size(t.tokens.size(), l.max_tokens, "tokens.tokens", "tokens"); !ok) {
+      return ok;
+    }
+    if (t.first_position > std::numeric_limits<std::uint32_t>::max() - t.tokens.size()) {
+      return out_of_bounds("tokens.firstPosition", "firstPosition + count overflows");
+    }
+    return {};
+  }
+  checked<> operator()(const finish&) const { return {}; }
+  checked<> operator()(const cancel& c) const { return check_text(c.reason, l, "cancel.reason"); }
+  checked<> operator()(const abort_attempt& a) const {
+    return check_text(a.message, l, "abort.message");
+  }
+};
+
+}  // namespace
+
+checked<> validate(const frame& f, const codec_limits& limits) {
+  if (auto ok = check_name(f.source.node, limits, "source.node"); !ok) return ok;
+  if (auto ok = check_name(f.source.actor, limits, "source.actor"); !ok) return ok;
+  if (auto ok = check_name(f.target.node, limits, "target.node"); !ok) return ok;
+  if (auto ok = check_name(f.target.actor, limits, "target.actor"); !ok) return ok;
+  if (auto ok = check_size(f.auth_tag.size(), limits.max_auth_tag_bytes, "authTag", "bytes"); !ok) {
+    return ok;
+  }
+  return std::visit(body_checker{limits}, f.body);
+}
+
+}  // namespace baton::wire::detail

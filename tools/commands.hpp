@@ -1,0 +1,12 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+/// The `baton` command's subcommands. Each add_*_command registers one subcommand on
+/// `app`; when it runs, its callback stores the process exit code in `exit_code`, which
+/// must outlive `app`. Figures go to stdout; diagnostics to stderr.
+namespace baton::tools {
+
+void add_selfcheck_command(CLI::App& app, int& exit_code);
+
+}  // namespace baton::tools

@@ -1,0 +1,15 @@
+// The `baton` command: one executable, one subcommand per job (node, up, generate,
+// status, bench, ...). See README.md.
+#include <CLI/CLI.hpp>
+
+#include "tools/commands.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Baton: a runtime for disaggregated LLM inference"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "baton 0.1.0");
+  int exit_code = 0;
+  baton::tools::add_selfcheck_command(app, exit_code);
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
+}
