@@ -97,7 +97,8 @@ expected<encoded_frame> encode(const frame& f, const codec_limits& limits) {
     return fail(errc::invalid_argument, "encode: " + ok.error().message);
   }
   try {
-    capnp::MallocMessageBuilder builder;
+    // Most control frames fit in 128 words; larger ones grow into further segments.
+    capnp::MallocMessageBuilder builder(128);
     detail::to_capnp(f, builder.initRoot<gen::Envelope>());
     const std::size_t words = capnp::computeSerializedSizeInWords(builder);
     if (frame_header_bytes + words * sizeof(capnp::word) > limits.max_frame_bytes) {

@@ -45,7 +45,7 @@ build() {  # build PRESET
 
 fuzz() {
   cmake --preset fuzz >"${logs}/configure-fuzz.log"
-  cmake --build --preset fuzz
+  cmake --build --preset fuzz --target fuzz_targets
   for target in build/fuzz/tests/fuzz/*_fuzz; do
     local name corpus work
     name=$(basename "$target")
