@@ -1,0 +1,351 @@
+#include "runtime/topology.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+namespace baton::runtime {
+namespace {
+
+std::string_view type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date or time";
+  }
+}
+
+/// Records the first error, positioned at a TOML source region.
+class diagnostics {
+ public:
+  explicit diagnostics(std::string file) : file_(std::move(file)) {}
+
+  void fail(const toml::source_region& where, std::string what) {
+    if (!first_) {
+      first_ = error{errc::invalid_argument, fmt::format("{}:{}:{}: {}", file_, where.begin.line,
+                                                         where.begin.column, what)};
+    }
+  }
+  [[nodiscard]] bool failed() const { return first_.has_value(); }
+  [[nodiscard]] const error& first() const { return *first_; }
+
+ private:
+  std::string file_;
+  std::optional<error> first_;
+};
+
+/// Reads the keys of one table. A key not in `allowed` is reported first, since a typo
+/// explains a "missing key" that follows from it.
+class table_reader {
+ public:
+  table_reader(const toml::table& table, std::string path, diagnostics& diag,
+               std::initializer_list<std::string_view> allowed)
+      : table_(table), path_(std::move(path)), diag_(diag) {
+    for (const auto& [key, value] : table_) {
+      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end()) {
+        diag_.fail(key.source(), fmt::format("{}: unknown key '{}'", path_, key.str()));
+        return;
+      }
+    }
+  }
+
+  std::optional<std::string> string(std::string_view key, bool required) {
+    const toml::node* n = get(key, required);
+    if (n == nullptr) return std::nullopt;
+    if (const auto* s = n->as_string()) return s->get();
+    mismatch(*n, key, "a string");
+    return std::nullopt;
+  }
+
+  std::optional<std::uint32_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
+    const toml::node* n = get(key, false);
+    if (n == nullptr) return std::nullopt;
+    const auto* i = n->as_integer();
+    if (i == nullptr) {
+      mismatch(*n, key, "an integer");
+      return std::nullopt;
+    }
+    if (i->get() < min || i->get() > max) {
+      diag_.fail(n->source(), fmt::format("{}.{}: expected an integer in [{}, {}], got {}", path_,
+                                          key, min, max, i->get()));
+      return std::nullopt;
+    }
+    return static_cast<std::uint32_t>(i->get());
+  }
+
+  /// An array of strings; each element is passed to `each` with its source position.
+  template <class F>
+  void strings(std::string_view key, bool required, F each) {
+    const toml::node* n = get(key, required);
+    if (n == nullptr) return;
+    const auto* arr = n->as_array();
+    if (arr == nullptr) return mismatch(*n, key, "an array of strings");
+    for (const auto& element : *arr) {
+      if (const auto* s = element.as_string()) {
+        each(s->get(), element.source());
+      } else {
+        mismatch(element, key, "an array of strings");
+      }
+    }
+  }
+
+  const toml::table* table(std::string_view key) {
+    const toml::node* n = get(key, false);
+    if (n == nullptr) return nullptr;
+    if (const auto* t = n->as_table()) return t;
+    mismatch(*n, key, "a table");
+    return nullptr;
+  }
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  const toml::node* get(std::string_view key, bool required) {
+    const toml::node* n = table_.get(key);
+    if (n == nullptr && required) {
+      diag_.fail(table_.source(), fmt::format("{}: missing required key '{}'", path_, key));
+    }
+    return n;
+  }
+  void mismatch(const toml::node& n, std::string_view key, std::string_view expected) {
+    diag_.fail(n.source(), fmt::format("{}.{}: expected {}, got {}", path_, key, expected,
+                                       type_name(n.type())));
+  }
+
+  const toml::table& table_;
+  std::string path_;
+  diagnostics& diag_;
+};
+
+template <class Enum, std::size_t N>
+std::optional<Enum> parse_enum(std::string_view text,
+                               const std::array<std::string_view, N>& names) {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (names[i] == text) return static_cast<Enum>(i);
+  }
+  return std::nullopt;
+}
+
+constexpr std::array<std::string_view, 3> kind_names = {"trainium", "wafer-scale", "cpu"};
+constexpr std::array<std::string_view, 4> role_names = {"router", "prefill", "decode", "kv"};
+constexpr std::array<std::string_view, 4> provider_names = {"tcp", "shm", "verbs", "efa"};
+
+/// "host:port" with a port in [1, 65535].
+bool host_port(std::string_view address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  unsigned port = 0;
+  const auto digits = address.substr(colon + 1);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  return ec == std::errc{} && end == digits.data() + digits.size() && port >= 1 && port <= 65535;
+}
+
+void read_node(const toml::table& t, std::size_t index, const std::string& provider,
+               diagnostics& diag, node_spec& node) {
+  table_reader r(t, fmt::format("node[{}]", index), diag,
+                 {"name", "kind", "device", "roles", "fabric", "admin", "kv_blocks", "max_batch"});
+  node.line = static_cast<std::uint32_t>(t.source().begin.line);
+  node.name = r.string("name", true).value_or("");
+  if (auto kind = r.string("kind", true)) {
+    if (auto k = parse_enum<wire::node_kind>(*kind, kind_names)) {
+      node.kind = *k;
+    } else {
+      diag.fail(t.get("kind")->source(),
+                fmt::format("{}.kind: expected trainium, wafer-scale or cpu, got \"{}\"", r.path(),
+                            *kind));
+    }
+  }
+  node.device = r.string("device", false).value_or("cpu");
+  if (node.device != "cpu" && !(node.emulated() && node.device.size() > 9)) {
+    diag.fail(t.get("device")->source(),
+              fmt::format("{}.device: expected \"cpu\" or \"emulated:PROFILE\", got \"{}\"",
+                          r.path(), node.device));
+  }
+  r.strings("roles", true, [&](const std::string& name, const toml::source_region& where) {
+    auto role = parse_enum<wire::role>(name, role_names);
+    if (!role) {
+      diag.fail(where, fmt::format("{}.roles: expected router, prefill, decode or kv, got \"{}\"",
+                                   r.path(), name));
+    } else if (node.has_role(*role)) {
+      diag.fail(where, fmt::format("{}.roles: \"{}\" listed twice", r.path(), name));
+    } else {
+      node.roles.push_back(*role);
+    }
+  });
+  if (!diag.failed() && node.roles.empty()) {
+    diag.fail(t.source(), fmt::format("{}.roles: expected at least one role", r.path()));
+  }
+  node.fabric_address = r.string("fabric", true).value_or("");
+  if (!diag.failed() && provider != "shm" && !host_port(node.fabric_address)) {
+    diag.fail(t.get("fabric")->source(),
+              fmt::format("{}.fabric: expected \"host:port\" for provider {}, got \"{}\"", r.path(),
+                          provider, node.fabric_address));
+  }
+  node.admin_address = r.string("admin", true).value_or("");
+  if (!diag.failed() && !host_port(node.admin_address)) {
+    diag.fail(t.get("admin")->source(), fmt::format("{}.admin: expected \"host:port\", got \"{}\"",
+                                                    r.path(), node.admin_address));
+  }
+  const bool holds_kv = node.has_role(wire::role::decode) || node.has_role(wire::role::kv);
+  node.kv_blocks = r.integer("kv_blocks", 1, 1 << 24).value_or(holds_kv ? 4096 : 0);
+  node.max_batch =
+      r.integer("max_batch", 1, 4096).value_or(node.has_role(wire::role::decode) ? 32 : 0);
+}
+
+void read_sections(const toml::table& root, const std::filesystem::path& file, diagnostics& diag,
+                   topology& topo) {
+  table_reader top(root, "topology", diag, {"cluster", "model", "limits", "timeouts", "node"});
+  if (const auto* t = top.table("cluster")) {
+    table_reader r(*t, "cluster", diag, {"name", "provider", "seeds"});
+    topo.cluster_name = r.string("name", true).value_or("");
+    topo.provider = r.string("provider", false).value_or("tcp");
+    if (std::find(provider_names.begin(), provider_names.end(), topo.provider) ==
+        provider_names.end()) {
+      diag.fail(t->get("provider")->source(),
+                fmt::format("cluster.provider: expected tcp, shm, verbs or efa, got \"{}\"",
+                            topo.provider));
+    }
+    r.strings("seeds", false,
+              [&](const std::string& s, const toml::source_region&) { topo.seeds.push_back(s); });
+  } else {
+    diag.fail(root.source(), "topology: missing required table [cluster]");
+  }
+  if (const auto* t = top.table("model")) {
+    table_reader r(*t, "model", diag, {"checkpoint", "tokenizer"});
+    const auto base = file.parent_path();
+    topo.model.checkpoint = base / r.string("checkpoint", true).value_or("");
+    topo.model.tokenizer = base / r.string("tokenizer", true).value_or("");
+  } else {
+    diag.fail(root.source(), "topology: missing required table [model]");
+  }
+  if (const auto* t = top.table("limits")) {
+    table_reader r(
+        *t, "limits", diag,
+        {"max_queued_requests", "kv_block_tokens", "max_prompt_tokens", "max_new_tokens"});
+    auto& l = topo.limits;
+    l.max_queued_requests =
+        r.integer("max_queued_requests", 1, 1 << 20).value_or(l.max_queued_requests);
+    l.kv_block_tokens = r.integer("kv_block_tokens", 1, 1024).value_or(l.kv_block_tokens);
+    l.max_prompt_tokens = r.integer("max_prompt_tokens", 1, 1 << 20).value_or(l.max_prompt_tokens);
+    l.max_new_tokens = r.integer("max_new_tokens", 1, 1 << 20).value_or(l.max_new_tokens);
+  }
+  if (const auto* t = top.table("timeouts")) {
+    table_reader r(*t, "timeouts", diag,
+                   {"request_ms", "probe_interval_ms", "suspect_after_ms", "dead_after_ms"});
+    auto& o = topo.timeouts;
+    o.request_ms = r.integer("request_ms", 1, 86'400'000).value_or(o.request_ms);
+    o.probe_interval_ms = r.integer("probe_interval_ms", 1, 60'000).value_or(o.probe_interval_ms);
+    o.suspect_after_ms = r.integer("suspect_after_ms", 1, 600'000).value_or(o.suspect_after_ms);
+    o.dead_after_ms = r.integer("dead_after_ms", 1, 600'000).value_or(o.dead_after_ms);
+    if (!diag.failed() && o.suspect_after_ms >= o.dead_after_ms) {
+      diag.fail(t->source(), fmt::format("timeouts: expected suspect_after_ms ({}) < "
+                                         "dead_after_ms ({})",
+                                         o.suspect_after_ms, o.dead_after_ms));
+    }
+  }
+  const toml::node* nodes = root.get("node");
+  if (nodes == nullptr || !nodes->is_array_of_tables()) {
+    diag.fail(nodes ? nodes->source() : root.source(),
+              "node: expected one or more [[node]] tables");
+  } else {
+    std::size_t index = 0;
+    for (const auto& element : *nodes->as_array()) {
+      read_node(*element.as_table(), index++, topo.provider, diag, topo.nodes.emplace_back());
+    }
+  }
+}
+
+/// Rules across nodes: unique names and addresses, seeds that exist, every role present.
+void check_cluster(const toml::table& root, diagnostics& diag, const topology& topo) {
+  std::set<std::string> names, fabrics, admins;
+  const auto* nodes = root.get("node")->as_array();
+  for (std::size_t i = 0; i < topo.nodes.size(); ++i) {
+    const auto& n = topo.nodes[i];
+    const auto& where = (*nodes)[i].source();
+    if (!names.insert(n.name).second) {
+      diag.fail(where, fmt::format("node[{}].name: \"{}\" is already used", i, n.name));
+    }
+    if (!fabrics.insert(n.fabric_address).second) {
+      diag.fail(where, fmt::format("node[{}].fabric: {} is already used", i, n.fabric_address));
+    }
+    if (!admins.insert(n.admin_address).second) {
+      diag.fail(where, fmt::format("node[{}].admin: {} is already used", i, n.admin_address));
+    }
+  }
+  for (const auto& seed : topo.seeds) {
+    if (topo.find(seed) == nullptr) {
+      diag.fail(root.get("cluster")->source(),
+                fmt::format("cluster.seeds: \"{}\" is not a node of this topology", seed));
+    }
+  }
+  for (auto r : {wire::role::router, wire::role::prefill, wire::role::decode}) {
+    if (std::none_of(topo.nodes.begin(), topo.nodes.end(),
+                     [&](const node_spec& n) { return n.has_role(r); })) {
+      diag.fail(root.source(), fmt::format("topology: no node has the role {}", to_string(r)));
+    }
+  }
+}
+
+}  // namespace
+
+bool node_spec::has_role(wire::role r) const {
+  return std::find(roles.begin(), roles.end(), r) != roles.end();
+}
+
+const node_spec* topology::find(std::string_view name) const {
+  auto it =
+      std::find_if(nodes.begin(), nodes.end(), [&](const node_spec& n) { return n.name == name; });
+  return it == nodes.end() ? nullptr : &*it;
+}
+
+std::string_view to_string(wire::node_kind kind) noexcept {
+  return kind_names[static_cast<std::size_t>(kind)];
+}
+
+std::string_view to_string(wire::role role) noexcept {
+  return role_names[static_cast<std::size_t>(role)];
+}
+
+expected<topology> parse_topology(std::string_view text, const std::filesystem::path& file) {
+  toml::table root;
+  try {
+    root = toml::parse(text, std::string_view(file.string()));
+  } catch (const toml::parse_error& e) {
+    return fail(errc::invalid_argument,
+                fmt::format("{}:{}:{}: {}", file.string(), e.source().begin.line,
+                            e.source().begin.column, e.description()));
+  }
+  diagnostics diag(file.string());
+  topology topo;
+  topo.file = file;
+  read_sections(root, file, diag, topo);
+  if (!diag.failed()) check_cluster(root, diag, topo);
+  if (!diag.failed() && topo.seeds.empty()) {
+    for (const auto& n : topo.nodes) {
+      if (n.has_role(wire::role::router)) topo.seeds.push_back(n.name);
+    }
+  }
+  if (diag.failed()) return tl::unexpected(diag.first());
+  return topo;
+}
+
+expected<topology> load_topology(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in)
+    return fail(errc::not_found, fmt::format("{}: cannot open the topology file", file.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_topology(text.str(), file);
+}
+
+}  // namespace baton::runtime

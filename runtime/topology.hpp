@@ -1,0 +1,81 @@
+#pragma once
+
+// The cluster topology (cluster.toml): what operators write to describe a fleet, loaded
+// and checked once. Every error names the file, line and column and what was expected;
+// unknown keys are errors, so a typo never silently falls back to a default.
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.hpp"
+#include "schemas/types.hpp"
+
+namespace baton::runtime {
+
+/// One node process: the hardware it stands for (`kind`), the engine that actually runs
+/// (`device`: "cpu" or "emulated:PROFILE") and the actors it hosts (`roles`).
+struct node_spec {
+  std::string name;
+  wire::node_kind kind = wire::node_kind::cpu;
+  std::string device;
+  std::vector<wire::role> roles;
+  std::string fabric_address;   ///< "host:port" for tcp/verbs/efa, a name for shm
+  std::string admin_address;    ///< "host:port" of the health and metrics port
+  std::uint32_t kv_blocks = 0;  ///< KV pool size in blocks (decode and kv roles)
+  std::uint32_t max_batch = 0;  ///< sequences decoded together (decode role)
+  std::uint32_t line = 0;       ///< where the [[node]] table starts, for messages
+
+  [[nodiscard]] bool has_role(wire::role r) const;
+  [[nodiscard]] bool emulated() const { return device.starts_with("emulated:"); }
+};
+
+struct model_spec {
+  std::filesystem::path checkpoint;  ///< resolved against the topology file's folder
+  std::filesystem::path tokenizer;
+};
+
+struct limits_spec {
+  std::uint32_t max_queued_requests = 256;
+  std::uint32_t kv_block_tokens = 16;
+  std::uint32_t max_prompt_tokens = 4096;
+  std::uint32_t max_new_tokens = 4096;
+};
+
+struct timeouts_spec {
+  std::uint32_t request_ms = 30'000;
+  std::uint32_t probe_interval_ms = 50;
+  std::uint32_t suspect_after_ms = 150;
+  std::uint32_t dead_after_ms = 300;
+};
+
+struct topology {
+  std::filesystem::path file;
+  std::string cluster_name;
+  std::string provider = "tcp";    ///< libfabric provider: tcp, shm, verbs, efa
+  std::vector<std::string> seeds;  ///< nodes a joining node may contact
+  model_spec model;
+  limits_spec limits;
+  timeouts_spec timeouts;
+  std::vector<node_spec> nodes;
+
+  /// The node called `name`, or nullptr.
+  [[nodiscard]] const node_spec* find(std::string_view name) const;
+};
+
+/// Parses topology text; `file` names it in errors and anchors relative paths.
+[[nodiscard]] expected<topology> parse_topology(std::string_view text,
+                                                const std::filesystem::path& file);
+
+/// Reads and parses a topology file.
+[[nodiscard]] expected<topology> load_topology(const std::filesystem::path& file);
+
+/// The kind's name as written in the topology ("wafer-scale").
+[[nodiscard]] std::string_view to_string(wire::node_kind kind) noexcept;
+/// The role's name as written in the topology ("prefill").
+[[nodiscard]] std::string_view to_string(wire::role role) noexcept;
+
+}  // namespace baton::runtime

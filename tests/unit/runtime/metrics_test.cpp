@@ -1,0 +1,73 @@
+#include "runtime/metrics.hpp"
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace baton::runtime {
+namespace {
+
+TEST(Metrics, CountersGaugesAndHistogramsRenderAsPrometheusText) {
+  metrics_registry registry;
+  auto& ok =
+      registry.get_counter("baton_requests_total", "Requests by outcome.", {{"outcome", "ok"}});
+  auto& failed =
+      registry.get_counter("baton_requests_total", "Requests by outcome.", {{"outcome", "failed"}});
+  registry.get_gauge("baton_kv_free_blocks", "Free KV blocks.").set(480);
+  auto& ttft =
+      registry.get_histogram("baton_ttft_seconds", "Time to first token.", {0.01, 0.1, 1.0});
+  ok.add(3);
+  failed.add();
+  ttft.observe(0.005);
+  ttft.observe(0.05);
+  ttft.observe(5.0);
+  EXPECT_EQ(&ok, &registry.get_counter("baton_requests_total", "", {{"outcome", "ok"}}));
+
+  EXPECT_EQ(registry.prometheus_text(),
+            "# HELP baton_requests_total Requests by outcome.\n"
+            "# TYPE baton_requests_total counter\n"
+            "baton_requests_total{outcome=\"ok\"} 3\n"
+            "baton_requests_total{outcome=\"failed\"} 1\n"
+            "# HELP baton_kv_free_blocks Free KV blocks.\n"
+            "# TYPE baton_kv_free_blocks gauge\n"
+            "baton_kv_free_blocks 480\n"
+            "# HELP baton_ttft_seconds Time to first token.\n"
+            "# TYPE baton_ttft_seconds histogram\n"
+            "baton_ttft_seconds_bucket{le=\"0.01\"} 1\n"
+            "baton_ttft_seconds_bucket{le=\"0.1\"} 2\n"
+            "baton_ttft_seconds_bucket{le=\"1\"} 2\n"
+            "baton_ttft_seconds_bucket{le=\"+Inf\"} 3\n"
+            "baton_ttft_seconds_sum 5.055\n"
+            "baton_ttft_seconds_count 3\n");
+}
+
+TEST(Metrics, LabelValuesAreEscaped) {
+  metrics_registry registry;
+  registry.get_counter("x_total", "h", {{"reason", "bad \"quote\"\\\n"}}).add();
+  EXPECT_NE(registry.prometheus_text().find(R"(x_total{reason="bad \"quote\"\\\n"} 1)"),
+            std::string::npos)
+      << registry.prometheus_text();
+}
+
+TEST(Metrics, UpdatesFromManyThreadsAreNotLost) {
+  metrics_registry registry;
+  auto& c = registry.get_counter("hits_total", "h");
+  auto& h = registry.get_histogram("lat_seconds", "h", exponential_bounds(0.001, 10, 3));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10000; ++i) {
+        c.add();
+        h.observe(0.5);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(c.value(), 40000u);
+  EXPECT_EQ(h.cumulative_count(h.bounds().size()), 40000u);
+  EXPECT_EQ(h.cumulative_count(1), 0u);
+  EXPECT_EQ(h.bounds(), (std::vector<double>{0.001, 0.01, 0.1}));
+}
+
+}  // namespace
+}  // namespace baton::runtime

@@ -1,0 +1,162 @@
+#include "runtime/topology.hpp"
+
+#include <gtest/gtest.h>
+
+namespace baton::runtime {
+namespace {
+
+constexpr std::string_view valid = R"(# a comment
+[cluster]
+name = "test"
+provider = "tcp"
+
+[model]
+checkpoint = "models/m.bin"
+tokenizer = "models/t.bin"
+
+[timeouts]
+dead_after_ms = 400
+
+[[node]]
+name = "router-0"
+kind = "cpu"
+roles = ["router"]
+fabric = "127.0.0.1:7100"
+admin = "127.0.0.1:9100"
+
+[[node]]
+name = "prefill-0"
+kind = "trainium"
+device = "emulated:trn2"
+roles = ["prefill"]
+fabric = "127.0.0.1:7101"
+admin = "127.0.0.1:9101"
+
+[[node]]
+name = "decode-0"
+kind = "wafer-scale"
+roles = ["decode", "kv"]
+fabric = "127.0.0.1:7102"
+admin = "127.0.0.1:9102"
+kv_blocks = 100
+)";
+
+/// `valid` with the first occurrence of `from` replaced by `to`.
+std::string edit(std::string_view from, std::string_view to) {
+  std::string text(valid);
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  text.replace(at, from.size(), to);
+  return text;
+}
+
+std::string error_of(std::string_view text) {
+  auto topo = parse_topology(text, "/etc/baton/cluster.toml");
+  EXPECT_FALSE(topo.has_value());
+  if (topo) return "";
+  EXPECT_EQ(topo.error().code, errc::invalid_argument);
+  return topo.error().message;
+}
+
+TEST(Topology, ParsesAValidFile) {
+  auto topo = parse_topology(valid, "/etc/baton/cluster.toml");
+  ASSERT_TRUE(topo) << topo.error().message;
+  EXPECT_EQ(topo->cluster_name, "test");
+  ASSERT_EQ(topo->nodes.size(), 3u);
+  const auto* prefill = topo->find("prefill-0");
+  ASSERT_NE(prefill, nullptr);
+  EXPECT_EQ(prefill->kind, wire::node_kind::trainium);
+  EXPECT_TRUE(prefill->emulated());
+  EXPECT_EQ(prefill->line, 20u);
+  const auto* decode = topo->find("decode-0");
+  ASSERT_NE(decode, nullptr);
+  EXPECT_EQ(decode->kind, wire::node_kind::wafer_scale);
+  EXPECT_EQ(decode->device, "cpu");
+  EXPECT_TRUE(decode->has_role(wire::role::kv));
+  EXPECT_EQ(decode->kv_blocks, 100u);
+  EXPECT_EQ(decode->max_batch, 32u);
+  EXPECT_EQ(topo->timeouts.dead_after_ms, 400u);
+  EXPECT_EQ(topo->timeouts.suspect_after_ms, 150u);
+  EXPECT_EQ(topo->model.checkpoint, "/etc/baton/models/m.bin");
+  EXPECT_EQ(topo->seeds, std::vector<std::string>{"router-0"});  // routers by default
+  EXPECT_EQ(topo->find("nobody"), nullptr);
+}
+
+TEST(Topology, TheRepositoryTopologyLoads) {
+  auto topo = load_topology(BATON_SOURCE_DIR "/cluster.toml");
+  ASSERT_TRUE(topo) << topo.error().message;
+  EXPECT_GE(topo->nodes.size(), 3u);
+}
+
+TEST(Topology, SyntaxErrorsNameLineAndColumn) {
+  auto message = error_of(edit("kv_blocks = 100", "kv_blocks = 10 0"));
+  EXPECT_NE(message.find("/etc/baton/cluster.toml:34:16:"), std::string::npos) << message;
+}
+
+TEST(Topology, UnknownKeysAreErrors) {
+  auto message = error_of(edit("roles = [\"router\"]", "rols = [\"router\"]"));
+  EXPECT_NE(message.find("cluster.toml:16:1: node[0]: unknown key 'rols'"), std::string::npos)
+      << message;
+  message = error_of(edit("[timeouts]", "[timeouts]\nsuspect_ms = 3"));
+  EXPECT_NE(message.find("timeouts: unknown key 'suspect_ms'"), std::string::npos) << message;
+  message = error_of(edit("[cluster]", "[clutser]\n[cluster]"));
+  EXPECT_NE(message.find("topology: unknown key 'clutser'"), std::string::npos) << message;
+}
+
+TEST(Topology, WrongTypesAndValuesAreNamed) {
+  auto message = error_of(edit("kind = \"cpu\"", "kind = 3"));
+  EXPECT_NE(message.find("cluster.toml:15:8: node[0].kind: expected a string, got an integer"),
+            std::string::npos)
+      << message;
+  message = error_of(edit("kind = \"cpu\"", "kind = \"gpu\""));
+  EXPECT_NE(message.find("expected trainium, wafer-scale or cpu, got \"gpu\""), std::string::npos)
+      << message;
+  message = error_of(edit("device = \"emulated:trn2\"", "device = \"trn2\""));
+  EXPECT_NE(message.find("node[1].device: expected \"cpu\" or \"emulated:PROFILE\""),
+            std::string::npos)
+      << message;
+  message = error_of(edit("[\"prefill\"]", "[\"prefil\"]"));
+  EXPECT_NE(message.find("node[1].roles: expected router, prefill, decode or kv"),
+            std::string::npos)
+      << message;
+  message = error_of(edit("kv_blocks = 100", "kv_blocks = -1"));
+  EXPECT_NE(message.find("node[2].kv_blocks: expected an integer in [1, 16777216], got -1"),
+            std::string::npos)
+      << message;
+  message = error_of(edit("\"127.0.0.1:7101\"", "\"127.0.0.1\""));
+  EXPECT_NE(message.find("node[1].fabric: expected \"host:port\""), std::string::npos) << message;
+  message = error_of(edit("provider = \"tcp\"", "provider = \"rdma\""));
+  EXPECT_NE(message.find("cluster.provider: expected tcp, shm, verbs or efa"), std::string::npos)
+      << message;
+}
+
+TEST(Topology, ClusterRulesAreChecked) {
+  auto message = error_of(edit("name = \"prefill-0\"", "name = \"router-0\""));
+  EXPECT_NE(message.find("node[1].name: \"router-0\" is already used"), std::string::npos)
+      << message;
+  message = error_of(edit("\"127.0.0.1:9101\"", "\"127.0.0.1:9100\""));
+  EXPECT_NE(message.find("node[1].admin: 127.0.0.1:9100 is already used"), std::string::npos)
+      << message;
+  message = error_of(edit("roles = [\"decode\", \"kv\"]", "roles = [\"kv\"]"));
+  EXPECT_NE(message.find("no node has the role decode"), std::string::npos) << message;
+  message = error_of(edit("dead_after_ms = 400", "dead_after_ms = 100"));
+  EXPECT_NE(message.find("suspect_after_ms (150) < dead_after_ms (100)"), std::string::npos)
+      << message;
+  message = error_of(edit("provider = \"tcp\"", "provider = \"tcp\"\nseeds = [\"nobody\"]"));
+  EXPECT_NE(message.find("cluster.seeds: \"nobody\" is not a node"), std::string::npos) << message;
+  message = error_of(edit("[\"decode\", \"kv\"]", "[\"decode\", \"decode\"]"));
+  EXPECT_NE(message.find("\"decode\" listed twice"), std::string::npos) << message;
+}
+
+TEST(Topology, MissingSectionsAndFiles) {
+  auto message = error_of("[model]\ncheckpoint = \"a\"\ntokenizer = \"b\"\n");
+  EXPECT_NE(message.find("missing required table [cluster]"), std::string::npos) << message;
+  message = error_of(edit("name = \"test\"\n", ""));
+  EXPECT_NE(message.find("cluster: missing required key 'name'"), std::string::npos) << message;
+  auto missing = load_topology("/nonexistent/cluster.toml");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, errc::not_found);
+}
+
+}  // namespace
+}  // namespace baton::runtime
