@@ -59,39 +59,47 @@ sampling sampling_from(gen::Sampling::Reader r) {
   return {r.getTemperature(), r.getTopP(), r.getSeed()};
 }
 
-checked<std::vector<member_update>> members_from(capnp::List<gen::MemberUpdate>::Reader list,
-                                                 const char* field) {
-  std::vector<member_update> out;
+checked<member> member_from(gen::Member::Reader r, const char* field) {
+  auto state = enum_from(r.getState(), member_state::left, field);
+  if (!state) return tl::unexpected(state.error());
+  auto kind = enum_from(r.getKind(), node_kind::cpu, field);
+  if (!kind) return tl::unexpected(kind.error());
+  member m{text_of(r.getNode()),
+           r.getIncarnation(),
+           *state,
+           *kind,
+           text_of(r.getDevice()),
+           {},
+           text_of(r.getFabricAddress()),
+           text_of(r.getAdminAddress())};
+  for (auto raw : r.getRoles()) {
+    auto each = enum_from(raw, role::kv, field);
+    if (!each) return tl::unexpected(each.error());
+    m.roles.push_back(*each);
+  }
+  return m;
+}
+
+checked<std::vector<member>> members_from(capnp::List<gen::Member>::Reader list,
+                                          const char* field) {
+  std::vector<member> out;
   out.reserve(list.size());
-  for (auto m : list) {
-    auto state = enum_from(m.getState(), member_state::left, field);
-    if (!state) return tl::unexpected(state.error());
-    out.push_back({text_of(m.getNode()), m.getIncarnation(), *state});
+  for (auto r : list) {
+    auto m = member_from(r, field);
+    if (!m) return tl::unexpected(m.error());
+    out.push_back(std::move(*m));
   }
   return out;
 }
 
 checked<body> join_from(gen::Join::Reader r) {
-  join j;
-  auto kind = enum_from(r.getKind(), node_kind::cpu, "join.kind");
-  if (!kind) return tl::unexpected(kind.error());
-  j.node = text_of(r.getNode());
-  j.kind = *kind;
-  j.device = text_of(r.getDevice());
-  for (auto raw : r.getRoles()) {
-    auto each = enum_from(raw, role::kv, "join.roles");
-    if (!each) return tl::unexpected(each.error());
-    j.roles.push_back(*each);
-  }
-  j.fabric_address = text_of(r.getFabricAddress());
-  j.admin_address = text_of(r.getAdminAddress());
-  j.wire_version = r.getWireVersion();
-  j.model_hash = r.getModelHash();
+  auto m = member_from(r.getMember(), "join.member");
+  if (!m) return tl::unexpected(m.error());
   auto l = r.getKvLayout();
-  j.layout = {l.getBlockTokens(), l.getLayers(), l.getKvHeads(), l.getHeadDim(),
-              l.getElementBytes()};
-  j.numerics_fingerprint = text_of(r.getNumericsFingerprint());
-  return j;
+  return join{std::move(*m), r.getWireVersion(), r.getModelHash(),
+              kv_layout{l.getBlockTokens(), l.getLayers(), l.getKvHeads(), l.getHeadDim(),
+                        l.getElementBytes()},
+              text_of(r.getNumericsFingerprint())};
 }
 
 checked<body> membership_from(gen::Envelope::Body::Reader b) {
@@ -99,13 +107,13 @@ checked<body> membership_from(gen::Envelope::Body::Reader b) {
     case gen::Envelope::Body::JOIN: return join_from(b.getJoin());
     case gen::Envelope::Body::JOIN_REPLY: {
       auto r = b.getJoinReply();
-      auto members = members_from(r.getMembers(), "joinReply.members.state");
+      auto members = members_from(r.getMembers(), "joinReply.members");
       if (!members) return tl::unexpected(members.error());
       return join_reply{r.getAccepted(), text_of(r.getReason()), std::move(*members)};
     }
     case gen::Envelope::Body::HEARTBEAT: {
       auto r = b.getHeartbeat();
-      auto updates = members_from(r.getUpdates(), "heartbeat.updates.state");
+      auto updates = members_from(r.getUpdates(), "heartbeat.updates");
       if (!updates) return tl::unexpected(updates.error());
       return heartbeat{r.getSequence(), r.getIsAck(), r.getQueueDepth(), r.getFreeKvBlocks(),
                        std::move(*updates)};

@@ -25,32 +25,33 @@ enum MemberState {
   left @3;
 }
 
-# One entry of the membership table, as disseminated by gossip.
-struct MemberUpdate {
+# A node as the membership table knows it: who it is, where to reach it, and its state
+# at an incarnation. Disseminated by gossip; a higher incarnation overrides a lower one.
+struct Member {
   node @0 :Text;
   incarnation @1 :UInt64;
   state @2 :MemberState;
+  kind @3 :NodeKind;
+  device @4 :Text;             # "cpu" or "emulated:PROFILE"
+  roles @5 :List(Role);
+  fabricAddress @6 :Text;
+  adminAddress @7 :Text;
 }
 
 # Sent to a seed by a node that wants to join. A node whose wire version, model hash,
 # KV layout or numerics fingerprint does not match the cluster's is refused.
 struct Join {
-  node @0 :Text;
-  kind @1 :NodeKind;
-  device @2 :Text;             # "cpu" or "emulated:PROFILE"
-  roles @3 :List(Role);
-  fabricAddress @4 :Text;
-  adminAddress @5 :Text;
-  wireVersion @6 :UInt16;
-  modelHash @7 :UInt64;
-  kvLayout @8 :Common.KvLayout;
-  numericsFingerprint @9 :Text;
+  member @0 :Member;
+  wireVersion @1 :UInt16;
+  modelHash @2 :UInt64;
+  kvLayout @3 :Common.KvLayout;
+  numericsFingerprint @4 :Text;
 }
 
 struct JoinReply {
   accepted @0 :Bool;
   reason @1 :Text;             # why a join was refused; empty when accepted
-  members @2 :List(MemberUpdate);
+  members @2 :List(Member);
 }
 
 # A probe (or its acknowledgement) carrying the sender's load and recent updates.
@@ -59,7 +60,7 @@ struct Heartbeat {
   isAck @1 :Bool;
   queueDepth @2 :UInt32;
   freeKvBlocks @3 :UInt32;
-  updates @4 :List(MemberUpdate);
+  updates @4 :List(Member);
 }
 
 struct Leave {

@@ -10,22 +10,23 @@
 
 namespace baton::wire {
 
-struct member_update {
+/// A node as the membership table knows it; a higher incarnation overrides a lower one.
+struct member {
   std::string node;
   std::uint64_t incarnation = 0;
   member_state state = member_state::alive;
-  bool operator==(const member_update&) const = default;
-};
-
-/// A node asks a seed to join. Refused unless wire version, model hash, KV layout and
-/// numerics fingerprint match the cluster's.
-struct join {
-  std::string node;
   node_kind kind = node_kind::cpu;
   std::string device;  ///< "cpu" or "emulated:PROFILE"
   std::vector<role> roles;
   std::string fabric_address;
   std::string admin_address;
+  bool operator==(const member&) const = default;
+};
+
+/// A node asks a seed to join. Refused unless wire version, model hash, KV layout and
+/// numerics fingerprint match the cluster's.
+struct join {
+  wire::member member;
   std::uint16_t wire_version = 0;
   std::uint64_t model_hash = 0;
   kv_layout layout;
@@ -36,7 +37,7 @@ struct join {
 struct join_reply {
   bool accepted = false;
   std::string reason;  ///< why a join was refused; empty when accepted
-  std::vector<member_update> members;
+  std::vector<member> members;
   bool operator==(const join_reply&) const = default;
 };
 
@@ -46,7 +47,7 @@ struct heartbeat {
   bool is_ack = false;
   std::uint32_t queue_depth = 0;
   std::uint32_t free_kv_blocks = 0;
-  std::vector<member_update> updates;
+  std::vector<member> updates;
   bool operator==(const heartbeat&) const = default;
 };
 

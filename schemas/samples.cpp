@@ -31,22 +31,24 @@ frame envelope(body b) {
 std::vector<frame> sample_frames() {
   const std::vector<std::uint32_t> prompt = {1, 403, 407, 261, 378};
   const sampling params{0.8f, 0.95f, 7};
-  const std::vector<member_update> members = {{"router-0", 3, member_state::alive},
-                                              {"prefill-0", 1, member_state::suspect}};
-  join j;
-  j.node = "prefill-0";
-  j.kind = node_kind::trainium;
-  j.device = "emulated:trn2";
-  j.roles = {role::prefill, role::kv};
-  j.fabric_address = "127.0.0.1:7101";
-  j.admin_address = "127.0.0.1:9101";
-  j.wire_version = wire_version;
-  j.model_hash = 0xb0a507e7ad0f6266;
-  j.layout = {16, 5, 4, 8, 4};
-  j.numerics_fingerprint = "baton-cpu/1 avx2";
+  const member prefill_node{"prefill-0",         1,
+                            member_state::alive, node_kind::trainium,
+                            "emulated:trn2",     {role::prefill, role::kv},
+                            "127.0.0.1:7101",    "127.0.0.1:9101"};
+  const member router_node{"router-0",
+                           3,
+                           member_state::suspect,
+                           node_kind::cpu,
+                           "cpu",
+                           {role::router},
+                           "127.0.0.1:7100",
+                           "127.0.0.1:9100"};
+  const std::vector<member> members = {router_node, prefill_node};
+  const join j{
+      prefill_node, wire_version, 0xb0a507e7ad0f6266, {16, 5, 4, 8, 4}, "baton-cpu/1 avx2"};
 
   std::vector<frame> frames;
-  frames.push_back(envelope(std::move(j)));
+  frames.push_back(envelope(j));
   frames.push_back(envelope(join_reply{true, "", members}));
   frames.push_back(envelope(heartbeat{17, false, 2, 480, members}));
   frames.push_back(envelope(leave{"drained for maintenance"}));

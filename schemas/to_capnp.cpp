@@ -43,14 +43,23 @@ void fill(const sampling& s, gen::Sampling::Builder b) {
   b.setSeed(s.seed);
 }
 
-template <class Builder>
-void fill_members(const std::vector<member_update>& members, Builder list) {
-  for (capnp::uint i = 0; i < members.size(); ++i) {
-    auto m = list[i];
-    m.setNode(text(members[i].node));
-    m.setIncarnation(members[i].incarnation);
-    m.setState(static_cast<gen::MemberState>(members[i].state));
+void fill(const member& m, gen::Member::Builder b) {
+  b.setNode(text(m.node));
+  b.setIncarnation(m.incarnation);
+  b.setState(static_cast<gen::MemberState>(m.state));
+  b.setKind(static_cast<gen::NodeKind>(m.kind));
+  b.setDevice(text(m.device));
+  auto roles = b.initRoles(size_of(m.roles));
+  for (capnp::uint i = 0; i < m.roles.size(); ++i) {
+    roles.set(i, static_cast<gen::Role>(m.roles[i]));
   }
+  b.setFabricAddress(text(m.fabric_address));
+  b.setAdminAddress(text(m.admin_address));
+}
+
+template <class Builder>
+void fill_members(const std::vector<member>& members, Builder list) {
+  for (capnp::uint i = 0; i < members.size(); ++i) fill(members[i], list[i]);
 }
 
 struct body_filler {
@@ -58,15 +67,7 @@ struct body_filler {
 
   void operator()(const join& j) {
     auto r = b.initJoin();
-    r.setNode(text(j.node));
-    r.setKind(static_cast<gen::NodeKind>(j.kind));
-    r.setDevice(text(j.device));
-    auto roles = r.initRoles(size_of(j.roles));
-    for (capnp::uint i = 0; i < j.roles.size(); ++i) {
-      roles.set(i, static_cast<gen::Role>(j.roles[i]));
-    }
-    r.setFabricAddress(text(j.fabric_address));
-    r.setAdminAddress(text(j.admin_address));
+    fill(j.member, r.initMember());
     r.setWireVersion(j.wire_version);
     r.setModelHash(j.model_hash);
     auto l = r.initKvLayout();

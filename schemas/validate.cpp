@@ -87,11 +87,20 @@ checked<> check_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t p
   return {};
 }
 
-checked<> check_members(const std::vector<member_update>& members, const codec_limits& l,
+checked<> check_member(const member& m, const codec_limits& l, std::string_view field) {
+  if (auto ok = check_name(m.node, l, field); !ok) return ok;
+  if (auto ok = check_name(m.device, l, field); !ok) return ok;
+  if (m.roles.empty()) return out_of_bounds(field, fmt::format("{} has no roles", m.node));
+  if (auto ok = check_size(m.roles.size(), l.max_roles, field, "roles"); !ok) return ok;
+  if (auto ok = check_name(m.fabric_address, l, field); !ok) return ok;
+  return check_name(m.admin_address, l, field, false);
+}
+
+checked<> check_members(const std::vector<member>& members, const codec_limits& l,
                         std::string_view field) {
   if (auto ok = check_size(members.size(), l.max_members, field, "members"); !ok) return ok;
   for (const auto& m : members) {
-    if (auto ok = check_name(m.node, l, field); !ok) return ok;
+    if (auto ok = check_member(m, l, field); !ok) return ok;
   }
   return {};
 }
@@ -100,12 +109,7 @@ struct body_checker {
   const codec_limits& l;
 
   checked<> operator()(const join& j) const {
-    if (auto ok = check_name(j.node, l, "join.node"); !ok) return ok;
-    if (auto ok = check_name(j.device, l, "join.device"); !ok) return ok;
-    if (j.roles.empty()) return out_of_bounds("join.roles", "no roles");
-    if (auto ok = check_size(j.roles.size(), l.max_roles, "join.roles", "roles"); !ok) return ok;
-    if (auto ok = check_name(j.fabric_address, l, "join.fabricAddress"); !ok) return ok;
-    if (auto ok = check_name(j.admin_address, l, "join.adminAddress", false); !ok) return ok;
+    if (auto ok = check_member(j.member, l, "join.member"); !ok) return ok;
     return check_size(j.numerics_fingerprint.size(), l.max_name_bytes, "join.numericsFingerprint",
                       "bytes");
   }

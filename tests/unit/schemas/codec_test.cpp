@@ -129,14 +129,14 @@ TEST(Codec, UnknownEnumValueIsRejected) {
   capnp::MallocMessageBuilder builder;
   auto env = builder.initRoot<gen::Envelope>();
   env.initSource().setNode("router-0");
-  auto join = env.getBody().initJoin();
-  join.setNode("n");
-  join.setKind(static_cast<gen::NodeKind>(9));
+  auto member = env.getBody().initJoin().initMember();
+  member.setNode("n");
+  member.setKind(static_cast<gen::NodeKind>(9));
   decoder dec;
   auto result = dec.decode(as_bytes(frame_of(builder)));
   ASSERT_FALSE(result);
   EXPECT_EQ(dec.rejected(reject_reason::bad_discriminant), 1u);
-  EXPECT_NE(result.error().message.find("join.kind"), std::string::npos);
+  EXPECT_NE(result.error().message.find("join.member: unknown enum value 9"), std::string::npos);
 }
 
 TEST(Codec, FieldBoundsAreChecked) {
@@ -189,7 +189,7 @@ TEST(Codec, FieldBoundsAreChecked) {
 TEST(Codec, PointerAmplificationHitsTheTraversalLimit) {
   // A list of 100 structs whose pointers all target the same large text: cheap to send,
   // expensive to read. The traversal limit (a small multiple of the frame) stops it.
-  capnp::MallocMessageBuilder builder;
+  capnp::MallocMessageBuilder builder(4096);  // one segment: no far pointers to follow
   auto env = builder.initRoot<gen::Envelope>();
   env.initSource().setNode("a");
   auto hb = env.getBody().initHeartbeat();
@@ -198,8 +198,8 @@ TEST(Codec, PointerAmplificationHitsTheTraversalLimit) {
   updates[0].setNode(big);
   auto words = frame_of(builder);
   // Point every update's node at update 0's text. Elements of the struct list are laid
-  // out inline, 2 data words then 1 pointer each, so element i's pointer sits 3i words
-  // after element 0's.
+  // out inline, 2 data words then 5 pointers each (node first), so element i's node
+  // pointer sits 7i words after element 0's.
   std::size_t first_ptr = 0;
   for (std::size_t w = 3; w < words.size(); ++w) {
     // The first non-zero pointer word inside the list body belongs to update 0's node.
@@ -209,7 +209,7 @@ TEST(Codec, PointerAmplificationHitsTheTraversalLimit) {
     }
   }
   ASSERT_NE(first_ptr, 0u) << "did not find the text pointer";
-  const std::size_t stride = 3;  // words per MemberUpdate element (2 data + 1 pointer)
+  const std::size_t stride = 7;  // words per Member element (2 data + 5 pointers)
   for (std::size_t i = 1; i < 100; ++i) {
     const std::size_t w = first_ptr + i * stride;
     // A list pointer's offset is relative to the pointer's own position.
