@@ -45,11 +45,14 @@ struct limits_spec {
   std::uint32_t max_new_tokens = 4096;
 };
 
+/// Failure detection (runtime/membership.hpp): a probe unanswered for suspect_after_ms
+/// makes its target suspect, and dead at dead_after_ms unless it refutes. With these
+/// defaults a killed node is declared dead within 300 ms on a LAN.
 struct timeouts_spec {
   std::uint32_t request_ms = 30'000;
-  std::uint32_t probe_interval_ms = 50;
-  std::uint32_t suspect_after_ms = 150;
-  std::uint32_t dead_after_ms = 300;
+  std::uint32_t probe_interval_ms = 40;
+  std::uint32_t suspect_after_ms = 80;
+  std::uint32_t dead_after_ms = 160;
 };
 
 struct topology {

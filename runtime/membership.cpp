@@ -1,0 +1,303 @@
+#include "runtime/membership.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include <fmt/format.h>
+
+namespace baton::runtime {
+namespace {
+
+using wire::member_state;
+
+bool live(member_state s) {
+  return s == member_state::alive || s == member_state::suspect;
+}
+
+/// SWIM's precedence: does `update` override what is known as `known`?
+bool overrides(const wire::member& update, const wire::member& known) {
+  if (update.incarnation != known.incarnation) return update.incarnation > known.incarnation;
+  switch (update.state) {
+    case member_state::alive: return false;
+    case member_state::suspect: return known.state == member_state::alive;
+    case member_state::dead:
+    case member_state::left: return live(known.state);
+  }
+  return false;
+}
+
+}  // namespace
+
+membership_state::membership_state(wire::join self, std::vector<seed_node> seeds,
+                                   membership_config config, std::uint64_t random_seed)
+    : self_(std::move(self)), seeds_(std::move(seeds)), config_(config), rng_(random_seed) {
+  self_.member.state = member_state::alive;
+  // A node never joins through itself.
+  const bool first_seed = seeds_.empty() || seeds_.front().node == self_.member.node;
+  std::erase_if(seeds_, [&](const seed_node& s) { return s.node == self_.member.node; });
+  joined_ = first_seed;
+}
+
+membership_output membership_state::start(time_point now) {
+  membership_output out;
+  next_probe_ = now + config_.probe_interval;
+  if (!joined_) send_join(now, out);
+  return out;
+}
+
+void membership_state::send_join(time_point now, membership_output& out) {
+  if (seeds_.empty()) {
+    out.refused = "no seed to join through";
+    return;
+  }
+  const auto& seed = seeds_[join_attempts_++ % seeds_.size()];
+  out.sends.push_back({seed.node, seed.fabric_address, self_});
+  join_deadline_ = now + config_.join_timeout;
+}
+
+std::optional<std::string> membership_state::incompatibility(const wire::join& j) const {
+  if (j.wire_version != self_.wire_version) {
+    return fmt::format("wire version {} differs from the cluster's {}", j.wire_version,
+                       self_.wire_version);
+  }
+  if (j.model_hash != self_.model_hash) {
+    return fmt::format("model hash {:016x} differs from the cluster's {:016x}", j.model_hash,
+                       self_.model_hash);
+  }
+  if (j.layout != self_.layout) {
+    return fmt::format(
+        "KV layout (block {} tokens, {} layers, {} kv heads, head dim {}, {} B) "
+        "differs from the cluster's ({}, {}, {}, {}, {} B)",
+        j.layout.block_tokens, j.layout.layers, j.layout.kv_heads, j.layout.head_dim,
+        j.layout.element_bytes, self_.layout.block_tokens, self_.layout.layers,
+        self_.layout.kv_heads, self_.layout.head_dim, self_.layout.element_bytes);
+  }
+  if (j.numerics_fingerprint != self_.numerics_fingerprint) {
+    return fmt::format("numerics fingerprint '{}' differs from the cluster's '{}'",
+                       j.numerics_fingerprint, self_.numerics_fingerprint);
+  }
+  const auto* known = find(j.member.node);
+  if (known != nullptr && live(known->state) && j.member.incarnation <= known->incarnation) {
+    return fmt::format("node name '{}' is in use by a live member (incarnation {})", j.member.node,
+                       known->incarnation);
+  }
+  return std::nullopt;
+}
+
+void membership_state::handle_join(const wire::join& j, time_point now, membership_output& out) {
+  // A node that is not a member yet cannot vouch for others: stay silent, and the joiner
+  // tries its next seed.
+  if (!joined_ || leaving_) return;
+  if (auto why = incompatibility(j)) {
+    out.sends.push_back({j.member.node, j.member.fabric_address,
+                         wire::join_reply{false, "join refused: " + *why, {}}});
+    return;
+  }
+  auto update = j.member;
+  update.state = member_state::alive;
+  apply(update, now, out);
+  std::vector<wire::member> table;
+  for (const auto& m : members()) {
+    if (live(m.state)) table.push_back(m);
+  }
+  out.sends.push_back(
+      {j.member.node, j.member.fabric_address, wire::join_reply{true, "", std::move(table)}});
+}
+
+membership_output membership_state::on_message(const std::string& from, const wire::body& body,
+                                               time_point now) {
+  membership_output out;
+  if (const auto* j = std::get_if<wire::join>(&body)) {
+    handle_join(*j, now, out);
+  } else if (const auto* reply = std::get_if<wire::join_reply>(&body)) {
+    if (joined_) return out;
+    if (!reply->accepted) {
+      out.refused = reply->reason;
+      return out;
+    }
+    joined_ = true;
+    for (const auto& m : reply->members) apply(m, now, out);
+  } else if (const auto* hb = std::get_if<wire::heartbeat>(&body)) {
+    for (const auto& m : hb->updates) apply(m, now, out);
+    const auto* sender = find(from);
+    if (!hb->is_ack && sender != nullptr) {
+      out.sends.push_back({from, sender->fabric_address, make_heartbeat(hb->sequence, true)});
+    } else if (hb->is_ack) {
+      std::erase_if(probes_,
+                    [&](const probe& p) { return p.target == from && p.sequence == hb->sequence; });
+    }
+  } else if (std::holds_alternative<wire::leave>(body)) {
+    if (const auto* sender = find(from)) {
+      auto update = *sender;
+      update.state = member_state::left;
+      apply(update, now, out);
+    }
+  }
+  return out;
+}
+
+void membership_state::apply(const wire::member& update, time_point now, membership_output& out) {
+  if (update.node == self_.member.node) {
+    // Someone suspects or buried this node: refute with a higher incarnation.
+    if (!leaving_ && update.state != member_state::alive &&
+        update.incarnation >= self_.member.incarnation) {
+      refute(update.incarnation, out);
+    }
+    return;
+  }
+  auto it = members_.find(update.node);
+  if (it != members_.end() && !overrides(update, it->second.info)) return;
+  auto& r = it != members_.end() ? it->second : members_[update.node];
+  const bool joins = it == members_.end() || !live(r.info.state);
+  r.info = update;
+  if (update.state == member_state::suspect) {
+    r.suspect_deadline = now + (config_.dead_after - config_.suspect_after);
+  }
+  if (joins || !live(update.state)) probe_order_.clear();  // rebuilt at the next probe
+  out.changes.push_back(update);
+  spread(update);
+}
+
+void membership_state::refute(std::uint64_t incarnation, membership_output& out) {
+  self_.member.incarnation = incarnation + 1;
+  out.changes.push_back(self_.member);
+  spread(self_.member);
+}
+
+void membership_state::spread(const wire::member& update) {
+  const auto n = static_cast<unsigned>(members_.size() + 2);
+  const int times = config_.gossip_multiplier * static_cast<int>(std::bit_width(n));
+  auto same = std::find_if(gossip_.begin(), gossip_.end(),
+                           [&](const gossip& g) { return g.update.node == update.node; });
+  if (same != gossip_.end()) {
+    *same = {update, times};
+  } else {
+    gossip_.push_back({update, times});
+  }
+}
+
+std::vector<wire::member> membership_state::piggyback() {
+  // The least-spread updates first.
+  std::stable_sort(gossip_.begin(), gossip_.end(),
+                   [](const gossip& a, const gossip& b) { return a.remaining > b.remaining; });
+  std::vector<wire::member> out;
+  for (auto& g : gossip_) {
+    if (out.size() == config_.max_piggyback) break;
+    out.push_back(g.update);
+    --g.remaining;
+  }
+  std::erase_if(gossip_, [](const gossip& g) { return g.remaining <= 0; });
+  return out;
+}
+
+wire::heartbeat membership_state::make_heartbeat(std::uint64_t sequence, bool is_ack) {
+  auto updates = piggyback();
+  // A probe carries its sender, so a member that has not yet heard of a new node by
+  // gossip can still answer it.
+  if (!is_ack) updates.insert(updates.begin(), self_.member);
+  return wire::heartbeat{sequence, is_ack, 0, 0, std::move(updates)};
+}
+
+void membership_state::start_probe(time_point now, membership_output& out) {
+  next_probe_ = now + config_.probe_interval;
+  if (probe_order_.empty() || probe_index_ >= probe_order_.size()) {
+    // Round-robin over a fresh random order: every member is probed within n periods.
+    probe_order_.clear();
+    for (const auto& [name, r] : members_) {
+      if (live(r.info.state)) probe_order_.push_back(name);
+    }
+    std::shuffle(probe_order_.begin(), probe_order_.end(), rng_);
+    probe_index_ = 0;
+  }
+  while (probe_index_ < probe_order_.size()) {
+    const auto& target = probe_order_[probe_index_++];
+    auto it = members_.find(target);
+    if (it == members_.end() || !live(it->second.info.state)) continue;
+    probes_.push_back(probe{target, ++probe_sequence_, now});
+    out.sends.push_back(
+        {target, it->second.info.fabric_address, make_heartbeat(probe_sequence_, false)});
+    return;
+  }
+}
+
+void membership_state::expire(time_point now, membership_output& out) {
+  while (!probes_.empty() && now >= probes_.front().sent + config_.suspect_after) {
+    const auto p = probes_.front();
+    probes_.erase(probes_.begin());
+    auto it = members_.find(p.target);
+    if (it != members_.end() && it->second.info.state == member_state::alive) {
+      auto update = it->second.info;
+      update.state = member_state::suspect;
+      apply(update, p.sent + config_.suspect_after, out);
+    }
+  }
+  for (auto& [name, r] : members_) {
+    if (r.info.state == member_state::suspect && now >= r.suspect_deadline) {
+      auto update = r.info;
+      update.state = member_state::dead;
+      apply(update, now, out);
+    }
+  }
+}
+
+membership_output membership_state::on_tick(time_point now) {
+  membership_output out;
+  if (!joined_) {
+    if (now >= join_deadline_) send_join(now, out);
+    return out;
+  }
+  expire(now, out);
+  if (now >= next_probe_) start_probe(now, out);
+  return out;
+}
+
+membership_output membership_state::leave(time_point now) {
+  membership_output out;
+  leaving_ = true;
+  self_.member.state = member_state::left;
+  spread(self_.member);
+  // Tell a few members directly; gossip carries it to the rest.
+  int told = 0;
+  for (const auto& [name, r] : members_) {
+    if (!live(r.info.state)) continue;
+    out.sends.push_back({name, r.info.fabric_address, wire::leave{"leaving"}});
+    if (++told == 3) break;
+  }
+  next_probe_ = now;
+  return out;
+}
+
+time_point membership_state::next_deadline() const {
+  if (!joined_) return join_deadline_;
+  time_point next = next_probe_;
+  if (!probes_.empty()) next = std::min(next, probes_.front().sent + config_.suspect_after);
+  for (const auto& [name, r] : members_) {
+    if (r.info.state == member_state::suspect) next = std::min(next, r.suspect_deadline);
+  }
+  return next;
+}
+
+std::vector<wire::member> membership_state::members() const {
+  std::vector<wire::member> out;
+  out.reserve(members_.size() + 1);
+  for (const auto& [name, r] : members_) out.push_back(r.info);
+  out.push_back(self_.member);
+  std::sort(out.begin(), out.end(),
+            [](const wire::member& a, const wire::member& b) { return a.node < b.node; });
+  return out;
+}
+
+const wire::member* membership_state::find(const std::string& node) const {
+  if (node == self_.member.node) return &self_.member;
+  auto it = members_.find(node);
+  return it == members_.end() ? nullptr : &it->second.info;
+}
+
+bool membership_state::accepts(const std::string& node, std::uint64_t incarnation) const {
+  const auto* known = find(node);
+  if (known == nullptr) return true;
+  if (incarnation != known->incarnation) return incarnation > known->incarnation;
+  return live(known->state);
+}
+
+}  // namespace baton::runtime

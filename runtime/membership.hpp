@@ -1,0 +1,124 @@
+#pragma once
+
+// Membership and failure detection in the style of SWIM (Das et al., 2002): each node
+// probes one member per period and disseminates what it learns by piggybacking updates
+// on its probes, so the load on each node stays constant as the cluster grows. An
+// unanswered probe makes its target suspect; a suspect that does not refute (by gossiping
+// a higher incarnation) in time is declared dead. Joining goes through a seed, which
+// refuses a node whose wire version, model or numerics do not match.
+//
+// An event-driven state class: no threads, no clock, no I/O. Each call takes the time and
+// returns the messages to send; the caller owns delivery and calls on_tick() by
+// next_deadline().
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "schemas/frame.hpp"
+
+namespace baton::runtime {
+
+using time_point = std::chrono::steady_clock::time_point;
+using std::chrono::milliseconds;
+
+struct membership_config {
+  milliseconds probe_interval{40};  ///< one probe per node per interval
+  milliseconds suspect_after{80};   ///< an unanswered probe makes its target suspect...
+  milliseconds dead_after{160};     ///< ...and, unrefuted, dead this long after the probe
+  milliseconds join_timeout{500};   ///< then the next seed is tried
+  int gossip_multiplier = 3;        ///< an update rides on multiplier*log2(n) messages
+  std::size_t max_piggyback = 8;    ///< updates per message
+};
+
+/// A seed a joining node contacts.
+struct seed_node {
+  std::string node;
+  std::string fabric_address;
+};
+
+struct membership_output {
+  struct send {
+    std::string node;
+    std::string fabric_address;
+    wire::body body;
+  };
+  std::vector<send> sends;
+  std::vector<wire::member> changes;   ///< members whose state or incarnation changed
+  std::optional<std::string> refused;  ///< this node's join was refused, and why
+};
+
+class membership_state {
+ public:
+  /// `self` describes this node and what a peer must match to join. A node that is the
+  /// first seed bootstraps the cluster; every other node joins through a seed.
+  membership_state(wire::join self, std::vector<seed_node> seeds, membership_config config,
+                   std::uint64_t random_seed);
+
+  [[nodiscard]] membership_output start(time_point now);
+  /// A membership message (join, joinReply, heartbeat, leave) from `from`.
+  [[nodiscard]] membership_output on_message(const std::string& from, const wire::body& body,
+                                             time_point now);
+  [[nodiscard]] membership_output on_tick(time_point now);
+  /// Announces that this node leaves; the caller keeps ticking briefly so it spreads.
+  [[nodiscard]] membership_output leave(time_point now);
+
+  /// When on_tick() next has work to do.
+  [[nodiscard]] time_point next_deadline() const;
+  [[nodiscard]] bool joined() const { return joined_; }
+  [[nodiscard]] const wire::member& self() const { return self_.member; }
+  /// Every known node, this one included, sorted by name.
+  [[nodiscard]] std::vector<wire::member> members() const;
+  [[nodiscard]] const wire::member* find(const std::string& node) const;
+  /// False for frames from an older incarnation of `node`, or from the incarnation that
+  /// was declared dead or left.
+  [[nodiscard]] bool accepts(const std::string& node, std::uint64_t incarnation) const;
+
+ private:
+  struct record {
+    wire::member info;
+    time_point suspect_deadline{};
+  };
+  struct probe {
+    std::string target;
+    std::uint64_t sequence = 0;
+    time_point sent{};
+  };
+  struct gossip {
+    wire::member update;
+    int remaining = 0;
+  };
+
+  void apply(const wire::member& update, time_point now, membership_output& out);
+  void refute(std::uint64_t incarnation, membership_output& out);
+  void spread(const wire::member& update);
+  [[nodiscard]] std::vector<wire::member> piggyback();
+  [[nodiscard]] wire::heartbeat make_heartbeat(std::uint64_t sequence, bool is_ack);
+  [[nodiscard]] std::optional<std::string> incompatibility(const wire::join& j) const;
+  void handle_join(const wire::join& j, time_point now, membership_output& out);
+  void send_join(time_point now, membership_output& out);
+  void start_probe(time_point now, membership_output& out);
+  void expire(time_point now, membership_output& out);
+
+  wire::join self_;
+  std::vector<seed_node> seeds_;
+  membership_config config_;
+  std::mt19937_64 rng_;
+  bool joined_ = false;
+  bool leaving_ = false;
+  std::size_t join_attempts_ = 0;
+  time_point join_deadline_{};
+  std::map<std::string, record> members_;  // every other node
+  std::vector<gossip> gossip_;
+  std::vector<std::string> probe_order_;
+  std::size_t probe_index_ = 0;
+  std::uint64_t probe_sequence_ = 0;
+  std::vector<probe> probes_;  // unanswered, oldest first
+  time_point next_probe_{};
+};
+
+}  // namespace baton::runtime
