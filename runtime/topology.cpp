@@ -222,9 +222,9 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
   }
   if (const auto* t = top.table("model")) {
     table_reader r(*t, "model", diag, {"checkpoint", "tokenizer"});
-    const auto base = file.parent_path();
-    topo.model.checkpoint = base / r.string("checkpoint", true).value_or("");
-    topo.model.tokenizer = base / r.string("tokenizer", true).value_or("");
+    const auto base = std::filesystem::absolute(file).parent_path();
+    topo.model.checkpoint = (base / r.string("checkpoint", true).value_or("")).lexically_normal();
+    topo.model.tokenizer = (base / r.string("tokenizer", true).value_or("")).lexically_normal();
   } else {
     diag.fail(root.source(), "topology: missing required table [model]");
   }
