@@ -7,6 +7,7 @@
 #include "schemas/common.capnp.h"
 #include "schemas/inference.capnp.h"
 #include "schemas/membership.capnp.h"
+#include "schemas/runtime.capnp.h"
 
 namespace baton::wire::detail {
 namespace {
@@ -162,6 +163,28 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
   return reject(reject_reason::bad_discriminant, "body: not an inference message");
 }
 
+checked<body> runtime_from(gen::Envelope::Body::Reader b) {
+  switch (b.which()) {
+    case gen::Envelope::Body::MONITOR: return monitor{address_from(b.getMonitor().getWatcher())};
+    case gen::Envelope::Body::DOWN: {
+      auto r = b.getDown();
+      auto code = enum_from(r.getCode(), errc::failed, "down.code");
+      if (!code) return tl::unexpected(code.error());
+      return down{address_from(r.getActor()), *code, text_of(r.getReason())};
+    }
+    case gen::Envelope::Body::FAILURE: {
+      auto r = b.getFailure();
+      auto code = enum_from(r.getCode(), errc::failed, "failure.code");
+      if (!code) return tl::unexpected(code.error());
+      return failure{*code, text_of(r.getMessage())};
+    }
+    case gen::Envelope::Body::CREDIT: return credit{b.getCredit().getFrames()};
+    default: break;
+  }
+  return reject(reject_reason::bad_discriminant,
+                fmt::format("body: unknown union member {}", static_cast<unsigned>(b.which())));
+}
+
 checked<body> outcome_from(gen::Envelope::Body::Reader b) {
   switch (b.which()) {
     case gen::Envelope::Body::FINISH: {
@@ -183,8 +206,7 @@ checked<body> outcome_from(gen::Envelope::Body::Reader b) {
     }
     default: break;
   }
-  return reject(reject_reason::bad_discriminant,
-                fmt::format("body: unknown union member {}", static_cast<unsigned>(b.which())));
+  return runtime_from(b);
 }
 
 checked<body> body_from(gen::Envelope::Body::Reader b) {
@@ -214,6 +236,7 @@ checked<frame> from_capnp(gen::Envelope::Reader reader) {
                reader.getMessageId(),
                reader.getDeadlineUnixUs(),
                std::vector<std::uint8_t>(tag.begin(), tag.end()),
+               reader.getInReplyTo(),
                std::move(*b)};
 }
 

@@ -6,6 +6,7 @@ $Cxx.namespace("baton::wire::gen");
 using Common = import "common.capnp";
 using Membership = import "membership.capnp";
 using Inference = import "inference.capnp";
+using Runtime = import "runtime.capnp";
 
 struct Envelope {
   source @0 :Common.ActorAddress;
@@ -14,6 +15,7 @@ struct Envelope {
   messageId @3 :UInt64;
   deadlineUnixUs @4 :UInt64;   # 0 = no deadline
   authTag @5 :Data;            # reserved for message authentication; empty for now
+  inReplyTo @18 :UInt64;       # the messageId this frame answers; 0 = not a reply
 
   body :union {
     join @6 :Membership.Join;
@@ -28,5 +30,9 @@ struct Envelope {
     finish @15 :Inference.Finish;
     cancel @16 :Inference.Cancel;
     abort @17 :Inference.Abort;
+    monitor @19 :Runtime.Monitor;
+    down @20 :Runtime.Down;
+    failure @21 :Runtime.Failure;
+    credit @22 :Runtime.Credit;
   }
 }

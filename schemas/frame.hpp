@@ -9,11 +9,13 @@
 
 #include "schemas/inference.hpp"
 #include "schemas/membership.hpp"
+#include "schemas/runtime.hpp"
 
 namespace baton::wire {
 
-using body = std::variant<join, join_reply, heartbeat, leave, admit, reserve, prefill, prefill_done,
-                          token_batch, finish, cancel, abort_attempt>;
+using body =
+    std::variant<join, join_reply, heartbeat, leave, admit, reserve, prefill, prefill_done,
+                 token_batch, finish, cancel, abort_attempt, monitor, down, failure, credit>;
 
 /// One message between actors on different nodes.
 struct frame {
@@ -23,6 +25,7 @@ struct frame {
   std::uint64_t message_id = 0;
   std::uint64_t deadline_unix_us = 0;  ///< 0 = no deadline
   std::vector<std::uint8_t> auth_tag;  ///< reserved; empty until authentication lands
+  std::uint64_t in_reply_to = 0;       ///< the message_id this frame answers; 0 = none
   wire::body body;
   bool operator==(const frame&) const = default;
 };

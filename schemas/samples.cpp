@@ -62,6 +62,12 @@ std::vector<frame> sample_frames() {
   frames.push_back(envelope(cancel{request_id{1}, "client disconnected"}));
   frames.push_back(envelope(
       abort_attempt{request_id{1}, 0, errc::timed_out, "RMA write to decode-0 timed out"}));
+  frames.push_back(envelope(monitor{actor_address{"router-0", "router"}}));
+  frames.push_back(envelope(down{actor_address{"decode-0", "decode"}, errc::disconnected,
+                                 "node decode-0 declared dead"}));
+  frames.push_back(envelope(failure{errc::not_found, "no actor 'decoder' on decode-0"}));
+  frames.back().in_reply_to = 41;
+  frames.push_back(envelope(credit{128}));
   return frames;
 }
 

@@ -4,6 +4,7 @@
 #include "schemas/common.capnp.h"
 #include "schemas/inference.capnp.h"
 #include "schemas/membership.capnp.h"
+#include "schemas/runtime.capnp.h"
 
 namespace baton::wire::detail {
 namespace {
@@ -153,6 +154,19 @@ struct body_filler {
     r.setCode(static_cast<gen::ErrorCode>(a.code));
     r.setMessage(text(a.message));
   }
+  void operator()(const monitor& m) { fill(m.watcher, b.initMonitor().initWatcher()); }
+  void operator()(const down& d) {
+    auto r = b.initDown();
+    fill(d.actor, r.initActor());
+    r.setCode(static_cast<gen::ErrorCode>(d.code));
+    r.setReason(text(d.reason));
+  }
+  void operator()(const failure& f) {
+    auto r = b.initFailure();
+    r.setCode(static_cast<gen::ErrorCode>(f.code));
+    r.setMessage(text(f.message));
+  }
+  void operator()(const credit& c) { b.initCredit().setFrames(c.frames); }
 };
 
 }  // namespace
@@ -164,6 +178,7 @@ void to_capnp(const frame& f, gen::Envelope::Builder builder) {
   builder.setMessageId(f.message_id);
   builder.setDeadlineUnixUs(f.deadline_unix_us);
   builder.setAuthTag(kj::arrayPtr(f.auth_tag.data(), f.auth_tag.size()));
+  builder.setInReplyTo(f.in_reply_to);
   std::visit(body_filler{builder.getBody()}, f.body);
 }
 

@@ -155,6 +155,22 @@ struct body_checker {
   checked<> operator()(const abort_attempt& a) const {
     return check_text(a.message, l, "abort.message");
   }
+  checked<> operator()(const monitor& m) const {
+    if (auto ok = check_name(m.watcher.node, l, "monitor.watcher.node"); !ok) return ok;
+    return check_name(m.watcher.actor, l, "monitor.watcher.actor");
+  }
+  checked<> operator()(const down& d) const {
+    if (auto ok = check_name(d.actor.node, l, "down.actor.node"); !ok) return ok;
+    if (auto ok = check_name(d.actor.actor, l, "down.actor.actor"); !ok) return ok;
+    return check_text(d.reason, l, "down.reason");
+  }
+  checked<> operator()(const failure& f) const {
+    return check_text(f.message, l, "failure.message");
+  }
+  checked<> operator()(const credit& c) const {
+    if (c.frames == 0) return out_of_bounds("credit.frames", "zero credit");
+    return {};
+  }
 };
 
 }  // namespace
