@@ -293,11 +293,24 @@ const wire::member* membership_state::find(const std::string& node) const {
   return it == members_.end() ? nullptr : &it->second.info;
 }
 
-bool membership_state::accepts(const std::string& node, std::uint64_t incarnation) const {
-  const auto* known = find(node);
+std::string_view to_string(wire::member_state state) noexcept {
+  switch (state) {
+    case member_state::alive: return "alive";
+    case member_state::suspect: return "suspect";
+    case member_state::dead: return "dead";
+    case member_state::left: return "left";
+  }
+  return "unknown";
+}
+
+bool accepts_incarnation(const wire::member* known, std::uint64_t incarnation) {
   if (known == nullptr) return true;
   if (incarnation != known->incarnation) return incarnation > known->incarnation;
   return live(known->state);
+}
+
+bool membership_state::accepts(const std::string& node, std::uint64_t incarnation) const {
+  return accepts_incarnation(find(node), incarnation);
 }
 
 }  // namespace baton::runtime

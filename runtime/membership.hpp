@@ -52,6 +52,14 @@ struct membership_output {
   std::optional<std::string> refused;  ///< this node's join was refused, and why
 };
 
+/// "alive", "suspect", "dead" or "left".
+[[nodiscard]] std::string_view to_string(wire::member_state state) noexcept;
+
+/// Whether a frame from `incarnation` of a node is current, given what is `known` of it
+/// (nullptr: nothing). Frames from an older incarnation, or from the incarnation that was
+/// declared dead or left, are not.
+[[nodiscard]] bool accepts_incarnation(const wire::member* known, std::uint64_t incarnation);
+
 class membership_state {
  public:
   /// `self` describes this node and what a peer must match to join. A node that is the

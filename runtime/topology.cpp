@@ -265,7 +265,7 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
   }
 }
 
-/// Rules across nodes: unique names and addresses, seeds that exist, every role present.
+/// Rules across nodes: unique names and addresses, seeds that exist.
 void check_cluster(const toml::table& root, diagnostics& diag, const topology& topo) {
   std::set<std::string> names, fabrics, admins;
   const auto* nodes = root.get("node")->as_array();
@@ -288,18 +288,23 @@ void check_cluster(const toml::table& root, diagnostics& diag, const topology& t
                 fmt::format("cluster.seeds: \"{}\" is not a node of this topology", seed));
     }
   }
-  for (auto r : {wire::role::router, wire::role::prefill, wire::role::decode}) {
-    if (std::none_of(topo.nodes.begin(), topo.nodes.end(),
-                     [&](const node_spec& n) { return n.has_role(r); })) {
-      diag.fail(root.source(), fmt::format("topology: no node has the role {}", to_string(r)));
-    }
-  }
 }
 
 }  // namespace
 
 bool node_spec::has_role(wire::role r) const {
   return std::find(roles.begin(), roles.end(), r) != roles.end();
+}
+
+std::vector<std::string> topology::warnings() const {
+  std::vector<std::string> out;
+  for (auto r : {wire::role::router, wire::role::prefill, wire::role::decode}) {
+    if (std::none_of(nodes.begin(), nodes.end(),
+                     [&](const node_spec& n) { return n.has_role(r); })) {
+      out.push_back(fmt::format("no node has the role {}: it must join later", to_string(r)));
+    }
+  }
+  return out;
 }
 
 const node_spec* topology::find(std::string_view name) const {

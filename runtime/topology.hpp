@@ -65,6 +65,9 @@ struct topology {
   timeouts_spec timeouts;
   std::vector<node_spec> nodes;
 
+  /// What is valid but probably not meant, such as a role no node has yet.
+  [[nodiscard]] std::vector<std::string> warnings() const;
+
   /// The node called `name`, or nullptr.
   [[nodiscard]] const node_spec* find(std::string_view name) const;
 };

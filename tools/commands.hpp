@@ -7,6 +7,20 @@
 /// must outlive `app`. Figures go to stdout; diagnostics to stderr.
 namespace baton::tools {
 
+/// The `bench` subcommand that every benchmark attaches to, created on first use.
+[[nodiscard]] CLI::App& bench_command(CLI::App& app);
+
+void add_bench_actors_command(CLI::App& app, int& exit_code);
+void add_check_command(CLI::App& app, int& exit_code);
+void add_node_command(CLI::App& app, int& exit_code);
+void add_status_command(CLI::App& app, int& exit_code);
+void add_up_command(CLI::App& app, int& exit_code);
 void add_selfcheck_command(CLI::App& app, int& exit_code);
+void add_model_command(CLI::App& app, int& exit_code);
+void add_generate_command(CLI::App& app, int& exit_code);
+/// Adds `bench engine`, creating the `bench` subcommand if no one has yet.
+void add_bench_engine_command(CLI::App& app, int& exit_code);
+/// Adds `bench transport`, creating the `bench` subcommand if no one has yet.
+void add_bench_transport_command(CLI::App& app, int& exit_code);
 
 }  // namespace baton::tools

@@ -137,8 +137,6 @@ TEST(Topology, ClusterRulesAreChecked) {
   message = error_of(edit("\"127.0.0.1:9101\"", "\"127.0.0.1:9100\""));
   EXPECT_NE(message.find("node[1].admin: 127.0.0.1:9100 is already used"), std::string::npos)
       << message;
-  message = error_of(edit("roles = [\"decode\", \"kv\"]", "roles = [\"kv\"]"));
-  EXPECT_NE(message.find("no node has the role decode"), std::string::npos) << message;
   message = error_of(edit("dead_after_ms = 400", "dead_after_ms = 50"));
   EXPECT_NE(message.find("suspect_after_ms (80) < dead_after_ms (50)"), std::string::npos)
       << message;
@@ -146,6 +144,14 @@ TEST(Topology, ClusterRulesAreChecked) {
   EXPECT_NE(message.find("cluster.seeds: \"nobody\" is not a node"), std::string::npos) << message;
   message = error_of(edit("[\"decode\", \"kv\"]", "[\"decode\", \"decode\"]"));
   EXPECT_NE(message.find("\"decode\" listed twice"), std::string::npos) << message;
+}
+
+TEST(Topology, AMissingRoleIsAWarningNotAnError) {
+  auto topo = parse_topology(edit("roles = [\"decode\", \"kv\"]", "roles = [\"kv\"]"), "c.toml");
+  ASSERT_TRUE(topo) << topo.error().message;
+  ASSERT_EQ(topo->warnings().size(), 1u);
+  EXPECT_EQ(topo->warnings()[0], "no node has the role decode: it must join later");
+  EXPECT_TRUE(parse_topology(valid, "c.toml")->warnings().empty());
 }
 
 TEST(Topology, MissingSectionsAndFiles) {

@@ -1,0 +1,136 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+#include "engine/kernels.hpp"
+#include "engine/kv_cache.hpp"
+#include "engine/model.hpp"
+#include "engine/thread_pool.hpp"
+
+namespace baton::engine {
+
+/// The engine's version; part of the numerics fingerprint.
+inline constexpr const char* engine_version = "baton-cpu-engine 0.1.0";
+
+/// "<engine_version> kernel=<path>": nodes promise bit-identical numbers to each other only
+/// when their fingerprints are equal; the join handshake compares them.
+[[nodiscard]] std::string numerics_fingerprint(kernel_path path);
+
+enum class sequence_id : std::uint32_t {};
+
+struct engine_options {
+  std::size_t threads = 2;        ///< participants in each parallel step (>= 1)
+  std::size_t block_tokens = 16;  ///< positions per KV block
+  std::size_t max_sequences = 8;  ///< live sequences at once
+  /// Blocks in the KV pool, allocated and zeroed up front; 0 means enough for
+  /// max_sequences sequences of seq_len positions each.
+  std::size_t kv_blocks = 0;
+  std::size_t max_batch_tokens = 256;  ///< rows per internal forward pass (a memory bound)
+  std::optional<kernel_path> kernel;   ///< default: the best this CPU supports
+  /// Steps with fewer multiply-adds run on the calling thread alone, since waking the
+  /// workers costs more than it saves. Never changes results (tests set 0).
+  std::size_t min_parallel_work = std::size_t{1} << 19;
+};
+
+/// One decode step's input for one sequence.
+struct decode_input {
+  sequence_id sequence;
+  std::int32_t token;
+};
+
+/// The CPU reference engine: real fp32 arithmetic on a llama2.c model, a paged KV cache
+/// and continuous batching. Bit-exact: each number a sequence sees depends only on its
+/// own tokens and the kernel path, never on batch neighbours, prompt chunking, whether a
+/// position ran in prefill or decode, or the thread count.
+///
+/// Not thread-safe: one owner calls it; it uses its own worker threads internally. The
+/// model passed to create() must outlive the engine.
+class cpu_engine {
+ public:
+  [[nodiscard]] static expected<std::unique_ptr<cpu_engine>> create(const model& m,
+                                                                    const engine_options& options);
+  /// Only create() can make this key; the constructor is public for make_unique.
+  class passkey {
+    friend class cpu_engine;
+    passkey() = default;
+  };
+  cpu_engine(passkey key, const model& m, const engine_options& options, kernel_path path);
+  cpu_engine(const cpu_engine&) = delete;
+  cpu_engine& operator=(const cpu_engine&) = delete;
+  ~cpu_engine();
+
+  /// "<engine_version> kernel=<path>": bit-identity holds among equal fingerprints.
+  [[nodiscard]] std::string fingerprint() const;
+  [[nodiscard]] kernel_path kernel() const { return kernel_; }
+  [[nodiscard]] const model_config& config() const { return config_; }
+
+  /// A new, empty sequence; errc::overloaded when max_sequences are live.
+  [[nodiscard]] expected<sequence_id> add_sequence();
+  /// Ends `sequence` and frees its KV blocks. Unknown ids are a programming error.
+  void remove_sequence(sequence_id sequence);
+  /// Positions already in the sequence's KV cache.
+  [[nodiscard]] std::size_t length(sequence_id sequence) const;
+
+  /// Appends `tokens` (at least one) at the sequence's next positions, as matrix-matrix
+  /// work, and returns the logits (vocab_size floats) after the last one. The span is
+  /// valid until the next call. Fails without side effects with errc::invalid_argument
+  /// (bad token, past seq_len) or errc::overloaded (no free KV blocks).
+  [[nodiscard]] expected<std::span<const float>> prefill(sequence_id sequence,
+                                                         std::span<const std::int32_t> tokens);
+
+  /// One step for a batch of distinct sequences; returns batch.size() x vocab_size logits
+  /// in batch order, valid until the next call. Errors as prefill().
+  [[nodiscard]] expected<std::span<const float>> decode(std::span<const decode_input> batch);
+
+  /// A sequence whose first `length` positions will arrive as KV from elsewhere (see
+  /// kv_transfer.hpp): its blocks are allocated now, their contents are the caller's to
+  /// fill before the first decode step. errc::overloaded when slots or blocks run out,
+  /// errc::invalid_argument when `length` exceeds seq_len.
+  [[nodiscard]] expected<sequence_id> reserve_sequence(std::size_t length);
+
+  /// The KV pool (its bytes are what the transport registers).
+  [[nodiscard]] kv_pool& pool() { return *pool_; }
+  [[nodiscard]] const kv_pool& pool() const { return *pool_; }
+  /// The block table of `sequence`: block i holds positions [i*block_tokens, ...).
+  [[nodiscard]] std::span<const block_id> blocks(sequence_id sequence) const;
+
+ private:
+  struct row {
+    std::size_t sequence;
+    std::int32_t token;
+    std::size_t position;
+  };
+  struct sequence_state;
+  struct scratch;
+
+  [[nodiscard]] expected<void> admit(std::span<const row> rows);
+  void forward(std::span<const row> rows, std::span<const std::size_t> logit_rows, float* logits);
+  void attention(std::span<const row> rows, std::size_t layer);
+  /// Rows of one sequence at consecutive positions that attention handles together.
+  static constexpr std::size_t max_group_rows = 4;
+  /// Attention of heads [head_begin, head_end) for rows[first, first + count), one
+  /// sequence at consecutive positions; `att` has max_group_rows x n_heads x seq_len.
+  void attend(std::span<const row> rows, std::size_t first, std::size_t count,
+              std::size_t head_begin, std::size_t head_end, std::size_t layer, float* att);
+  void store_kv(std::span<const row> rows, std::size_t layer);
+  [[nodiscard]] sequence_state& state(sequence_id sequence);
+
+  const model& model_;
+  model_config config_;
+  engine_options options_;
+  kernel_path kernel_;
+  std::unique_ptr<thread_pool> threads_;
+  std::unique_ptr<kv_pool> pool_;
+  std::vector<sequence_state> sequences_;
+  std::unique_ptr<scratch> scratch_;
+  std::vector<float> logits_;
+};
+
+}  // namespace baton::engine

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.hpp"
+#include "engine/cpu_engine.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace baton::engine {
+
+/// llama2.c `run` parameters (its defaults: -t 1.0 -p 0.9 -n 256).
+struct generate_options {
+  float temperature = 1.0f;
+  float top_p = 0.9f;
+  std::uint64_t seed = 1;
+  /// Positions including the prompt, like llama2.c's -n; 0 or > seq_len means seq_len.
+  std::int32_t steps = 256;
+};
+
+struct generate_result {
+  std::vector<std::int32_t> prompt_tokens;  ///< BOS first
+  std::vector<std::int32_t> generated;      ///< sampled tokens, in order
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+/// Runs one sequence through `engine` exactly as llama2.c's `run` generates: encodes the
+/// prompt (BOS, leading space), echoes each prompt piece, then samples until `steps`
+/// positions or BOS. Every printable piece goes to `emit` as soon as it is known; the
+/// caller prints the final newline. The prompt runs as one prefill, the rest as decode
+/// steps; the sequence is removed at the end.
+[[nodiscard]] expected<generate_result> generate(cpu_engine& engine, const tokenizer& tok,
+                                                 std::string_view prompt,
+                                                 const generate_options& options,
+                                                 const std::function<void(std::string_view)>& emit);
+
+/// The exact text llama2.c prints for these arguments: the pieces plus a final newline.
+[[nodiscard]] expected<std::string> generate_text(cpu_engine& engine, const tokenizer& tok,
+                                                  std::string_view prompt,
+                                                  const generate_options& options);
+
+}  // namespace baton::engine

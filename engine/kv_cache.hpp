@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/error.hpp"
+
+namespace baton::engine {
+
+/// Index of a block in a kv_pool.
+enum class block_id : std::uint32_t {};
+
+/// The shape of a paged KV cache. A block holds `block_tokens` positions of every layer,
+/// laid out block -> layer -> {keys, values}, each [kv_heads][block_tokens][head_size], so
+/// the (layer, block) slice a prefill ships as soon as a layer is done is contiguous and
+/// one head's keys in a block are adjacent for the attention scan.
+struct kv_layout {
+  std::size_t n_layers = 0;
+  std::size_t kv_dim = 0;  ///< kv_heads * head_size
+  std::size_t head_size = 0;
+  std::size_t block_tokens = 16;
+
+  [[nodiscard]] std::size_t slice_floats() const { return 2 * block_tokens * kv_dim; }
+  [[nodiscard]] std::size_t block_floats() const { return n_layers * slice_floats(); }
+  [[nodiscard]] std::size_t slice_bytes() const { return slice_floats() * sizeof(float); }
+};
+
+/// A fixed pool of KV blocks in one contiguous allocation, so the transport can register
+/// its bytes once. Hands out blocks; does not know about sequences. Not thread-safe:
+/// allocate/release come from the engine's owner; readers and writers of distinct blocks
+/// may run in parallel.
+class kv_pool {
+ public:
+  /// `n_blocks` blocks of `layout`; both must be non-zero.
+  kv_pool(const kv_layout& layout, std::size_t n_blocks);
+
+  [[nodiscard]] const kv_layout& layout() const { return layout_; }
+  [[nodiscard]] std::size_t n_blocks() const { return n_blocks_; }
+  [[nodiscard]] std::size_t free_blocks() const { return free_.size(); }
+
+  /// A zeroed free block (lowest id first), or errc::overloaded when none is left.
+  [[nodiscard]] expected<block_id> allocate();
+  /// Returns `block` to the pool; it must have been allocated.
+  void release(block_id block);
+
+  /// The keys then values of `layer` in `block` (slice_floats() floats).
+  [[nodiscard]] std::span<float> slice(block_id block, std::size_t layer);
+  [[nodiscard]] std::span<const float> slice(block_id block, std::size_t layer) const;
+
+  /// The whole pool, for registering it with the transport. Valid for the pool's lifetime.
+  [[nodiscard]] std::span<std::byte> bytes();
+
+ private:
+  kv_layout layout_;
+  std::size_t n_blocks_;
+  std::vector<float> memory_;
+  std::vector<block_id> free_;  ///< a stack; highest id at the bottom
+  std::vector<bool> in_use_;
+};
+
+}  // namespace baton::engine

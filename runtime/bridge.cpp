@@ -1,0 +1,293 @@
+#include "runtime/bridge.hpp"
+
+#include <deque>
+#include <map>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "runtime/flow_control.hpp"
+#include "runtime/messages.hpp"
+
+namespace baton::runtime {
+namespace {
+
+using expire_atom = caf::atom_constant<caf::atom("b_expire")>;
+using clock = std::chrono::steady_clock;
+
+std::uint64_t unix_us(clock::time_point deadline) {
+  if (deadline == clock::time_point{}) return 0;
+  const auto left = deadline - clock::now();
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(now + left).count());
+}
+
+caf::error to_caf(const error& e) {
+  return caf::make_error(caf::sec::runtime_error, e.to_string());
+}
+
+struct bridge_state {
+  static inline const char* name = "baton.bridge";
+
+  node_context* ctx = nullptr;
+  std::string peer;
+  std::optional<wire::decoder> decoder;  // optional: decoders are not movable
+  std::optional<flow_control> flow;
+  std::deque<std::pair<wire::encoded_frame, wire::actor_address>> waiting;  // for credit
+  std::map<std::uint64_t, caf::response_promise> pending;                   // requests
+  // Remote actors on the peer that local actors watch: remote name -> local watchers.
+  std::map<std::string, std::vector<std::string>> watching;
+  // Local actors the peer watches: local actor -> (its name, remote watchers).
+  std::map<caf::actor_addr, std::pair<std::string, std::vector<wire::actor_address>>> watched;
+  counter* stale = nullptr;
+  counter* rejected = nullptr;
+  counter* unknown_target = nullptr;
+};
+
+using bridge_actor = caf::stateful_actor<bridge_state>;
+
+/// Tells the local actor `name` (if it exists) that a frame it sent was not delivered.
+void report_failure(bridge_actor* self, const wire::actor_address& source,
+                    const wire::actor_address& target, std::uint64_t id, error reason) {
+  if (auto actor = self->state.ctx->lookup(source.actor)) {
+    self->send(actor, delivery_failure{target, id, std::move(reason)});
+  }
+}
+
+/// Encodes and posts `f`; returns its id, or the error that kept it from leaving.
+expected<std::uint64_t> post(bridge_actor* self, wire::frame f) {
+  auto& st = self->state;
+  auto encoded = wire::encode(f, st.ctx->config().limits);
+  if (!encoded) return tl::unexpected(encoded.error());
+  if (!flow_controlled(f.body)) {
+    st.ctx->sink().post(st.peer, std::move(*encoded));
+    return f.message_id;
+  }
+  switch (st.flow->admit()) {
+    case flow_control::verdict::send: st.ctx->sink().post(st.peer, std::move(*encoded)); break;
+    case flow_control::verdict::queue:
+      st.waiting.emplace_back(std::move(*encoded), f.source);
+      break;
+    case flow_control::verdict::overloaded:
+      return fail(errc::overloaded,
+                  fmt::format("{} frames wait for credit to {}", st.waiting.size(), st.peer));
+  }
+  return f.message_id;
+}
+
+wire::frame make_frame(bridge_actor* self, outbound& o) {
+  auto& ctx = *self->state.ctx;
+  wire::frame f;
+  f.source = std::move(o.source);
+  f.target = std::move(o.target);
+  f.sender_incarnation = ctx.incarnation();
+  f.message_id = ctx.next_message_id();
+  f.deadline_unix_us = unix_us(o.deadline);
+  f.in_reply_to = o.in_reply_to;
+  f.body = std::move(o.body);
+  return f;
+}
+
+/// Sends a runtime control frame from this node's runtime to `target` on the peer.
+void control(bridge_actor* self, const wire::actor_address& target, wire::body body,
+             std::uint64_t in_reply_to = 0) {
+  outbound o{{self->state.ctx->name(), "runtime"}, target, std::move(body), in_reply_to, {}};
+  (void)post(self, make_frame(self, o));
+}
+
+void deliver_app_frame(bridge_actor* self, std::shared_ptr<const wire::frame> f) {
+  auto& st = self->state;
+  if (auto target = st.ctx->lookup(f->target.actor)) {
+    self->send(target, inbound{f});
+  } else {
+    st.unknown_target->add();
+    control(self, f->source,
+            wire::failure{errc::not_found,
+                          fmt::format("no actor '{}' on node {}", f->target.actor, st.ctx->name())},
+            f->message_id);
+  }
+  if (auto credit = st.flow->on_delivered()) control(self, f->source, wire::credit{*credit});
+}
+
+void on_credit(bridge_actor* self, std::uint32_t frames) {
+  auto& st = self->state;
+  for (auto n = st.flow->on_credit(frames); n > 0 && !st.waiting.empty(); --n) {
+    st.ctx->sink().post(st.peer, std::move(st.waiting.front().first));
+    st.waiting.pop_front();
+  }
+}
+
+void on_monitor(bridge_actor* self, const wire::frame& f, const wire::monitor& m) {
+  auto& st = self->state;
+  auto target = st.ctx->lookup(f.target.actor);
+  if (!target) {
+    control(self, m.watcher,
+            wire::down{f.target, errc::not_found,
+                       fmt::format("no actor '{}' on node {}", f.target.actor, st.ctx->name())});
+    return;
+  }
+  auto& entry = st.watched[target.address()];
+  if (entry.second.empty()) self->monitor(target);
+  entry.first = f.target.actor;
+  entry.second.push_back(m.watcher);
+}
+
+void on_down(bridge_actor* self, const wire::down& d) {
+  auto& st = self->state;
+  auto it = st.watching.find(d.actor.actor);
+  if (it == st.watching.end()) return;
+  for (const auto& watcher : it->second) {
+    if (auto actor = st.ctx->lookup(watcher)) {
+      self->send(actor, remote_down{d.actor, error{d.code, d.reason}});
+    }
+  }
+  st.watching.erase(it);
+}
+
+void dispatch(bridge_actor* self, std::shared_ptr<const wire::frame> f) {
+  auto& st = self->state;
+  if (!st.ctx->accepts(f->source.node, f->sender_incarnation)) {
+    st.stale->add();
+    return;
+  }
+  const auto& body = f->body;
+  if (const auto* c = std::get_if<wire::credit>(&body)) return on_credit(self, c->frames);
+  if (const auto* m = std::get_if<wire::monitor>(&body)) return on_monitor(self, *f, *m);
+  if (const auto* d = std::get_if<wire::down>(&body)) return on_down(self, *d);
+  if (f->in_reply_to != 0) {
+    auto it = st.pending.find(f->in_reply_to);
+    if (it != st.pending.end()) {
+      if (const auto* failed = std::get_if<wire::failure>(&body)) {
+        it->second.deliver(to_caf(error{failed->code, failed->message}));
+      } else {
+        it->second.deliver(inbound{f});
+      }
+      st.pending.erase(it);
+      if (flow_controlled(body)) {
+        if (auto credit = st.flow->on_delivered()) control(self, f->source, wire::credit{*credit});
+      }
+      return;
+    }
+    if (const auto* failed = std::get_if<wire::failure>(&body)) {
+      report_failure(self, f->target, f->source, f->in_reply_to,
+                     error{failed->code, failed->message});
+      return;
+    }
+  }
+  if (!flow_controlled(body)) {
+    // Membership frames go to the membership actor whatever they name; a stray failure
+    // (its request long expired) has nobody left to tell.
+    if (std::holds_alternative<wire::failure>(body)) return;
+    if (auto membership = st.ctx->lookup("membership")) self->send(membership, inbound{f});
+    return;
+  }
+  deliver_app_frame(self, std::move(f));
+}
+
+void fail_everything(bridge_actor* self, const error& reason) {
+  auto& st = self->state;
+  for (auto& [id, promise] : st.pending) promise.deliver(to_caf(reason));
+  st.pending.clear();
+  for (const auto& [remote, watchers] : st.watching) {
+    for (const auto& watcher : watchers) {
+      if (auto actor = st.ctx->lookup(watcher)) {
+        self->send(actor, remote_down{{st.peer, remote}, reason});
+      }
+    }
+  }
+  st.watching.clear();
+  for (auto& [bytes, source] : st.waiting) report_failure(self, source, {st.peer, ""}, 0, reason);
+  st.waiting.clear();
+}
+
+caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.peer = std::move(peer);
+  st.decoder.emplace(ctx->config().limits);
+  st.flow.emplace(ctx->config().credit_window, ctx->config().max_queued);
+  auto& m = ctx->metrics();
+  st.stale = &m.get_counter("baton_frames_stale_total",
+                            "Frames dropped because they came from an old incarnation.",
+                            {{"peer", st.peer}});
+  st.rejected = &m.get_counter("baton_frames_rejected_total", "Frames the codec rejected.",
+                               {{"peer", st.peer}});
+  st.unknown_target =
+      &m.get_counter("baton_frames_unknown_target_total",
+                     "Frames naming no local actor, answered with a failure.", {{"peer", st.peer}});
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& s = self->state;
+    auto it = s.watched.find(dm.source);
+    if (it == s.watched.end()) return;
+    const wire::actor_address gone{s.ctx->name(), it->second.first};
+    for (const auto& watcher : it->second.second) {
+      control(self, watcher, wire::down{gone, errc::disconnected, caf::to_string(dm.reason)});
+    }
+    s.watched.erase(it);
+  });
+  return {
+      [self](outbound& o) {
+        const auto source = o.source;
+        const auto target = o.target;
+        auto id = post(self, make_frame(self, o));
+        if (!id) report_failure(self, source, target, 0, id.error());
+      },
+      [self](request_atom, outbound& o) -> caf::result<inbound> {
+        auto rp = self->make_response_promise();
+        const auto deadline = o.deadline;
+        auto id = post(self, make_frame(self, o));
+        if (!id) return to_caf(id.error());
+        self->state.pending.emplace(*id, rp);
+        const auto left = deadline - clock::now();
+        self->delayed_send(self, std::max<clock::duration>(left, std::chrono::milliseconds(1)),
+                           expire_atom::value, *id);
+        return caf::delegated<inbound>{};
+      },
+      [self](expire_atom, std::uint64_t id) {
+        auto it = self->state.pending.find(id);
+        if (it == self->state.pending.end()) return;
+        it->second.deliver(to_caf(error{errc::timed_out, "no reply before the deadline"}));
+        self->state.pending.erase(it);
+      },
+      [self](raw_frame& r) {
+        auto& s = self->state;
+        auto decoded = s.decoder->decode(*r.bytes);
+        if (!decoded) {
+          s.rejected->add();
+          spdlog::warn("frame from {} rejected: {}", s.peer, decoded.error().message);
+          return;
+        }
+        dispatch(self, std::make_shared<const wire::frame>(std::move(*decoded)));
+      },
+      [self](decoded_atom, inbound& in) { dispatch(self, std::move(in.frame)); },
+      [self](watch_remote& w) {
+        auto& watchers = self->state.watching[w.target.actor];
+        watchers.push_back(w.watcher.actor);
+        if (watchers.size() == 1) control(self, w.target, wire::monitor{w.watcher});
+      },
+      [self](node_gone& g) {
+        fail_everything(self, g.reason);
+        self->state.ctx->sink().detach(self->state.peer);
+        self->quit();
+      },
+  };
+}
+
+}  // namespace
+
+bool flow_controlled(const wire::body& body) {
+  return !(
+      std::holds_alternative<wire::join>(body) || std::holds_alternative<wire::join_reply>(body) ||
+      std::holds_alternative<wire::heartbeat>(body) || std::holds_alternative<wire::leave>(body) ||
+      std::holds_alternative<wire::monitor>(body) || std::holds_alternative<wire::down>(body) ||
+      std::holds_alternative<wire::failure>(body) || std::holds_alternative<wire::credit>(body));
+}
+
+caf::actor spawn_bridge(node_context& ctx, const std::string& peer) {
+  return ctx.system().spawn(bridge, &ctx, peer);
+}
+
+}  // namespace baton::runtime

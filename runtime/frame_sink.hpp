@@ -1,0 +1,32 @@
+#pragma once
+
+// Where bridges hand encoded frames for the network: the fabric thread in a node
+// process (runtime/fabric_io.hpp), a recording double in tests.
+
+#include <string>
+
+#include <caf/actor.hpp>
+
+#include "schemas/codec.hpp"
+
+namespace baton::runtime {
+
+/// Thread-safe; calls never block on the network.
+class frame_sink {
+ public:
+  virtual ~frame_sink() = default;
+
+  /// Connects to `node` at `fabric_address` unless already connected, and delivers its
+  /// frames to `bridge` (as raw_frame) from then on.
+  virtual void attach(const std::string& node, const std::string& fabric_address,
+                      caf::actor bridge) = 0;
+
+  /// Queues one frame to `node`; frames to one node leave in the order posted. A frame
+  /// to a node that is not attached is dropped and counted.
+  virtual void post(const std::string& node, wire::encoded_frame frame) = 0;
+
+  /// Forgets `node`: no more frames go to or come from it.
+  virtual void detach(const std::string& node) = 0;
+};
+
+}  // namespace baton::runtime

@@ -1,0 +1,170 @@
+#include "runtime/node.hpp"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "runtime/bridge.hpp"
+#include "runtime/fabric_io.hpp"
+#include "runtime/membership_actor.hpp"
+#include "runtime/messages.hpp"
+#include "runtime/remote_actor.hpp"
+
+namespace baton::runtime {
+namespace {
+
+struct hub_state {
+  static inline const char* name = "baton.hub";
+  std::optional<wire::decoder> decoder;
+};
+
+/// Frames from peers that reached this node before it attached them: decode, find (or
+/// spawn) the bridge of the sending node, route the peer there from now on.
+caf::behavior hub(caf::stateful_actor<hub_state>* self, node_context* ctx, fabric_io* io) {
+  self->state.decoder.emplace(ctx->config().limits);
+  auto& rejected = ctx->metrics().get_counter("baton_frames_rejected_total",
+                                              "Frames the codec rejected.", {{"peer", "unknown"}});
+  auto& unroutable = ctx->metrics().get_counter("baton_frames_unroutable_total",
+                                                "Frames from a node whose address is not known.");
+  return {
+      [=, &rejected, &unroutable](raw_frame& r, transport::peer_id peer) {
+        auto decoded = self->state.decoder->decode(*r.bytes);
+        if (!decoded) {
+          rejected.add();
+          spdlog::warn("frame from an unknown peer rejected: {}", decoded.error().message);
+          return;
+        }
+        auto f = std::make_shared<const wire::frame>(std::move(*decoded));
+        std::string address;
+        if (const auto* j = std::get_if<wire::join>(&f->body)) address = j->member.fabric_address;
+        auto bridge = ctx->bridge(f->source.node, address);
+        if (!bridge) {
+          unroutable.add();
+          return;
+        }
+        io->bind(f->source.node, peer);
+        self->send(bridge, decoded_atom::value, inbound{std::move(f)});
+      },
+  };
+}
+
+std::uint64_t start_incarnation() {
+  // Microseconds since the epoch: a restarted node always has a higher incarnation.
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::vector<seed_node> seeds_of(const node_options& o) {
+  std::vector<seed_node> seeds;
+  const auto& names = o.join.empty() ? o.topology.seeds : o.join;
+  for (const auto& s : names) {
+    if (const auto* n = o.topology.find(s)) {
+      seeds.push_back({n->name, n->fabric_address});
+    } else {
+      seeds.push_back({"seed@" + s, s});  // an address: its name comes with the reply
+    }
+  }
+  return seeds;
+}
+
+}  // namespace
+
+caf::actor_system_config& node::configure(caf::actor_system_config& config) {
+  config.set("scheduler.max-threads", 2);
+  // Hand-offs from the fabric thread must not wait out the work-stealing scheduler's
+  // 50 us "moderate" sleeps; idle workers still end up asleep on a condition variable.
+  config.set("work-stealing.moderate-sleep-duration", caf::timespan{0});
+  // Spin only briefly before sleeping, so an idle node stays near zero CPU.
+  config.set("work-stealing.aggressive-poll-attempts", 4);
+  config.set("work-stealing.moderate-poll-attempts", 8);
+  config.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::milliseconds(100)});
+  config.set("logger.verbosity", caf::atom("quiet"));
+  return config;
+}
+
+expected<std::unique_ptr<node>> node::start(node_options options) {
+  const auto* spec = options.topology.find(options.name);
+  if (spec == nullptr) {
+    return fail(errc::not_found, fmt::format("{}: no node named '{}'",
+                                             options.topology.file.string(), options.name));
+  }
+  transport::endpoint_config config;
+  config.provider = options.topology.provider;
+  config.bind = {spec->fabric_address};
+  config.seed = options.random_seed;
+  auto endpoint = transport::make_endpoint(config);
+  if (!endpoint) return fail(endpoint.error(), fmt::format("node {}: ", options.name));
+  auto copy = *spec;
+  return std::unique_ptr<node>(new node(std::move(options), std::move(copy), std::move(*endpoint)));
+}
+
+node::node(node_options options, node_spec spec, std::unique_ptr<transport::endpoint> endpoint)
+    : system_(configure(config_)), spec_(std::move(spec)) {
+  io_ = std::make_unique<fabric_io>(std::move(endpoint), metrics_);
+  context_ =
+      std::make_unique<node_context>(spec_.name, start_incarnation(), system_, *io_, metrics_);
+  io_->set_hub(system_.spawn(hub, context_.get(), io_.get()));
+
+  auto self = options.identity;
+  self.member = {
+      spec_.name,  context_->incarnation(), wire::member_state::alive, spec_.kind, spec_.device,
+      spec_.roles, spec_.fabric_address,    spec_.admin_address};
+  const auto& t = options.topology.timeouts;
+  membership_config mc;
+  mc.probe_interval = milliseconds(t.probe_interval_ms);
+  mc.suspect_after = milliseconds(t.suspect_after_ms);
+  mc.dead_after = milliseconds(t.dead_after_ms);
+  membership_hooks hooks;
+  hooks.refused = [this](const std::string& reason) { stop(reason); };
+  hooks.left = [this] { stop("left the cluster"); };
+  hooks.changed = [this](const std::vector<wire::member>& members) {
+    std::lock_guard lock(mutex_);
+    members_ = members;
+  };
+  spdlog::info("node {} ({} on {}) incarnation {}, probe seed {}", spec_.name,
+               to_string(spec_.kind), spec_.device, context_->incarnation(), options.random_seed);
+  membership_ = spawn_membership(*context_, std::move(self), seeds_of(options), mc,
+                                 options.random_seed, std::move(hooks));
+  (void)spawn_echo(*context_);
+  supervisor_ = spawn_supervisor(*context_, std::move(options.actors), options.budget,
+                                 [this](const std::string& why) { stop(why); });
+}
+
+node::~node() {
+  caf::anon_send_exit(supervisor_, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(membership_, caf::exit_reason::user_shutdown);
+  context_->shutdown();
+  io_.reset();
+  membership_ = nullptr;
+  supervisor_ = nullptr;
+  // system_'s destructor waits for every actor to finish.
+}
+
+std::vector<wire::member> node::members() const {
+  std::lock_guard lock(mutex_);
+  return members_;
+}
+
+void node::leave() {
+  // The membership actor calls the `left` hook once the news has spread.
+  caf::anon_send(membership_, leave_atom::value);
+}
+
+void node::stop(std::string reason) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = std::move(reason);
+  }
+  stopped_cv_.notify_all();
+}
+
+std::string node::wait() {
+  std::unique_lock lock(mutex_);
+  stopped_cv_.wait(lock, [this] { return stopped_.has_value(); });
+  return *stopped_;
+}
+
+}  // namespace baton::runtime

@@ -1,0 +1,83 @@
+#pragma once
+
+// One node process's runtime: the CAF actor system, the transport endpoint and its fabric
+// thread, the bridges to peers, and membership. Role actors (router, prefill, decode) are
+// published on it and reach actors on other nodes through remote_actor.
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include "base/error.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/node_context.hpp"
+#include "runtime/supervisor.hpp"
+#include "runtime/topology.hpp"
+#include "transport/endpoint.hpp"
+
+namespace baton::runtime {
+
+class fabric_io;
+
+struct node_options {
+  runtime::topology topology;
+  std::string name;               ///< this node, as named in the topology
+  std::vector<std::string> join;  ///< seeds (node names or fabric addresses); empty: the topology's
+  wire::join identity;            ///< what peers must match: model hash, KV layout, numerics
+  std::uint64_t random_seed = 0;  ///< probe order; printed in the log
+  std::vector<child_spec> actors;  ///< the node's role actors, supervised
+  restart_budget budget;
+};
+
+class node {
+ public:
+  /// Starts the node: binds its fabric address, then joins (or, as the first seed,
+  /// forms) the cluster. Fails with not_found for a name not in the topology and with the
+  /// transport's error when the address cannot be bound.
+  [[nodiscard]] static expected<std::unique_ptr<node>> start(node_options options);
+  /// Stops every actor and the fabric thread.
+  ~node();
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  [[nodiscard]] node_context& context() { return *context_; }
+  [[nodiscard]] caf::actor_system& system() { return system_; }
+  [[nodiscard]] metrics_registry& metrics() { return metrics_; }
+  [[nodiscard]] const node_spec& spec() const { return spec_; }
+  /// The membership table as this node last saw it.
+  [[nodiscard]] std::vector<wire::member> members() const;
+
+  /// Applies the CAF settings every node uses (scheduler threads, hand-off latency).
+  static caf::actor_system_config& configure(caf::actor_system_config& config);
+
+  /// Announces that this node leaves; wait() returns once the news has spread.
+  void leave();
+  /// Makes wait() return `reason`.
+  void stop(std::string reason);
+  /// Blocks until the node stops (refused join, leave, or stop()); returns why.
+  [[nodiscard]] std::string wait();
+
+ private:
+  node(node_options options, node_spec spec, std::unique_ptr<transport::endpoint> endpoint);
+
+  caf::actor_system_config config_;
+  caf::actor_system system_;
+  metrics_registry metrics_;
+  node_spec spec_;
+  std::unique_ptr<fabric_io> io_;
+  std::unique_ptr<node_context> context_;
+  caf::actor membership_;
+  caf::actor supervisor_;
+  mutable std::mutex mutex_;
+  std::condition_variable stopped_cv_;
+  std::optional<std::string> stopped_;
+  std::vector<wire::member> members_;
+};
+
+}  // namespace baton::runtime

@@ -1,0 +1,91 @@
+#include "runtime/node_context.hpp"
+
+#include <caf/send.hpp>
+
+#include "runtime/bridge.hpp"
+#include "runtime/membership.hpp"
+
+namespace baton::runtime {
+
+node_context::node_context(std::string name, std::uint64_t incarnation, caf::actor_system& system,
+                           frame_sink& sink, metrics_registry& metrics, bridge_config config)
+    : name_(std::move(name)),
+      incarnation_(incarnation),
+      system_(system),
+      sink_(sink),
+      metrics_(metrics),
+      config_(config) {}
+
+void node_context::publish(const std::string& name, caf::actor actor) {
+  std::lock_guard lock(mutex_);
+  actors_[name] = std::move(actor);
+}
+
+void node_context::unpublish(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  actors_.erase(name);
+}
+
+caf::actor node_context::lookup(const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  auto it = actors_.find(name);
+  return it == actors_.end() ? caf::actor{} : it->second;
+}
+
+void node_context::update_member(const wire::member& m) {
+  std::lock_guard lock(mutex_);
+  directory_[m.node] = m;
+}
+
+std::optional<wire::member> node_context::member(const std::string& node) const {
+  std::lock_guard lock(mutex_);
+  auto it = directory_.find(node);
+  return it == directory_.end() ? std::nullopt : std::optional(it->second);
+}
+
+bool node_context::accepts(const std::string& node, std::uint64_t incarnation) const {
+  std::lock_guard lock(mutex_);
+  auto it = directory_.find(node);
+  return accepts_incarnation(it == directory_.end() ? nullptr : &it->second, incarnation);
+}
+
+caf::actor node_context::bridge(const std::string& node, const std::string& fabric_address) {
+  std::string address = fabric_address;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = bridges_.find(node); it != bridges_.end()) return it->second;
+    if (address.empty()) {
+      auto known = directory_.find(node);
+      if (known == directory_.end()) return {};
+      address = known->second.fabric_address;
+    }
+  }
+  // Spawn outside the lock; if two threads race, the first one to insert wins.
+  auto fresh = spawn_bridge(*this, node);
+  std::lock_guard lock(mutex_);
+  auto [it, inserted] = bridges_.emplace(node, fresh);
+  if (inserted) {
+    sink_.attach(node, address, fresh);
+  } else {
+    caf::anon_send_exit(fresh, caf::exit_reason::user_shutdown);
+  }
+  return it->second;
+}
+
+void node_context::shutdown() {
+  std::map<std::string, caf::actor> actors, bridges;
+  {
+    std::lock_guard lock(mutex_);
+    actors.swap(actors_);
+    bridges.swap(bridges_);
+  }
+  for (auto& [name, a] : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  for (auto& [name, b] : bridges) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+}
+
+void node_context::drop_bridge(const std::string& node) {
+  std::lock_guard lock(mutex_);
+  bridges_.erase(node);
+}
+
+}  // namespace baton::runtime

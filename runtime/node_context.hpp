@@ -1,0 +1,80 @@
+#pragma once
+
+// What every actor of a node shares: the node's identity, its local actors by name, the
+// directory of other nodes (kept current by the membership actor), and one bridge actor
+// per peer node. Thread-safe: actors on any scheduler thread and the fabric thread use it.
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include "runtime/frame_sink.hpp"
+#include "runtime/metrics.hpp"
+#include "schemas/codec.hpp"
+#include "schemas/membership.hpp"
+
+namespace baton::runtime {
+
+struct bridge_config {
+  std::uint32_t credit_window = 256;                ///< application frames in flight per peer
+  std::size_t max_queued = 4096;                    ///< frames waiting for credit per peer
+  std::chrono::milliseconds default_timeout{5000};  ///< sends without a deadline
+  wire::codec_limits limits;
+};
+
+/// References passed to the constructor (system, sink, metrics) must outlive the context.
+class node_context {
+ public:
+  node_context(std::string name, std::uint64_t incarnation, caf::actor_system& system,
+               frame_sink& sink, metrics_registry& metrics, bridge_config config = {});
+
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] std::uint64_t incarnation() const { return incarnation_.load(); }
+  void set_incarnation(std::uint64_t incarnation) { incarnation_.store(incarnation); }
+  [[nodiscard]] std::uint64_t next_message_id() { return next_id_.fetch_add(1) + 1; }
+  [[nodiscard]] const bridge_config& config() const { return config_; }
+  [[nodiscard]] caf::actor_system& system() { return system_; }
+  [[nodiscard]] frame_sink& sink() { return sink_; }
+  [[nodiscard]] metrics_registry& metrics() { return metrics_; }
+
+  /// Makes `actor` reachable from other nodes as (this node, name).
+  void publish(const std::string& name, caf::actor actor);
+  void unpublish(const std::string& name);
+  /// The local actor called `name`, or an invalid handle.
+  [[nodiscard]] caf::actor lookup(const std::string& name) const;
+
+  /// Records what membership knows of a node.
+  void update_member(const wire::member& m);
+  [[nodiscard]] std::optional<wire::member> member(const std::string& node) const;
+  [[nodiscard]] bool accepts(const std::string& node, std::uint64_t incarnation) const;
+
+  /// The bridge to `node`, spawned (and connected) on first use. `fabric_address` is
+  /// needed only for a node not in the directory yet. Invalid if the address is unknown.
+  [[nodiscard]] caf::actor bridge(const std::string& node, const std::string& fabric_address = {});
+  /// Forgets the bridge to `node` (it stops itself after failing its pending work).
+  void drop_bridge(const std::string& node);
+
+  /// Stops every published actor and bridge and forgets them (node shutdown).
+  void shutdown();
+
+ private:
+  std::string name_;
+  std::atomic<std::uint64_t> incarnation_;
+  std::atomic<std::uint64_t> next_id_{0};
+  caf::actor_system& system_;
+  frame_sink& sink_;
+  metrics_registry& metrics_;
+  bridge_config config_;
+  mutable std::mutex mutex_;
+  std::map<std::string, caf::actor> actors_;
+  std::map<std::string, wire::member> directory_;
+  std::map<std::string, caf::actor> bridges_;
+};
+
+}  // namespace baton::runtime

@@ -1,0 +1,319 @@
+// One typed suite, the same expectations for every transport: loopback, fabric tcp,
+// fabric shm. Both endpoints live in this process here; the two-process cases are in
+// transport_two_process_test.cpp.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "tests/conformance/transport_test_util.hpp"
+#include "transport/endpoint.hpp"
+#include "transport/loopback/network.hpp"
+
+namespace baton::transport {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::await_event;
+
+struct loopback_kind {
+  static constexpr const char* provider = "loopback";
+};
+struct tcp_kind {
+  static constexpr const char* provider = "tcp";
+};
+struct shm_kind {
+  static constexpr const char* provider = "shm";
+};
+
+deadline in(std::chrono::milliseconds ms) {
+  return clock::now() + ms;
+}
+
+template <class Kind>
+class TransportConformance : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string(Kind::provider) == "loopback") {
+      std::uint64_t seed = std::random_device{}();
+      if (const char* env = std::getenv("BATON_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+      std::printf("loopback seed: %llu (replay with BATON_TEST_SEED)\n",
+                  static_cast<unsigned long long>(seed));
+      network_ = std::make_shared<loopback::network>(seed);
+    }
+    a_ = make("a");
+    b_ = make("b");
+    ASSERT_TRUE(a_ && b_);
+    auto peer = a_->add_peer(b_->local_address(), in(5000ms));
+    ASSERT_TRUE(peer.has_value()) << peer.error().to_string();
+    a_to_b_ = *peer;
+    // b learns a from the hello; find its id from a first message.
+    auto sent = a_->send(a_to_b_, testing::pack({42}), in(5000ms));
+    ASSERT_TRUE(sent.has_value());
+    auto hello = await_event(
+        *b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+    ASSERT_TRUE(hello.has_value());
+    b_to_a_ = hello->peer;
+    ASSERT_NE(b_to_a_, unknown_peer);
+    drain(*a_);
+  }
+
+  std::unique_ptr<endpoint> make(const std::string& role, endpoint_limits limits = {}) {
+    endpoint_config config;
+    config.provider = Kind::provider;
+    config.limits = limits;
+    if (config.provider == "tcp") config.bind.text = "127.0.0.1:0";
+    if (config.provider == "shm") config.bind.text = testing::shm_name(role);
+    if (config.provider == "loopback") config.bind.text = role;
+    auto ep = make_endpoint(config, network_);
+    EXPECT_TRUE(ep.has_value()) << ep.error().to_string();
+    return ep ? std::move(*ep) : nullptr;
+  }
+
+  void drain(endpoint& ep) {
+    std::vector<event> batch(64);
+    while (ep.poll(batch) > 0) {
+    }
+  }
+
+  /// b grants a slice to a, then tells a with a message, which arrives after the grant.
+  remote_slice grant_to_a(region_id region, std::uint64_t bytes) {
+    auto slice = b_->grant(b_to_a_, {region, 0, bytes});
+    EXPECT_TRUE(slice.has_value());
+    EXPECT_TRUE(b_->send(b_to_a_, testing::pack({7}), in(5000ms)).has_value());
+    auto note = await_event(
+        *a_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+    EXPECT_TRUE(note.has_value());
+    return *slice;
+  }
+
+  std::shared_ptr<loopback::network> network_;
+  std::unique_ptr<endpoint> a_;
+  std::unique_ptr<endpoint> b_;
+  peer_id a_to_b_{};
+  peer_id b_to_a_{};
+};
+
+using Kinds = ::testing::Types<loopback_kind, tcp_kind, shm_kind>;
+class KindNames {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return T::provider;
+  }
+};
+TYPED_TEST_SUITE(TransportConformance, Kinds, KindNames);
+
+TYPED_TEST(TransportConformance, MessagesFromOnePeerArriveInOrder) {
+  constexpr std::uint64_t count = 300;
+  std::vector<event> stash;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    auto sent = this->a_->send(this->a_to_b_, testing::pack({i, i * 3}), in(5000ms));
+    if (!sent && sent.error().code == errc::overloaded) {  // bounded: drain and retry
+      this->drain(*this->a_);
+      --i;
+      continue;
+    }
+    ASSERT_TRUE(sent.has_value()) << sent.error().to_string();
+  }
+  for (std::uint64_t i = 0; i < count; ++i) {
+    auto got = await_event(
+        *this->b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms, &stash);
+    ASSERT_TRUE(got.has_value()) << "message " << i << " missing";
+    EXPECT_EQ(got->peer, this->b_to_a_);
+    ASSERT_EQ(testing::unpack(got->payload, 0), i);
+    ASSERT_EQ(testing::unpack(got->payload, 1), i * 3);
+  }
+}
+
+TYPED_TEST(TransportConformance, SmallAndLargeMessagesArriveIntact) {
+  const std::size_t max = this->a_->limits().max_message_bytes;
+  for (std::size_t size : {std::size_t{1}, std::size_t{64}, std::size_t{4096}, max}) {
+    std::vector<std::byte> bytes(size);
+    testing::fill(bytes, size);
+    ASSERT_TRUE(this->a_->send(this->a_to_b_, bytes, in(5000ms)).has_value());
+    auto got = await_event(
+        *this->b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+    ASSERT_TRUE(got.has_value()) << size;
+    EXPECT_EQ(got->payload, bytes) << size;
+  }
+  std::vector<std::byte> too_big(max + 1);
+  auto refused = this->a_->send(this->a_to_b_, too_big, in(5000ms));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, errc::invalid_argument);
+}
+
+TYPED_TEST(TransportConformance, RmaWriteWithNotifyAndReadAreVerified) {
+  constexpr std::uint64_t max = 64ull << 20;
+  auto remote_region = this->b_->allocate_region(max);
+  auto local_region = this->a_->allocate_region(max);
+  auto back_region = this->a_->allocate_region(max);
+  ASSERT_TRUE(remote_region && local_region && back_region);
+  auto target = this->grant_to_a(*remote_region, max);
+  for (std::uint64_t size : {4ull << 10, 64ull << 10, 1ull << 20, 16ull << 20, 64ull << 20}) {
+    auto src = this->a_->region_bytes(*local_region).first(size);
+    remote_slice slice = target;
+    slice.length = size;
+    // A plain write: its completion alone must mean the data has landed.
+    testing::fill(src, size + 3);
+    auto plain = this->a_->write({*local_region, 0, size}, slice, in(20000ms), std::nullopt);
+    ASSERT_TRUE(plain.has_value()) << plain.error().to_string();
+    auto plain_done = await_event(
+        *this->a_, [&](const event& e) { return e.op == *plain; }, 20000ms);
+    ASSERT_TRUE(plain_done.has_value() && plain_done->status.has_value()) << size;
+    ASSERT_EQ(testing::digest(this->b_->region_bytes(*remote_region).first(size)),
+              testing::digest(src))
+        << "write_done before the data landed, size " << size;
+    // A write with notify: the target learns it landed.
+    testing::fill(src, size);
+    auto wrote = this->a_->write({*local_region, 0, size}, slice, in(20000ms), size);
+    ASSERT_TRUE(wrote.has_value()) << wrote.error().to_string();
+    auto done = await_event(
+        *this->a_, [&](const event& e) { return e.op == *wrote; }, 20000ms);
+    ASSERT_TRUE(done.has_value()) << size;
+    ASSERT_TRUE(done->status.has_value()) << done->status.error().to_string();
+    EXPECT_EQ(done->kind, event_kind::write_done);
+    auto note = await_event(
+        *this->b_, [](const event& e) { return e.kind == event_kind::notify; }, 20000ms);
+    ASSERT_TRUE(note.has_value()) << size;
+    EXPECT_EQ(note->data, size);
+    EXPECT_EQ(note->peer, this->b_to_a_);
+    auto landed = this->b_->region_bytes(*remote_region).first(size);
+    ASSERT_EQ(testing::digest(landed), testing::digest(src)) << size;
+
+    auto read = this->a_->read({*back_region, 0, size}, slice, in(20000ms));
+    ASSERT_TRUE(read.has_value()) << read.error().to_string();
+    auto got = await_event(
+        *this->a_, [&](const event& e) { return e.op == *read; }, 20000ms);
+    ASSERT_TRUE(got.has_value());
+    ASSERT_TRUE(got->status.has_value()) << got->status.error().to_string();
+    EXPECT_EQ(got->kind, event_kind::read_done);
+    EXPECT_EQ(testing::digest(this->a_->region_bytes(*back_region).first(size)),
+              testing::digest(src));
+  }
+  EXPECT_TRUE(this->a_->free_region(*back_region).has_value());
+}
+
+TYPED_TEST(TransportConformance, BadDescriptorsAreRefusedBeforePosting) {
+  auto remote_region = this->b_->allocate_region(1 << 20);
+  auto local_region = this->a_->allocate_region(1 << 20);
+  ASSERT_TRUE(remote_region && local_region);
+  auto base = this->grant_to_a(*remote_region, 64 << 10);  // only the first 64 KiB
+  auto refused = [&](remote_slice bad) {
+    bad.length = std::min<std::uint64_t>(bad.length, 1 << 20);
+    auto r = this->a_->write({*local_region, 0, bad.length}, bad, in(2000ms), std::nullopt);
+    return !r.has_value() && r.error().code == errc::invalid_argument;
+  };
+  remote_slice beyond = base;
+  beyond.offset = 32 << 10;  // runs 32 KiB past the grant
+  EXPECT_TRUE(refused(beyond));
+  remote_slice wrong_key = base;
+  wrong_key.key ^= 0x5a5a;
+  EXPECT_TRUE(refused(wrong_key));
+  remote_slice wrong_node = base;
+  wrong_node.node = static_cast<node_id>(static_cast<std::uint64_t>(base.node) ^ 0xff00);
+  EXPECT_TRUE(refused(wrong_node));
+  remote_slice wrapping = base;
+  wrapping.offset = ~std::uint64_t{0} - 10;
+  wrapping.length = 100;
+  EXPECT_TRUE(refused(wrapping));
+  EXPECT_GE(this->a_->stats().descriptors_refused, 4u);
+  // Nothing was posted and the connection is intact: a valid write still lands.
+  auto ok = this->a_->write({*local_region, 0, 4096}, {base.node, base.key, 0, 4096}, in(5000ms),
+                            std::uint64_t{99});
+  ASSERT_TRUE(ok.has_value());
+  auto done = await_event(
+      *this->a_, [&](const event& e) { return e.op == *ok; }, 5000ms);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_TRUE(done->status.has_value());
+  // A freed region's grants are revoked at the peer.
+  ASSERT_TRUE(this->b_->free_region(*remote_region).has_value());
+  ASSERT_TRUE(this->b_->send(this->b_to_a_, testing::pack({1}), in(5000ms)).has_value());
+  ASSERT_TRUE(await_event(
+      *this->a_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms));
+  EXPECT_TRUE(refused({base.node, base.key, 0, 4096}));
+}
+
+TYPED_TEST(TransportConformance, InflightOperationsAreBounded) {
+  endpoint_limits limits;
+  limits.max_inflight_ops = 4;
+  auto small = this->make("c", limits);
+  ASSERT_TRUE(small);
+  auto peer = small->add_peer(this->b_->local_address(), in(5000ms));
+  ASSERT_TRUE(peer.has_value()) << peer.error().to_string();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(small->send(*peer, testing::pack({1}), in(5000ms)));
+  auto refused = small->send(*peer, testing::pack({1}), in(5000ms));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, errc::overloaded);
+  // Reported completions free their slots.
+  std::vector<event> stash;
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(await_event(
+        *small, [](const event& e) { return e.kind == event_kind::send_done; }, 5000ms, &stash));
+  EXPECT_TRUE(small->send(*peer, testing::pack({1}), in(5000ms)).has_value());
+}
+
+TYPED_TEST(TransportConformance, MessagesBeyondThePeersLimitAreRefusedBySender) {
+  // Every endpoint announces its receive limit when it connects; a larger message is
+  // refused before it is posted (shm would stall on it), and the link keeps working.
+  endpoint_limits big;
+  big.max_message_bytes = 4 * this->b_->limits().max_message_bytes;
+  auto sender = this->make("big", big);
+  ASSERT_TRUE(sender);
+  auto peer = sender->add_peer(this->b_->local_address(), in(5000ms));
+  ASSERT_TRUE(peer.has_value()) << peer.error().to_string();
+  std::vector<std::byte> huge(this->b_->limits().max_message_bytes + 1);
+  auto refused = sender->send(*peer, huge, in(5000ms));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, errc::invalid_argument);
+  huge.resize(this->b_->limits().max_message_bytes);
+  ASSERT_TRUE(sender->send(*peer, huge, in(5000ms)).has_value());
+  auto got = await_event(
+      *this->b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->payload.size(), huge.size());
+  EXPECT_EQ(this->b_->stats().bad_frames, 0u);
+}
+
+TYPED_TEST(TransportConformance, InterruptWakesAWaitFromAnotherThread) {
+  while (this->a_->wait(200ms)) this->drain(*this->a_);  // let late completions settle
+  this->a_->interrupt();  // before the wait: the next wait returns at once
+  auto start = clock::now();
+  EXPECT_FALSE(this->a_->wait(5000ms));
+  EXPECT_LT(clock::now() - start, 2000ms);
+  std::thread waker([&] {
+    std::this_thread::sleep_for(50ms);
+    this->a_->interrupt();
+  });
+  start = clock::now();
+  EXPECT_FALSE(this->a_->wait(5000ms));
+  EXPECT_LT(clock::now() - start, 2000ms);
+  waker.join();
+}
+
+TYPED_TEST(TransportConformance, AnUnreachablePeerFailsByTheDeadline) {
+  const std::string provider = TypeParam::provider;
+  address nobody{provider == "tcp" ? "127.0.0.1:1" : "nobody-listens-here"};
+  const auto start = clock::now();
+  auto peer = this->a_->add_peer(nobody, start + 1000ms);
+  ASSERT_FALSE(peer.has_value());
+  std::printf("unreachable peer: %s\n", peer.error().to_string().c_str());
+  EXPECT_LT(clock::now() - start, 2500ms);
+  // Whatever is still queued for that address does not hold up the peers that work.
+  const auto sent_at = clock::now();
+  ASSERT_TRUE(this->a_->send(this->a_to_b_, testing::pack({5}), in(5000ms)).has_value());
+  auto got = await_event(
+      *this->b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_LT(clock::now() - sent_at, 1000ms);
+}
+
+TYPED_TEST(TransportConformance, AddingAPeerTwiceGivesTheSameId) {
+  auto again = this->a_->add_peer(this->b_->local_address(), in(5000ms));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(*again, this->a_to_b_);
+}
+
+}  // namespace
+}  // namespace baton::transport

@@ -1,0 +1,169 @@
+#include "cluster_harness.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "runtime/admin_server.hpp"
+
+namespace baton::testing {
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+child_process::child_process(const std::vector<std::string>& argv, const std::filesystem::path& log)
+    : log_(log) {
+  const pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+    if (getppid() != parent) _exit(1);
+    std::FILE* out = std::fopen(log.c_str(), "w");
+    if (out != nullptr) {
+      dup2(fileno(out), STDOUT_FILENO);
+      dup2(fileno(out), STDERR_FILENO);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+}
+
+child_process::~child_process() {
+  if (pid_ > 0 && !reaped_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void child_process::signal(int sig) const {
+  if (!reaped_) kill(pid_, sig);
+}
+
+std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!reaped_) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      reaped_ = true;
+      return status;
+    }
+    if (std::chrono::steady_clock::now() > until) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return std::nullopt;
+}
+
+std::string child_process::log() const {
+  std::ifstream in(log_);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+test_cluster::test_cluster(const std::vector<node_def>& nodes, const std::string& checkpoint)
+    : nodes_(nodes) {
+  dir_ = std::filesystem::temp_directory_path() /
+         fmt::format("baton-test-{}-{}", getpid(), std::random_device{}());
+  std::filesystem::create_directories(dir_);
+  for (const auto& n : nodes_) {
+    fabric_[n.name] = fmt::format("127.0.0.1:{}", free_port());
+    admin_[n.name] = fmt::format("127.0.0.1:{}", free_port());
+  }
+  std::ofstream(dir_ / "cluster.toml") << topology_text(checkpoint);
+}
+
+test_cluster::~test_cluster() {
+  procs_.clear();  // kills and reaps
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string test_cluster::topology_text(const std::string& checkpoint) const {
+  std::string text = fmt::format(
+      "[cluster]\nname = \"test\"\nprovider = \"tcp\"\nseeds = [\"{}\"]\n\n"
+      "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n",
+      nodes_.front().name, checkpoint, BATON_SHARED_MODELS_DIR "/tok512.bin");
+  for (const auto& n : nodes_) {
+    text += fmt::format(
+        "[[node]]\nname = \"{}\"\nkind = \"{}\"\nroles = {}\nfabric = \"{}\"\nadmin = \"{}\"\n\n",
+        n.name, n.kind, n.roles, fabric_.at(n.name), admin_.at(n.name));
+  }
+  return text;
+}
+
+std::filesystem::path test_cluster::write_variant(const std::string& file,
+                                                  const std::string& checkpoint) const {
+  std::ofstream(dir_ / file) << topology_text(checkpoint);
+  return dir_ / file;
+}
+
+child_process& test_cluster::start(const std::string& name, std::vector<std::string> extra,
+                                   std::optional<std::filesystem::path> config) {
+  std::vector<std::string> argv = {
+      BATON_BINARY, "node", "--config", (config ? *config : dir_ / "cluster.toml").string(),
+      "--name",     name};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto proc = std::make_unique<child_process>(argv, dir_ / (name + ".log"));
+  auto& ref = *proc;
+  procs_[name] = std::move(proc);
+  return ref;
+}
+
+std::optional<nlohmann::json> test_cluster::status(const std::string& name) const {
+  auto body = runtime::admin_get(admin_.at(name), "/status", std::chrono::milliseconds(500));
+  if (!body) return std::nullopt;
+  auto json = nlohmann::json::parse(*body, nullptr, false);
+  if (json.is_discarded()) return std::nullopt;
+  return json;
+}
+
+std::string test_cluster::state_of(const std::string& observer, const std::string& node) const {
+  auto s = status(observer);
+  if (!s) return "";
+  for (const auto& m : (*s)["members"]) {
+    if (m.value("node", "") == node) return m.value("state", "");
+  }
+  return "";
+}
+
+std::string test_cluster::metrics(const std::string& name) const {
+  auto body = runtime::admin_get(admin_.at(name), "/metrics", std::chrono::milliseconds(500));
+  return body ? *body : "";
+}
+
+std::optional<std::chrono::milliseconds> wait_until(const std::function<bool()>& done,
+                                                    std::chrono::milliseconds timeout) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    if (done()) return took;
+    if (took > timeout) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace baton::testing

@@ -1,0 +1,89 @@
+#pragma once
+
+// Real `baton node` processes on 127.0.0.1 for integration tests: a topology written to a
+// temporary folder with free ports, children that are always killed and reaped, and the
+// nodes' admin ports read as JSON.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace baton::testing {
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+[[nodiscard]] int free_port();
+
+/// A child process; killed (SIGKILL) and reaped on destruction if still running.
+class child_process {
+ public:
+  child_process(const std::vector<std::string>& argv, const std::filesystem::path& log);
+  ~child_process();
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  void signal(int sig) const;
+  /// The exit status (as waitpid reports it), or nullopt if still running after `timeout`.
+  [[nodiscard]] std::optional<int> wait(std::chrono::milliseconds timeout);
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] std::string log() const;
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  std::filesystem::path log_;
+};
+
+struct node_def {
+  std::string name;
+  std::string kind = "cpu";
+  std::string roles = R"(["decode"])";
+};
+
+/// A topology of `nodes` in a fresh temporary folder; the first node is the seed.
+class test_cluster {
+ public:
+  explicit test_cluster(const std::vector<node_def>& nodes,
+                        const std::string& checkpoint = BATON_SHARED_MODELS_DIR "/stories260K.bin");
+  ~test_cluster();
+
+  /// Writes the topology again with another checkpoint, as `file`, for a mismatched node.
+  [[nodiscard]] std::filesystem::path write_variant(const std::string& file,
+                                                    const std::string& checkpoint) const;
+  /// Starts `baton node` for `name` (with `extra` arguments).
+  child_process& start(const std::string& name, std::vector<std::string> extra = {},
+                       std::optional<std::filesystem::path> config = std::nullopt);
+  [[nodiscard]] child_process& process(const std::string& name) { return *procs_.at(name); }
+  [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
+  [[nodiscard]] std::string admin(const std::string& name) const { return admin_.at(name); }
+  [[nodiscard]] std::string fabric(const std::string& name) const { return fabric_.at(name); }
+
+  /// `name`'s /status, or nullopt if it does not answer.
+  [[nodiscard]] std::optional<nlohmann::json> status(const std::string& name) const;
+  /// The state `observer` reports for `node` ("alive", "dead", ...), or "" if unknown.
+  [[nodiscard]] std::string state_of(const std::string& observer, const std::string& node) const;
+  /// `name`'s /metrics text, or "".
+  [[nodiscard]] std::string metrics(const std::string& name) const;
+
+ private:
+  std::string topology_text(const std::string& checkpoint) const;
+
+  std::filesystem::path dir_;
+  std::vector<node_def> nodes_;
+  std::map<std::string, std::string> fabric_;
+  std::map<std::string, std::string> admin_;
+  std::map<std::string, std::unique_ptr<child_process>> procs_;
+};
+
+/// Polls `done` every 10 ms until it holds or `timeout` passes; returns how long it took.
+[[nodiscard]] std::optional<std::chrono::milliseconds> wait_until(
+    const std::function<bool()>& done, std::chrono::milliseconds timeout);
+
+}  // namespace baton::testing

@@ -1,0 +1,171 @@
+// Real node processes on 127.0.0.1: join, failure detection, late join, drain, refusal,
+// stale incarnations, and the idle cost of a cluster.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "cluster_harness.hpp"
+#include "schemas/codec.hpp"
+#include "transport/endpoint.hpp"
+
+namespace baton::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::vector<node_def> four_nodes = {{"n0", "cpu", R"(["router"])"},
+                                          {"n1", "trainium", R"(["prefill"])"},
+                                          {"n2", "wafer-scale", R"(["decode"])"},
+                                          {"n3", "wafer-scale", R"(["decode"])"}};
+
+bool all_alive(const test_cluster& c, const std::vector<std::string>& nodes) {
+  for (const auto& observer : nodes) {
+    for (const auto& node : nodes) {
+      if (c.state_of(observer, node) != "alive") return false;
+    }
+  }
+  return true;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void start_three() {
+    for (const auto* n : {"n0", "n1", "n2"}) cluster.start(n);
+    const auto took = wait_until([&] { return all_alive(cluster, {"n0", "n1", "n2"}); }, 15s);
+    ASSERT_TRUE(took) << cluster.process("n1").log();
+    std::printf("three nodes joined in %lld ms\n", static_cast<long long>(took->count()));
+  }
+  test_cluster cluster{four_nodes};
+};
+
+TEST_F(ClusterTest, ThreeNodesJoinAndAKilledOneIsDeclaredDead) {
+  start_three();
+  cluster.process("n2").signal(SIGKILL);
+  const auto took = wait_until(
+      [&] {
+        return cluster.state_of("n0", "n2") == "dead" && cluster.state_of("n1", "n2") == "dead";
+      },
+      3s);
+  ASSERT_TRUE(took) << "n0 sees n2 " << cluster.state_of("n0", "n2");
+  std::printf("SIGKILLed node declared dead by both others after %lld ms (default timeouts)\n",
+              static_cast<long long>(took->count()));
+  // The survivors keep each other: on a loaded machine one may briefly suspect the
+  // other, which then refutes; neither is ever declared dead.
+  const bool survivors_alive = wait_until(
+                                   [&] {
+                                     return cluster.state_of("n0", "n1") == "alive" &&
+                                            cluster.state_of("n1", "n0") == "alive";
+                                   },
+                                   3s)
+                                   .has_value();
+  EXPECT_TRUE(survivors_alive) << "n0:\n"
+                               << cluster.process("n0").log() << "n1:\n"
+                               << cluster.process("n1").log();
+}
+
+TEST_F(ClusterTest, ANewNodeJoinsARunningClusterAndEveryNodeSeesIt) {
+  start_three();
+  cluster.start("n3", {"--join", "n1"});  // any member can be the seed
+  const auto took = wait_until([&] { return all_alive(cluster, {"n0", "n1", "n2", "n3"}); }, 5s);
+  ASSERT_TRUE(took) << cluster.process("n3").log();
+  std::printf("late joiner seen by every node after %lld ms\n",
+              static_cast<long long>(took->count()));
+}
+
+TEST_F(ClusterTest, ADrainedNodeLeavesAndExitsCleanly) {
+  start_three();
+  cluster.process("n1").signal(SIGTERM);
+  auto status = cluster.process("n1").wait(5s);
+  ASSERT_TRUE(status) << "n1 did not exit";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << cluster.process("n1").log();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return cluster.state_of("n0", "n1") == "left" && cluster.state_of("n2", "n1") == "left";
+      },
+      3s));
+}
+
+TEST_F(ClusterTest, AMismatchedNodeIsRefusedWithAReason) {
+  start_three();
+  // Same shape, one weight changed: another model, so another model hash.
+  const auto variant = cluster.dir() / "other.bin";
+  std::filesystem::copy_file(BATON_SHARED_MODELS_DIR "/stories260K.bin", variant);
+  {
+    std::fstream f(variant, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    const float weight = 0.125f;
+    f.write(reinterpret_cast<const char*>(&weight), sizeof weight);
+  }
+  const auto config = cluster.write_variant("other.toml", variant.string());
+  auto& odd = cluster.start("n3", {}, config);
+  auto status = odd.wait(10s);
+  ASSERT_TRUE(status) << "a refused node must stop";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1);
+  EXPECT_NE(odd.log().find("join refused: model hash"), std::string::npos) << odd.log();
+  EXPECT_EQ(cluster.state_of("n0", "n3"), "") << "a refused node never half-joins";
+}
+
+TEST_F(ClusterTest, AFrameFromAnOldIncarnationIsDropped) {
+  start_three();
+  // Pose as n1 from an incarnation older than the live one.
+  transport::endpoint_config config{"tcp", {fmt::format("127.0.0.1:{}", free_port())}, {}, 1};
+  auto ep = transport::make_endpoint(config);
+  ASSERT_TRUE(ep) << ep.error().message;
+  auto peer = (*ep)->add_peer({cluster.fabric("n0")}, transport::clock::now() + 3s);
+  ASSERT_TRUE(peer) << peer.error().message;
+  wire::frame f;
+  f.source = {"n1", "membership"};
+  f.target = {"n0", "membership"};
+  f.sender_incarnation = 1;
+  f.message_id = 1;
+  f.body = wire::heartbeat{1, false, 0, 0, {}};
+  auto bytes = wire::encode(f);
+  ASSERT_TRUE(bytes);
+  ASSERT_TRUE((*ep)->send(*peer, bytes->bytes(), transport::clock::now() + 3s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return cluster.metrics("n0").find("baton_frames_stale_total{peer=\"n1\"} 1") !=
+               std::string::npos;
+      },
+      3s))
+      << cluster.metrics("n0");
+  EXPECT_EQ(cluster.state_of("n0", "n1"), "alive");
+}
+
+TEST_F(ClusterTest, AnIdleClusterUsesLittleCpu) {
+  start_three();
+  // CPU time of the three processes, every thread, in ns (/proc/PID/task/TID/schedstat).
+  auto cpu_ns = [&] {
+    double total = 0;
+    for (const auto* n : {"n0", "n1", "n2"}) {
+      const auto tasks =
+          std::filesystem::path(fmt::format("/proc/{}/task", cluster.process(n).pid()));
+      for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+        std::ifstream stat(task.path() / "schedstat");
+        double on_cpu_ns = 0;
+        stat >> on_cpu_ns;
+        total += on_cpu_ns;
+      }
+    }
+    return total;
+  };
+  std::this_thread::sleep_for(1s);  // let joining settle
+  const double before = cpu_ns();
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(5s);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double cores = (cpu_ns() - before) / 1e9 / seconds;
+  std::printf("idle three-node cluster: %.2f%% of one core in total\n", cores * 100);
+  EXPECT_LT(cores, 0.05);
+}
+
+}  // namespace
+}  // namespace baton::testing

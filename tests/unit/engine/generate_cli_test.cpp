@@ -1,0 +1,96 @@
+// Runs the real `baton` binary (BATON_BINARY) and checks what it prints.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/engine/test_models.hpp"
+
+namespace {
+
+struct run_result {
+  int exit_code = -1;
+  std::string out;
+};
+
+/// Runs `args` through /bin/sh with the baton binary; captures stdout only.
+run_result run_baton(const std::string& args) {
+  const std::string command = std::string("'") + BATON_BINARY + "' " + args;
+  run_result result;
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.out.append(buffer, n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+std::string models(const char* name) {
+  return std::string("'") + BATON_SHARED_MODELS_DIR + "/" + name + "'";
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(GenerateCli, GreedyOutputIsByteIdenticalToLlama2c) {
+  const auto r = run_baton("generate --model " + models("stories260K.bin") + " --tokenizer " +
+                           models("tok512.bin") +
+                           " --temperature 0 --steps 100 'Once upon a time' 2>/dev/null");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, read_text(std::string(BATON_SHARED_MODELS_DIR) + "/expected_t0_n100.txt"));
+}
+
+TEST(GenerateCli, SeededOutputIsByteIdenticalToLlama2c) {
+  const auto r = run_baton("generate --model " + models("stories260K.bin") + " --tokenizer " +
+                           models("tok512.bin") +
+                           " --temperature 0.8 --top-p 0.95 --seed 7 --steps 150 'Lily and Ben'"
+                           " 2>/dev/null");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, read_text(std::string(BATON_SHARED_MODELS_DIR) +
+                             "/expected_t0.8_p0.95_s7_n150_lily.txt"));
+}
+
+TEST(GenerateCli, DiagnosticsGoToStderr) {
+  const auto r =
+      run_baton("generate --model " + models("stories260K.bin") + " --tokenizer " +
+                models("tok512.bin") + " --temperature 0 --steps 10 'Once' 2>&1 >/dev/null");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("kernel="), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tok/s"), std::string::npos) << r.out;
+}
+
+TEST(GenerateCli, BadModelFailsWithMessage) {
+  const auto r = run_baton("generate --model " + models("tok512.bin") + " --tokenizer " +
+                           models("tok512.bin") + " 'Once' 2>&1 >/dev/null");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("invalid_argument"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tok512.bin"), std::string::npos) << r.out;
+}
+
+TEST(ModelCli, SynthThenInfo) {
+  const std::string path = baton::engine::testing::temp_path("cli_synth.bin");
+  const auto synth = run_baton(
+      "model synth --dim 64 --hidden 160 --layers 2 --heads 4 "
+      "--kv-heads 2 --vocab 512 --seq-len 32 --seed 3 --out '" +
+      path + "' 2>/dev/null");
+  ASSERT_EQ(synth.exit_code, 0);
+  const auto info = run_baton("model info '" + path + "'");
+  EXPECT_EQ(info.exit_code, 0);
+  EXPECT_NE(info.out.find("n_kv_heads=2"), std::string::npos) << info.out;
+  // 512*64 + 2*(64 + 64*64*2 + 32*64*2 + 64 + 3*160*64) + 64
+  EXPECT_NE(info.out.find("parameters  119104"), std::string::npos) << info.out;
+  const auto gen = run_baton("generate --model '" + path + "' --tokenizer " + models("tok512.bin") +
+                             " --temperature 0 --steps 20 'Once' 2>/dev/null");
+  EXPECT_EQ(gen.exit_code, 0);
+  EXPECT_EQ(gen.out.rfind("Once", 0), 0U) << gen.out;
+}
+
+}  // namespace

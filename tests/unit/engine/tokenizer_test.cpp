@@ -1,0 +1,117 @@
+#include "engine/tokenizer.hpp"
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/engine/test_models.hpp"
+
+namespace baton::engine {
+namespace {
+
+using testing::shared_model;
+
+tokenizer load_tok512() {
+  auto t = tokenizer::load(shared_model("tok512.bin"), 512);
+  EXPECT_TRUE(t) << t.error().to_string();
+  return std::move(*t);
+}
+
+/// The text llama2.c prints for `tokens` (BOS first): each piece after its predecessor.
+std::string decode_all(const tokenizer& t, const std::vector<std::int32_t>& tokens) {
+  std::string text;
+  for (std::size_t i = 1; i < tokens.size(); ++i) text += t.decode(tokens[i - 1], tokens[i]);
+  return text;
+}
+
+std::vector<char> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string write_temp(const std::string& name, const std::vector<char>& bytes) {
+  const std::string path = testing::temp_path(name);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return path;
+}
+
+TEST(Tokenizer, EncodesReadmePrompt) {
+  const tokenizer t = load_tok512();
+  EXPECT_EQ(t.encode("Once upon a time", true, false),
+            (std::vector<std::int32_t>{1, 403, 407, 261, 378}));
+  EXPECT_EQ(t.encode("", true, true), (std::vector<std::int32_t>{1, 2}));
+}
+
+TEST(Tokenizer, RoundTripsText) {
+  const tokenizer t = load_tok512();
+  for (const std::string text :
+       {"Once upon a time", "Lily and Ben are friends.", "  two  spaces\nnew line",
+        "caf\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x98\x80 <0x41>", "x"}) {
+    EXPECT_EQ(decode_all(t, t.encode(text, true, false)), text) << text;
+  }
+}
+
+TEST(Tokenizer, UnknownCodePointsFallBackToBytes) {
+  const tokenizer t = load_tok512();
+  const auto tokens = t.encode("\xF0\x9F\x98\x80", true, false);  // an emoji
+  ASSERT_EQ(tokens.size(), 6U);                                   // BOS, " ", four bytes
+  EXPECT_EQ(tokens[2], 0xF0 + tokenizer::byte_offset);
+  EXPECT_EQ(t.decode(tokens[2], tokens[3]), "\x9F");
+}
+
+TEST(Tokenizer, DropsLeadingSpaceOnlyAfterBos) {
+  const tokenizer t = load_tok512();
+  EXPECT_EQ(t.decode(tokenizer::bos, 403), "Once");
+  EXPECT_EQ(t.decode(403, 403), " Once");
+}
+
+TEST(Tokenizer, PrintableFiltersControlBytes) {
+  EXPECT_EQ(printable(std::string(1, '\x01')), "");
+  EXPECT_EQ(printable("\n"), "\n");
+  EXPECT_EQ(printable("a"), "a");
+  EXPECT_EQ(printable("\x01\x02"), "\x01\x02");
+}
+
+TEST(Tokenizer, TruncatedFileIsRejected) {
+  auto bytes = read_file(shared_model("tok512.bin"));
+  bytes.resize(bytes.size() - 3);
+  const std::string path = write_temp("tok_truncated.bin", bytes);
+  auto t = tokenizer::load(path, 512);
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, errc::invalid_argument);
+  EXPECT_NE(t.error().message.find(path), std::string::npos) << t.error().message;
+  EXPECT_NE(t.error().message.find("token 511"), std::string::npos) << t.error().message;
+}
+
+TEST(Tokenizer, VocabMismatchIsRejected) {
+  auto t = tokenizer::load(shared_model("tok512.bin"), 500);
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.error().message.find("left after 500 tokens"), std::string::npos)
+      << t.error().message;
+  t = tokenizer::load(shared_model("tok512.bin"), 600);
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, errc::invalid_argument);
+}
+
+TEST(Tokenizer, BadLengthIsRejected) {
+  auto bytes = read_file(shared_model("tok512.bin"));
+  const std::int32_t length = -5;
+  std::memcpy(bytes.data() + 8, &length, sizeof(length));  // token 0's length
+  auto t = tokenizer::load(write_temp("tok_length.bin", bytes), 512);
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.error().message.find("token 0 has length -5"), std::string::npos)
+      << t.error().message;
+}
+
+TEST(Tokenizer, MissingFileIsNotFound) {
+  auto t = tokenizer::load(testing::temp_path("no-such-tok.bin"), 512);
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, errc::not_found);
+}
+
+}  // namespace
+}  // namespace baton::engine

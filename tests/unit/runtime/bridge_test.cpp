@@ -1,0 +1,279 @@
+// The bridge's protocol under CAF's deterministic scheduler: frames out through a
+// recording sink, frames in as raw bytes, no threads and no network.
+#include "runtime/bridge.hpp"
+
+#include <gtest/gtest.h>
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include "runtime/messages.hpp"
+
+namespace baton::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct posted {
+  std::string node;
+  wire::frame frame;
+};
+
+/// Records what bridges post, decoded.
+class recording_sink final : public frame_sink {
+ public:
+  void attach(const std::string& node, const std::string& address, caf::actor) override {
+    attached.emplace_back(node, address);
+  }
+  void post(const std::string& node, wire::encoded_frame frame) override {
+    auto decoded = wire::decoder{}.decode(frame.bytes());
+    ASSERT_TRUE(decoded) << decoded.error().message;
+    frames.push_back({node, std::move(*decoded)});
+  }
+  void detach(const std::string& node) override { detached.push_back(node); }
+
+  std::vector<std::pair<std::string, std::string>> attached;
+  std::vector<posted> frames;
+  std::vector<std::string> detached;
+};
+
+struct seen {
+  std::vector<std::shared_ptr<const wire::frame>> inbound;
+  std::vector<remote_down> downs;
+  std::vector<delivery_failure> failures;
+  std::vector<std::string> replies;  // request outcomes: "reply" or the error text
+};
+
+/// A local actor that records everything the runtime delivers to it.
+caf::behavior recorder(caf::event_based_actor*, std::shared_ptr<seen> log) {
+  return {
+      [log](inbound& in) { log->inbound.push_back(in.frame); },
+      [log](remote_down& d) { log->downs.push_back(d); },
+      [log](delivery_failure& f) { log->failures.push_back(f); },
+  };
+}
+
+class BridgeTest : public ::testing::Test {
+ protected:
+  BridgeTest()
+      : sys_(configure(cfg_)),
+        sched_(dynamic_cast<caf::scheduler::test_coordinator&>(sys_.scheduler())) {}
+
+  static caf::actor_system_config& configure(caf::actor_system_config& cfg) {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    cfg.set("logger.verbosity", caf::atom("quiet"));
+    return cfg;
+  }
+
+  void SetUp() override {
+    bridge_config config;
+    config.credit_window = 4;
+    config.max_queued = 3;
+    ctx_.emplace("a", 7, sys_, sink_, metrics_, config);
+    worker_ = sys_.spawn(recorder, log_);
+    ctx_->publish("worker", worker_);
+    ctx_->update_member({"b",
+                         5,
+                         wire::member_state::alive,
+                         wire::node_kind::cpu,
+                         "cpu",
+                         {wire::role::decode},
+                         "fabric-b",
+                         ""});
+    bridge_ = ctx_->bridge("b");
+    sched_.run();
+  }
+
+  void TearDown() override {
+    ctx_->shutdown();
+    sched_.run();
+  }
+
+  /// A frame from b's actor "x" to a's `actor`, as raw bytes arriving at the bridge.
+  void arrive(wire::body body, std::string actor = "worker", std::uint64_t incarnation = 5,
+              std::uint64_t id = 100, std::uint64_t in_reply_to = 0) {
+    wire::frame f;
+    f.source = {"b", "x"};
+    f.target = {"a", std::move(actor)};
+    f.sender_incarnation = incarnation;
+    f.message_id = id;
+    f.in_reply_to = in_reply_to;
+    f.body = std::move(body);
+    auto encoded = wire::encode(f);
+    ASSERT_TRUE(encoded);
+    auto bytes =
+        std::make_shared<std::vector<std::byte>>(encoded->bytes().begin(), encoded->bytes().end());
+    caf::anon_send(bridge_, raw_frame{std::move(bytes)});
+    sched_.run();
+  }
+
+  void send_from_worker(wire::body body) {
+    caf::anon_send(bridge_, outbound{{"a", "worker"}, {"b", "x"}, std::move(body), 0, {}});
+    sched_.run();
+  }
+
+  static wire::token_batch tokens(std::uint32_t position) {
+    return {wire::request_id{1}, 0, position, {42}};
+  }
+
+  caf::actor_system_config cfg_;
+  caf::actor_system sys_;
+  caf::scheduler::test_coordinator& sched_;
+  recording_sink sink_;
+  metrics_registry metrics_;
+  std::optional<node_context> ctx_;
+  std::shared_ptr<seen> log_ = std::make_shared<seen>();
+  caf::actor worker_;
+  caf::actor bridge_;
+};
+
+TEST_F(BridgeTest, ConnectsOnFirstUseAndSendsFramesWithTheNodesIdentity) {
+  ASSERT_EQ(sink_.attached.size(), 1u);
+  EXPECT_EQ(sink_.attached[0], std::make_pair(std::string("b"), std::string("fabric-b")));
+  send_from_worker(tokens(3));
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  const auto& f = sink_.frames[0].frame;
+  EXPECT_EQ(sink_.frames[0].node, "b");
+  EXPECT_EQ(f.source, (wire::actor_address{"a", "worker"}));
+  EXPECT_EQ(f.sender_incarnation, 7u);
+  EXPECT_NE(f.message_id, 0u);
+  EXPECT_EQ(std::get<wire::token_batch>(f.body), tokens(3));
+}
+
+TEST_F(BridgeTest, DeliversInboundFramesToTheNamedActor) {
+  arrive(tokens(9));
+  ASSERT_EQ(log_->inbound.size(), 1u);
+  EXPECT_EQ(std::get<wire::token_batch>(log_->inbound[0]->body), tokens(9));
+}
+
+TEST_F(BridgeTest, AnswersAnUnknownTargetWithAFailure) {
+  arrive(tokens(1), "nobody", 5, 555);
+  EXPECT_TRUE(log_->inbound.empty());
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  const auto& reply = sink_.frames[0].frame;
+  EXPECT_EQ(reply.in_reply_to, 555u);
+  EXPECT_EQ(reply.target, (wire::actor_address{"b", "x"}));
+  const auto& failure = std::get<wire::failure>(reply.body);
+  EXPECT_EQ(failure.code, errc::not_found);
+  EXPECT_NE(failure.message.find("no actor 'nobody' on node a"), std::string::npos);
+}
+
+TEST_F(BridgeTest, DropsFramesFromAnOldIncarnation) {
+  arrive(tokens(1), "worker", 4);
+  EXPECT_TRUE(log_->inbound.empty());
+  EXPECT_NE(metrics_.prometheus_text().find("baton_frames_stale_total{peer=\"b\"} 1"),
+            std::string::npos);
+  arrive(tokens(2), "worker", 6);  // a restarted b is newer: accepted
+  EXPECT_EQ(log_->inbound.size(), 1u);
+}
+
+TEST_F(BridgeTest, RejectsMalformedBytesAndKeepsServing) {
+  auto garbage = std::make_shared<std::vector<std::byte>>(64, std::byte{0x5a});
+  caf::anon_send(bridge_, raw_frame{garbage});
+  sched_.run();
+  EXPECT_NE(metrics_.prometheus_text().find("baton_frames_rejected_total{peer=\"b\"} 1"),
+            std::string::npos);
+  arrive(tokens(1));
+  EXPECT_EQ(log_->inbound.size(), 1u);
+}
+
+TEST_F(BridgeTest, CreditBoundsFramesInFlightAndOverloadIsReported) {
+  for (std::uint32_t i = 0; i < 8; ++i) send_from_worker(tokens(i));
+  // Window 4 goes out, 3 wait for credit, the 8th is refused as overloaded.
+  EXPECT_EQ(sink_.frames.size(), 4u);
+  ASSERT_EQ(log_->failures.size(), 1u);
+  EXPECT_EQ(log_->failures[0].reason.code, errc::overloaded);
+  arrive(wire::credit{2});
+  ASSERT_EQ(sink_.frames.size(), 6u);
+  EXPECT_EQ(std::get<wire::token_batch>(sink_.frames[5].frame.body).first_position, 5u);
+  // Control frames are exempt: membership still flows while application frames wait.
+  caf::anon_send(
+      bridge_,
+      outbound{
+          {"a", "membership"}, {"b", "membership"}, wire::heartbeat{1, false, 0, 0, {}}, 0, {}});
+  sched_.run();
+  EXPECT_EQ(sink_.frames.size(), 7u);
+}
+
+TEST_F(BridgeTest, ReturnsCreditEveryHalfWindow) {
+  arrive(tokens(1), "worker", 5, 1);
+  EXPECT_TRUE(sink_.frames.empty());
+  arrive(tokens(2), "worker", 5, 2);
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  EXPECT_EQ(std::get<wire::credit>(sink_.frames[0].frame.body).frames, 2u);
+}
+
+TEST_F(BridgeTest, RequestsGetTheirReplyOrTimeOut) {
+  auto outcomes = log_;
+  auto requester = [&](std::chrono::milliseconds timeout) {
+    sys_.spawn([=, bridge = bridge_](caf::event_based_actor* self) {
+      self->request(bridge, timeout, request_atom::value,
+                    outbound{{"a", "worker"},
+                             {"b", "x"},
+                             tokens(1),
+                             0,
+                             std::chrono::steady_clock::now() + timeout})
+          .then([=](inbound&) { outcomes->replies.push_back("reply"); },
+                [=](caf::error& e) { outcomes->replies.push_back(caf::to_string(e)); });
+    });
+    sched_.run();
+  };
+  requester(1s);
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  arrive(tokens(2), "worker", 5, 900, sink_.frames[0].frame.message_id);
+  ASSERT_EQ(log_->replies.size(), 1u);
+  EXPECT_EQ(log_->replies[0], "reply");
+  EXPECT_TRUE(log_->inbound.empty()) << "a reply goes to the request, not the mailbox";
+
+  requester(1s);
+  ASSERT_EQ(sink_.frames.size(), 2u);
+  arrive(wire::failure{errc::not_found, "no actor 'x'"}, "worker", 5, 901,
+         sink_.frames[1].frame.message_id);
+  ASSERT_EQ(log_->replies.size(), 2u);
+  EXPECT_NE(log_->replies[1].find("no actor 'x'"), std::string::npos);
+
+  requester(1s);
+  sched_.trigger_timeouts();
+  sched_.run();
+  ASSERT_EQ(log_->replies.size(), 3u);
+  EXPECT_NE(log_->replies[2].find("timeout"), std::string::npos) << log_->replies[2];
+}
+
+TEST_F(BridgeTest, RemoteMonitorsReportDownFramesAndNodeDeath) {
+  caf::anon_send(bridge_, watch_remote{{"b", "x"}, {"a", "worker"}});
+  caf::anon_send(bridge_, watch_remote{{"b", "y"}, {"a", "worker"}});
+  sched_.run();
+  ASSERT_EQ(sink_.frames.size(), 2u);
+  EXPECT_EQ(std::get<wire::monitor>(sink_.frames[0].frame.body).watcher,
+            (wire::actor_address{"a", "worker"}));
+  EXPECT_EQ(sink_.frames[0].frame.target, (wire::actor_address{"b", "x"}));
+
+  arrive(wire::down{{"b", "x"}, errc::failed, "crashed"});
+  ASSERT_EQ(log_->downs.size(), 1u);
+  EXPECT_EQ(log_->downs[0].actor, (wire::actor_address{"b", "x"}));
+  EXPECT_EQ(log_->downs[0].reason.message, "crashed");
+
+  caf::anon_send(bridge_, node_gone{"b", error{errc::disconnected, "node b was declared dead"}});
+  sched_.run();
+  ASSERT_EQ(log_->downs.size(), 2u);
+  EXPECT_EQ(log_->downs[1].actor, (wire::actor_address{"b", "y"}));
+  EXPECT_EQ(log_->downs[1].reason.code, errc::disconnected);
+  EXPECT_EQ(sink_.detached, std::vector<std::string>{"b"});
+}
+
+TEST_F(BridgeTest, ALocalActorWatchedByAPeerReportsItsTermination) {
+  arrive(wire::monitor{{"b", "x"}}, "worker");
+  EXPECT_TRUE(sink_.frames.empty());
+  caf::anon_send_exit(worker_, caf::exit_reason::kill);
+  sched_.run();
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  const auto& d = std::get<wire::down>(sink_.frames[0].frame.body);
+  EXPECT_EQ(d.actor, (wire::actor_address{"a", "worker"}));
+  EXPECT_EQ(sink_.frames[0].frame.target, (wire::actor_address{"b", "x"}));
+  // Watching an actor that does not exist reports it down at once.
+  arrive(wire::monitor{{"b", "x"}}, "ghost");
+  ASSERT_EQ(sink_.frames.size(), 2u);
+  EXPECT_EQ(std::get<wire::down>(sink_.frames[1].frame.body).code, errc::not_found);
+}
+
+}  // namespace
+}  // namespace baton::runtime

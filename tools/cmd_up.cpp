@@ -1,0 +1,184 @@
+// `baton up [cluster.toml]`: runs every node of a topology on this machine as child
+// processes (`baton node`), prefixes their output with the node name, and on SIGINT or
+// SIGTERM asks each to leave, then stops them all; no process is left behind, even if
+// `baton up` itself is killed (children die with their parent).
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <map>
+#include <memory>
+
+#include <fmt/format.h>
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
+
+#include <boost/asio.hpp>
+
+#include "runtime/topology.hpp"
+#include "tools/commands.hpp"
+
+namespace baton::tools {
+namespace {
+
+namespace asio = boost::asio;
+constexpr auto stop_grace = std::chrono::seconds(10);
+
+struct child {
+  std::string name;
+  pid_t pid = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> output;
+  asio::streambuf buffer;
+};
+
+/// Forks and execs `baton node` for `name`, its stdout and stderr into one pipe.
+expected<pid_t> spawn_node(const std::string& config, const std::string& name, int& read_fd) {
+  int fds[2];
+  if (pipe(fds) != 0) return fail(errc::failed, "pipe failed");
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return fail(errc::failed, "fork failed");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    dup2(fds[1], STDOUT_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    const char* argv[] = {"baton",  "node",       "--config", config.c_str(),
+                          "--name", name.c_str(), nullptr};
+    execv("/proc/self/exe", const_cast<char* const*>(argv));
+    _exit(127);
+  }
+  close(fds[1]);
+  read_fd = fds[0];
+  return pid;
+}
+
+class supervisor {
+ public:
+  supervisor(asio::io_context& io, std::size_t width) : io_(io), signals_(io), width_(width) {}
+
+  void add(const std::string& name, pid_t pid, int fd) {
+    auto c = std::make_unique<child>();
+    c->name = name;
+    c->pid = pid;
+    c->output = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+    read(*c);
+    children_.emplace(pid, std::move(c));
+  }
+
+  void watch_signals() {
+    signals_.add(SIGINT);
+    signals_.add(SIGTERM);
+    signals_.add(SIGCHLD);
+    on_signal();
+  }
+
+  [[nodiscard]] int exit_code() const { return failed_ ? 1 : 0; }
+
+  /// Asks every node to leave (SIGTERM); a second call, or the grace period running out,
+  /// kills what is left.
+  void stop_all(int sig) {
+    if (!stopping_) {
+      stopping_ = true;
+      fmt::print("[{:<{}}] signal {}: stopping {} nodes\n", "up", width_, sig, children_.size());
+      for (const auto& [pid, c] : children_) kill(pid, SIGTERM);
+      timer_ = std::make_unique<asio::steady_timer>(io_, stop_grace);
+      timer_->async_wait([this](auto ec) {
+        if (ec) return;
+        for (const auto& [pid, c] : children_) kill(pid, SIGKILL);
+      });
+    } else {
+      for (const auto& [pid, c] : children_) kill(pid, SIGKILL);
+    }
+  }
+
+ private:
+  void read(child& c) {
+    asio::async_read_until(*c.output, c.buffer, '\n', [this, &c](auto ec, std::size_t n) {
+      if (ec) return;  // the child closed its output
+      std::string line(asio::buffers_begin(c.buffer.data()),
+                       asio::buffers_begin(c.buffer.data()) + static_cast<std::ptrdiff_t>(n));
+      c.buffer.consume(n);
+      fmt::print("[{:<{}}] {}", c.name, width_, line);
+      std::fflush(stdout);
+      read(c);
+    });
+  }
+
+  void on_signal() {
+    signals_.async_wait([this](auto ec, int sig) {
+      if (ec) return;
+      if (sig == SIGCHLD) {
+        reap();
+      } else {
+        stop_all(sig);
+      }
+      if (children_.empty()) {
+        io_.stop();
+        return;
+      }
+      on_signal();
+    });
+  }
+
+  void reap() {
+    int status = 0;
+    pid_t pid = 0;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      auto it = children_.find(pid);
+      if (it == children_.end()) continue;
+      const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      failed_ = failed_ || !clean || !stopping_;
+      fmt::print("[{:<{}}] {} exited ({})\n", "up", width_, it->second->name,
+                 WIFEXITED(status) ? fmt::format("status {}", WEXITSTATUS(status))
+                                   : fmt::format("signal {}", WTERMSIG(status)));
+      children_.erase(it);
+    }
+  }
+
+  asio::io_context& io_;
+  asio::signal_set signals_;
+  std::size_t width_;
+  std::map<pid_t, std::unique_ptr<child>> children_;
+  std::unique_ptr<asio::steady_timer> timer_;
+  bool stopping_ = false;
+  bool failed_ = false;
+};
+
+int run_up(const std::string& config) {
+  auto topology = runtime::load_topology(config);
+  if (!topology) {
+    fmt::print(stderr, "baton up: {}\n", topology.error().message);
+    return 2;
+  }
+  asio::io_context io;
+  std::size_t width = 2;
+  for (const auto& n : topology->nodes) width = std::max(width, n.name.size());
+  supervisor sup(io, width);
+  sup.watch_signals();
+  for (const auto& n : topology->nodes) {
+    int fd = -1;
+    auto pid = spawn_node(config, n.name, fd);
+    if (!pid) {
+      fmt::print(stderr, "baton up: {}: {}\n", n.name, pid.error().message);
+      sup.stop_all(SIGTERM);
+      break;
+    }
+    sup.add(n.name, *pid, fd);
+  }
+  io.run();
+  return sup.exit_code();
+}
+
+}  // namespace
+
+void add_up_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("up", "Run every node of a topology on this machine");
+  static std::string config = "cluster.toml";
+  cmd->add_option("config", config, "Topology file")->capture_default_str();
+  cmd->callback([&exit_code] { exit_code = run_up(config); });
+}
+
+}  // namespace baton::tools

@@ -1,0 +1,104 @@
+// transport/endpoint.hpp
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "base/error.hpp"
+#include "transport/types.hpp"
+
+namespace baton::transport {
+
+/// A reliable message endpoint with one-sided RMA, modelled on libfabric's FI_EP_RDM.
+///
+/// Threading: not thread-safe. Every call comes from the one thread that owns the
+/// endpoint. Implementations may run their own progress thread internally (fabric does);
+/// they never call back into user code from it.
+///
+/// Buffers: send() copies its bytes before returning. RMA reads and writes only touch
+/// regions this endpoint allocated; the transport keeps a region's memory alive while any
+/// operation on it is held by the provider, even after free_region() or an expired
+/// deadline, so no user buffer is ever written after its operation was reported.
+///
+/// Ordering: messages from one endpoint to one peer are delivered in the order sent.
+/// Nothing is promised between different peers, or between messages and RMA: a write
+/// with notify is the way to learn that written data has landed.
+///
+/// Limits: at most limits().max_inflight_ops operations may be queued or unreported;
+/// beyond that send/write/read fail with errc::overloaded.
+class endpoint {
+ public:
+  virtual ~endpoint() = default;
+
+  /// The address peers use to reach this endpoint (tcp: the bound "ip:port").
+  [[nodiscard]] virtual address local_address() const = 0;
+
+  /// This endpoint's cluster-wide id; descriptors of its memory name it.
+  [[nodiscard]] virtual node_id local_node() const = 0;
+
+  [[nodiscard]] virtual const endpoint_limits& limits() const = 0;
+
+  /// Makes `peer` reachable and establishes the connection before returning, so no
+  /// request pays for connection set-up. Blocks until then or `until`. Adding the same
+  /// address twice yields the same id. A peer that reaches us first is added implicitly
+  /// and shows up as the `peer` of its messages.
+  [[nodiscard]] virtual expected<peer_id> add_peer(const address& peer, deadline until) = 0;
+
+  /// Allocates and registers `bytes` of memory under a fresh random 64-bit key.
+  [[nodiscard]] virtual expected<region_id> allocate_region(std::size_t bytes) = 0;
+
+  /// The memory of a region; valid until free_region(). Empty for an unknown id.
+  [[nodiscard]] virtual std::span<std::byte> region_bytes(region_id region) = 0;
+
+  /// Frees a region and revokes every grant on it. Memory still held by the provider
+  /// for an expired operation is released later, when the provider lets it go.
+  [[nodiscard]] virtual expected<void> free_region(region_id region) = 0;
+
+  /// Lets `peer` read and write `slice`; returns the descriptor to hand to it (in a
+  /// message). The grant reaches the peer before any later message to it.
+  [[nodiscard]] virtual expected<remote_slice> grant(peer_id peer, const local_slice& slice) = 0;
+
+  /// Queues a message of at most limits().max_message_bytes bytes.
+  [[nodiscard]] virtual expected<op_id> send(peer_id to, std::span<const std::byte> bytes,
+                                             deadline until) = 0;
+
+  /// Queues a one-sided copy of `source` into `target`; with `notify`, the target gets a
+  /// notify event carrying that value once the data has landed. `target` is checked
+  /// against the grants received from its node before anything is posted: outside them
+  /// the call fails with errc::invalid_argument.
+  [[nodiscard]] virtual expected<op_id> write(const local_slice& source, const remote_slice& target,
+                                              deadline until,
+                                              std::optional<std::uint64_t> notify) = 0;
+
+  /// Queues a one-sided copy of `source` into the local slice `target`; checked like write.
+  [[nodiscard]] virtual expected<op_id> read(const local_slice& target, const remote_slice& source,
+                                             deadline until) = 0;
+
+  /// Moves up to out.size() completions into `out`; never blocks.
+  [[nodiscard]] virtual std::size_t poll(std::span<event> out) = 0;
+
+  /// Blocks until poll() would return something, `timeout` passed or interrupt() was
+  /// called; true if events wait.
+  [[nodiscard]] virtual bool wait(std::chrono::milliseconds timeout) = 0;
+
+  /// Makes the current (or else the next) wait() return at once. The one method that
+  /// may be called from any thread, so the owner thread can be woken for other work.
+  virtual void interrupt() = 0;
+
+  [[nodiscard]] virtual endpoint_stats stats() const = 0;
+};
+
+namespace loopback {
+class network;
+}
+
+/// Creates an endpoint for `config.provider`: "tcp" (tcp;ofi_rxm), "shm", "verbs", "efa"
+/// (errc::not_found when no such device exists here) or "loopback", which needs `network`
+/// (the in-process network it joins; shared ownership).
+[[nodiscard]] expected<std::unique_ptr<endpoint>> make_endpoint(
+    const endpoint_config& config, std::shared_ptr<loopback::network> network = nullptr);
+
+}  // namespace baton::transport

@@ -1,0 +1,159 @@
+// transport/fabric/fabric_endpoint.hpp: internal to transport/fabric/.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+
+#include "transport/endpoint.hpp"
+#include "transport/fabric/fabric_types.hpp"
+#include "transport/fabric/fid.hpp"
+#include "transport/frame.hpp"
+#include "transport/grant_table.hpp"
+
+namespace baton::transport::fabric {
+
+/// The libfabric endpoint. The owner thread validates, builds operations and queues them;
+/// the progress thread (progress_) makes every fi_* call after set-up, so libfabric sees
+/// one thread per domain (FI_THREAD_DOMAIN). Shared state is behind the three mutexes.
+class fabric_endpoint final : public endpoint {
+ public:
+  explicit fabric_endpoint(const endpoint_config& config);
+  ~fabric_endpoint() override;
+  fabric_endpoint(const fabric_endpoint&) = delete;
+  fabric_endpoint& operator=(const fabric_endpoint&) = delete;
+
+  /// Opens every fid from `info` and starts the progress thread; called once by the factory.
+  [[nodiscard]] expected<void> open(info_ptr info);
+
+  address local_address() const override { return local_; }
+  node_id local_node() const override { return node_; }
+  const endpoint_limits& limits() const override { return config_.limits; }
+  expected<peer_id> add_peer(const address& peer, deadline until) override;
+  expected<region_id> allocate_region(std::size_t bytes) override;
+  std::span<std::byte> region_bytes(region_id region) override;
+  expected<void> free_region(region_id region) override;
+  expected<remote_slice> grant(peer_id peer, const local_slice& slice) override;
+  expected<op_id> send(peer_id to, std::span<const std::byte> bytes, deadline until) override;
+  expected<op_id> write(const local_slice& source, const remote_slice& target, deadline until,
+                        std::optional<std::uint64_t> notify) override;
+  expected<op_id> read(const local_slice& target, const remote_slice& source,
+                       deadline until) override;
+  std::size_t poll(std::span<event> out) override;
+  bool wait(std::chrono::milliseconds timeout) override;
+  void interrupt() override;
+  endpoint_stats stats() const override;
+
+ private:
+  // Set-up (fabric_setup.cpp).
+  [[nodiscard]] expected<void> open_fids();
+  [[nodiscard]] expected<void> learn_local_address();
+
+  // Owner-thread helpers (fabric_endpoint.cpp).
+  void run_on_progress(std::function<void()> command);
+  void submit(std::unique_ptr<op> operation);
+  [[nodiscard]] expected<void> admit();
+  [[nodiscard]] expected<std::unique_ptr<op>> make_rma(op_kind kind, const local_slice& local,
+                                                       const remote_slice& remote, deadline until);
+  [[nodiscard]] expected<std::vector<std::byte>> raw_address_of(const address& peer) const;
+  void post_hello(peer_id peer);
+
+  // Progress thread (fabric_progress.cpp).
+  void progress_loop();
+  void wake();
+  void progress_blocking(bool posted);
+  void poll_with_backoff(bool posted);
+  void take_submissions();
+  /// Posts queued operations in order until the provider says -FI_EAGAIN; true if any
+  /// was posted (or failed at once).
+  bool post_pending();
+  [[nodiscard]] int post(op& operation);
+  /// Reads every completion available, first blocking up to `block_ms` in fi_cq_sread
+  /// unless it is negative. True if anything was read.
+  bool read_completions(int block_ms);
+  void on_completion(const fi_cq_tagged_entry& entry, fi_addr_t source);
+  void on_error();
+  void on_receive(rx_slot& slot, std::size_t bytes, fi_addr_t source);
+  void on_frame(const frame::view& frame, fi_addr_t source);
+  void on_hello(const frame::view& frame, fi_addr_t source);
+  void finish(op* operation, expected<void> status);
+  void expire(clock::time_point now);
+  void repost(rx_slot& slot);
+  void push_event(event ev);
+  [[nodiscard]] int next_timeout_ms() const;
+
+  endpoint_config config_;
+  node_id node_{};
+  address local_;
+  std::vector<std::byte> raw_local_;
+  bool virt_addr_ = false;
+  bool prov_key_ = false;
+  bool mr_endpoint_ = false;
+  /// fi_cq_sread sleeps on tcp; on shm it spins and ignores its timeout (measured: 67% of
+  /// a core, no return in 2 s), so shm polls with a backoff and sleeps on wake_cv_.
+  bool blocking_wait_ = true;
+  /// shm with FI_MR_VIRT_ADDR: a plain write is copied by the initiator (CMA) and has
+  /// landed when it completes (checked by the conformance suite).
+  bool shm_direct_write_ = false;
+
+  info_ptr info_;
+  fid_ptr<fid_fabric> fabric_;
+  fid_ptr<fid_domain> domain_;
+  fid_ptr<fid_cq> cq_;
+  fid_ptr<fid_av> av_;
+
+  // Guarded by state_mu_: peers, grants received, regions.
+  mutable std::mutex state_mu_;
+  std::condition_variable state_cv_;
+  std::vector<peer_entry> peers_;
+  std::map<std::string, peer_id> peer_by_raw_;  // raw address bytes as a string
+  std::map<node_id, peer_id> peer_by_node_;
+  std::map<fi_addr_t, peer_id> peer_by_addr_;
+  grant_table grants_;
+  std::map<region_id, std::shared_ptr<region>> regions_;
+  std::uint32_t next_region_ = 1;
+  std::mt19937_64 rng_;
+
+  // Guarded by submit_mu_: work for the progress thread.
+  std::mutex submit_mu_;
+  std::condition_variable command_cv_;
+  std::condition_variable wake_cv_;  // the backoff sleeper's doorbell
+  std::deque<std::unique_ptr<op>> submitted_;
+  std::deque<std::function<void()>> commands_;
+  std::uint64_t commands_queued_ = 0;
+  std::uint64_t commands_done_ = 0;
+
+  // Guarded by events_mu_: completions for the owner.
+  mutable std::mutex events_mu_;
+  std::condition_variable events_cv_;
+  std::deque<event> events_;
+  bool interrupted_ = false;
+
+  std::atomic<std::size_t> inflight_{0};
+  std::atomic<std::uint64_t> next_op_{1};
+  std::atomic<bool> stop_{false};
+  counters counters_;
+
+  // Progress thread only.
+  std::unordered_map<op*, std::unique_ptr<op>> live_;
+  std::deque<op*> pending_;
+  std::vector<std::unique_ptr<rx_slot>> rx_;
+  clock::time_point last_activity_{};
+  std::chrono::microseconds backoff_{0};
+
+  fid_ptr<fid_ep> ep_;  // declared late: closed before everything it uses
+  std::thread progress_;
+};
+
+}  // namespace baton::transport::fabric

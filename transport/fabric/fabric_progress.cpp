@@ -1,0 +1,418 @@
+// The progress-thread half of the fabric endpoint: posting, completions, deadlines.
+// Every fi_* call after set-up happens here.
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <thread>
+
+#include <fmt/format.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
+#include <rdma/fi_tagged.h>
+
+#include "transport/fabric/fabric_endpoint.hpp"
+
+namespace baton::transport::fabric {
+
+namespace {
+
+constexpr int idle_wakeup_ms = 1000;
+constexpr std::size_t completion_batch = 32;
+
+errc classify(int err) {
+  switch (std::abs(err)) {
+    case FI_ECANCELED:
+    case FI_ENOTCONN:
+    case FI_ECONNREFUSED:
+    case FI_ECONNRESET:
+    case FI_ECONNABORTED:
+    case EPIPE:
+    case FI_EHOSTUNREACH:
+    case FI_ENETUNREACH:
+    case FI_EIO: return errc::disconnected;
+    case FI_ETIMEDOUT: return errc::timed_out;
+    default: return errc::failed;
+  }
+}
+
+event_kind done_kind(op_kind kind) {
+  switch (kind) {
+    case op_kind::write: return event_kind::write_done;
+    case op_kind::read: return event_kind::read_done;
+    default: return event_kind::send_done;
+  }
+}
+
+}  // namespace
+
+void fabric_endpoint::progress_loop() {
+  while (!stop_.load()) {
+    take_submissions();
+    const bool posted = post_pending();
+    if (blocking_wait_) {
+      progress_blocking(posted);
+    } else {
+      poll_with_backoff(posted);
+    }
+    expire(clock::now());
+  }
+}
+
+void fabric_endpoint::progress_blocking(bool posted) {
+  // Poll briefly after traffic (a reply often follows within microseconds), then sleep
+  // in fi_cq_sread until a completion or fi_cq_signal wakes us. A stalled queue (the
+  // provider keeps answering -FI_EAGAIN, e.g. to a dead peer) is retried every 1 ms.
+  const auto now = clock::now();
+  if (posted) last_activity_ = now;
+  const bool recent = now - last_activity_ < std::chrono::microseconds(50);
+  const bool stalled = !pending_.empty() && !posted;
+  int block_ms = -1;
+  if (!recent && (pending_.empty() || stalled))
+    block_ms = stalled ? std::min(1, next_timeout_ms()) : next_timeout_ms();
+  if (read_completions(block_ms)) last_activity_ = clock::now();
+  if (recent) std::this_thread::yield();
+}
+
+void fabric_endpoint::poll_with_backoff(bool posted) {
+  // Spin while traffic flows, then sleep in growing steps (at most max_backoff, which
+  // bounds the latency of waking for incoming work and the idle CPU cost).
+  constexpr auto spin_window = std::chrono::microseconds(500);
+  constexpr auto min_backoff = std::chrono::microseconds(20);
+  constexpr auto max_backoff = std::chrono::microseconds(2000);
+  const auto now = clock::now();
+  if (read_completions(-1) || posted) {
+    last_activity_ = now;
+    backoff_ = std::chrono::microseconds(0);
+    return;
+  }
+  if (now - last_activity_ < spin_window) {
+    std::this_thread::yield();  // two vCPUs: let the owner threads run while we spin
+    return;
+  }
+  backoff_ = std::clamp(backoff_ * 2, min_backoff, max_backoff);
+  std::unique_lock lock(submit_mu_);
+  wake_cv_.wait_for(lock, backoff_,
+                    [&] { return stop_.load() || !submitted_.empty() || !commands_.empty(); });
+  counters_.progress_wakeups.fetch_add(1);
+}
+
+void fabric_endpoint::take_submissions() {
+  std::deque<std::unique_ptr<op>> taken;
+  std::deque<std::function<void()>> commands;
+  {
+    std::lock_guard lock(submit_mu_);
+    taken.swap(submitted_);
+    commands.swap(commands_);
+  }
+  for (auto& operation : taken) {
+    operation->ctx.as_op = operation.get();
+    pending_.push_back(operation.get());
+    live_.emplace(operation.get(), std::move(operation));
+  }
+  if (commands.empty()) return;
+  for (auto& command : commands) command();
+  {
+    std::lock_guard lock(submit_mu_);
+    commands_done_ += commands.size();
+  }
+  command_cv_.notify_all();
+}
+
+bool fabric_endpoint::post_pending() {
+  // FIFO per peer: a later operation to a peer never overtakes one that got -FI_EAGAIN,
+  // which keeps messages to a peer in order, while a peer that cannot take more (say a
+  // dead one, to which rxm answers -FI_EAGAIN for ever) does not hold up the others.
+  bool progressed = false;
+  std::vector<peer_id> blocked;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    op* operation = *it;
+    if (std::find(blocked.begin(), blocked.end(), operation->peer) != blocked.end()) {
+      ++it;
+      continue;
+    }
+    int rc = post(*operation);
+    if (rc == -FI_EAGAIN) {
+      blocked.push_back(operation->peer);
+      ++it;
+      continue;
+    }
+    progressed = true;
+    it = pending_.erase(it);
+    if (rc == 0) {
+      operation->posted = true;
+    } else {
+      finish(operation, fail(classify(rc), fmt::format("post: {}", fi_strerror(-rc))));
+    }
+  }
+  return progressed;
+}
+
+int fabric_endpoint::post(op& o) {
+  switch (o.kind) {
+    case op_kind::send:
+    case op_kind::internal:
+      return static_cast<int>(
+          fi_tsend(ep_.get(), o.frame.data(), o.frame.size(), nullptr, o.addr, 0, &o.ctx.raw));
+    case op_kind::write: {
+      iovec iov{o.local, o.length};
+      void* desc = o.mem->desc;
+      fi_rma_iov rma{o.remote_addr, o.length, o.remote_key};
+      fi_msg_rma msg{&iov, &desc, 1, o.addr, &rma, 1, &o.ctx.raw, o.notify.value_or(0)};
+      // Delivery complete, so the completion means the data landed. shm in VIRT_ADDR mode
+      // copies a plain write itself (CMA) before completing it, so there the flag is
+      // only needed with notify; it would otherwise wait for the target's progress.
+      std::uint64_t flags = FI_COMPLETION;
+      if (!shm_direct_write_ || o.notify) flags |= FI_DELIVERY_COMPLETE;
+      if (o.notify) flags |= FI_REMOTE_CQ_DATA;
+      return static_cast<int>(fi_writemsg(ep_.get(), &msg, flags));
+    }
+    case op_kind::read: {
+      iovec iov{o.local, o.length};
+      void* desc = o.mem->desc;
+      fi_rma_iov rma{o.remote_addr, o.length, o.remote_key};
+      fi_msg_rma msg{&iov, &desc, 1, o.addr, &rma, 1, &o.ctx.raw, 0};
+      return static_cast<int>(fi_readmsg(ep_.get(), &msg, FI_COMPLETION));
+    }
+  }
+  return -FI_EINVAL;
+}
+
+int fabric_endpoint::next_timeout_ms() const {
+  auto nearest = clock::now() + std::chrono::milliseconds(idle_wakeup_ms);
+  for (const auto& [ptr, operation] : live_)
+    if (!operation->expired && operation->until < nearest) nearest = operation->until;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(nearest - clock::now()).count();
+  return static_cast<int>(std::clamp<std::int64_t>(ms, 0, idle_wakeup_ms));
+}
+
+bool fabric_endpoint::read_completions(int block_ms) {
+  fi_cq_tagged_entry entries[completion_batch];
+  fi_addr_t sources[completion_batch];
+  ssize_t n = 0;
+  if (block_ms >= 0) {
+    n = fi_cq_sreadfrom(cq_.get(), entries, completion_batch, sources, nullptr, block_ms);
+    counters_.progress_wakeups.fetch_add(1);
+  } else {
+    n = fi_cq_readfrom(cq_.get(), entries, completion_batch, sources);
+  }
+  const bool any = n > 0 || n == -FI_EAVAIL;
+  while (n > 0 || n == -FI_EAVAIL) {
+    if (n == -FI_EAVAIL) {
+      on_error();
+    } else {
+      for (ssize_t i = 0; i < n; ++i) on_completion(entries[i], sources[i]);
+    }
+    n = fi_cq_readfrom(cq_.get(), entries, completion_batch, sources);
+  }
+  return any;
+}
+
+void fabric_endpoint::on_completion(const fi_cq_tagged_entry& entry, fi_addr_t source) {
+  auto* ctx = reinterpret_cast<context*>(entry.op_context);
+  const bool remote_data =
+      (entry.flags & FI_REMOTE_CQ_DATA) != 0 && (entry.flags & (FI_MSG | FI_TAGGED)) == 0;
+  if (remote_data) {
+    event ev;
+    ev.kind = event_kind::notify;
+    ev.data = entry.data;
+    std::lock_guard lock(state_mu_);
+    if (auto it = peer_by_addr_.find(source); it != peer_by_addr_.end()) ev.peer = it->second;
+    push_event(std::move(ev));
+    if (ctx != nullptr && ctx->as_rx != nullptr) repost(*ctx->as_rx);
+    return;
+  }
+  if (ctx == nullptr) return;
+  if (ctx->as_rx != nullptr) {
+    on_receive(*ctx->as_rx, entry.len, source);
+    return;
+  }
+  finish(ctx->as_op, {});
+}
+
+void fabric_endpoint::on_error() {
+  fi_cq_err_entry err{};
+  if (fi_cq_readerr(cq_.get(), &err, 0) <= 0) return;
+  auto* ctx = reinterpret_cast<context*>(err.op_context);
+  if (ctx == nullptr) {
+    counters_.bad_frames.fetch_add(1);  // e.g. shm reports a bad remote access this way
+    return;
+  }
+  if (ctx->as_rx != nullptr) {
+    if (std::abs(err.err) != FI_ECANCELED) counters_.bad_frames.fetch_add(1);  // FI_ETRUNC
+    if (!stop_.load()) repost(*ctx->as_rx);
+    return;
+  }
+  const char* text = fi_cq_strerror(cq_.get(), err.prov_errno, err.err_data, nullptr, 0);
+  finish(ctx->as_op,
+         fail(classify(err.err), fmt::format("completion: {} ({})", fi_strerror(std::abs(err.err)),
+                                             text != nullptr ? text : "")));
+}
+
+void fabric_endpoint::repost(rx_slot& slot) {
+  // The receive queue holds receive_depth slots and each is reposted once, so this
+  // cannot see -FI_EAGAIN for long; retry a bounded number of times with progress.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    ssize_t rc = fi_trecv(ep_.get(), slot.buffer.data(), slot.buffer.size(), nullptr,
+                          FI_ADDR_UNSPEC, 0, 0, &slot.ctx.raw);
+    if (rc != -FI_EAGAIN) return;
+    fi_cq_tagged_entry scratch;
+    (void)fi_cq_read(cq_.get(), &scratch, 0);
+  }
+}
+
+void fabric_endpoint::on_receive(rx_slot& slot, std::size_t bytes, fi_addr_t source) {
+  auto decoded = frame::decode({slot.buffer.data(), std::min(bytes, slot.buffer.size())},
+                               config_.limits.max_message_bytes);
+  if (!decoded) {
+    counters_.bad_frames.fetch_add(1);
+  } else {
+    on_frame(*decoded, source);
+  }
+  repost(slot);
+}
+
+void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
+  if (f.type == frame::kind::hello) {
+    on_hello(f, source);
+    return;
+  }
+  std::lock_guard lock(state_mu_);
+  auto sender = peer_by_node_.find(f.sender);
+  if (sender == peer_by_node_.end()) {
+    counters_.bad_frames.fetch_add(1);  // no hello from this node: cannot attribute it
+    return;
+  }
+  switch (f.type) {
+    case frame::kind::message: {
+      counters_.messages_received.fetch_add(1);
+      event ev;
+      ev.kind = event_kind::message;
+      ev.peer = sender->second;
+      ev.payload.assign(f.payload.begin(), f.payload.end());
+      push_event(std::move(ev));
+      return;
+    }
+    case frame::kind::grant:
+      if (!grants_.add(f.sender, frame::decode_grant(f.payload))) counters_.bad_frames.fetch_add(1);
+      return;
+    case frame::kind::revoke: {
+      auto r = frame::decode_revoke(f.payload);
+      grants_.revoke(f.sender, r.key, r.offset, r.length);
+      return;
+    }
+    case frame::kind::hello: return;
+  }
+  (void)source;
+}
+
+void fabric_endpoint::on_hello(const frame::view& f, fi_addr_t /*source*/) {
+  auto hello = frame::decode_hello(f.payload);
+  const std::vector<std::byte>& raw = hello.raw_address;
+  std::lock_guard lock(state_mu_);
+  peer_id id = unknown_peer;
+  if (auto it = peer_by_raw_.find(raw_key(raw)); it != peer_by_raw_.end()) {
+    id = it->second;
+  } else {  // the raw address is authoritative: shm's FI_SOURCE may name another peer
+    if (peers_.size() >= config_.limits.max_peers) {
+      counters_.bad_frames.fetch_add(1);
+      return;
+    }
+    fi_addr_t addr = FI_ADDR_UNSPEC;
+    if (fi_av_insert(av_.get(), raw.data(), 1, &addr, 0, nullptr) != 1) {
+      counters_.bad_frames.fetch_add(1);
+      return;
+    }
+    id = static_cast<peer_id>(peers_.size());
+    peers_.push_back(
+        peer_entry{.addr = addr, .raw = raw, .node = std::nullopt, .failure = std::nullopt});
+    peer_by_raw_[raw_key(raw)] = id;
+    peer_by_addr_[addr] = id;
+  }
+  auto& entry = peers_[static_cast<std::uint32_t>(id)];
+  const bool new_incarnation = entry.node.has_value() && *entry.node != f.sender;
+  if (new_incarnation) {
+    grants_.forget(*entry.node);
+    peer_by_node_.erase(*entry.node);
+  }
+  entry.node = f.sender;
+  entry.max_message_bytes = hello.max_message_bytes;
+  peer_by_node_[f.sender] = id;
+  if (!entry.hello_sent || new_incarnation) post_hello(id);
+  state_cv_.notify_all();
+}
+
+void fabric_endpoint::finish(op* operation, expected<void> status) {
+  auto it = live_.find(operation);
+  if (it == live_.end()) return;
+  std::unique_ptr<op> owned = std::move(it->second);
+  live_.erase(it);
+  if (owned->expired) {
+    counters_.expired_ops_held.fetch_sub(1);  // the provider let go: buffers may go now
+    return;
+  }
+  if (owned->kind == op_kind::internal) {
+    if (!status) {
+      std::lock_guard lock(state_mu_);
+      auto& entry = peers_[static_cast<std::uint32_t>(owned->peer)];
+      if (!entry.node) entry.failure = status.error();
+      state_cv_.notify_all();
+    }
+    return;
+  }
+  event ev;
+  ev.kind = done_kind(owned->kind);
+  ev.op = owned->id;
+  ev.peer = owned->peer;
+  ev.status = std::move(status);
+  push_event(std::move(ev));
+}
+
+void fabric_endpoint::expire(clock::time_point now) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    op* operation = *it;
+    if (operation->until > now) {
+      ++it;
+      continue;
+    }
+    it = pending_.erase(it);  // never posted: nothing for the provider to release
+    counters_.ops_expired.fetch_add(1);
+    finish(operation, fail(errc::timed_out, "deadline passed before the operation was posted"));
+  }
+  for (auto& [ptr, operation] : live_) {
+    if (operation->expired || !operation->posted || operation->until > now) continue;
+    operation->expired = true;
+    counters_.ops_expired.fetch_add(1);
+    counters_.expired_ops_held.fetch_add(1);
+    if (operation->kind == op_kind::internal) {
+      std::lock_guard lock(state_mu_);
+      auto& entry = peers_[static_cast<std::uint32_t>(operation->peer)];
+      if (!entry.node) entry.failure = error{errc::timed_out, "hello: no completion"};
+      state_cv_.notify_all();
+      continue;
+    }
+    event ev;
+    ev.kind = done_kind(operation->kind);
+    ev.op = operation->id;
+    ev.peer = operation->peer;
+    ev.status = fail(errc::timed_out,
+                     "deadline passed; the transport keeps the buffer until "
+                     "the provider releases it");
+    push_event(std::move(ev));
+  }
+}
+
+void fabric_endpoint::push_event(event ev) {
+  {
+    std::lock_guard lock(events_mu_);
+    if (ev.kind == event_kind::message || ev.kind == event_kind::notify) {
+      if (events_.size() >= config_.limits.max_pending_events) {
+        counters_.dropped_events.fetch_add(1);
+        return;
+      }
+    }
+    events_.push_back(std::move(ev));
+  }
+  events_cv_.notify_all();
+}
+
+}  // namespace baton::transport::fabric

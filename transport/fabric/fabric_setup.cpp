@@ -1,0 +1,219 @@
+// Set-up of the fabric endpoint: provider selection, fi_getinfo hints, opening every fid.
+#include "transport/fabric/fabric.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstring>
+#include <string>
+
+#include <fmt/format.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+
+#include "transport/fabric/fabric_endpoint.hpp"
+
+namespace baton::transport::fabric {
+
+namespace {
+
+constexpr std::uint32_t fabric_version = FI_VERSION(1, 17);
+
+struct provider_choice {
+  const char* libfabric_name;
+  bool is_tcp;
+  bool needs_device;
+};
+
+expected<provider_choice> choose(const std::string& name) {
+  if (name == "tcp") return provider_choice{"tcp;ofi_rxm", true, false};
+  if (name == "shm") return provider_choice{"shm", false, false};
+  if (name == "verbs") return provider_choice{"verbs;ofi_rxm", false, true};
+  if (name == "efa") return provider_choice{"efa", false, true};
+  return fail(errc::not_found, fmt::format("unknown provider: {}", name));
+}
+
+std::string error_text(int rc) {
+  return fi_strerror(rc < 0 ? -rc : rc);
+}
+
+info_ptr make_hints(const provider_choice& choice) {
+  info_ptr hints(fi_allocinfo());
+  hints->ep_attr->type = FI_EP_RDM;
+  hints->caps = FI_MSG | FI_TAGGED | FI_RMA | FI_SOURCE;
+  hints->mode = FI_CONTEXT | FI_CONTEXT2;
+  // The app supports every mode bit except FI_MR_LOCAL; obey what comes back.
+  hints->domain_attr->mr_mode = FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  hints->domain_attr->threading = FI_THREAD_DOMAIN;
+  hints->tx_attr->msg_order = FI_ORDER_SAS;
+  hints->fabric_attr->prov_name = strdup(choice.libfabric_name);  // freed by fi_freeinfo
+  return hints;
+}
+
+/// Splits "host:port"; an empty text binds 127.0.0.1 with an OS-chosen port.
+expected<std::pair<std::string, std::string>> split_host_port(const std::string& text) {
+  if (text.empty()) return std::pair<std::string, std::string>{"127.0.0.1", "0"};
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size())
+    return fail(errc::invalid_argument, fmt::format("tcp address '{}': expected host:port", text));
+  return std::pair<std::string, std::string>{text.substr(0, colon), text.substr(colon + 1)};
+}
+
+}  // namespace
+
+expected<std::unique_ptr<endpoint>> make_fabric_endpoint(const endpoint_config& config) {
+  auto choice = choose(config.provider);
+  if (!choice) return tl::unexpected(choice.error());
+  auto hints = make_hints(*choice);
+  std::string node;
+  std::string service;
+  if (choice->is_tcp) {
+    auto parts = split_host_port(config.bind.text);
+    if (!parts) return tl::unexpected(parts.error());
+    node = parts->first == "localhost" ? "127.0.0.1" : parts->first;
+    service = parts->second;
+  } else {
+    node = config.bind.text;
+  }
+  fi_info* raw = nullptr;
+  int rc = fi_getinfo(fabric_version, node.empty() ? nullptr : node.c_str(),
+                      service.empty() ? nullptr : service.c_str(), node.empty() ? 0 : FI_SOURCE,
+                      hints.get(), &raw);
+  info_ptr info(raw);
+  if (rc != 0 || info == nullptr) {
+    if (choice->needs_device)
+      return fail(errc::not_found,
+                  fmt::format("provider not available: {} (no device)", config.provider));
+    return fail(errc::not_found,
+                fmt::format("provider not available: {} ({})", config.provider, error_text(rc)));
+  }
+  auto ep = std::make_unique<fabric_endpoint>(config);
+  if (auto opened = ep->open(std::move(info)); !opened) return tl::unexpected(opened.error());
+  return std::unique_ptr<endpoint>(std::move(ep));
+}
+
+namespace {
+
+expected<void> check(int rc, const char* what) {
+  if (rc == 0) return {};
+  return fail(errc::failed, fmt::format("{}: {}", what, error_text(rc)));
+}
+
+}  // namespace
+
+expected<void> fabric_endpoint::open(info_ptr info) {
+  info_ = std::move(info);
+  auto mode = info_->domain_attr->mr_mode;
+  if (mode == FI_MR_BASIC) mode = FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ALLOCATED;
+  if ((mode & FI_MR_LOCAL) != 0)
+    return fail(errc::not_found, "provider needs FI_MR_LOCAL, which Baton does not support yet");
+  blocking_wait_ = config_.provider != "shm";
+  virt_addr_ = (mode & FI_MR_VIRT_ADDR) != 0;
+  shm_direct_write_ = config_.provider == "shm" && virt_addr_;
+  prov_key_ = (mode & FI_MR_PROV_KEY) != 0;
+  mr_endpoint_ = (mode & FI_MR_ENDPOINT) != 0;
+  if (auto ok = open_fids(); !ok) return ok;
+  if (auto ok = learn_local_address(); !ok) return ok;
+  for (std::size_t i = 0; i < config_.limits.receive_depth; ++i) {
+    auto slot = std::make_unique<rx_slot>();
+    slot->ctx.as_rx = slot.get();
+    slot->buffer.resize(frame::header_bytes + config_.limits.max_message_bytes);
+    rx_.push_back(std::move(slot));
+  }
+  for (auto& slot : rx_) {
+    int rc = fi_trecv(ep_.get(), slot->buffer.data(), slot->buffer.size(), nullptr, FI_ADDR_UNSPEC,
+                      0, 0, &slot->ctx.raw);
+    if (auto ok = check(rc, "fi_trecv"); !ok) return ok;
+  }
+  progress_ = std::thread([this] { progress_loop(); });
+  return {};
+}
+
+expected<void> fabric_endpoint::open_fids() {
+  fid_fabric* fab = nullptr;
+  if (auto ok = check(fi_fabric(info_->fabric_attr, &fab, nullptr), "fi_fabric"); !ok) return ok;
+  fabric_.reset(fab);
+  fid_domain* dom = nullptr;
+  if (auto ok = check(fi_domain(fabric_.get(), info_.get(), &dom, nullptr), "fi_domain"); !ok)
+    return ok;
+  domain_.reset(dom);
+  fi_cq_attr cq_attr{};
+  cq_attr.format = FI_CQ_FORMAT_TAGGED;
+  // fi_cq_sread needs a wait object (on FI_WAIT_NONE it crashes, deps.md 3); shm never
+  // sreads (see blocking_wait_), so it gets none.
+  cq_attr.wait_obj = blocking_wait_ ? FI_WAIT_UNSPEC : FI_WAIT_NONE;
+  cq_attr.size = config_.limits.receive_depth + 2 * config_.limits.max_inflight_ops +
+                 config_.limits.max_expired_ops + 64;
+  fid_cq* cq = nullptr;
+  if (auto ok = check(fi_cq_open(domain_.get(), &cq_attr, &cq, nullptr), "fi_cq_open"); !ok)
+    return ok;
+  cq_.reset(cq);
+  fi_av_attr av_attr{};
+  av_attr.type = FI_AV_TABLE;
+  fid_av* av = nullptr;
+  if (auto ok = check(fi_av_open(domain_.get(), &av_attr, &av, nullptr), "fi_av_open"); !ok)
+    return ok;
+  av_.reset(av);
+  fid_ep* ep = nullptr;
+  if (auto ok = check(fi_endpoint(domain_.get(), info_.get(), &ep, nullptr), "fi_endpoint"); !ok)
+    return ok;
+  ep_.reset(ep);
+  if (auto ok = check(fi_ep_bind(ep_.get(), &av_->fid, 0), "fi_ep_bind(av)"); !ok) return ok;
+  if (auto ok = check(fi_ep_bind(ep_.get(), &cq_->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)");
+      !ok)
+    return ok;
+  return check(fi_enable(ep_.get()), "fi_enable");
+}
+
+expected<void> fabric_endpoint::learn_local_address() {
+  std::vector<std::byte> name(256);
+  std::size_t len = name.size();
+  if (auto ok = check(fi_getname(&ep_->fid, name.data(), &len), "fi_getname"); !ok) return ok;
+  name.resize(std::min(len, name.size()));
+  raw_local_ = name;
+  if (info_->addr_format == FI_SOCKADDR_IN && name.size() >= sizeof(sockaddr_in)) {
+    sockaddr_in sin{};
+    std::memcpy(&sin, name.data(), sizeof(sin));
+    char ip[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof(ip));
+    local_.text = fmt::format("{}:{}", ip, ntohs(sin.sin_port));
+  } else {
+    local_.text.assign(reinterpret_cast<const char*>(name.data()),
+                       strnlen(reinterpret_cast<const char*>(name.data()), name.size()));
+  }
+  return {};
+}
+
+expected<std::vector<std::byte>> fabric_endpoint::raw_address_of(const address& peer) const {
+  if (info_->addr_format == FI_SOCKADDR_IN) {
+    auto parts = split_host_port(peer.text);
+    if (!parts) return tl::unexpected(parts.error());
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    std::string host = parts->first == "localhost" ? "127.0.0.1" : parts->first;
+    char* end = nullptr;
+    unsigned long port = std::strtoul(parts->second.c_str(), &end, 10);
+    if (inet_pton(AF_INET, host.c_str(), &sin.sin_addr) != 1 || *end != '\0' || port == 0 ||
+        port > 65535)
+      return fail(errc::invalid_argument,
+                  fmt::format("tcp address '{}': expected numeric ipv4:port", peer.text));
+    sin.sin_port = htons(static_cast<std::uint16_t>(port));
+    std::vector<std::byte> raw(sizeof(sin));
+    std::memcpy(raw.data(), &sin, sizeof(sin));
+    return raw;
+  }
+  if (peer.text.empty() || peer.text.size() > 200)
+    return fail(errc::invalid_argument, "address: empty or too long");
+  // A bare shm name means the first endpoint its process bound under that name, which
+  // the provider calls fi_shm://NAME:0:0.
+  std::string text = peer.text;
+  if (config_.provider == "shm" && text.find("://") == std::string::npos)
+    text = fmt::format("fi_shm://{}:0:0", text);
+  std::vector<std::byte> raw(text.size() + 1);  // FI_ADDR_STR: NUL-terminated
+  std::memcpy(raw.data(), text.data(), text.size());
+  return raw;
+}
+
+}  // namespace baton::transport::fabric

@@ -1,0 +1,118 @@
+#include "transport/frame.hpp"
+
+#include <fmt/format.h>
+
+namespace baton::transport::frame {
+
+namespace {
+
+template <class T>
+void put(std::byte* at, T value) {
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    at[i] = static_cast<std::byte>((static_cast<std::uint64_t>(value) >> (8 * i)) & 0xff);
+}
+
+template <class T>
+T get(const std::byte* at) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    v |= static_cast<std::uint64_t>(std::to_integer<std::uint8_t>(at[i])) << (8 * i);
+  return static_cast<T>(v);
+}
+
+expected<void> check_payload(kind type, std::size_t n, std::size_t max_message_bytes) {
+  switch (type) {
+    case kind::hello:
+      if (n <= 8 || n > 264) return fail(errc::invalid_argument, "frame: bad hello size");
+      return {};
+    case kind::message:
+      if (n > max_message_bytes)
+        return fail(errc::invalid_argument,
+                    fmt::format("frame: message of {} bytes exceeds {}", n, max_message_bytes));
+      return {};
+    case kind::grant:
+      if (n != grant_bytes) return fail(errc::invalid_argument, "frame: bad grant size");
+      return {};
+    case kind::revoke:
+      if (n != revoke_bytes) return fail(errc::invalid_argument, "frame: bad revoke size");
+      return {};
+  }
+  return fail(errc::invalid_argument, "frame: unknown kind");
+}
+
+}  // namespace
+
+std::vector<std::byte> encode(kind type, node_id sender, std::span<const std::byte> payload) {
+  std::vector<std::byte> out(header_bytes + payload.size());
+  put<std::uint32_t>(out.data(), magic);
+  put<std::uint8_t>(out.data() + 4, static_cast<std::uint8_t>(type));
+  put<std::uint8_t>(out.data() + 5, version);
+  put<std::uint64_t>(out.data() + 8, static_cast<std::uint64_t>(sender));
+  put<std::uint32_t>(out.data() + 16, static_cast<std::uint32_t>(payload.size()));
+  if (!payload.empty()) std::copy(payload.begin(), payload.end(), out.begin() + header_bytes);
+  return out;
+}
+
+expected<view> decode(std::span<const std::byte> bytes, std::size_t max_message_bytes) {
+  if (bytes.size() < header_bytes)
+    return fail(errc::invalid_argument,
+                fmt::format("frame: {} bytes is shorter than the header", bytes.size()));
+  if (get<std::uint32_t>(bytes.data()) != magic)
+    return fail(errc::invalid_argument, "frame: bad magic");
+  if (get<std::uint8_t>(bytes.data() + 5) != version)
+    return fail(errc::invalid_argument, "frame: unsupported version");
+  auto raw_kind = get<std::uint8_t>(bytes.data() + 4);
+  if (raw_kind < 1 || raw_kind > 4) return fail(errc::invalid_argument, "frame: unknown kind");
+  auto length = get<std::uint32_t>(bytes.data() + 16);
+  if (length != bytes.size() - header_bytes)
+    return fail(errc::invalid_argument, fmt::format("frame: length field {} but {} payload bytes",
+                                                    length, bytes.size() - header_bytes));
+  view v{static_cast<kind>(raw_kind), static_cast<node_id>(get<std::uint64_t>(bytes.data() + 8)),
+         bytes.subspan(header_bytes)};
+  if (auto ok = check_payload(v.type, v.payload.size(), max_message_bytes); !ok)
+    return tl::unexpected(ok.error());
+  return v;
+}
+
+std::vector<std::byte> encode_hello(const hello_payload& hello) {
+  std::vector<std::byte> out(8 + hello.raw_address.size());
+  put<std::uint64_t>(out.data(), hello.max_message_bytes);
+  std::copy(hello.raw_address.begin(), hello.raw_address.end(), out.begin() + 8);
+  return out;
+}
+
+hello_payload decode_hello(std::span<const std::byte> payload) {
+  hello_payload out;
+  out.max_message_bytes = get<std::uint64_t>(payload.data());
+  out.raw_address.assign(payload.begin() + 8, payload.end());
+  return out;
+}
+
+std::vector<std::byte> encode_grant(const received_grant& grant) {
+  std::vector<std::byte> out(grant_bytes);
+  put<std::uint64_t>(out.data(), grant.key);
+  put<std::uint64_t>(out.data() + 8, grant.base);
+  put<std::uint64_t>(out.data() + 16, grant.offset);
+  put<std::uint64_t>(out.data() + 24, grant.length);
+  return out;
+}
+
+received_grant decode_grant(std::span<const std::byte> payload) {
+  return {get<std::uint64_t>(payload.data()), get<std::uint64_t>(payload.data() + 8),
+          get<std::uint64_t>(payload.data() + 16), get<std::uint64_t>(payload.data() + 24)};
+}
+
+std::vector<std::byte> encode_revoke(const revoke_range& range) {
+  std::vector<std::byte> out(revoke_bytes);
+  put<std::uint64_t>(out.data(), range.key);
+  put<std::uint64_t>(out.data() + 8, range.offset);
+  put<std::uint64_t>(out.data() + 16, range.length);
+  return out;
+}
+
+revoke_range decode_revoke(std::span<const std::byte> payload) {
+  return {get<std::uint64_t>(payload.data()), get<std::uint64_t>(payload.data() + 8),
+          get<std::uint64_t>(payload.data() + 16)};
+}
+
+}  // namespace baton::transport::frame
