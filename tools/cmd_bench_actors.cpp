@@ -150,8 +150,10 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
   std::ofstream(config) << fmt::format(
       "[cluster]\nname = \"bench\"\nprovider = \"{}\"\nseeds = [\"a\"]\n\n"
       "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n"
-      "[[node]]\nname = \"a\"\nkind = \"cpu\"\nroles = [\"router\"]\nfabric = \"{}\"\nadmin = \"127.0.0.1:{}\"\n\n"
-      "[[node]]\nname = \"b\"\nkind = \"cpu\"\nroles = [\"decode\"]\nfabric = \"{}\"\nadmin = \"127.0.0.1:{}\"\n",
+      "[[node]]\nname = \"a\"\nkind = \"cpu\"\nroles = [\"router\"]\nfabric = \"{}\"\nadmin = "
+      "\"127.0.0.1:{}\"\n\n"
+      "[[node]]\nname = \"b\"\nkind = \"cpu\"\nroles = [\"decode\"]\nfabric = \"{}\"\nadmin = "
+      "\"127.0.0.1:{}\"\n",
       args.provider, model.string(), (dir / "unused-tokenizer.bin").string(), fabric(0, "a"),
       ports[1], fabric(2, "b"), ports[3]);
   const pid_t peer = spawn({"baton", "node", "--config", config.string(), "--name", "b"},
