@@ -251,14 +251,7 @@ int run(const args_t& args) {
 }  // namespace
 
 void add_bench_transport_command(CLI::App& app, int& exit_code) {
-  // `bench` is shared with other benchmarks; whoever registers first creates it (CLI11
-  // 2.1 has no get_subcommand_no_throw).
-  const auto found = app.get_subcommands([](CLI::App* sub) { return sub->get_name() == "bench"; });
-  CLI::App* bench = found.empty() ? nullptr : found.front();
-  if (bench == nullptr) {
-    bench = app.add_subcommand("bench", "Benchmarks that print figures (and JSON)");
-    bench->require_subcommand(1);
-  }
+  auto* bench = &bench_command(app);
   static args_t args;
   auto* cmd = bench->add_subcommand(
       "transport", "Endpoint RTT and RMA bandwidth beside plain TCP, memcpy and idle CPU");

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -85,10 +86,13 @@ inline std::uint64_t unpack(std::span<const std::byte> bytes, std::size_t index)
   return v;
 }
 
-/// A unique shm endpoint name for this process.
+/// A unique shm endpoint name: pid, a per-process random tag (pids get reused on a busy
+/// machine) and a counter.
 inline std::string shm_name(const std::string& role) {
   static int counter = 0;
-  return "baton-t" + std::to_string(::getpid()) + "-" + role + std::to_string(counter++);
+  static const auto tag = std::random_device{}() & 0xffffff;
+  return "baton-t" + std::to_string(::getpid()) + "-" + std::to_string(tag) + "-" + role +
+         std::to_string(counter++);
 }
 
 }  // namespace baton::transport::testing
