@@ -6,6 +6,11 @@
 namespace baton::runtime {
 namespace {
 
+caf::behavior echo(caf::event_based_actor* self, node_context* ctx) {
+  return {[ctx, self](inbound& in) { reply(*ctx, self, "echo", in, in.frame->body); },
+          [](delivery_failure&) {}};
+}
+
 void send_to(node_context& ctx, caf::event_based_actor* self, outbound o) {
   if (auto b = ctx.bridge(o.target.node)) {
     self->send(b, std::move(o));
@@ -43,12 +48,11 @@ void reply(node_context& ctx, caf::event_based_actor* self, const std::string& f
 }
 
 caf::actor spawn_echo(node_context& ctx) {
-  auto echo = ctx.system().spawn([&ctx](caf::event_based_actor* self) -> caf::behavior {
-    return {[&ctx, self](inbound& in) { reply(ctx, self, "echo", in, in.frame->body); },
-            [](delivery_failure&) {}};
-  });
-  ctx.publish("echo", echo);
-  return echo;
+  // Spawned functions always take an argument besides `self`: CAF 0.17 dereferences a
+  // null shared_ptr<tuple<>> for those that take none (UBSan stops on it).
+  auto actor = ctx.system().spawn(echo, &ctx);
+  ctx.publish("echo", actor);
+  return actor;
 }
 
 }  // namespace baton::runtime

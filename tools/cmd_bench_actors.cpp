@@ -246,11 +246,14 @@ int serve_caf(int port) {
   runtime::node::configure(cfg);
   cfg.load<caf::io::middleman>();
   caf::actor_system sys{cfg};
-  auto echo = sys.spawn([]() -> caf::behavior {
-    return {[](ping_atom, std::uint64_t seq, const std::string& payload) {
-      return caf::make_message(seq, payload);
-    }};
-  });
+  // `unused`: CAF 0.17 trips UBSan on spawned functions without arguments.
+  auto echo = sys.spawn(
+      [](int /*unused*/) -> caf::behavior {
+        return {[](ping_atom, std::uint64_t seq, const std::string& payload) {
+          return caf::make_message(seq, payload);
+        }};
+      },
+      0);
   auto published = sys.middleman().publish(echo, static_cast<std::uint16_t>(port), "127.0.0.1");
   if (!published) return 1;
   std::this_thread::sleep_for(std::chrono::hours(1));  // killed by the parent

@@ -205,16 +205,18 @@ TEST_F(BridgeTest, ReturnsCreditEveryHalfWindow) {
 TEST_F(BridgeTest, RequestsGetTheirReplyOrTimeOut) {
   auto outcomes = log_;
   auto requester = [&](std::chrono::milliseconds timeout) {
-    sys_.spawn([=, bridge = bridge_](caf::event_based_actor* self) {
-      self->request(bridge, timeout, request_atom::value,
-                    outbound{{"a", "worker"},
-                             {"b", "x"},
-                             tokens(1),
-                             0,
-                             std::chrono::steady_clock::now() + timeout})
-          .then([=](inbound&) { outcomes->replies.push_back("reply"); },
-                [=](caf::error& e) { outcomes->replies.push_back(caf::to_string(e)); });
-    });
+    sys_.spawn(
+        [=](caf::event_based_actor* self, caf::actor bridge) {
+          self->request(bridge, timeout, request_atom::value,
+                        outbound{{"a", "worker"},
+                                 {"b", "x"},
+                                 tokens(1),
+                                 0,
+                                 std::chrono::steady_clock::now() + timeout})
+              .then([=](inbound&) { outcomes->replies.push_back("reply"); },
+                    [=](caf::error& e) { outcomes->replies.push_back(caf::to_string(e)); });
+        },
+        bridge_);
     sched_.run();
   };
   requester(1s);
