@@ -16,17 +16,8 @@ namespace {
 
 using testing::shared_model;
 
-std::vector<char> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-std::string write_temp(const std::string& name, const std::vector<char>& bytes) {
-  const std::string path = testing::temp_path(name);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  return path;
-}
+using testing::read_file;
+using testing::write_temp;
 
 TEST(Model, LoadsStories260K) {
   auto m = model::load(shared_model("stories260K.bin"));

@@ -3,7 +3,10 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -27,6 +30,19 @@ inline model_config small_config() {
 /// parallel processes, and one rewriting a file another has mapped would crash it.
 inline std::string temp_path(const std::string& name) {
   return ::testing::TempDir() + std::to_string(::getpid()) + "-" + name;
+}
+
+inline std::vector<char> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Writes `bytes` to temp_path(name) and returns that path.
+inline std::string write_temp(const std::string& name, const std::vector<char>& bytes) {
+  const std::string path = temp_path(name);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return path;
 }
 
 /// Writes a synthetic checkpoint into the test's temp dir and loads it.

@@ -27,17 +27,8 @@ std::string decode_all(const tokenizer& t, const std::vector<std::int32_t>& toke
   return text;
 }
 
-std::vector<char> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-std::string write_temp(const std::string& name, const std::vector<char>& bytes) {
-  const std::string path = testing::temp_path(name);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  return path;
-}
+using testing::read_file;
+using testing::write_temp;
 
 TEST(Tokenizer, EncodesReadmePrompt) {
   const tokenizer t = load_tok512();
