@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 
@@ -149,10 +150,26 @@ expected<std::unique_ptr<cpu_engine>> cpu_engine::create(const model& m,
                          static_cast<std::size_t>(c.head_size()), options.block_tokens};
   const std::size_t blocks_per_sequence =
       (seq_len + options.block_tokens - 1) / options.block_tokens;
-  const std::size_t n_blocks =
+  const std::size_t fit = options.kv_memory.size() / layout.block_bytes();
+  std::size_t n_blocks =
       options.kv_blocks != 0 ? options.kv_blocks : blocks_per_sequence * options.max_sequences;
+  if (!options.kv_memory.empty()) {
+    if (reinterpret_cast<std::uintptr_t>(options.kv_memory.data()) % alignof(float) != 0) {
+      return fail(errc::invalid_argument, "engine options: kv_memory is not aligned for float");
+    }
+    if (options.kv_blocks == 0) n_blocks = fit;
+    if (n_blocks == 0 || n_blocks > fit) {
+      return fail(errc::invalid_argument,
+                  fmt::format("engine options: kv_memory of {} bytes holds {} blocks of {} bytes, "
+                              "kv_blocks wants {}",
+                              options.kv_memory.size(), fit, layout.block_bytes(),
+                              options.kv_blocks == 0 ? std::size_t{1} : options.kv_blocks));
+    }
+  }
   e->threads_ = std::make_unique<thread_pool>(options.threads);
-  e->pool_ = std::make_unique<kv_pool>(layout, n_blocks);
+  e->pool_ = options.kv_memory.empty()
+                 ? std::make_unique<kv_pool>(layout, n_blocks)
+                 : std::make_unique<kv_pool>(layout, n_blocks, options.kv_memory);
   e->sequences_.resize(options.max_sequences);
   auto s = std::make_unique<scratch>();
   const std::size_t rows = options.max_batch_tokens;
@@ -385,7 +402,7 @@ void cpu_engine::attention(std::span<const row> rows, std::size_t layer) {
 }
 
 void cpu_engine::forward(std::span<const row> rows, std::span<const std::size_t> logit_rows,
-                         float* logits) {
+                         float* logits, const layer_hook* on_layer) {
   const auto dim = static_cast<std::size_t>(config_.dim);
   const auto hidden = static_cast<std::size_t>(config_.hidden_dim);
   const std::size_t kv_dim = pool_->layout().kv_dim;
@@ -413,6 +430,8 @@ void cpu_engine::forward(std::span<const row> rows, std::span<const std::size_t>
            s.rope.data() + i * head_size);
     }
     store_kv(rows, layer);
+    // Callers pass rows of one sequence at consecutive positions when they set a hook.
+    if (on_layer != nullptr) (*on_layer)(layer, rows.front().position, rows.back().position + 1);
     attention(rows, layer);
     const matmul_job wo[] = {{lw.wo, s.xb.data(), s.xb2.data(), dim, dim}};
     run_matmuls(*threads_, kernel_, wo, n, options_.min_parallel_work);
@@ -446,6 +465,12 @@ void cpu_engine::forward(std::span<const row> rows, std::span<const std::size_t>
 
 expected<std::span<const float>> cpu_engine::prefill(sequence_id sequence,
                                                      std::span<const std::int32_t> tokens) {
+  return prefill(sequence, tokens, layer_hook{});
+}
+
+expected<std::span<const float>> cpu_engine::prefill(sequence_id sequence,
+                                                     std::span<const std::int32_t> tokens,
+                                                     const layer_hook& on_layer) {
   sequence_state& s = state(sequence);
   if (tokens.empty()) return fail(errc::invalid_argument, "prefill: no tokens");
   std::vector<row> rows;
@@ -463,7 +488,7 @@ expected<std::span<const float>> cpu_engine::prefill(sequence_id sequence,
     const std::size_t last_row = count - 1;
     forward(std::span(rows).subspan(begin, count),
             last ? std::span<const std::size_t>(&last_row, 1) : std::span<const std::size_t>(),
-            logits_.data());
+            logits_.data(), on_layer ? &on_layer : nullptr);
   }
   s.length += tokens.size();
   return std::span<const float>(logits_);

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -30,14 +31,23 @@ struct engine_options {
   std::size_t block_tokens = 16;  ///< positions per KV block
   std::size_t max_sequences = 8;  ///< live sequences at once
   /// Blocks in the KV pool, allocated and zeroed up front; 0 means enough for
-  /// max_sequences sequences of seq_len positions each.
+  /// max_sequences sequences of seq_len positions each (with kv_memory: as many as fit).
   std::size_t kv_blocks = 0;
+  /// When non-empty, the KV pool lives here instead of in memory the engine allocates:
+  /// caller-owned (typically a transport-registered region), aligned for float, outliving
+  /// the engine. Block b then starts at byte b * pool().layout().block_bytes().
+  std::span<std::byte> kv_memory;
   std::size_t max_batch_tokens = 256;  ///< rows per internal forward pass (a memory bound)
   std::optional<kernel_path> kernel;   ///< default: the best this CPU supports
   /// Steps with fewer multiply-adds run on the calling thread alone, since waking the
   /// workers costs more than it saves. Never changes results (tests set 0).
   std::size_t min_parallel_work = std::size_t{1} << 19;
 };
+
+/// Told during prefill that positions [first_position, end_position) of layer `layer` are
+/// in the KV pool for good. Runs on the engine's calling thread; must not call the engine.
+using layer_hook =
+    std::function<void(std::size_t layer, std::size_t first_position, std::size_t end_position)>;
 
 /// One decode step's input for one sequence.
 struct decode_input {
@@ -85,6 +95,20 @@ class cpu_engine {
   [[nodiscard]] expected<std::span<const float>> prefill(sequence_id sequence,
                                                          std::span<const std::int32_t> tokens);
 
+  /// prefill() that reports progress layer by layer, so KV can ship while later layers
+  /// compute. The prompt runs in chunks of at most max_batch_tokens positions; for each
+  /// chunk [a, b), in order, on_layer(layer, a, b) is called for layer 0, 1, ... right
+  /// after that layer's keys and values of positions [a, b) are stored, before anything
+  /// else of that layer or the next is computed. From then on those positions of that
+  /// layer never change; the slice (block, layer) of a block is complete once the calls
+  /// for `layer` have covered every position of the block, or up to the prompt's end
+  /// (slots past the end stay zero until decode writes them). Positions before this
+  /// prefill were final already. No call is made when prefill fails; results are
+  /// bit-identical to prefill() without a hook.
+  [[nodiscard]] expected<std::span<const float>> prefill(sequence_id sequence,
+                                                         std::span<const std::int32_t> tokens,
+                                                         const layer_hook& on_layer);
+
   /// One step for a batch of distinct sequences; returns batch.size() x vocab_size logits
   /// in batch order, valid until the next call. Errors as prefill().
   [[nodiscard]] expected<std::span<const float>> decode(std::span<const decode_input> batch);
@@ -111,7 +135,9 @@ class cpu_engine {
   struct scratch;
 
   [[nodiscard]] expected<void> admit(std::span<const row> rows);
-  void forward(std::span<const row> rows, std::span<const std::size_t> logit_rows, float* logits);
+  /// `on_layer`, when set, is told after each layer's KV of `rows` is stored.
+  void forward(std::span<const row> rows, std::span<const std::size_t> logit_rows, float* logits,
+               const layer_hook* on_layer = nullptr);
   void attention(std::span<const row> rows, std::size_t layer);
   /// Rows of one sequence at consecutive positions that attention handles together.
   static constexpr std::size_t max_group_rows = 4;

@@ -1,6 +1,7 @@
 #include "engine/kv_cache.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "base/check.hpp"
 
@@ -9,10 +10,25 @@ namespace baton::engine {
 kv_pool::kv_pool(const kv_layout& layout, std::size_t n_blocks)
     : layout_(layout),
       n_blocks_(n_blocks),
-      memory_(layout.block_floats() * n_blocks, 0.0f),
+      owned_(layout.block_floats() * n_blocks, 0.0f),
+      memory_(owned_),
       in_use_(n_blocks, false) {
   BATON_CHECK(n_blocks > 0 && layout.block_floats() > 0, "empty kv pool");
   BATON_CHECK(n_blocks <= UINT32_MAX, "too many kv blocks");
+  free_.reserve(n_blocks);
+  for (std::size_t i = n_blocks; i > 0; --i) free_.push_back(static_cast<block_id>(i - 1));
+}
+
+kv_pool::kv_pool(const kv_layout& layout, std::size_t n_blocks, std::span<std::byte> memory)
+    : layout_(layout), n_blocks_(n_blocks), in_use_(n_blocks, false) {
+  BATON_CHECK(n_blocks > 0 && layout.block_floats() > 0, "empty kv pool");
+  BATON_CHECK(n_blocks <= UINT32_MAX, "too many kv blocks");
+  BATON_CHECK(memory.size() / layout.block_bytes() >= n_blocks,
+              "kv pool memory too small for its blocks");
+  BATON_CHECK(reinterpret_cast<std::uintptr_t>(memory.data()) % alignof(float) == 0,
+              "kv pool memory not aligned for float");
+  // The bytes are suitably aligned, and floats are implicit-lifetime types.
+  memory_ = {reinterpret_cast<float*>(memory.data()), n_blocks * layout.block_floats()};
   free_.reserve(n_blocks);
   for (std::size_t i = n_blocks; i > 0; --i) free_.push_back(static_cast<block_id>(i - 1));
 }
@@ -54,8 +70,18 @@ std::span<const float> kv_pool::slice(block_id block, std::size_t layer) const {
           layout_.slice_floats()};
 }
 
+std::size_t kv_pool::byte_offset(block_id block, std::size_t layer) const {
+  const auto index = static_cast<std::size_t>(block);
+  BATON_CHECK(index < n_blocks_ && layer < layout_.n_layers, "kv slice out of range");
+  return index * layout_.block_bytes() + layer * layout_.slice_bytes();
+}
+
 std::span<std::byte> kv_pool::bytes() {
-  return std::as_writable_bytes(std::span<float>(memory_));
+  return std::as_writable_bytes(memory_);
+}
+
+std::span<const std::byte> kv_pool::bytes() const {
+  return std::as_bytes(std::span<const float>(memory_));
 }
 
 }  // namespace baton::engine

@@ -25,16 +25,26 @@ struct kv_layout {
   [[nodiscard]] std::size_t slice_floats() const { return 2 * block_tokens * kv_dim; }
   [[nodiscard]] std::size_t block_floats() const { return n_layers * slice_floats(); }
   [[nodiscard]] std::size_t slice_bytes() const { return slice_floats() * sizeof(float); }
+  [[nodiscard]] std::size_t block_bytes() const { return block_floats() * sizeof(float); }
 };
 
 /// A fixed pool of KV blocks in one contiguous allocation, so the transport can register
-/// its bytes once. Hands out blocks; does not know about sequences. Not thread-safe:
-/// allocate/release come from the engine's owner; readers and writers of distinct blocks
-/// may run in parallel.
+/// its bytes once. Block b starts at byte b * layout().block_bytes() of bytes(), and its
+/// slice of `layer` at byte_offset(b, layer). Hands out blocks; does not know about
+/// sequences. Not thread-safe: allocate/release come from the engine's owner; readers and
+/// writers of distinct blocks may run in parallel.
 class kv_pool {
  public:
-  /// `n_blocks` blocks of `layout`; both must be non-zero.
+  /// `n_blocks` blocks of `layout` in memory the pool owns; both must be non-zero.
   kv_pool(const kv_layout& layout, std::size_t n_blocks);
+  /// `n_blocks` blocks of `layout` at the start of caller-owned `memory` (for example a
+  /// transport-registered region), which must outlive the pool, hold at least
+  /// n_blocks * layout.block_bytes() bytes and be aligned for float (BATON_CHECK: callers
+  /// validate first, as cpu_engine::create does). Blocks are zeroed when allocated, so
+  /// the memory's initial contents do not matter.
+  kv_pool(const kv_layout& layout, std::size_t n_blocks, std::span<std::byte> memory);
+  kv_pool(const kv_pool&) = delete;
+  kv_pool& operator=(const kv_pool&) = delete;
 
   [[nodiscard]] const kv_layout& layout() const { return layout_; }
   [[nodiscard]] std::size_t n_blocks() const { return n_blocks_; }
@@ -49,13 +59,19 @@ class kv_pool {
   [[nodiscard]] std::span<float> slice(block_id block, std::size_t layer);
   [[nodiscard]] std::span<const float> slice(block_id block, std::size_t layer) const;
 
-  /// The whole pool, for registering it with the transport. Valid for the pool's lifetime.
+  /// Where slice (`block`, `layer`) starts within bytes(); slice_bytes() long.
+  [[nodiscard]] std::size_t byte_offset(block_id block, std::size_t layer) const;
+
+  /// The whole pool (n_blocks() * block_bytes() bytes), for registering it with the
+  /// transport. Valid for the pool's lifetime.
   [[nodiscard]] std::span<std::byte> bytes();
+  [[nodiscard]] std::span<const std::byte> bytes() const;
 
  private:
   kv_layout layout_;
   std::size_t n_blocks_;
-  std::vector<float> memory_;
+  std::vector<float> owned_;  ///< empty when the memory is the caller's
+  std::span<float> memory_;
   std::vector<block_id> free_;  ///< a stack; highest id at the bottom
   std::vector<bool> in_use_;
 };

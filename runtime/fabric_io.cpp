@@ -1,7 +1,9 @@
 #include "runtime/fabric_io.hpp"
 
+#include <algorithm>
 #include <array>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <caf/send.hpp>
 
@@ -18,23 +20,48 @@ constexpr auto connect_retry = 50ms;
 constexpr auto connect_give_up = 10s;
 constexpr auto send_timeout = 5s;
 constexpr std::size_t max_backlog_frames = 8192;  // per peer, waiting to be sent
+constexpr std::size_t max_waiting_writes = 4096;  // per peer, RMA writes not yet posted
+constexpr auto blocking_call_limit = 30s;  // a kv_fabric call the fabric thread leaves unanswered
 
 }  // namespace
 
 fabric_io::fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_registry& metrics)
     : endpoint_(std::move(endpoint)),
       local_address_(endpoint_->local_address()),
+      local_node_(endpoint_->local_node()),
       frames_sent_(metrics.get_counter("baton_fabric_frames_sent_total", "Frames posted.")),
       frames_received_(
           metrics.get_counter("baton_fabric_frames_received_total", "Frames received.")),
       send_failures_(metrics.get_counter("baton_fabric_send_failures_total",
                                          "Frames that could not be sent (peer gone, timeout).")),
+      rma_writes_(metrics.get_counter("baton_fabric_rma_writes_total", "RMA writes posted.")),
+      rma_failures_(metrics.get_counter("baton_fabric_rma_write_failures_total",
+                                        "RMA writes refused, expired or failed.")),
       thread_([this] { run(); }) {}
 
 fabric_io::~fabric_io() {
   stop_.store(true);
   endpoint_->interrupt();
   thread_.join();
+  // The thread is gone: everything it owned is ours. Nothing waits forever and every
+  // write gets its one rma_done.
+  std::vector<command> left;
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    left.swap(commands_);
+  }
+  for (auto& c : left) abandon(c);
+  const auto gone = [] { return fail(errc::disconnected, "the fabric thread stopped"); };
+  for (auto& [node, queue] : waiting_grants_) {
+    for (auto& g : queue) g.result->set_value(gone());
+  }
+  for (auto& [node, queue] : waiting_writes_) {
+    for (auto& w : queue) report(w, gone());
+  }
+  for (auto& [op, reply] : writes_in_flight_) {
+    if (reply.reply_to) caf::anon_send(reply.reply_to, rma_done{reply.tag, gone()});
+  }
 }
 
 void fabric_io::set_hub(caf::actor hub) {
@@ -42,29 +69,136 @@ void fabric_io::set_hub(caf::actor hub) {
   hub_ = std::move(hub);
 }
 
+void fabric_io::set_notify_sink(caf::actor sink) {
+  std::lock_guard lock(mutex_);
+  notify_sink_ = std::move(sink);
+}
+
 void fabric_io::push(command c) {
+  bool queued = false;
   {
     std::lock_guard lock(mutex_);
-    commands_.push_back(std::move(c));
+    if (!closed_) {
+      commands_.push_back(std::move(c));
+      queued = true;
+    }
   }
-  endpoint_->interrupt();
+  if (queued) {
+    endpoint_->interrupt();
+    return;
+  }
+  abandon(c);
+}
+
+void fabric_io::abandon(command& c) {
+  auto gone = [] { return fail(errc::disconnected, "the fabric thread stopped"); };
+  switch (c.what) {
+    case command::kind::call: c.call(false); return;
+    case command::kind::grant: c.grant.result->set_value(gone()); return;
+    case command::kind::write: report(c.write, gone()); return;
+    default: return;
+  }
 }
 
 void fabric_io::attach(const std::string& node, const std::string& fabric_address,
                        caf::actor bridge) {
-  push({command::kind::attach, node, fabric_address, std::move(bridge), {}, {}});
+  command c{};
+  c.what = command::kind::attach;
+  c.node = node;
+  c.address = fabric_address;
+  c.bridge = std::move(bridge);
+  push(std::move(c));
 }
 
 void fabric_io::post(const std::string& node, wire::encoded_frame frame) {
-  push({command::kind::post, node, {}, {}, std::move(frame), {}});
+  command c{};
+  c.what = command::kind::post;
+  c.node = node;
+  c.frame = std::move(frame);
+  push(std::move(c));
 }
 
 void fabric_io::detach(const std::string& node) {
-  push({command::kind::detach, node, {}, {}, {}, {}});
+  command c{};
+  c.what = command::kind::detach;
+  c.node = node;
+  push(std::move(c));
 }
 
 void fabric_io::bind(const std::string& node, transport::peer_id peer) {
-  push({command::kind::bind, node, {}, {}, {}, peer});
+  command c{};
+  c.what = command::kind::bind;
+  c.node = node;
+  c.peer = peer;
+  push(std::move(c));
+}
+
+template <class T>
+expected<T> fabric_io::call(std::function<expected<T>()> fn, transport::deadline until) {
+  auto result = std::make_shared<std::promise<expected<T>>>();
+  auto future = result->get_future();
+  command c{};
+  c.what = command::kind::call;
+  c.call = [fn = std::move(fn), result](bool run) {
+    result->set_value(run ? fn()
+                          : expected<T>(fail(errc::disconnected, "the fabric thread stopped")));
+  };
+  push(std::move(c));
+  // Set exactly once (run, or abandoned at shutdown); the bound only guards against a
+  // fabric thread stuck in the provider.
+  if (future.wait_until(until) != std::future_status::ready) {
+    return fail(errc::timed_out, "the fabric thread did not answer in time");
+  }
+  return future.get();
+}
+
+expected<kv_fabric::region> fabric_io::allocate_region(std::size_t bytes) {
+  return call<region>(
+      [this, bytes]() -> expected<region> {
+        auto id = endpoint_->allocate_region(bytes);
+        if (!id) return tl::unexpected(id.error());
+        return region{*id, endpoint_->region_bytes(*id)};
+      },
+      transport::clock::now() + blocking_call_limit);
+}
+
+expected<void> fabric_io::free_region(transport::region_id id) {
+  return call<void>([this, id] { return endpoint_->free_region(id); },
+                    transport::clock::now() + blocking_call_limit);
+}
+
+expected<transport::remote_slice> fabric_io::grant(const std::string& node,
+                                                   const transport::local_slice& slice,
+                                                   transport::deadline until) {
+  auto result = std::make_shared<std::promise<expected<transport::remote_slice>>>();
+  auto future = result->get_future();
+  command c{};
+  c.what = command::kind::grant;
+  c.node = node;
+  c.grant = {slice, until, std::move(result)};
+  push(std::move(c));
+  // Answered by `until` (within a loop turn) or at shutdown; the margin only guards
+  // against a fabric thread stuck in the provider.
+  if (future.wait_until(until + blocking_call_limit) != std::future_status::ready) {
+    return fail(errc::timed_out,
+                fmt::format("grant to {}: the fabric thread did not answer", node));
+  }
+  return future.get();
+}
+
+void fabric_io::write(const std::string& node, const transport::local_slice& source,
+                      const transport::remote_slice& target, std::optional<std::uint64_t> notify,
+                      transport::deadline until, caf::actor reply_to, std::uint64_t tag) {
+  command c{};
+  c.what = command::kind::write;
+  c.node = node;
+  c.write = {source, target, notify, until, std::move(reply_to), tag};
+  push(std::move(c));
+}
+
+void fabric_io::report(const pending_write& w, expected<void> status) {
+  if (!status) rma_failures_.add();
+  if (w.reply_to) caf::anon_send(w.reply_to, rma_done{w.tag, std::move(status)});
 }
 
 void fabric_io::execute(command& c) {
@@ -91,11 +225,29 @@ void fabric_io::execute(command& c) {
       connecting_.erase(c.node);
       bridges_.erase(c.node);
       backlog_.erase(c.node);
+      fail_waiting(c.node, error{errc::disconnected, fmt::format("{} was detached", c.node)});
       return;
     case command::kind::bind:
       aliases_[c.node].push_back(c.peer);
       if (auto it = bridges_.find(c.node); it != bridges_.end()) routes_[c.peer] = it->second;
       return;
+    case command::kind::call: c.call(true); return;
+    case command::kind::grant:
+      waiting_grants_[c.node].push_back(std::move(c.grant));
+      serve_grants(c.node);
+      return;
+    case command::kind::write: {
+      auto& queue = waiting_writes_[c.node];
+      if (queue.size() >= max_waiting_writes) {
+        report(c.write,
+               fail(errc::overloaded, fmt::format("rma write: {} writes to {} are waiting already",
+                                                  max_waiting_writes, c.node)));
+        return;
+      }
+      queue.push_back(std::move(c.write));
+      send_writes(c.node);
+      return;
+    }
   }
 }
 
@@ -106,6 +258,9 @@ void fabric_io::connect(const std::string& node, const std::string& address, caf
     if (peer.error().code != errc::timed_out || transport::clock::now() > pending.give_up_at) {
       spdlog::warn("cannot reach {} at {}: {}", node, address, peer.error().message);
       connecting_.erase(node);
+      fail_waiting(
+          node, error{peer.error().code == errc::timed_out ? errc::disconnected : peer.error().code,
+                      fmt::format("cannot reach {}: {}", node, peer.error().message)});
       return;
     }
     pending.retry_at = transport::clock::now() + connect_retry;
@@ -117,6 +272,8 @@ void fabric_io::connect(const std::string& node, const std::string& address, caf
   routes_[*peer] = bridge;
   for (auto id : aliases_[node]) routes_[id] = bridge;
   send_backlog(node);
+  serve_grants(node);
+  send_writes(node);
 }
 
 void fabric_io::retry_connects() {
@@ -161,7 +318,123 @@ void fabric_io::deliver(transport::event& e) {
     if (hub_) caf::anon_send(hub_, raw_frame{std::move(bytes)}, e.peer);
     return;
   }
+  if (e.kind == event_kind::write_done) {
+    auto it = writes_in_flight_.find(e.op);
+    if (it == writes_in_flight_.end()) return;
+    if (!e.status) rma_failures_.add();
+    if (it->second.reply_to) {
+      caf::anon_send(it->second.reply_to, rma_done{it->second.tag, std::move(e.status)});
+    }
+    writes_in_flight_.erase(it);
+    return;
+  }
+  if (e.kind == event_kind::notify) {
+    rma_notify note{e.data, name_of(e.peer)};
+    std::lock_guard lock(mutex_);
+    if (notify_sink_) caf::anon_send(notify_sink_, std::move(note));
+    return;
+  }
   if (e.kind == event_kind::send_done && !e.status) send_failures_.add();
+}
+
+std::string fabric_io::name_of(transport::peer_id peer) const {
+  for (const auto& [node, id] : peers_) {
+    if (id == peer) return node;
+  }
+  for (const auto& [node, ids] : aliases_) {
+    if (std::find(ids.begin(), ids.end(), peer) != ids.end()) return node;
+  }
+  return {};
+}
+
+void fabric_io::fail_waiting(const std::string& node, const error& why) {
+  if (auto it = waiting_grants_.find(node); it != waiting_grants_.end()) {
+    for (auto& g : it->second) g.result->set_value(tl::unexpected(why));
+    waiting_grants_.erase(it);
+  }
+  if (auto it = waiting_writes_.find(node); it != waiting_writes_.end()) {
+    for (auto& w : it->second) report(w, tl::unexpected(why));
+    waiting_writes_.erase(it);
+  }
+}
+
+void fabric_io::serve_grants(const std::string& node) {
+  auto it = waiting_grants_.find(node);
+  if (it == waiting_grants_.end()) return;
+  const auto peer = peers_.find(node);
+  const bool connecting = connecting_.contains(node);
+  const auto now = transport::clock::now();
+  std::deque<pending_grant> still;
+  for (auto& g : it->second) {
+    if (peer != peers_.end()) {
+      g.result->set_value(endpoint_->grant(peer->second, g.slice));
+    } else if (!connecting) {
+      g.result->set_value(
+          fail(errc::not_found, fmt::format("grant: {} is not attached or not reachable", node)));
+    } else if (now >= g.until) {
+      g.result->set_value(fail(
+          errc::timed_out, fmt::format("grant: no connection to {} before the deadline", node)));
+    } else {
+      still.push_back(std::move(g));
+    }
+  }
+  it->second.swap(still);
+  if (it->second.empty()) waiting_grants_.erase(it);
+}
+
+void fabric_io::send_writes(const std::string& node) {
+  auto it = waiting_writes_.find(node);
+  if (it == waiting_writes_.end()) return;
+  auto& queue = it->second;
+  const auto peer = peers_.find(node);
+  if (peer == peers_.end() && !connecting_.contains(node)) {
+    fail_waiting(node, error{errc::not_found,
+                             fmt::format("rma write: {} is not attached or not reachable", node)});
+    return;
+  }
+  const auto now = transport::clock::now();
+  // Connected: post in order until the endpoint is full (completions retry the rest).
+  while (peer != peers_.end() && !queue.empty()) {
+    auto& w = queue.front();
+    if (w.until <= now) {
+      report(w, fail(errc::timed_out, fmt::format("rma write to {}: deadline passed", node)));
+      queue.pop_front();
+      continue;
+    }
+    auto op = endpoint_->write(w.source, w.target, w.until, w.notify);
+    if (!op && op.error().code == errc::overloaded) break;
+    if (op) {
+      rma_writes_.add();
+      writes_in_flight_[*op] = {w.reply_to, w.tag};
+    } else {
+      report(w, tl::unexpected(op.error()));
+    }
+    queue.pop_front();
+  }
+  // Whatever still waits (for the connection or for room) expires at its deadline.
+  std::deque<pending_write> still;
+  for (auto& w : queue) {
+    if (w.until <= now) {
+      report(w,
+             fail(errc::timed_out,
+                  fmt::format("rma write to {}: deadline passed while waiting for {}", node,
+                              peer == peers_.end() ? "the connection" : "room in the endpoint")));
+    } else {
+      still.push_back(std::move(w));
+    }
+  }
+  queue.swap(still);
+  if (queue.empty()) waiting_writes_.erase(it);
+}
+
+void fabric_io::serve_waiting() {
+  std::vector<std::string> nodes;
+  for (const auto& [node, queue] : waiting_grants_) nodes.push_back(node);
+  for (const auto& [node, queue] : waiting_writes_) nodes.push_back(node);
+  for (const auto& node : nodes) {
+    serve_grants(node);
+    send_writes(node);
+  }
 }
 
 void fabric_io::run() {
@@ -176,6 +449,7 @@ void fabric_io::run() {
     batch.clear();
     const auto n = endpoint_->poll(events);
     for (std::size_t i = 0; i < n; ++i) deliver(events[i]);
+    if (!waiting_grants_.empty() || !waiting_writes_.empty()) serve_waiting();
     if (n > 0) {
       for (auto& [node, queue] : backlog_) {
         if (!queue.empty()) send_backlog(node);
@@ -188,7 +462,9 @@ void fabric_io::run() {
       idle = commands_.empty();
     }
     retry_connects();
-    if (idle) (void)endpoint_->wait(connecting_.empty() ? 500ms : connect_retry);
+    const bool waiting =
+        !connecting_.empty() || !waiting_grants_.empty() || !waiting_writes_.empty();
+    if (idle) (void)endpoint_->wait(waiting ? connect_retry : 500ms);
   }
 }
 

@@ -5,12 +5,17 @@
 // the bridge of its peer, or to the hub for a peer not attached yet. It blocks in the
 // endpoint's wait() while idle and is woken for new work, so an idle node burns no CPU,
 // and it hands frames to CAF with anon_send (no scheduler round trip of its own).
+// It also carries actors' one-sided RMA (kv_fabric): their commands run on this thread,
+// and write completions and notify events come out of the same poll loop as frames.
 
 #include <atomic>
 #include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,17 +23,20 @@
 #include <caf/actor.hpp>
 
 #include "runtime/frame_sink.hpp"
+#include "runtime/kv_fabric.hpp"
 #include "runtime/metrics.hpp"
 #include "transport/endpoint.hpp"
 
 namespace baton::runtime {
 
-class fabric_io final : public frame_sink {
+class fabric_io final : public frame_sink, public kv_fabric {
  public:
   /// Takes the endpoint and starts the thread. Frames from peers that are not attached
   /// go to `hub` as (raw_frame, transport::peer_id). `metrics` must outlive this.
   fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_registry& metrics);
-  /// Stops the thread; frames not yet sent are dropped.
+  /// Stops the thread; frames not yet sent are dropped, blocking calls still waiting
+  /// return errc::disconnected, and every write not yet reported gets rma_done with
+  /// errc::disconnected (its bytes may or may not have landed).
   ~fabric_io() override;
   fabric_io(const fabric_io&) = delete;
   fabric_io& operator=(const fabric_io&) = delete;
@@ -44,16 +52,56 @@ class fabric_io final : public frame_sink {
 
   [[nodiscard]] const transport::address& local_address() const { return local_address_; }
 
+  // kv_fabric (see there for the contracts).
+  [[nodiscard]] transport::node_id local_node() const override { return local_node_; }
+  [[nodiscard]] expected<region> allocate_region(std::size_t bytes) override;
+  [[nodiscard]] expected<void> free_region(transport::region_id id) override;
+  [[nodiscard]] expected<transport::remote_slice> grant(const std::string& node,
+                                                        const transport::local_slice& slice,
+                                                        transport::deadline until) override;
+  void write(const std::string& node, const transport::local_slice& source,
+             const transport::remote_slice& target, std::optional<std::uint64_t> notify,
+             transport::deadline until, caf::actor reply_to, std::uint64_t tag) override;
+  void set_notify_sink(caf::actor sink) override;
+
  private:
+  struct pending_grant {
+    transport::local_slice slice;
+    transport::deadline until;
+    std::shared_ptr<std::promise<expected<transport::remote_slice>>> result;
+  };
+  struct pending_write {
+    transport::local_slice source;
+    transport::remote_slice target;
+    std::optional<std::uint64_t> notify;
+    transport::deadline until;
+    caf::actor reply_to;
+    std::uint64_t tag = 0;
+  };
   struct command {
-    enum class kind : std::uint8_t { attach, post, detach, bind } what;
+    enum class kind : std::uint8_t { attach, post, detach, bind, call, grant, write } what;
     std::string node;
     std::string address;
     caf::actor bridge;
     wire::encoded_frame frame;
     transport::peer_id peer{};
+    /// kind::call: runs on the fabric thread with true, or with false when it never will.
+    std::function<void(bool)> call;
+    pending_grant grant;
+    pending_write write;
   };
   void push(command c);
+  /// Runs `fn` on the fabric thread and waits for its result until `until`.
+  template <class T>
+  [[nodiscard]] expected<T> call(std::function<expected<T>()> fn, transport::deadline until);
+  /// Answers a command that will never run (shutdown) so nobody waits for it.
+  void abandon(command& c);
+  [[nodiscard]] std::string name_of(transport::peer_id peer) const;
+  void fail_waiting(const std::string& node, const error& why);
+  void serve_waiting();
+  void serve_grants(const std::string& node);
+  void send_writes(const std::string& node);
+  void report(const pending_write& w, expected<void> status);
   void run();
   void execute(command& c);
   void connect(const std::string& node, const std::string& address, caf::actor bridge);
@@ -63,12 +111,17 @@ class fabric_io final : public frame_sink {
 
   std::unique_ptr<transport::endpoint> endpoint_;
   transport::address local_address_;
+  transport::node_id local_node_;
   counter& frames_sent_;
   counter& frames_received_;
   counter& send_failures_;
   std::mutex mutex_;
   std::vector<command> commands_;
+  counter& rma_writes_;
+  counter& rma_failures_;
   caf::actor hub_;
+  caf::actor notify_sink_;
+  bool closed_ = false;  // guarded by mutex_: the thread is gone, commands fail at once
   std::atomic<bool> stop_{false};
   // Owned by the thread.
   std::map<std::string, transport::peer_id> peers_;                 // the id we connected with
@@ -83,6 +136,13 @@ class fabric_io final : public frame_sink {
     std::chrono::steady_clock::time_point give_up_at;
   };
   std::map<std::string, pending_connect> connecting_;
+  std::map<std::string, std::deque<pending_grant>> waiting_grants_;  // for their connection
+  std::map<std::string, std::deque<pending_write>> waiting_writes_;  // connection or capacity
+  struct write_reply {
+    caf::actor reply_to;
+    std::uint64_t tag = 0;
+  };
+  std::map<transport::op_id, write_reply> writes_in_flight_;
   std::thread thread_;  // last: starts after everything above exists
 };
 

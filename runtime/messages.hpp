@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -63,6 +64,24 @@ struct watch_remote {
   wire::actor_address watcher;
 };
 
+/// The outcome of one kv_fabric::write, sent to the actor it names: ok once the bytes
+/// landed at the target.
+struct rma_done {
+  std::uint64_t tag = 0;
+  expected<void> status;
+};
+
+/// A peer's write with notify landed in this node's memory (sent to the notify sink).
+struct rma_notify {
+  std::uint64_t data = 0;
+  std::string node;  ///< the writer, when the fabric thread knows its name; else empty
+};
+
+/// A membership change, sent to the actors that asked node_context::watch_members.
+struct member_update {
+  wire::member member;
+};
+
 }  // namespace baton::runtime
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::inbound)
@@ -73,3 +92,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::outbound)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::node_gone)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::watch_remote)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::transport::peer_id)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::rma_done)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::rma_notify)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::runtime::member_update)

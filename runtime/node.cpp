@@ -105,6 +105,7 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   io_ = std::make_unique<fabric_io>(std::move(endpoint), metrics_);
   context_ =
       std::make_unique<node_context>(spec_.name, start_incarnation(), system_, *io_, metrics_);
+  context_->set_rma(io_.get());
   io_->set_hub(system_.spawn(hub, context_.get(), io_.get()));
 
   auto self = options.identity;
@@ -135,7 +136,13 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
 node::~node() {
   caf::anon_send_exit(supervisor_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(membership_, caf::exit_reason::user_shutdown);
-  context_->shutdown();
+  // The role actors use the fabric (RMA) until they are gone: wait for them before it goes.
+  auto stopped = context_->shutdown();
+  {
+    caf::scoped_actor self{system_};
+    for (const auto& a : stopped) self->wait_for(a);
+  }
+  context_->set_rma(nullptr);
   io_.reset();
   membership_ = nullptr;
   supervisor_ = nullptr;

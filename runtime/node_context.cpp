@@ -4,6 +4,7 @@
 
 #include "runtime/bridge.hpp"
 #include "runtime/membership.hpp"
+#include "runtime/messages.hpp"
 
 namespace baton::runtime {
 
@@ -33,8 +34,24 @@ caf::actor node_context::lookup(const std::string& name) const {
 }
 
 void node_context::update_member(const wire::member& m) {
+  std::vector<caf::actor_addr> watchers;
+  {
+    std::lock_guard lock(mutex_);
+    directory_[m.node] = m;
+    watchers = member_watchers_;
+  }
+  for (const auto& w : watchers) {
+    if (auto actor = caf::actor_cast<caf::actor>(w)) caf::anon_send(actor, member_update{m});
+  }
+}
+
+std::vector<wire::member> node_context::watch_members(const caf::actor& watcher) {
   std::lock_guard lock(mutex_);
-  directory_[m.node] = m;
+  std::erase_if(member_watchers_, [](const caf::actor_addr& w) { return !w; });
+  member_watchers_.push_back(watcher.address());
+  std::vector<wire::member> known;
+  for (const auto& [name, m] : directory_) known.push_back(m);
+  return known;
 }
 
 std::optional<wire::member> node_context::member(const std::string& node) const {
@@ -72,15 +89,21 @@ caf::actor node_context::bridge(const std::string& node, const std::string& fabr
   return it->second;
 }
 
-void node_context::shutdown() {
+std::vector<caf::actor> node_context::shutdown() {
   std::map<std::string, caf::actor> actors, bridges;
   {
     std::lock_guard lock(mutex_);
     actors.swap(actors_);
     bridges.swap(bridges_);
   }
-  for (auto& [name, a] : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  for (auto& [name, b] : bridges) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+  std::vector<caf::actor> stopped;
+  for (auto* table : {&actors, &bridges}) {
+    for (auto& [name, a] : *table) {
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+      stopped.push_back(std::move(a));
+    }
+  }
+  return stopped;
 }
 
 void node_context::drop_bridge(const std::string& node) {

@@ -10,11 +10,13 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
 #include "runtime/frame_sink.hpp"
+#include "runtime/kv_fabric.hpp"
 #include "runtime/metrics.hpp"
 #include "schemas/codec.hpp"
 #include "schemas/membership.hpp"
@@ -42,6 +44,11 @@ class node_context {
   [[nodiscard]] caf::actor_system& system() { return system_; }
   [[nodiscard]] frame_sink& sink() { return sink_; }
   [[nodiscard]] metrics_registry& metrics() { return metrics_; }
+  /// One-sided RMA over this node's endpoint; null where the context has no fabric
+  /// (unit tests with a recording sink).
+  [[nodiscard]] kv_fabric* rma() const { return rma_.load(); }
+  /// Set once by the node before its actors start; `rma` must outlive the context's use.
+  void set_rma(kv_fabric* rma) { rma_.store(rma); }
 
   /// Makes `actor` reachable from other nodes as (this node, name).
   void publish(const std::string& name, caf::actor actor);
@@ -49,8 +56,10 @@ class node_context {
   /// The local actor called `name`, or an invalid handle.
   [[nodiscard]] caf::actor lookup(const std::string& name) const;
 
-  /// Records what membership knows of a node.
+  /// Records what membership knows of a node and tells every member watcher.
   void update_member(const wire::member& m);
+  /// `watcher` receives a member_update for every later change; returns what is known now.
+  [[nodiscard]] std::vector<wire::member> watch_members(const caf::actor& watcher);
   [[nodiscard]] std::optional<wire::member> member(const std::string& node) const;
   [[nodiscard]] bool accepts(const std::string& node, std::uint64_t incarnation) const;
 
@@ -60,8 +69,9 @@ class node_context {
   /// Forgets the bridge to `node` (it stops itself after failing its pending work).
   void drop_bridge(const std::string& node);
 
-  /// Stops every published actor and bridge and forgets them (node shutdown).
-  void shutdown();
+  /// Stops every published actor and bridge and forgets them (node shutdown); returns
+  /// them, so the caller can wait until they are gone.
+  [[nodiscard]] std::vector<caf::actor> shutdown();
 
  private:
   std::string name_;
@@ -71,9 +81,11 @@ class node_context {
   frame_sink& sink_;
   metrics_registry& metrics_;
   bridge_config config_;
+  std::atomic<kv_fabric*> rma_{nullptr};
   mutable std::mutex mutex_;
   std::map<std::string, caf::actor> actors_;
   std::map<std::string, wire::member> directory_;
+  std::vector<caf::actor_addr> member_watchers_;
   std::map<std::string, caf::actor> bridges_;
 };
 

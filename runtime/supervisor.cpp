@@ -29,7 +29,7 @@ struct supervisor_state {
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
 
 void launch(supervisor_actor* self, child_state child) {
-  child.actor = child.spec.spawn(self->system());
+  child.actor = child.spec.spawn(*self->state.ctx);
   self->monitor(child.actor);
   self->state.ctx->publish(child.spec.name, child.actor);
   auto addr = child.actor.address();

@@ -20,7 +20,7 @@ namespace baton::runtime {
 
 struct child_spec {
   std::string name;  ///< published under this name
-  std::function<caf::actor(caf::actor_system&)> spawn;
+  std::function<caf::actor(node_context&)> spawn;
 };
 
 struct restart_budget {

@@ -152,8 +152,10 @@ bool host_port(std::string_view address) {
 
 void read_node(const toml::table& t, std::size_t index, const std::string& provider,
                diagnostics& diag, node_spec& node) {
-  table_reader r(t, fmt::format("node[{}]", index), diag,
-                 {"name", "kind", "device", "roles", "fabric", "admin", "kv_blocks", "max_batch"});
+  table_reader r(
+      t, fmt::format("node[{}]", index), diag,
+      {"name", "kind", "device", "roles", "fabric", "admin", "native", "http", "kv_blocks",
+       "max_batch"});
   node.line = static_cast<std::uint32_t>(t.source().begin.line);
   node.name = r.string("name", true).value_or("");
   if (auto kind = r.string("kind", true)) {
@@ -196,6 +198,25 @@ void read_node(const toml::table& t, std::size_t index, const std::string& provi
     diag.fail(t.get("admin")->source(), fmt::format("{}.admin: expected \"host:port\", got \"{}\"",
                                                     r.path(), node.admin_address));
   }
+  const bool router = node.has_role(wire::role::router);
+  node.native_address = r.string("native", false).value_or("");
+  if (!diag.failed() && !node.native_address.empty() && !host_port(node.native_address)) {
+    diag.fail(t.get("native")->source(),
+              fmt::format("{}.native: expected \"host:port\", got \"{}\"", r.path(),
+                          node.native_address));
+  } else if (!diag.failed() && !router && t.get("native") != nullptr) {
+    diag.fail(
+        t.get("native")->source(),
+        fmt::format("{}.native: only a node with the router role has a client port", r.path()));
+  }
+  node.http_address = r.string("http", false).value_or("");
+  if (!diag.failed() && !node.http_address.empty() && !host_port(node.http_address)) {
+    diag.fail(t.get("http")->source(), fmt::format("{}.http: expected \"host:port\", got \"{}\"",
+                                                   r.path(), node.http_address));
+  } else if (!diag.failed() && !router && t.get("http") != nullptr) {
+    diag.fail(t.get("http")->source(),
+              fmt::format("{}.http: only a node with the router role has an HTTP API", r.path()));
+  }
   const bool holds_kv = node.has_role(wire::role::decode) || node.has_role(wire::role::kv);
   node.kv_blocks = r.integer("kv_blocks", 1, 1 << 24).value_or(holds_kv ? 4096 : 0);
   node.max_batch =
@@ -204,7 +225,8 @@ void read_node(const toml::table& t, std::size_t index, const std::string& provi
 
 void read_sections(const toml::table& root, const std::filesystem::path& file, diagnostics& diag,
                    topology& topo) {
-  table_reader top(root, "topology", diag, {"cluster", "model", "limits", "timeouts", "node"});
+  table_reader top(root, "topology", diag,
+                   {"cluster", "model", "limits", "timeouts", "router", "node"});
   if (const auto* t = top.table("cluster")) {
     table_reader r(*t, "cluster", diag, {"name", "provider", "seeds"});
     topo.cluster_name = r.string("name", true).value_or("");
@@ -252,6 +274,21 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
                                          "dead_after_ms ({})",
                                          o.suspect_after_ms, o.dead_after_ms));
     }
+  }
+  if (const auto* t = top.table("router")) {
+    table_reader r(*t, "router", diag,
+                   {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts"});
+    auto& o = topo.router;
+    o.prefill_on_decode_max_tokens =
+        r.integer("prefill_on_decode_max_tokens", 0, 1 << 20).value_or(0);
+    o.when_no_prefill = r.string("when_no_prefill", false).value_or(o.when_no_prefill);
+    if (o.when_no_prefill != "fail" && o.when_no_prefill != "prefill-on-decode") {
+      diag.fail(t->get("when_no_prefill")->source(),
+                fmt::format("router.when_no_prefill: expected \"fail\" or "
+                            "\"prefill-on-decode\", got \"{}\"",
+                            o.when_no_prefill));
+    }
+    o.max_attempts = r.integer("max_attempts", 1, 100).value_or(o.max_attempts);
   }
   const toml::node* nodes = root.get("node");
   if (nodes == nullptr || !nodes->is_array_of_tables()) {
@@ -302,6 +339,12 @@ std::vector<std::string> topology::warnings() const {
     if (std::none_of(nodes.begin(), nodes.end(),
                      [&](const node_spec& n) { return n.has_role(r); })) {
       out.push_back(fmt::format("no node has the role {}: it must join later", to_string(r)));
+    }
+  }
+  for (const auto& n : nodes) {
+    if (n.has_role(wire::role::router) && n.native_address.empty()) {
+      out.push_back(
+          fmt::format("router {} has no native address: clients cannot reach it", n.name));
     }
   }
   return out;

@@ -25,6 +25,8 @@ struct node_spec {
   std::vector<wire::role> roles;
   std::string fabric_address;   ///< "host:port" for tcp/verbs/efa, a name for shm
   std::string admin_address;    ///< "host:port" of the health and metrics port
+  std::string native_address;   ///< "host:port" of the router's client port; empty: none
+  std::string http_address;     ///< "host:port" of the router's HTTP API; empty: none
   std::uint32_t kv_blocks = 0;  ///< KV pool size in blocks (decode and kv roles)
   std::uint32_t max_batch = 0;  ///< sequences decoded together (decode role)
   std::uint32_t line = 0;       ///< where the [[node]] table starts, for messages
@@ -36,6 +38,15 @@ struct node_spec {
 struct model_spec {
   std::filesystem::path checkpoint;  ///< resolved against the topology file's folder
   std::filesystem::path tokenizer;
+};
+
+/// How routers place requests (actors/router_state.hpp).
+struct router_spec {
+  /// Prompts of at most this many tokens are prefilled on the decode node; 0: never.
+  std::uint32_t prefill_on_decode_max_tokens = 0;
+  /// When no prefill node is alive: "fail" (answer overloaded) or "prefill-on-decode".
+  std::string when_no_prefill = "fail";
+  std::uint32_t max_attempts = 3;  ///< placements per request, retries included
 };
 
 struct limits_spec {
@@ -63,6 +74,7 @@ struct topology {
   model_spec model;
   limits_spec limits;
   timeouts_spec timeouts;
+  router_spec router;
   std::vector<node_spec> nodes;
 
   /// What is valid but probably not meant, such as a role no node has yet.

@@ -20,15 +20,20 @@ struct KvLayout {
   elementBytes @4 :UInt32;  # 4 for fp32, 2 for bf16
 }
 
-# Where a request's KV blocks live and may be written or read by RMA.
+# Where a request's KV blocks live and may be written or read by RMA. The blocks are
+# those of one KV pool inside one registered region: block id b occupies
+# [offset + b * blockBytes, offset + (b + 1) * blockBytes) of the region, so the ids need
+# not be contiguous, and a writer computes each (layer, block) slice's address from them.
 struct KvDescriptor {
   node @0 :Text;             # the node whose memory region this is
   regionKey @1 :UInt64;      # the registered region's 64-bit key
-  offset @2 :UInt64;         # byte offset of the first block within the region
-  length @3 :UInt64;         # bytes covered: blockBytes * blockIds.length
-  blockBytes @4 :UInt32;
+  offset @2 :UInt64;         # byte offset of block 0 of the pool within the region
+  length @3 :UInt64;         # blockBytes * blockIds.length (the bytes the blocks hold)
+  blockBytes @4 :UInt32;     # bytes of one block, all layers
   blockIds @5 :List(UInt32);
   checksums @6 :List(UInt64);  # xxh3-64 per block, or empty when not yet known
+  fabricNode @7 :UInt64;     # the owning endpoint's transport node id: what RMA
+                             # descriptors (transport::remote_slice::node) name
 }
 
 # What the caller should do about a failure; mirrors baton::errc.

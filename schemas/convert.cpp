@@ -53,7 +53,8 @@ kv_descriptor kv_from(gen::KvDescriptor::Reader r) {
           r.getLength(),
           r.getBlockBytes(),
           list_of<std::uint32_t>(r.getBlockIds()),
-          list_of<std::uint64_t>(r.getChecksums())};
+          list_of<std::uint64_t>(r.getChecksums()),
+          r.getFabricNode()};
 }
 
 sampling sampling_from(gen::Sampling::Reader r) {

@@ -12,6 +12,7 @@ kv_descriptor sample_kv() {
   kv.block_ids = {7, 8, 9};
   kv.length = std::uint64_t{kv.block_bytes} * kv.block_ids.size();
   kv.checksums = {0x1111, 0x2222, 0x3333};
+  kv.fabric_node = 0x5bd1e9955bd1e995;
   return kv;
 }
 

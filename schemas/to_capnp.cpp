@@ -36,6 +36,7 @@ void fill(const kv_descriptor& kv, gen::KvDescriptor::Builder b) {
   b.setBlockBytes(kv.block_bytes);
   fill_list(kv.block_ids, b.initBlockIds(static_cast<capnp::uint>(kv.block_ids.size())));
   fill_list(kv.checksums, b.initChecksums(static_cast<capnp::uint>(kv.checksums.size())));
+  b.setFabricNode(kv.fabric_node);
 }
 
 void fill(const sampling& s, gen::Sampling::Builder b) {

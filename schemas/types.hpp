@@ -32,17 +32,23 @@ struct kv_layout {
   bool operator==(const kv_layout&) const = default;
 };
 
-/// Where a request's KV blocks live. Decoded descriptors satisfy
-/// length == block_bytes * block_ids.size(), offset + length does not overflow, and
-/// checksums is empty or has one entry per block.
+/// Where a request's KV blocks live: blocks of one pool in one registered region, block
+/// id b at bytes [offset + b * block_bytes, offset + (b + 1) * block_bytes) of the region.
+/// Decoded descriptors satisfy length == block_bytes * block_ids.size(), offset + length
+/// does not overflow, and checksums is empty or has one entry per block. A block address
+/// (offset + b * block_bytes) is not checked here; the transport refuses any RMA outside
+/// what the owner granted.
 struct kv_descriptor {
   std::string node;
   std::uint64_t region_key = 0;
-  std::uint64_t offset = 0;
+  std::uint64_t offset = 0;  ///< of block 0 of the pool within the region
   std::uint64_t length = 0;
   std::uint32_t block_bytes = 0;
   std::vector<std::uint32_t> block_ids;
   std::vector<std::uint64_t> checksums;
+  /// The owning endpoint's transport node id (transport::node_id): what RMA descriptors
+  /// (transport::remote_slice::node) name.
+  std::uint64_t fabric_node = 0;
   bool operator==(const kv_descriptor&) const = default;
 };
 

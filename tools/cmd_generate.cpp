@@ -1,5 +1,6 @@
-// `baton generate`: runs the CPU engine in this process and prints exactly what
-// llama2.c's `run` prints for the same arguments; diagnostics go to stderr.
+// `baton generate`: runs the CPU engine in this process, or with --router sends the
+// request to a cluster through the router client, and prints exactly what llama2.c's
+// `run` prints for the same arguments; diagnostics go to stderr.
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -7,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "client/router_client.hpp"
 #include "engine/cpu_engine.hpp"
 #include "engine/generate.hpp"
 #include "engine/model.hpp"
@@ -24,13 +26,69 @@ struct generate_args {
   std::optional<std::uint64_t> seed;
   std::size_t threads = 2;
   std::string kernel;
+  std::vector<std::string> routers;  ///< with --router: generate on a cluster
+  std::uint32_t timeout_ms = 0;
 };
+
+/// The same output contract through a cluster's router: the prompt pieces it echoes, the
+/// streamed text, a newline.
+int run_on_cluster(const generate_args& args) {
+  client::client_options co;
+  co.routers = args.routers;
+  auto client = client::router_client::connect(co);
+  if (!client) {
+    fmt::print(stderr, "baton generate: {}\n", client.error().to_string());
+    return 1;
+  }
+  wire::generate_request r;
+  r.prompt = args.prompt;
+  r.max_positions = static_cast<std::uint32_t>(std::max(args.options.steps, 0));
+  r.params = {args.options.temperature, args.options.top_p, args.seed.value_or(0)};
+  r.has_seed = args.seed.has_value();
+  r.timeout_ms = args.timeout_ms;
+  const auto started = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> first;
+  auto result = (*client)->generate(r, [&](const client::client_event& e) {
+    const std::string& text = std::holds_alternative<wire::accepted>(e)
+                                  ? std::get<wire::accepted>(e).prompt_text
+                                  : std::get<wire::token_chunk>(e).text;
+    if (!first && std::holds_alternative<wire::token_chunk>(e)) {
+      first = std::chrono::steady_clock::now();
+    }
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!result) {
+    fmt::print(stderr, "baton generate: {}\n", result.error().to_string());
+    return 1;
+  }
+  const auto ms = [&](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t - started).count();
+  };
+  fmt::print(stderr,
+             "router {}; request {}; seed {}; {} (prefill {}, decode {}); prompt {} tokens, "
+             "{} generated; first token at {:.1f} ms, end at {:.1f} ms\n",
+             result->router, static_cast<std::uint64_t>(result->request), result->seed,
+             result->placement, result->prefill_node.empty() ? "-" : result->prefill_node,
+             result->decode_node, result->prompt_tokens, result->completion_tokens,
+             first ? ms(*first) : 0.0, ms(std::chrono::steady_clock::now()));
+  return 0;
+}
 
 int run_generate(const generate_args& args) {
   const auto fail_with = [](const error& e) {
     fmt::print(stderr, "baton generate: {}\n", e.to_string());
     return 1;
   };
+  if (!args.routers.empty()) return run_on_cluster(args);
+  if (args.model.empty() || args.tokenizer.empty()) {
+    return fail_with(error{errc::invalid_argument,
+                           "--model and --tokenizer are required "
+                           "without --router"});
+  }
   auto m = engine::model::load(args.model);
   if (!m) return fail_with(m.error());
   auto tok = engine::tokenizer::load(args.tokenizer, m->config().vocab_size);
@@ -77,9 +135,13 @@ int run_generate(const generate_args& args) {
 
 void add_generate_command(CLI::App& app, int& exit_code) {
   static generate_args args;
-  auto* cmd = app.add_subcommand("generate", "Generate text with the CPU engine in this process");
-  cmd->add_option("--model", args.model, "llama2.c checkpoint")->required();
-  cmd->add_option("--tokenizer", args.tokenizer, "llama2.c tokenizer")->required();
+  auto* cmd = app.add_subcommand(
+      "generate", "Generate text with the CPU engine in this process, or on a cluster (--router)");
+  cmd->add_option("--model", args.model, "llama2.c checkpoint (in-process)");
+  cmd->add_option("--tokenizer", args.tokenizer, "llama2.c tokenizer (in-process)");
+  cmd->add_option("--router", args.routers,
+                  "Router native address HOST:PORT (repeat for failover): run on the cluster");
+  cmd->add_option("--timeout-ms", args.timeout_ms, "Client deadline with --router (0: router's)");
   cmd->add_option("--temperature", args.options.temperature, "0 for greedy (default 1.0)");
   cmd->add_option("--top-p", args.options.top_p, "Nucleus sampling threshold (default 0.9)");
   cmd->add_option("--seed", args.seed, "Sampler seed (default: the time, printed)");

@@ -9,6 +9,13 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/decode_actor.hpp"
+#include "actors/prefill_actor.hpp"
+#include "actors/router_actor.hpp"
+#include "client/http_server.hpp"
+#include "client/native_server.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "runtime/admin_server.hpp"
 #include "runtime/membership.hpp"
 #include "runtime/node.hpp"
@@ -23,6 +30,8 @@ struct node_args {
   std::string name;
   std::vector<std::string> join;
   std::uint64_t seed = 0;
+  actors::prefill_faults faults;  ///< chaos tests only
+  bool kv_after_compute = false;  ///< the serial baseline of `baton bench disagg`
 };
 
 nlohmann::json status_json(runtime::node& n) {
@@ -41,6 +50,70 @@ nlohmann::json status_json(runtime::node& n) {
   }
   return {
       {"node", n.spec().name}, {"incarnation", n.context().incarnation()}, {"members", members}};
+}
+
+/// What the node's serving actors compute with; loaded once, shared by its actors.
+struct serving_model {
+  engine::model model;
+  engine::tokenizer tok;
+};
+
+expected<std::unique_ptr<serving_model>> load_serving_model(const runtime::topology& t) {
+  auto m = engine::model::load(t.model.checkpoint.string());
+  if (!m) return tl::unexpected(m.error());
+  auto tok = engine::tokenizer::load(t.model.tokenizer.string(), m->config().vocab_size);
+  if (!tok) return tl::unexpected(tok.error());
+  return std::make_unique<serving_model>(serving_model{std::move(*m), std::move(*tok)});
+}
+
+/// The node's role actors, as the topology gives them, for the supervisor to start.
+std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
+                                             const runtime::node_spec& spec,
+                                             const serving_model& sm, const node_args& args) {
+  std::vector<runtime::child_spec> out;
+  const auto block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);
+  if (spec.has_role(wire::role::decode)) {
+    actors::decode_options o;
+    o.engine.block_tokens = block_tokens;
+    o.engine.kv_blocks = spec.kv_blocks;
+    o.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
+    o.config.max_batch = spec.max_batch;
+    out.push_back({actors::decode_name, [&sm, o](runtime::node_context& ctx) {
+                     return actors::spawn_decode(ctx, sm.model, o);
+                   }});
+  }
+  if (spec.has_role(wire::role::prefill)) {
+    actors::prefill_options o;
+    o.engine.block_tokens = block_tokens;
+    o.engine.kv_blocks = spec.kv_blocks;
+    o.faults = args.faults;
+    o.config.pipeline = !args.kv_after_compute;
+    out.push_back({actors::prefill_name, [&sm, o](runtime::node_context& ctx) {
+                     return actors::spawn_prefill(ctx, sm.model, o);
+                   }});
+  }
+  if (spec.has_role(wire::role::router)) {
+    actors::router_options o;
+    o.config.max_inflight = t.limits.max_queued_requests;
+    o.config.default_timeout = std::chrono::milliseconds(t.timeouts.request_ms);
+    o.config.prefill_on_decode_max_tokens = t.router.prefill_on_decode_max_tokens;
+    o.config.when_no_prefill = t.router.when_no_prefill == "fail"
+                                   ? actors::no_prefill_policy::fail
+                                   : actors::no_prefill_policy::prefill_on_decode;
+    o.config.max_attempts = t.router.max_attempts;
+    o.config.seed = std::random_device{}();
+    o.seq_len = sm.model.config().seq_len;
+    o.block_tokens = block_tokens;
+    o.native_address = spec.native_address;
+    if (!spec.http_address.empty()) o.http_address = fmt::format("http://{}", spec.http_address);
+    for (const auto& n : t.nodes) {
+      if (n.has_role(wire::role::decode)) o.kv_blocks[n.name] = n.kv_blocks;
+    }
+    out.push_back({actors::router_name, [&sm, o](runtime::node_context& ctx) {
+                     return actors::spawn_router(ctx, sm.tok, o);
+                   }});
+  }
+  return out;
 }
 
 /// Waits for SIGINT/SIGTERM (blocked in every thread) and turns them into leave / stop.
@@ -79,12 +152,19 @@ int run_node(const node_args& args) {
     return 2;
   }
   const auto seed = args.seed != 0 ? args.seed : std::random_device{}();
+  const auto* spec = topology->find(args.name);
+  auto sm = load_serving_model(*topology);
+  if (!sm) {
+    spdlog::error("{}", sm.error().message);
+    return 2;
+  }
   runtime::node_options options;
   options.topology = *topology;
   options.name = args.name;
   options.join = args.join;
   options.identity = *identity;
   options.random_seed = seed;
+  if (spec != nullptr) options.actors = role_actors(*topology, *spec, **sm, args);
   auto n = runtime::node::start(std::move(options));
   if (!n) {
     spdlog::error("{}", n.error().message);
@@ -101,6 +181,37 @@ int run_node(const node_args& args) {
   }
   spdlog::info("node {} serving: fabric {} ({}), admin {}", args.name, node.spec().fabric_address,
                topology->provider, node.spec().admin_address);
+  // A router's client port: requests go to the router actor through the gateway.
+  actors::router_gateway gateway(node.context());
+  std::unique_ptr<client::native_server> native;
+  if (node.spec().has_role(wire::role::router) && !node.spec().native_address.empty()) {
+    client::server_options so;
+    so.address = node.spec().native_address;
+    so.default_timeout_ms = topology->timeouts.request_ms;
+    auto server = client::native_server::start(so, gateway);
+    if (!server) {
+      spdlog::error("node {}: native port: {}", args.name, server.error().message);
+      return 2;
+    }
+    native = std::move(*server);
+  }
+  // The OpenAI-compatible HTTP API (docs/http-api.md), through the same gateway.
+  std::unique_ptr<client::http_server> http;
+  if (node.spec().has_role(wire::role::router) && !node.spec().http_address.empty()) {
+    client::http_options ho;
+    ho.address = node.spec().http_address;
+    ho.model = topology->model.checkpoint.stem().string();
+    ho.max_tokens_limit = topology->limits.max_new_tokens;
+    ho.default_timeout_ms = topology->timeouts.request_ms;
+    ho.metrics_text = [&node] { return node.metrics().prometheus_text(); };
+    ho.healthy = [&node] { return static_cast<bool>(node.context().lookup(actors::router_name)); };
+    auto server = client::http_server::start(std::move(ho), gateway);
+    if (!server) {
+      spdlog::error("node {}: http port: {}", args.name, server.error().message);
+      return 2;
+    }
+    http = std::move(*server);
+  }
   auto signals = signal_thread(node, set);
   const auto reason = node.wait();
   pthread_kill(signals.native_handle(), SIGUSR1);
@@ -123,6 +234,16 @@ void add_node_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--name", args.name, "This node's name in the topology")->required();
   cmd->add_option("--join", args.join, "Seed to join through (node name or fabric address)");
   cmd->add_option("--seed", args.seed, "Random seed for probe order (0: random, logged)");
+  // Faults injected on purpose, for chaos tests; never in production.
+  cmd->add_option_function<std::uint64_t>(
+      "--fault-corrupt-slice", [](std::uint64_t n) { args.faults.corrupt_slice = n; },
+      "Chaos: the N-th KV slice this prefill node writes (from 0) carries wrong bytes");
+  cmd->add_option_function<int>(
+      "--fault-delay-writes-ms",
+      [](int ms) { args.faults.delay_writes = std::chrono::milliseconds(ms); },
+      "Chaos: post every KV slice write this much later");
+  cmd->add_flag("--kv-after-compute", args.kv_after_compute,
+                "Ship a prompt's KV only once it is fully computed (the serial baseline)");
   cmd->callback([&exit_code] { exit_code = run_node(args); });
 }
 

@@ -102,9 +102,27 @@ class supervisor {
                        asio::buffers_begin(c.buffer.data()) + static_cast<std::ptrdiff_t>(n));
       c.buffer.consume(n);
       fmt::print("[{:<{}}] {}", c.name, width_, line);
+      announce_ready(line);
       std::fflush(stdout);
       read(c);
     });
+  }
+
+  /// The first router that places on both roles makes the cluster ready: one line, no
+  /// prefix, for scripts to wait for.
+  void announce_ready(const std::string& line) {
+    constexpr std::string_view marker = "router ready native=";
+    const auto at = line.find(marker);
+    if (ready_ || at == std::string::npos) return;
+    ready_ = true;
+    const auto begin = at + marker.size();
+    const auto address = line.substr(begin, line.find(' ', begin) - begin);
+    // The router's HTTP API, when it has one: " http=http://HOST:PORT" after the address.
+    std::string http;
+    if (const auto h = line.find(" http=", begin); h != std::string::npos) {
+      http = line.substr(h, line.find(' ', h + 1) - h);
+    }
+    fmt::print("ready: router native={}{}\n", address, http);
   }
 
   void on_signal() {
@@ -145,6 +163,7 @@ class supervisor {
   std::unique_ptr<asio::steady_timer> timer_;
   bool stopping_ = false;
   bool failed_ = false;
+  bool ready_ = false;
 };
 
 int run_up(const std::string& config) {

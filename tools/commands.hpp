@@ -20,7 +20,10 @@ void add_model_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
 /// Adds `bench engine`, creating the `bench` subcommand if no one has yet.
 void add_bench_engine_command(CLI::App& app, int& exit_code);
+void add_bench_disagg_command(CLI::App& app, int& exit_code);
 /// Adds `bench transport`, creating the `bench` subcommand if no one has yet.
 void add_bench_transport_command(CLI::App& app, int& exit_code);
+/// Adds `bench serve`: an open-loop benchmark of any OpenAI-compatible endpoint.
+void add_bench_serve_command(CLI::App& app, int& exit_code);
 
 }  // namespace baton::tools

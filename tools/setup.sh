@@ -9,16 +9,26 @@ packages=(
   libboost-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libxxhash-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  curl nodejs
 )
+# Debian's npm, unless a nodejs build that bundles npm (NodeSource's) provides it already.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "setup: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The official openai Node.js SDK, for the HTTP API's tests (tests/http/): into build/npm.
+npm_prefix="$(cd "$(dirname "$0")/.." && pwd)/build/npm"
+if [ ! -f "$npm_prefix/node_modules/openai/package.json" ]; then
+  echo "setup: installing the openai Node.js SDK into build/npm"
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error openai@4
+fi

@@ -1,16 +1,9 @@
 #include "cluster_harness.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -19,78 +12,19 @@
 
 namespace baton::testing {
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-child_process::child_process(const std::vector<std::string>& argv, const std::filesystem::path& log)
-    : log_(log) {
-  const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
-    if (getppid() != parent) _exit(1);
-    std::FILE* out = std::fopen(log.c_str(), "w");
-    if (out != nullptr) {
-      dup2(fileno(out), STDOUT_FILENO);
-      dup2(fileno(out), STDERR_FILENO);
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-}
-
-child_process::~child_process() {
-  if (pid_ > 0 && !reaped_) {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-}
-
-void child_process::signal(int sig) const {
-  if (!reaped_) kill(pid_, sig);
-}
-
-std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (!reaped_) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      reaped_ = true;
-      return status;
-    }
-    if (std::chrono::steady_clock::now() > until) return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return std::nullopt;
-}
-
-std::string child_process::log() const {
-  std::ifstream in(log_);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-test_cluster::test_cluster(const std::vector<node_def>& nodes, const std::string& checkpoint)
-    : nodes_(nodes) {
+test_cluster::test_cluster(const std::vector<node_def>& nodes, const std::string& checkpoint,
+                           std::string sections)
+    : nodes_(nodes), sections_(std::move(sections)) {
   dir_ = std::filesystem::temp_directory_path() /
          fmt::format("baton-test-{}-{}", getpid(), std::random_device{}());
   std::filesystem::create_directories(dir_);
   for (const auto& n : nodes_) {
     fabric_[n.name] = fmt::format("127.0.0.1:{}", free_port());
     admin_[n.name] = fmt::format("127.0.0.1:{}", free_port());
+    if (n.roles.find("router") != std::string::npos) {
+      native_[n.name] = fmt::format("127.0.0.1:{}", free_port());
+      http_[n.name] = fmt::format("127.0.0.1:{}", free_port());
+    }
   }
   std::ofstream(dir_ / "cluster.toml") << topology_text(checkpoint);
 }
@@ -106,10 +40,16 @@ std::string test_cluster::topology_text(const std::string& checkpoint) const {
       "[cluster]\nname = \"test\"\nprovider = \"tcp\"\nseeds = [\"{}\"]\n\n"
       "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n",
       nodes_.front().name, checkpoint, BATON_SHARED_MODELS_DIR "/tok512.bin");
+  text += sections_ + "\n";
   for (const auto& n : nodes_) {
     text += fmt::format(
-        "[[node]]\nname = \"{}\"\nkind = \"{}\"\nroles = {}\nfabric = \"{}\"\nadmin = \"{}\"\n\n",
+        "[[node]]\nname = \"{}\"\nkind = \"{}\"\nroles = {}\nfabric = \"{}\"\nadmin = \"{}\"\n",
         n.name, n.kind, n.roles, fabric_.at(n.name), admin_.at(n.name));
+    if (auto native = native_.find(n.name); native != native_.end()) {
+      text += fmt::format("native = \"{}\"\n", native->second);
+      text += fmt::format("http = \"{}\"\n", http_.at(n.name));
+    }
+    text += n.extra + "\n\n";
   }
   return text;
 }

@@ -16,42 +16,28 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/admin_server.hpp"
+#include "runtime/child_process.hpp"
+
 namespace baton::testing {
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-[[nodiscard]] int free_port();
-
-/// A child process; killed (SIGKILL) and reaped on destruction if still running.
-class child_process {
- public:
-  child_process(const std::vector<std::string>& argv, const std::filesystem::path& log);
-  ~child_process();
-  child_process(const child_process&) = delete;
-  child_process& operator=(const child_process&) = delete;
-
-  void signal(int sig) const;
-  /// The exit status (as waitpid reports it), or nullopt if still running after `timeout`.
-  [[nodiscard]] std::optional<int> wait(std::chrono::milliseconds timeout);
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] std::string log() const;
-
- private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  std::filesystem::path log_;
-};
+using runtime::child_process;
+using runtime::free_port;
 
 struct node_def {
   std::string name;
   std::string kind = "cpu";
   std::string roles = R"(["decode"])";
+  std::string extra = {};  ///< more TOML lines for the node's table
 };
 
 /// A topology of `nodes` in a fresh temporary folder; the first node is the seed.
 class test_cluster {
  public:
+  /// Routers get a native client port and an HTTP API port. `sections` is more TOML ([limits], [router], ...).
   explicit test_cluster(const std::vector<node_def>& nodes,
-                        const std::string& checkpoint = BATON_SHARED_MODELS_DIR "/stories260K.bin");
+                        const std::string& checkpoint = BATON_SHARED_MODELS_DIR "/stories260K.bin",
+                        std::string sections = {});
   ~test_cluster();
 
   /// Writes the topology again with another checkpoint, as `file`, for a mismatched node.
@@ -64,6 +50,10 @@ class test_cluster {
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
   [[nodiscard]] std::string admin(const std::string& name) const { return admin_.at(name); }
   [[nodiscard]] std::string fabric(const std::string& name) const { return fabric_.at(name); }
+  /// A router's native client address ("127.0.0.1:PORT").
+  [[nodiscard]] std::string native(const std::string& name) const { return native_.at(name); }
+  /// A router's HTTP API address ("127.0.0.1:PORT").
+  [[nodiscard]] std::string http(const std::string& name) const { return http_.at(name); }
 
   /// `name`'s /status, or nullopt if it does not answer.
   [[nodiscard]] std::optional<nlohmann::json> status(const std::string& name) const;
@@ -79,6 +69,9 @@ class test_cluster {
   std::vector<node_def> nodes_;
   std::map<std::string, std::string> fabric_;
   std::map<std::string, std::string> admin_;
+  std::map<std::string, std::string> native_;
+  std::map<std::string, std::string> http_;
+  std::string sections_;
   std::map<std::string, std::unique_ptr<child_process>> procs_;
 };
 

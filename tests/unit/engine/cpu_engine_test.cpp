@@ -1,6 +1,8 @@
 #include "engine/cpu_engine.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -221,6 +223,148 @@ TEST_P(CpuEngine, RunsOutOfBlocksCleanly) {
   EXPECT_EQ(r.error().code, errc::overloaded);
   (*e)->remove_sequence(*id);
   EXPECT_EQ((*e)->pool().free_blocks(), 3U);
+}
+
+/// One on_layer call of prefill.
+struct layer_call {
+  std::size_t layer, first, end;
+  bool operator==(const layer_call&) const = default;
+};
+
+/// Keys and values of `position` in `layer` of the sequence, as stored in the pool.
+std::vector<float> kv_at(const cpu_engine& e, sequence_id id, std::size_t layer,
+                         std::size_t position) {
+  const kv_layout& l = e.pool().layout();
+  const auto slice = e.pool().slice(e.blocks(id)[position / l.block_tokens], layer);
+  const std::size_t slot = position % l.block_tokens;
+  std::vector<float> out;
+  for (std::size_t part = 0; part < 2; ++part) {  // keys, then values
+    for (std::size_t h = 0; h < l.kv_dim / l.head_size; ++h) {
+      const float* at = slice.data() + part * l.block_tokens * l.kv_dim +
+                        (h * l.block_tokens + slot) * l.head_size;
+      out.insert(out.end(), at, at + l.head_size);
+    }
+  }
+  return out;
+}
+
+TEST_P(CpuEngine, PrefillHookReportsEveryLayerOfEveryChunkInOrder) {
+  const auto tokens = prompt(13, 9);
+  auto plain = make(2, 5);
+  auto hooked = make(2, 5);  // chunks [0,5) [5,10) [10,13)
+  auto a = plain->add_sequence();
+  auto b = hooked->add_sequence();
+  ASSERT_TRUE(plain->prefill(*a, std::span(tokens).first(2)));
+  ASSERT_TRUE(hooked->prefill(*b, std::span(tokens).first(2)));
+  std::vector<layer_call> calls;
+  const auto rest = std::span(tokens).subspan(2);
+  const auto with_hook =
+      copy(hooked->prefill(*b, rest, [&](std::size_t l, std::size_t f, std::size_t e) {
+        calls.push_back({l, f, e});
+      }));
+  EXPECT_TRUE(same_bits(with_hook, copy(plain->prefill(*a, rest))));
+  const std::vector<layer_call> expected_calls = {{0, 2, 7},  {1, 2, 7},   {0, 7, 12},
+                                                  {1, 7, 12}, {0, 12, 13}, {1, 12, 13}};
+  EXPECT_EQ(calls, expected_calls);
+
+  // A failing prefill reports nothing.
+  calls.clear();
+  const std::int32_t bad[] = {1, 300};
+  EXPECT_FALSE(hooked->prefill(*b, bad, [&](std::size_t l, std::size_t f, std::size_t e) {
+    calls.push_back({l, f, e});
+  }));
+  EXPECT_TRUE(calls.empty());
+}
+
+TEST_P(CpuEngine, PositionsTheHookNamesAreFinalAndTheNextLayerIsNotYetComputed) {
+  const auto tokens = prompt(23, 10);
+  auto e = make(2, 6);
+  auto id = e->add_sequence();
+  ASSERT_TRUE(id);
+  const std::size_t layers = e->pool().layout().n_layers;
+  // Snapshot at each call: the named positions of that layer, and of the next layer.
+  std::map<std::pair<std::size_t, std::size_t>, std::vector<float>> seen;
+  std::size_t calls = 0;
+  ASSERT_TRUE(e->prefill(*id, tokens, [&](std::size_t layer, std::size_t first, std::size_t end) {
+    ++calls;
+    for (std::size_t p = first; p < end; ++p) {
+      seen[{layer, p}] = kv_at(*e, *id, layer, p);
+      if (layer + 1 < layers) {
+        const auto next = kv_at(*e, *id, layer + 1, p);
+        EXPECT_TRUE(std::all_of(next.begin(), next.end(), [](float x) { return x == 0.0f; }))
+            << "layer " << layer + 1 << " position " << p << " computed too early";
+      }
+    }
+  }));
+  EXPECT_EQ(calls, layers * 4);  // chunks of 6, 6, 6, 5
+  ASSERT_EQ(seen.size(), layers * tokens.size());
+  for (const auto& [where, values] : seen) {
+    const auto now = kv_at(*e, *id, where.first, where.second);
+    EXPECT_TRUE(same_bits(values, now)) << "layer " << where.first << " position " << where.second;
+    EXPECT_FALSE(std::all_of(now.begin(), now.end(), [](float x) { return x == 0.0f; }));
+  }
+}
+
+TEST_P(CpuEngine, KvPoolLivesInCallerMemory) {
+  auto own = make(2);
+  const kv_layout layout = own->pool().layout();
+  std::vector<float> backing(layout.block_floats() * 7 + 3, -1.0f);  // 7 blocks and a bit
+  const auto memory = std::as_writable_bytes(std::span(backing));
+  engine_options options;
+  options.threads = 2;
+  options.block_tokens = layout.block_tokens;
+  options.kernel = GetParam();
+  options.min_parallel_work = 0;
+  options.kv_memory = memory;
+  auto e = cpu_engine::create(*model_, options);
+  ASSERT_TRUE(e) << e.error().to_string();
+  kv_pool& pool = (*e)->pool();
+  EXPECT_EQ(pool.bytes().data(), memory.data());
+  EXPECT_EQ(pool.n_blocks(), 7U);
+  EXPECT_EQ(pool.bytes().size(), 7 * layout.block_bytes());
+  for (std::size_t b = 0; b < pool.n_blocks(); ++b) {
+    for (std::size_t l = 0; l < layout.n_layers; ++l) {
+      const auto block = static_cast<block_id>(b);
+      EXPECT_EQ(pool.bytes().data() + pool.byte_offset(block, l),
+                reinterpret_cast<const std::byte*>(pool.slice(block, l).data()));
+    }
+  }
+  const auto tokens = prompt(21, 12);
+  auto a = own->add_sequence();
+  auto b = (*e)->add_sequence();
+  EXPECT_TRUE(same_bits(copy(own->prefill(*a, tokens)), copy((*e)->prefill(*b, tokens))));
+  // The KV is really in the caller's memory, byte for byte what the engine's own pool has.
+  const auto first = pool.byte_offset((*e)->blocks(*b)[0], 0);
+  const auto theirs = own->pool().slice(own->blocks(*a)[0], 0);
+  EXPECT_EQ(std::memcmp(memory.data() + first, theirs.data(), theirs.size_bytes()), 0);
+}
+
+TEST_P(CpuEngine, RejectsKvMemoryThatDoesNotFit) {
+  auto own = make(1);
+  const kv_layout layout = own->pool().layout();
+  std::vector<float> backing(layout.block_floats() * 2 + 1);
+  const auto memory = std::as_writable_bytes(std::span(backing));
+  engine_options options;
+  options.threads = 1;
+  options.block_tokens = layout.block_tokens;
+  options.kernel = GetParam();
+  options.kv_memory = memory.first(layout.block_bytes() - 4);  // not one block
+  auto none = cpu_engine::create(*model_, options);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, errc::invalid_argument);
+  options.kv_memory = memory;
+  options.kv_blocks = 3;  // two fit
+  auto too_many = cpu_engine::create(*model_, options);
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code, errc::invalid_argument);
+  options.kv_memory = memory.subspan(1, layout.block_bytes() * 2);  // misaligned
+  options.kv_blocks = 0;
+  auto misaligned = cpu_engine::create(*model_, options);
+  ASSERT_FALSE(misaligned);
+  EXPECT_EQ(misaligned.error().code, errc::invalid_argument);
+  options.kv_memory = memory;
+  options.kv_blocks = 2;
+  EXPECT_TRUE(cpu_engine::create(*model_, options));
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, CpuEngine, ::testing::ValuesIn(supported_paths()),

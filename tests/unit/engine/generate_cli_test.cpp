@@ -93,4 +93,64 @@ TEST(ModelCli, SynthThenInfo) {
   EXPECT_EQ(gen.out.rfind("Once", 0), 0U) << gen.out;
 }
 
+// `baton model roofline`: HARDWARE.md section 6 within 5%, every line labelled.
+double figure_after(const std::string& out, const std::string& label) {
+  const auto at = out.find(label);
+  if (at == std::string::npos) return -1.0;
+  return std::stod(out.substr(at + label.size()));
+}
+
+void expect_every_line_labelled(const std::string& out) {
+  std::size_t start = 0;
+  while (start < out.size()) {
+    const std::size_t end = out.find('\n', start);
+    const std::string line = out.substr(start, end - start);
+    EXPECT_TRUE(line.find("predicted") != std::string::npos ||
+                line.find("emulated") != std::string::npos)
+        << line;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+}
+
+TEST(RooflineCli, Trainium2PrefillMatchesSection6) {
+  const auto r =
+      run_baton("model roofline --profile trn2 --model llama-3.1-70b --prompt 2000 --batch 1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NEAR(figure_after(r.out, "predicted prefill of 2000 tokens: "), 107.0, 0.05 * 107.0)
+      << r.out;
+  expect_every_line_labelled(r.out);
+}
+
+TEST(RooflineCli, H100DecodeStepMatchesSection6) {
+  const auto r = run_baton(
+      "model roofline --profile h100 --model llama-3.1-70b --prompt 2000 --batch 1 "
+      "--context 2250");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NEAR(figure_after(r.out, "at context 2250: "), 10.6, 0.05 * 10.6) << r.out;
+  expect_every_line_labelled(r.out);
+  const auto json = run_baton(
+      "model roofline --profile h100 --model llama-3.1-70b --prompt 2000 --context 2250 --json");
+  ASSERT_EQ(json.exit_code, 0);
+  EXPECT_NEAR(figure_after(json.out, "\"predicted_decode_step_ms\":"), 10.6, 0.05 * 10.6)
+      << json.out;
+  EXPECT_NE(json.out.find("\"profile\":\"emulated:h100\""), std::string::npos) << json.out;
+}
+
+TEST(RooflineCli, BadProfileAndShapeFailWithMessage) {
+  const auto p =
+      run_baton("model roofline --profile tpu --model llama-3.1-70b --prompt 10 2>&1 >/dev/null");
+  EXPECT_EQ(p.exit_code, 1);
+  EXPECT_NE(p.out.find("unknown hardware profile 'tpu'"), std::string::npos) << p.out;
+  const auto s =
+      run_baton("model roofline --profile trn2 --model llama-7b --prompt 10 2>&1 >/dev/null");
+  EXPECT_EQ(s.exit_code, 1);
+  EXPECT_NE(s.out.find("unknown model shape 'llama-7b'"), std::string::npos) << s.out;
+  const auto c = run_baton("model roofline --profile cs3 --model custom --checkpoint " +
+                           models("stories260K.bin") + " --prompt 100 --batch 4");
+  EXPECT_EQ(c.exit_code, 0);
+  EXPECT_NE(c.out.find("extrapolated from llama-3.1-8b"), std::string::npos) << c.out;
+  expect_every_line_labelled(c.out);
+}
+
 }  // namespace

@@ -84,7 +84,7 @@ class BridgeTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    ctx_->shutdown();
+    (void)ctx_->shutdown();
     sched_.run();
   }
 

@@ -51,7 +51,7 @@ class SupervisorTest : public ::testing::Test {
 TEST_F(SupervisorTest, RestartsACrashedActorThenGivesUpAfterTheBudget) {
   std::string gave_up;
   auto sup = spawn_supervisor(
-      ctx_, {{"worker", [](caf::actor_system& sys) { return sys.spawn(fragile, "boom"); }}},
+      ctx_, {{"worker", [](node_context& ctx) { return ctx.system().spawn(fragile, "boom"); }}},
       restart_budget{2, std::chrono::minutes(1)}, [&](const std::string& why) { gave_up = why; });
   sched_.run();
   auto first = ctx_.lookup("worker");
@@ -75,7 +75,7 @@ TEST_F(SupervisorTest, RestartsACrashedActorThenGivesUpAfterTheBudget) {
 
 TEST_F(SupervisorTest, StoppingTheSupervisorStopsItsChildren) {
   auto sup = spawn_supervisor(
-      ctx_, {{"worker", [](caf::actor_system& sys) { return sys.spawn(fragile, "boom"); }}}, {},
+      ctx_, {{"worker", [](node_context& ctx) { return ctx.system().spawn(fragile, "boom"); }}}, {},
       [](const std::string&) {});
   sched_.run();
   auto worker = ctx_.lookup("worker");

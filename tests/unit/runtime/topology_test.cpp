@@ -149,9 +149,37 @@ TEST(Topology, ClusterRulesAreChecked) {
 TEST(Topology, AMissingRoleIsAWarningNotAnError) {
   auto topo = parse_topology(edit("roles = [\"decode\", \"kv\"]", "roles = [\"kv\"]"), "c.toml");
   ASSERT_TRUE(topo) << topo.error().message;
-  ASSERT_EQ(topo->warnings().size(), 1u);
-  EXPECT_EQ(topo->warnings()[0], "no node has the role decode: it must join later");
-  EXPECT_TRUE(parse_topology(valid, "c.toml")->warnings().empty());
+  const std::string no_native = "router router-0 has no native address: clients cannot reach it";
+  EXPECT_EQ(topo->warnings(),
+            (std::vector<std::string>{"no node has the role decode: it must join later", no_native}));
+  EXPECT_EQ(parse_topology(valid, "c.toml")->warnings(), std::vector<std::string>{no_native});
+  auto with_native = parse_topology(
+      edit("admin = \"127.0.0.1:9100\"", "admin = \"127.0.0.1:9100\"\nnative = \"127.0.0.1:7000\""),
+      "c.toml");
+  ASSERT_TRUE(with_native) << with_native.error().message;
+  EXPECT_TRUE(with_native->warnings().empty());
+  EXPECT_EQ(with_native->nodes[0].native_address, "127.0.0.1:7000");
+  EXPECT_NE(error_of(edit("admin = \"127.0.0.1:9101\"",
+                          "admin = \"127.0.0.1:9101\"\nnative = \"127.0.0.1:7001\""))
+                .find("only a node with the router role has a client port"),
+            std::string::npos);
+}
+
+TEST(Topology, RouterPolicyIsReadAndChecked) {
+  auto topo = parse_topology(edit("[timeouts]", "[router]\nprefill_on_decode_max_tokens = 32\n"
+                                                "when_no_prefill = \"prefill-on-decode\"\n"
+                                                "max_attempts = 5\n\n[timeouts]"),
+                             "c.toml");
+  ASSERT_TRUE(topo) << topo.error().message;
+  EXPECT_EQ(topo->router.prefill_on_decode_max_tokens, 32u);
+  EXPECT_EQ(topo->router.when_no_prefill, "prefill-on-decode");
+  EXPECT_EQ(topo->router.max_attempts, 5u);
+  const auto message =
+      error_of(edit("[timeouts]", "[router]\nwhen_no_prefill = \"maybe\"\n\n[timeouts]"));
+  EXPECT_NE(message.find("router.when_no_prefill: expected \"fail\" or \"prefill-on-decode\", "
+                         "got \"maybe\""),
+            std::string::npos)
+      << message;
 }
 
 TEST(Topology, MissingSectionsAndFiles) {

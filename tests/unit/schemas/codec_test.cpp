@@ -47,6 +47,17 @@ TEST(Codec, EveryMessageRoundTrips) {
   EXPECT_EQ(dec.rejected_total(), 0u);
 }
 
+TEST(Codec, KvDescriptorCarriesTheFabricNode) {
+  frame f = sample_frames()[5];  // reserve
+  ASSERT_NE(std::get<reserve>(f.body).kv.fabric_node, 0u);
+  auto encoded = encode(f);
+  ASSERT_TRUE(encoded) << encoded.error().to_string();
+  auto decoded = decoder{}.decode(encoded->bytes());
+  ASSERT_TRUE(decoded) << decoded.error().to_string();
+  EXPECT_EQ(std::get<reserve>(decoded->body).kv.fabric_node,
+            std::get<reserve>(f.body).kv.fabric_node);
+}
+
 TEST(Codec, EveryTruncationIsRejectedAndCounted) {
   decoder dec;
   for (const auto& f : sample_frames()) {

@@ -1,0 +1,205 @@
+#include "actors/decode_actor.hpp"
+
+#include <map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "actors/shell.hpp"
+#include "runtime/messages.hpp"
+
+namespace baton::actors {
+namespace {
+
+struct decode_shell {
+  runtime::node_context* ctx = nullptr;
+  std::optional<runtime::kv_fabric::region> region;
+  std::unique_ptr<engine::cpu_engine> engine;
+  std::unique_ptr<decode_state> state;
+  /// Writer nodes granted the whole pool, with the incarnation granted to: a restarted
+  /// node is a new endpoint and needs a new grant.
+  std::map<std::string, std::uint64_t> granted;
+  bool step_queued = false;
+  runtime::gauge* free_blocks = nullptr;
+  std::optional<stat_counters> counters;
+};
+using decode_actor = caf::stateful_actor<decode_shell>;
+
+void publish_metrics(decode_shell& st) {
+  st.free_blocks->set(static_cast<double>(st.state->uncommitted_blocks()));
+  const auto& s = st.state->stats();
+  auto& c = *st.counters;
+  c.set("baton_decode_admitted_total", "Attempts admitted", s.admitted);
+  c.set("baton_decode_refused_total", "Admits refused (overloaded or invalid)", s.refused);
+  c.set("baton_decode_local_prefills_total", "Prompts prefilled on this decode node by policy",
+        s.local_prefills);
+  c.set("baton_decode_checksum_failures_total", "Prefill-done whose KV blocks did not verify",
+        s.checksum_failures);
+  c.set("baton_decode_recomputed_total", "Prompts recomputed here after a bad transfer",
+        s.recomputed);
+  c.set("baton_decode_finished_total", "Attempts that finished", s.finished);
+  c.set("baton_decode_cancelled_total", "Attempts cancelled", s.cancelled);
+  c.set("baton_decode_slices_landed_total", "KV slices written into this node (notifications)",
+        s.slices_landed);
+  c.set("baton_decode_tokens_total", "Tokens generated", s.tokens);
+}
+
+/// Grants `writer` RMA access to the whole pool (once per node incarnation). Blocks are
+/// protected by decode_state's reservations and quarantine, not by the grant.
+expected<void> grant(decode_shell& st, const std::string& writer) {
+  if (writer.empty()) return {};
+  const auto member = st.ctx->member(writer);
+  const std::uint64_t incarnation = member ? member->incarnation : 0;
+  if (auto it = st.granted.find(writer); it != st.granted.end() && it->second == incarnation) {
+    return {};
+  }
+  if (!st.ctx->bridge(writer)) {
+    return fail(errc::not_found, fmt::format("writer {} is not a member", writer));
+  }
+  const auto bytes = st.engine->pool().bytes();
+  transport::local_slice all{st.region->id,
+                             static_cast<std::uint64_t>(bytes.data() - st.region->bytes.data()),
+                             bytes.size()};
+  auto slice = st.ctx->rma()->grant(writer, all, transport::clock::now() + std::chrono::seconds(2));
+  if (!slice) return tl::unexpected(slice.error());
+  st.granted[writer] = incarnation;
+  st.state->set_region(
+      {static_cast<std::uint64_t>(st.ctx->rma()->local_node()), slice->key, slice->offset});
+  return {};
+}
+
+void after(decode_actor* self, effects out) {
+  auto& st = self->state;
+  perform(*st.ctx, self, decode_name, std::move(out));
+  if (st.state->has_work() && !st.step_queued) {
+    st.step_queued = true;
+    self->send(self, step_atom::value);
+  }
+  publish_metrics(st);
+}
+
+void on_frame(decode_actor* self, const runtime::inbound& in) {
+  auto& st = self->state;
+  const auto& from = in.frame->source;
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, wire::admit>) {
+          if (auto g = grant(st, body.writer); !g) {
+            after(self, effects{{{from, wire::abort_attempt{body.request, body.attempt,
+                                                            g.error().code, g.error().message}}},
+                                {}});
+            return;
+          }
+          after(self, st.state->on_admit(from, body, clock::now()));
+        } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
+          after(self, st.state->on_prefill_done(from, body));
+        } else if constexpr (std::is_same_v<T, wire::cancel>) {
+          after(self, st.state->on_cancel(body));
+        } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
+          // A writer that failed may have missed its grant (a restarted node reached over
+          // a stale connection): grant it again on its next admit.
+          st.granted.erase(from.node);
+          after(self, st.state->on_abort(from, body));
+        } else {
+          spdlog::warn("decode: ignoring {} from {}/{}", wire::body_name(in.frame->body), from.node,
+                       from.actor);
+        }
+      },
+      in.frame->body);
+}
+
+caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
+                              const engine::model* model, decode_options options) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  auto& metrics = ctx->metrics();
+  st.counters.emplace(metrics);
+  st.free_blocks = &metrics.get_gauge("baton_decode_kv_free_blocks",
+                                      "KV blocks neither held nor promised to a request");
+  const auto& c = model->config();
+  const engine::kv_layout layout{
+      static_cast<std::size_t>(c.n_layers), static_cast<std::size_t>(c.kv_dim()),
+      static_cast<std::size_t>(c.head_size()), options.engine.block_tokens};
+  if (options.engine.kv_blocks == 0) {
+    options.engine.kv_blocks =
+        options.engine.max_sequences *
+        ((static_cast<std::size_t>(c.seq_len) + layout.block_tokens - 1) / layout.block_tokens);
+  }
+  auto region =
+      ctx->rma()->allocate_region(options.engine.kv_blocks * layout.block_floats() * sizeof(float));
+  if (!region) {
+    spdlog::error("decode: KV pool: {}", region.error().message);
+    self->quit(caf::make_error(caf::sec::runtime_error));
+    return {};
+  }
+  st.region = *region;
+  options.engine.kv_memory = region->bytes;
+  auto engine = engine::cpu_engine::create(*model, options.engine);
+  if (!engine) {
+    spdlog::error("decode: {}", engine.error().message);
+    self->quit(caf::make_error(caf::sec::runtime_error));
+    return {};
+  }
+  st.engine = std::move(*engine);
+  st.state = std::make_unique<decode_state>(
+      *st.engine, wire::actor_address{ctx->name(), decode_name},
+      kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
+  publish_metrics(st);
+  ctx->rma()->set_notify_sink(caf::actor_cast<caf::actor>(self->address()));
+  // A restarted actor gets a fresh region (a new key): late writes into the old one fail.
+  self->attach_functor([ctx, id = region->id] {
+    if (auto* rma = ctx->rma()) (void)rma->free_region(id);
+  });
+  // Grant every prefill node access as it joins, so a descriptor is usable on arrival.
+  for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
+    self->send(self, runtime::member_update{m});
+  }
+  spdlog::info("decode: {} KV blocks of {} tokens ({} MiB, registered), engine {}",
+               options.engine.kv_blocks, layout.block_tokens, region->bytes.size() >> 20,
+               st.engine->fingerprint());
+  return {
+      [self](runtime::inbound& in) { on_frame(self, in); },
+      [self](step_atom) {
+        auto& s = self->state;
+        s.step_queued = false;
+        after(self, s.state->step());
+      },
+      [self](timer_atom, std::uint64_t id) {
+        after(self, self->state.state->on_timer(id, clock::now()));
+      },
+      [self](runtime::rma_notify& n) {
+        self->state.state->on_slice_landed(n.data);
+        publish_metrics(self->state);
+      },
+      [self](runtime::member_update& u) {
+        auto& s = self->state;
+        const auto& m = u.member;
+        if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
+          s.granted.erase(m.node);
+          after(self, s.state->on_node_gone(m.node));
+          return;
+        }
+        const bool prefill =
+            std::find(m.roles.begin(), m.roles.end(), wire::role::prefill) != m.roles.end();
+        if (m.state == wire::member_state::alive && prefill && m.node != s.ctx->name()) {
+          if (auto g = grant(s, m.node); !g) {
+            spdlog::warn("decode: granting {}: {}", m.node, g.error().message);
+          }
+        }
+      },
+      [](runtime::delivery_failure& f) {
+        spdlog::warn("decode: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_decode(runtime::node_context& ctx, const engine::model& model,
+                        decode_options options) {
+  return ctx.system().spawn<caf::detached>(decode_behavior, &ctx, &model, std::move(options));
+}
+
+}  // namespace baton::actors

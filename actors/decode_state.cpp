@@ -1,0 +1,319 @@
+#include "actors/decode_state.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "engine/kv_transfer.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace baton::actors {
+
+decode_state::decode_state(engine::cpu_engine& engine, wire::actor_address self, kv_region region,
+                           decode_config config)
+    : engine_(engine), self_(std::move(self)), region_(region), config_(config) {}
+
+std::size_t decode_state::blocks_for(std::size_t positions) const {
+  const std::size_t per_block = engine_.pool().layout().block_tokens;
+  return (positions + per_block - 1) / per_block;
+}
+
+std::size_t decode_state::uncommitted_blocks() const {
+  return engine_.pool().n_blocks() - committed_;
+}
+
+std::size_t decode_state::quarantined_blocks() const {
+  std::size_t n = 0;
+  for (const auto& [k, a] : attempts_) {
+    if (a.state == phase::quarantined) n += a.committed;
+  }
+  return n;
+}
+
+effects decode_state::on_admit(const wire::actor_address& from, const wire::admit& m,
+                               time_point now) {
+  effects out;
+  const key k{m.request, m.attempt};
+  if (attempts_.contains(k)) return out;  // a duplicate admit: the first one is answered
+  auto refuse = [&](errc code, std::string message) {
+    ++stats_.refused;
+    out.send(from, wire::abort_attempt{m.request, m.attempt, code, std::move(message)});
+    return out;
+  };
+  const std::size_t seq_len = static_cast<std::size_t>(engine_.config().seq_len);
+  const std::size_t delivered = m.tokens.size() - m.prompt_length;
+  if (m.tokens.empty() || m.max_tokens <= delivered) {
+    return refuse(errc::invalid_argument,
+                  fmt::format("admit: {} tokens with prompt length {} and max_tokens {}",
+                              m.tokens.size(), m.prompt_length, m.max_tokens));
+  }
+  // The last token sampled is never fed back, so the sequence holds at most this many.
+  const std::size_t positions = m.tokens.size() + (m.max_tokens - delivered) - 1;
+  if (m.tokens.size() > seq_len) {
+    return refuse(errc::invalid_argument,
+                  fmt::format("admit: {} tokens exceed seq_len {}", m.tokens.size(), seq_len));
+  }
+  const std::size_t need = blocks_for(std::min(std::max(positions, m.tokens.size()), seq_len));
+  if (need > uncommitted_blocks()) {
+    return refuse(errc::overloaded, fmt::format("kv pool: {} blocks needed, {} uncommitted", need,
+                                                uncommitted_blocks()));
+  }
+  attempt a;
+  a.router = from;
+  a.writer = m.writer;
+  a.tokens.assign(m.tokens.begin(), m.tokens.end());
+  a.prompt_length = m.prompt_length;
+  a.max_tokens = m.max_tokens;
+  a.params = m.params;
+  a.generated = static_cast<std::uint32_t>(delivered);
+  a.committed = need;
+  for (const std::int32_t t : a.tokens) {
+    if (t < 0 || t >= engine_.config().vocab_size) {
+      return refuse(errc::invalid_argument, fmt::format("admit: token {} out of range", t));
+    }
+  }
+  if (m.writer.empty()) {
+    auto [it, inserted] = attempts_.emplace(k, std::move(a));
+    committed_ += need;
+    ++stats_.admitted;
+    ++stats_.local_prefills;
+    out.append(prefill_here(k, it->second));
+    return out;
+  }
+  auto sequence = engine_.reserve_sequence(a.tokens.size());
+  if (!sequence) return refuse(sequence.error().code, sequence.error().message);
+  a.sequence = *sequence;
+  a.holds_sequence = true;
+  a.timer = ++next_timer_;
+  timers_.emplace(a.timer, k);
+  out.timers.push_back({a.timer, now + config_.kv_timeout});
+
+  const auto blocks = engine_.blocks(a.sequence);
+  const auto block_bytes =
+      static_cast<std::uint32_t>(engine_.pool().layout().block_floats() * sizeof(float));
+  wire::kv_descriptor kv;
+  kv.node = self_.node;
+  kv.fabric_node = region_.fabric_node;
+  kv.region_key = region_.key;
+  kv.offset = region_.pool_offset;
+  kv.block_bytes = block_bytes;
+  for (const engine::block_id b : blocks) kv.block_ids.push_back(static_cast<std::uint32_t>(b));
+  kv.length = std::uint64_t{block_bytes} * kv.block_ids.size();
+  attempts_.emplace(k, std::move(a));
+  committed_ += need;
+  ++stats_.admitted;
+  out.send(from, wire::reserve{m.request, m.attempt, std::move(kv)});
+  return out;
+}
+
+effects decode_state::prefill_here(const key& k, attempt& a) {
+  auto sequence = engine_.add_sequence();
+  if (!sequence) return fail(k, sequence.error().code, sequence.error().message);
+  a.sequence = *sequence;
+  a.holds_sequence = true;
+  auto logits = engine_.prefill(a.sequence, a.tokens);
+  if (!logits) return fail(k, logits.error().code, logits.error().message);
+  logits_.assign(logits->begin(), logits->end());
+  a.pick = engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated);
+  const std::int32_t token = a.pick->sample(logits_);
+  a.state = phase::running;
+  running_.push_back(k);
+  return emit(k, a, token);
+}
+
+effects decode_state::on_prefill_done(const wire::actor_address& from,
+                                      const wire::prefill_done& m) {
+  effects out;
+  const key k{m.request, m.attempt};
+  auto it = attempts_.find(k);
+  if (it == attempts_.end() || from.node != it->second.writer) return out;  // stale
+  attempt& a = it->second;
+  if (a.state == phase::quarantined) {  // the writer's attempt has ended: blocks are safe
+    release(k);
+    return out;
+  }
+  if (a.state != phase::awaiting_kv) return out;
+  timers_.erase(a.timer);
+  const auto blocks = engine_.blocks(a.sequence);
+  bool good = m.checksums.size() == blocks.size() && m.position == a.tokens.size() &&
+              m.first_token < static_cast<std::uint32_t>(engine_.config().vocab_size);
+  for (std::size_t i = 0; good && i < blocks.size(); ++i) {
+    good = engine::verify_block(engine_, a.sequence, i, m.checksums[i]).has_value();
+  }
+  if (!good) {
+    // Wrong bytes never decode: recompute the prompt here from its tokens.
+    ++stats_.checksum_failures;
+    ++stats_.recomputed;
+    engine_.remove_sequence(a.sequence);
+    a.holds_sequence = false;
+    return prefill_here(k, a);
+  }
+  a.pick =
+      engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated + 1);
+  a.state = phase::running;
+  running_.push_back(k);
+  return emit(k, a, static_cast<std::int32_t>(m.first_token));
+}
+
+effects decode_state::emit(const key& k, attempt& a, std::int32_t token) {
+  effects out;
+  const std::size_t position = engine_.length(a.sequence);
+  if (token == engine::tokenizer::bos) {
+    ++stats_.finished;
+    out.send(a.router,
+             wire::finish{k.first, k.second, wire::finish_reason::end_of_text, a.generated});
+    release(k);
+    return out;
+  }
+  ++a.generated;
+  ++stats_.tokens;
+  out.send(a.router, wire::token_batch{k.first,
+                                       k.second,
+                                       static_cast<std::uint32_t>(position),
+                                       {static_cast<std::uint32_t>(token)}});
+  if (a.generated >= a.max_tokens ||
+      position >= static_cast<std::size_t>(engine_.config().seq_len)) {
+    ++stats_.finished;
+    out.send(a.router, wire::finish{k.first, k.second, wire::finish_reason::length, a.generated});
+    release(k);
+    return out;
+  }
+  a.last_token = token;
+  return out;
+}
+
+effects decode_state::step() {
+  effects out;
+  if (running_.empty()) return out;
+  const std::size_t n = std::min(config_.max_batch, running_.size());
+  if (next_ >= running_.size()) next_ = 0;
+  std::vector<key> batch;
+  std::vector<engine::decode_input> inputs;
+  for (std::size_t i = 0; i < n; ++i) {
+    const key& k = running_[(next_ + i) % running_.size()];
+    batch.push_back(k);
+    const attempt& a = attempts_.at(k);
+    inputs.push_back({a.sequence, a.last_token});
+  }
+  next_ = (next_ + n) % running_.size();
+  auto logits = engine_.decode(inputs);
+  if (!logits) {
+    for (const key& k : batch) out.append(fail(k, logits.error().code, logits.error().message));
+    return out;
+  }
+  const std::size_t vocab = static_cast<std::size_t>(engine_.config().vocab_size);
+  // Copy first: emit() may finish sequences, and the span lives until the next engine call.
+  std::vector<float> rows(logits->begin(), logits->end());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    attempt& a = attempts_.at(batch[i]);
+    const std::int32_t token = a.pick->sample(std::span(rows).subspan(i * vocab, vocab));
+    out.append(emit(batch[i], a, token));
+  }
+  return out;
+}
+
+effects decode_state::on_cancel(const wire::cancel& m) {
+  effects out;
+  std::vector<key> keys;
+  for (const auto& [k, a] : attempts_) {
+    if (k.first == m.request && a.state != phase::quarantined) keys.push_back(k);
+  }
+  for (const key& k : keys) {
+    ++stats_.cancelled;
+    quarantine_or_release(k);
+  }
+  return out;
+}
+
+effects decode_state::on_abort(const wire::actor_address& from, const wire::abort_attempt& m) {
+  effects out;
+  const key k{m.request, m.attempt};
+  auto it = attempts_.find(k);
+  if (it == attempts_.end() || from.node != it->second.writer) return out;
+  if (it->second.state == phase::awaiting_kv) {
+    out.send(it->second.router, wire::abort_attempt{m.request, m.attempt, m.code,
+                                                    fmt::format("prefill: {}", m.message)});
+  }
+  if (it->second.state != phase::running) release(k);
+  return out;
+}
+
+effects decode_state::on_node_gone(const std::string& node) {
+  effects out;
+  std::vector<key> writer_gone;
+  std::vector<key> router_gone;
+  for (const auto& [k, a] : attempts_) {
+    if (a.writer == node && a.state != phase::running) {
+      writer_gone.push_back(k);
+    } else if (a.router.node == node && a.state != phase::quarantined) {
+      router_gone.push_back(k);
+    }
+  }
+  for (const key& k : writer_gone) {
+    const attempt& a = attempts_.at(k);
+    if (a.state == phase::awaiting_kv) {
+      out.send(a.router, wire::abort_attempt{k.first, k.second, errc::disconnected,
+                                             fmt::format("prefill node {} is gone", node)});
+    }
+    release(k);
+  }
+  for (const key& k : router_gone) {
+    ++stats_.cancelled;
+    quarantine_or_release(k);
+  }
+  return out;
+}
+
+effects decode_state::on_timer(std::uint64_t id, time_point) {
+  effects out;
+  auto t = timers_.find(id);
+  if (t == timers_.end()) return out;
+  const key k = t->second;
+  timers_.erase(t);
+  auto it = attempts_.find(k);
+  if (it == attempts_.end() || it->second.state != phase::awaiting_kv) return out;
+  out.send(it->second.router,
+           wire::abort_attempt{k.first, k.second, errc::timed_out,
+                               fmt::format("no prefill-done from {} within {} ms",
+                                           it->second.writer, config_.kv_timeout.count())});
+  quarantine_or_release(k);
+  return out;
+}
+
+void decode_state::on_slice_landed(std::uint64_t) {
+  ++stats_.slices_landed;
+}
+
+effects decode_state::fail(const key& k, errc code, std::string message) {
+  effects out;
+  auto it = attempts_.find(k);
+  if (it == attempts_.end()) return out;
+  out.send(it->second.router, wire::abort_attempt{k.first, k.second, code, std::move(message)});
+  release(k);
+  return out;
+}
+
+void decode_state::quarantine_or_release(const key& k) {
+  attempt& a = attempts_.at(k);
+  if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+    a.state = phase::quarantined;
+    timers_.erase(a.timer);
+    return;
+  }
+  release(k);
+}
+
+void decode_state::release(const key& k) {
+  auto it = attempts_.find(k);
+  if (it == attempts_.end()) return;
+  attempt& a = it->second;
+  if (a.holds_sequence) engine_.remove_sequence(a.sequence);
+  timers_.erase(a.timer);
+  committed_ -= a.committed;
+  if (auto r = std::find(running_.begin(), running_.end(), k); r != running_.end()) {
+    running_.erase(r);
+  }
+  attempts_.erase(it);
+}
+
+}  // namespace baton::actors

@@ -1,0 +1,139 @@
+#pragma once
+
+// The decode role's logic, without CAF: KV reservations for remote writers, checksum
+// verification, continuous batching and token streaming. The decode actor is a thin shell
+// that feeds it messages, calls step() while has_work(), and sends what it returns.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "actors/effects.hpp"
+#include "engine/cpu_engine.hpp"
+#include "engine/sampler.hpp"
+#include "schemas/inference.hpp"
+
+namespace baton::actors {
+
+struct decode_config {
+  std::size_t max_batch = 32;  ///< sequences per decode step
+  /// Reserved blocks wait this long for prefill-done; then the attempt is given up (its
+  /// blocks stay quarantined until the writer's attempt ends).
+  std::chrono::milliseconds kv_timeout{10'000};
+};
+
+/// Where the engine's KV pool sits in transport-registered memory, so descriptors can name it.
+struct kv_region {
+  std::uint64_t fabric_node = 0;  ///< the transport node id of this endpoint
+  std::uint64_t key = 0;          ///< the region's RMA key
+  std::uint64_t pool_offset = 0;  ///< byte offset of block 0 within the region
+};
+
+struct decode_stats {
+  std::uint64_t admitted = 0;
+  std::uint64_t refused = 0;  ///< admits answered overloaded or invalid
+  std::uint64_t local_prefills = 0;
+  std::uint64_t checksum_failures = 0;  ///< prefill-done whose blocks did not verify
+  std::uint64_t recomputed = 0;         ///< prompts recomputed here after a bad transfer
+  std::uint64_t finished = 0;
+  std::uint64_t cancelled = 0;
+  std::uint64_t slices_landed = 0;  ///< RMA notifications counted
+  std::uint64_t tokens = 0;
+};
+
+/// Policy (documented in docs/serving.md): admission reserves every block a request can
+/// need (prompt plus max_tokens), so a running sequence never runs out of KV and nothing is
+/// preempted; an admit that does not fit is refused with errc::overloaded and the router
+/// places it elsewhere.
+///
+/// Late writes: blocks handed to a remote writer are never reused before the writer's
+/// attempt has ended (its prefill-done or abort, which it sends after all its writes) or
+/// its node is gone, even when the attempt was cancelled or timed out here. A retry is a
+/// new attempt and always gets fresh blocks.
+///
+/// Not thread-safe; `engine` must outlive this and is used by nothing else.
+class decode_state {
+ public:
+  decode_state(engine::cpu_engine& engine, wire::actor_address self, kv_region region,
+               decode_config config = {});
+
+  /// Reserves blocks and answers `reserve` (remote writer) or computes the prompt here
+  /// (empty writer) and starts streaming. Refusals are abort_attempt to `from`.
+  effects on_admit(const wire::actor_address& from, const wire::admit& m, time_point now);
+  /// Verifies the written blocks (recomputing the prompt here when they are wrong) and
+  /// adds the sequence to the batch.
+  effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m);
+  /// Ends every attempt of the request; remote-written blocks go to quarantine.
+  effects on_cancel(const wire::cancel& m);
+  /// The writer gave up on its attempt: its blocks are free again; the router is told.
+  effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m);
+  /// `node` died or left: ends its writers' quarantines and its routers' requests.
+  effects on_node_gone(const std::string& node);
+  effects on_timer(std::uint64_t id, time_point now);
+  /// A notify value of a landed slice (for counters only: prefill-done is what counts).
+  void on_slice_landed(std::uint64_t value);
+
+  /// Where the pool sits, once the transport revealed it (the key comes with a grant).
+  void set_region(kv_region region) { region_ = region; }
+
+  /// True when step() has sequences to decode.
+  [[nodiscard]] bool has_work() const { return !running_.empty(); }
+  /// One decode step over up to max_batch running sequences (round robin): samples one
+  /// token each and streams it.
+  effects step();
+
+  [[nodiscard]] const decode_stats& stats() const { return stats_; }
+  [[nodiscard]] std::size_t active() const { return attempts_.size(); }
+  [[nodiscard]] std::size_t running() const { return running_.size(); }
+  /// Blocks neither held nor promised to an attempt.
+  [[nodiscard]] std::size_t uncommitted_blocks() const;
+  /// Blocks held by cancelled attempts whose writer has not ended yet.
+  [[nodiscard]] std::size_t quarantined_blocks() const;
+
+ private:
+  using key = std::pair<wire::request_id, std::uint32_t>;
+  enum class phase : std::uint8_t { awaiting_kv, running, quarantined };
+  struct attempt {
+    wire::actor_address router;
+    std::string writer;  ///< empty: prefilled here
+    engine::sequence_id sequence{};
+    bool holds_sequence = false;
+    std::vector<std::int32_t> tokens;  ///< the admit's tokens
+    std::uint32_t prompt_length = 0;
+    std::uint32_t max_tokens = 0;
+    wire::sampling params;
+    phase state = phase::awaiting_kv;
+    std::optional<engine::sampler> pick;
+    std::int32_t last_token = 0;  ///< the next decode input
+    std::uint32_t generated = 0;  ///< tokens of the request sampled so far (all attempts)
+    std::size_t committed = 0;    ///< blocks this attempt may grow to
+    std::uint64_t timer = 0;
+  };
+
+  [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
+  /// Prefills `a` locally from its tokens and samples its first token.
+  effects prefill_here(const key& k, attempt& a);
+  /// Handles token `token` sampled at `position` for `a`: stream, finish or continue.
+  effects emit(const key& k, attempt& a, std::int32_t token);
+  effects fail(const key& k, errc code, std::string message);
+  void release(const key& k);
+  void quarantine_or_release(const key& k);
+
+  engine::cpu_engine& engine_;
+  wire::actor_address self_;
+  kv_region region_;
+  decode_config config_;
+  std::map<key, attempt> attempts_;
+  std::vector<key> running_;  ///< round-robin order of running attempts
+  std::size_t next_ = 0;      ///< where the next step's batch starts in running_
+  std::size_t committed_ = 0;
+  std::uint64_t next_timer_ = 0;
+  std::map<std::uint64_t, key> timers_;
+  std::vector<float> logits_;
+  decode_stats stats_;
+};
+
+}  // namespace baton::actors

@@ -1,0 +1,115 @@
+#pragma once
+
+// The prefill role's logic, without CAF: computes prompts one at a time and ships each
+// (layer, block) slice of KV to the decode node's reserved blocks as soon as that layer of
+// that block is final, so the transfer overlaps the remaining layers' compute; then sends
+// prefill-done with the first token and the per-block checksums (or abort), only after
+// every write of the attempt has completed.
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "actors/effects.hpp"
+#include "base/error.hpp"
+#include "engine/cpu_engine.hpp"
+#include "schemas/inference.hpp"
+
+namespace baton::actors {
+
+/// One RMA write of a KV slice, as the prefill asks for it. Offsets are relative to the
+/// local pool's first byte (source) and to the target region (target).
+struct slice_write {
+  std::uint64_t tag = 0;  ///< echoed in on_write_done
+  std::string node;       ///< the target node
+  std::uint64_t source_offset = 0;
+  std::uint64_t target_fabric_node = 0;
+  std::uint64_t target_key = 0;
+  std::uint64_t target_offset = 0;
+  std::uint64_t length = 0;
+  std::uint64_t notify = 0;  ///< delivered to the target once the bytes landed
+};
+
+/// Posts slice writes; the result of each comes back through on_write_done(tag, ...).
+class slice_writer {
+ public:
+  virtual ~slice_writer() = default;
+  virtual void post(const slice_write& write) = 0;
+};
+
+struct prefill_config {
+  std::size_t max_queued = 64;  ///< prefill jobs waiting; beyond: refused overloaded
+  /// Ship each (layer, block) slice as soon as it is final (true), or every slice once the
+  /// whole prompt is computed (false: the serial baseline `baton bench disagg` measures).
+  bool pipeline = true;
+};
+
+struct prefill_stats {
+  std::uint64_t jobs = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t aborted = 0;
+  std::uint64_t slices = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t write_failures = 0;
+};
+
+/// Not thread-safe; `engine` and `writer` must outlive this.
+class prefill_state {
+ public:
+  prefill_state(engine::cpu_engine& engine, wire::actor_address self, slice_writer& writer,
+                prefill_config config = {});
+
+  /// Queues the job (or refuses it with abort_attempt to its decode actor).
+  effects on_prefill(const wire::actor_address& from, const wire::prefill& m);
+  /// Drops a queued job of the request; a running one ends in abort once its writes end.
+  effects on_cancel(const wire::cancel& m);
+  effects on_write_done(std::uint64_t tag, const expected<void>& status);
+  /// Jobs whose decode node is gone are dropped (their writes fail on their own).
+  effects on_node_gone(const std::string& node);
+
+  /// True when run_next() has a job to compute.
+  [[nodiscard]] bool has_work() const { return !queue_.empty(); }
+  /// The job run_next() computes next (so a shell can time it).
+  [[nodiscard]] const wire::prefill* next_job() const {
+    return queue_.empty() ? nullptr : &queue_.front();
+  }
+  /// Computes the next queued job, posting slice writes while it runs.
+  effects run_next();
+
+  [[nodiscard]] std::size_t queue_depth() const { return queue_.size(); }
+  [[nodiscard]] std::size_t writing() const { return jobs_.size(); }
+  [[nodiscard]] const prefill_stats& stats() const { return stats_; }
+
+ private:
+  struct job {
+    wire::prefill request;
+    bool computed = false;
+    bool cancelled = false;
+    std::optional<error> failure;
+    engine::sequence_id sequence{};
+    bool holds_sequence = false;
+    std::size_t outstanding = 0;
+    std::uint32_t first_token = 0;
+    std::vector<std::uint64_t> checksums;
+  };
+
+  /// Posts the slices of `layer` that became final with positions up to `end`.
+  void post_layer(std::uint64_t id, job& j, std::size_t layer, std::size_t end,
+                  std::vector<std::size_t>& next_block);
+  /// Sends done or abort once the job is computed and no write is outstanding.
+  effects maybe_finish(std::uint64_t id);
+
+  engine::cpu_engine& engine_;
+  wire::actor_address self_;
+  slice_writer& writer_;
+  prefill_config config_;
+  std::deque<wire::prefill> queue_;
+  std::map<std::uint64_t, job> jobs_;  ///< computed (or computing) jobs with writes out
+  std::uint64_t next_job_ = 0;
+  std::vector<float> logits_;
+  prefill_stats stats_;
+};
+
+}  // namespace baton::actors

@@ -1,0 +1,241 @@
+#include "actors/router_actor.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "actors/shell.hpp"
+#include "runtime/messages.hpp"
+
+namespace baton::actors {
+namespace {
+
+/// A client request handed over by the native server.
+struct start_request {
+  wire::generate_request request;
+  std::shared_ptr<client::response_stream> stream;
+};
+
+/// The server ended a request (client cancel, disconnect, slow reader, shutdown).
+struct stop_request {
+  std::uint64_t stream = 0;
+};
+
+}  // namespace
+}  // namespace baton::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::actors::start_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::actors::stop_request)
+
+namespace baton::actors {
+namespace {
+
+struct open_request {
+  std::shared_ptr<client::response_stream> stream;
+  clock::time_point started;
+  bool first_token = false;
+};
+
+struct router_shell {
+  runtime::node_context* ctx = nullptr;
+  std::unique_ptr<router_state> state;
+  router_options options;
+  std::unordered_map<std::uint64_t, open_request> open;           // by request id
+  std::unordered_map<std::uint64_t, wire::request_id> by_stream;  // stream id -> request
+  runtime::histogram* ttft = nullptr;
+  runtime::histogram* e2e = nullptr;
+  runtime::gauge* inflight = nullptr;
+  runtime::gauge* prefill_workers = nullptr;
+  runtime::gauge* decode_workers = nullptr;
+  bool announced = false;
+  std::optional<stat_counters> counters;
+};
+using router_actor = caf::stateful_actor<router_shell>;
+
+void deliver(router_shell& st, client_event& e) {
+  const auto key = static_cast<std::uint64_t>(e.request);
+  auto it = st.open.find(key);
+  if (it == st.open.end()) return;
+  auto& o = it->second;
+  const auto now = clock::now();
+  const double seconds = std::chrono::duration<double>(now - o.started).count();
+  if (std::holds_alternative<wire::token_chunk>(e.what) && !o.first_token) {
+    o.first_token = true;
+    st.ttft->observe(seconds);
+  }
+  const bool last = std::holds_alternative<wire::finished>(e.what) ||
+                    std::holds_alternative<wire::rejected>(e.what);
+  (void)o.stream->send(std::move(e.what));
+  if (last) {
+    st.e2e->observe(seconds);
+    st.by_stream.erase(o.stream->id());
+    st.open.erase(it);
+  }
+}
+
+void after(router_actor* self, router_effects out) {
+  auto& st = self->state;
+  for (auto& e : out.events) deliver(st, e);
+  perform(*st.ctx, self, router_name, std::move(out));
+  st.inflight->set(static_cast<double>(st.state->inflight()));
+  st.prefill_workers->set(static_cast<double>(st.state->workers(wire::role::prefill)));
+  st.decode_workers->set(static_cast<double>(st.state->workers(wire::role::decode)));
+  const auto& s = st.state->stats();
+  auto& c = *st.counters;
+  const std::string requests = "baton_router_requests_total";
+  const std::string help = "Requests by outcome";
+  c.set(requests, help, s.accepted, {{"outcome", "accepted"}});
+  c.set(requests, help, s.overloaded, {{"outcome", "overloaded"}});
+  c.set(requests, help, s.invalid, {{"outcome", "invalid"}});
+  c.set(requests, help, s.finished, {{"outcome", "finished"}});
+  c.set(requests, help, s.failed, {{"outcome", "failed"}});
+  c.set(requests, help, s.client_gone, {{"outcome", "client_gone"}});
+  c.set(requests, help, s.timed_out, {{"outcome", "timed_out"}});
+  const std::string placed = "baton_router_placements_total";
+  const std::string placed_help = "Attempts by placement";
+  c.set(placed, placed_help, s.disaggregated, {{"placement", "disaggregated"}});
+  c.set(placed, placed_help, s.prefill_on_decode, {{"placement", "prefill-on-decode"}});
+  c.set("baton_router_no_prefill_fallbacks_total",
+        "Attempts prefilled on decode because no prefill node was alive", s.no_prefill_fallback);
+  c.set("baton_router_retries_total", "Attempts retried after a failure", s.retries);
+  c.set("baton_router_tokens_total", "Tokens streamed to clients", s.tokens);
+  c.set("baton_router_stale_messages_total", "Messages from old attempts, dropped",
+        s.stale_messages);
+}
+
+void on_member(router_actor* self, const wire::member& m) {
+  auto& st = self->state;
+  if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
+    after(self, st.state->on_node_gone(m.node, clock::now()));
+    return;
+  }
+  if (m.state != wire::member_state::alive) return;
+  for (const wire::role r : m.roles) {
+    if (r == wire::role::prefill) {
+      st.state->add_worker({m.node, prefill_name}, r, m.kind, 0);
+    } else if (r == wire::role::decode) {
+      const auto blocks = st.options.kv_blocks.find(m.node);
+      st.state->add_worker({m.node, decode_name}, r, m.kind,
+                           blocks == st.options.kv_blocks.end() ? 0 : blocks->second);
+    }
+  }
+  const bool prefill_ok = st.state->workers(wire::role::prefill) > 0 ||
+                          st.options.config.when_no_prefill != no_prefill_policy::fail;
+  if (!st.announced && prefill_ok && st.state->workers(wire::role::decode) > 0) {
+    st.announced = true;
+    spdlog::info("router ready native={}{} ({} prefill, {} decode workers)",
+                 st.options.native_address.empty() ? "-" : st.options.native_address,
+                 st.options.http_address.empty() ? std::string()
+                                                 : fmt::format(" http={}", st.options.http_address),
+                 st.state->workers(wire::role::prefill), st.state->workers(wire::role::decode));
+  }
+}
+
+caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
+                              const engine::tokenizer* tok, router_options options) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.options = options;
+  st.counters.emplace(ctx->metrics());
+  st.state =
+      std::make_unique<router_state>(*tok, options.seq_len, options.block_tokens,
+                                     wire::actor_address{ctx->name(), router_name}, options.config);
+  auto& metrics = ctx->metrics();
+  const auto latency = runtime::exponential_bounds(0.001, 2, 16);
+  st.ttft = &metrics.get_histogram("baton_router_ttft_seconds",
+                                   "Time from request to its first token", latency);
+  st.e2e = &metrics.get_histogram("baton_router_request_seconds", "Time from request to its end",
+                                  latency);
+  st.inflight = &metrics.get_gauge("baton_router_requests_inflight", "Requests admitted");
+  st.prefill_workers = &metrics.get_gauge("baton_router_workers", "Workers the router places on",
+                                          {{"role", "prefill"}});
+  st.decode_workers = &metrics.get_gauge("baton_router_workers", "Workers the router places on",
+                                         {{"role", "decode"}});
+  for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
+    on_member(self, m);
+  }
+  after(self, {});
+  spdlog::info("router: sampling seeds from seed {}, {} prefill and {} decode workers known",
+               st.state->seed(), st.state->workers(wire::role::prefill),
+               st.state->workers(wire::role::decode));
+  return {
+      [self](start_request& r) {
+        auto& s = self->state;
+        auto out = s.state->on_generate(r.request, clock::now());
+        if (!out.events.empty()) {
+          const auto id = out.events.front().request;
+          s.open[static_cast<std::uint64_t>(id)] = {r.stream, clock::now(), false};
+          s.by_stream[r.stream->id()] = id;
+        }
+        after(self, std::move(out));
+      },
+      [self](stop_request& r) {
+        auto& s = self->state;
+        auto it = s.by_stream.find(r.stream);
+        if (it == s.by_stream.end()) return;
+        const auto id = it->second;
+        s.by_stream.erase(it);
+        s.open.erase(static_cast<std::uint64_t>(id));
+        after(self, s.state->on_client_gone(id));
+      },
+      [self](runtime::inbound& in) {
+        auto& s = *self->state.state;
+        const auto& from = in.frame->source;
+        const auto now = clock::now();
+        std::visit(
+            [&](const auto& body) {
+              using T = std::decay_t<decltype(body)>;
+              if constexpr (std::is_same_v<T, wire::reserve>) {
+                after(self, s.on_reserve(from, body));
+              } else if constexpr (std::is_same_v<T, wire::token_batch>) {
+                after(self, s.on_tokens(from, body));
+              } else if constexpr (std::is_same_v<T, wire::finish>) {
+                after(self, s.on_finish(from, body));
+              } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
+                after(self, s.on_abort(from, body, now));
+              } else {
+                spdlog::warn("router: ignoring {} from {}/{}", wire::body_name(in.frame->body),
+                             from.node, from.actor);
+              }
+            },
+            in.frame->body);
+      },
+      [self](timer_atom, std::uint64_t id) {
+        after(self, self->state.state->on_timer(id, clock::now()));
+      },
+      [self](runtime::member_update& u) {
+        on_member(self, u.member);
+        after(self, {});
+      },
+      [self](runtime::delivery_failure& f) {
+        spdlog::warn("router: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+        after(self, self->state.state->on_undeliverable(f.target.node, clock::now()));
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_router(runtime::node_context& ctx, const engine::tokenizer& tok,
+                        router_options options) {
+  return ctx.system().spawn(router_behavior, &ctx, &tok, std::move(options));
+}
+
+void router_gateway::start(const wire::generate_request& request,
+                           std::shared_ptr<client::response_stream> stream) {
+  auto router = ctx_.lookup(router_name);
+  if (!router) {
+    (void)stream->send(
+        wire::rejected{request.client_tag, errc::overloaded, "the router is not running"});
+    return;
+  }
+  caf::anon_send(router, start_request{request, std::move(stream)});
+}
+
+void router_gateway::cancel(const client::response_stream& stream, client::cancel_reason) {
+  if (auto router = ctx_.lookup(router_name)) caf::anon_send(router, stop_request{stream.id()});
+}
+
+}  // namespace baton::actors

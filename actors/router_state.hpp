@@ -1,0 +1,170 @@
+#pragma once
+
+// The router's logic, without CAF: admission with a bounded number of requests in flight,
+// tokenization, placement of each attempt on a decode and a prefill worker, the request
+// table, token streaming in position order, retries when a worker fails or dies, and
+// cancellation. The router actor is a thin shell that feeds it client requests, worker
+// messages and membership changes, and delivers what it returns.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "actors/effects.hpp"
+#include "engine/tokenizer.hpp"
+#include "schemas/client.hpp"
+#include "schemas/inference.hpp"
+
+namespace baton::actors {
+
+/// What to do when a request needs a prefill worker and none is alive.
+enum class no_prefill_policy : std::uint8_t {
+  fail,               ///< refuse the request (errc::overloaded, "no prefill worker")
+  prefill_on_decode,  ///< compute the prompt on the decode node
+};
+
+struct router_config {
+  std::size_t max_inflight = 256;  ///< admitted requests at once; beyond: overloaded at once
+  /// Prompts of at most this many tokens are prefilled on the decode node (the transfer
+  /// would cost more than it saves); 0: never.
+  std::uint32_t prefill_on_decode_max_tokens = 0;
+  no_prefill_policy when_no_prefill = no_prefill_policy::fail;
+  std::uint32_t max_attempts = 3;  ///< placements per request before it fails
+  std::chrono::milliseconds default_timeout{30'000};
+  std::uint64_t seed = 1;  ///< seeds the sampling seeds assigned to requests without one
+  /// Kind-awareness: a worker of the other kind counts as this many requests more loaded.
+  std::size_t kind_penalty = 2;
+};
+
+/// Something for the client of `request`. The shell fills in the client's tag.
+struct client_event {
+  wire::request_id request{};
+  std::variant<wire::accepted, wire::token_chunk, wire::finished, wire::rejected> what;
+};
+
+struct router_effects : effects {
+  std::vector<client_event> events;
+
+  void append(router_effects&& other) {
+    effects::append(std::move(other));
+    for (auto& e : other.events) events.push_back(std::move(e));
+  }
+};
+
+struct router_stats {
+  std::uint64_t accepted = 0;
+  std::uint64_t overloaded = 0;  ///< refused at once: too many in flight or no worker
+  std::uint64_t invalid = 0;
+  std::uint64_t finished = 0;
+  std::uint64_t failed = 0;  ///< ended with an error after being accepted
+  std::uint64_t client_gone = 0;
+  std::uint64_t timed_out = 0;
+  std::uint64_t retries = 0;
+  std::uint64_t disaggregated = 0;        ///< attempts placed prefill -> decode
+  std::uint64_t prefill_on_decode = 0;    ///< attempts prefilled on the decode node by policy
+  std::uint64_t no_prefill_fallback = 0;  ///< ... because no prefill worker was alive
+  std::uint64_t tokens = 0;
+  std::uint64_t stale_messages = 0;  ///< from an old attempt or an unknown request, dropped
+};
+
+/// Placement is O(log n) in the number of workers: each role keeps its workers ordered by
+/// load (attempts in flight, plus kind_penalty when the kind is not the role's preferred
+/// one: prefill prefers trainium, decode prefers wafer-scale); the first that fits wins,
+/// skipping nodes that already failed the request unless no other fits.
+///
+/// Not thread-safe; `tok` must outlive this.
+class router_state {
+ public:
+  router_state(const engine::tokenizer& tok, std::int32_t seq_len, std::size_t block_tokens,
+               wire::actor_address self, router_config config = {});
+
+  /// Makes the actor `address` (named "prefill" or "decode") a worker of `role`.
+  void add_worker(const wire::actor_address& address, wire::role role, wire::node_kind kind,
+                  std::size_t kv_blocks);
+  /// Forgets `node`'s workers and retries every request that had an attempt on it.
+  router_effects on_node_gone(const std::string& node, time_point now);
+  /// A message to `node` could not be delivered (its actor is gone or restarting): retries
+  /// every request that had an attempt on it, keeping the worker.
+  router_effects on_undeliverable(const std::string& node, time_point now);
+
+  /// A new request. The events carry its id: accepted, or rejected at once.
+  router_effects on_generate(const wire::generate_request& r, time_point now);
+  router_effects on_reserve(const wire::actor_address& from, const wire::reserve& m);
+  router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m);
+  router_effects on_finish(const wire::actor_address& from, const wire::finish& m);
+  router_effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m,
+                          time_point now);
+  /// The client cancelled or is gone: the workers are told, nothing goes to the client.
+  router_effects on_client_gone(wire::request_id request);
+  router_effects on_timer(std::uint64_t id, time_point now);
+
+  [[nodiscard]] std::size_t inflight() const { return requests_.size(); }
+  [[nodiscard]] std::size_t workers(wire::role role) const;
+  [[nodiscard]] const router_stats& stats() const { return stats_; }
+  [[nodiscard]] std::uint64_t seed() const { return config_.seed; }
+
+ private:
+  enum class stage : std::uint8_t { reserving, prefilling, decoding };
+  struct request {
+    std::vector<std::int32_t> prompt;
+    std::vector<std::int32_t> delivered;
+    std::uint32_t max_tokens = 0;  ///< generated tokens at most, over all attempts
+    wire::sampling params;
+    std::uint32_t attempt = 0;
+    stage at = stage::reserving;
+    std::string prefill;  ///< node of the current attempt's prefill; empty: on decode
+    std::string decode;
+    std::size_t blocks = 0;       ///< blocks the current attempt commits on its decode
+    std::set<std::string> avoid;  ///< nodes that refused or failed this request
+    std::optional<error> last_error;
+    std::uint64_t timer = 0;
+  };
+  struct worker {
+    wire::actor_address address;
+    wire::node_kind kind = wire::node_kind::cpu;
+    std::size_t kv_blocks = 0;
+    std::size_t load = 0;       ///< attempts in flight
+    std::size_t committed = 0;  ///< blocks our attempts hold (decode)
+    std::size_t score = 0;      ///< the key in the role's ordered set
+  };
+  using ranking = std::set<std::pair<std::size_t, std::string>>;
+
+  router_effects start_attempt(wire::request_id id, request& r);
+  /// Ends the current attempt's bookkeeping (loads and blocks) without messages.
+  void end_attempt(request& r);
+  router_effects retry(wire::request_id id, request& r, error why);
+  router_effects retry_all_on(const std::string& node, const error& why);
+  router_effects fail(wire::request_id id, error why);
+  /// Tells the current attempt's workers that the request is over.
+  void cancel_workers(wire::request_id id, const request& r, router_effects& out);
+  void finish_request(wire::request_id id);
+  [[nodiscard]] request* current(wire::request_id id, std::uint32_t attempt);
+
+  worker* pick(wire::role role, const std::set<std::string>& avoid, std::size_t blocks);
+  void adjust(wire::role role, worker& w, std::ptrdiff_t load, std::ptrdiff_t blocks);
+  [[nodiscard]] std::size_t score(wire::role role, const worker& w) const;
+  [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
+
+  const engine::tokenizer& tok_;
+  std::int32_t seq_len_;
+  std::size_t block_tokens_;
+  wire::actor_address self_;
+  router_config config_;
+  std::mt19937_64 seeds_;
+  std::uint64_t next_request_ = 0;
+  std::uint64_t next_timer_ = 0;
+  std::map<wire::request_id, request> requests_;
+  std::map<std::uint64_t, wire::request_id> timers_;
+  std::map<std::string, worker> prefill_;
+  std::map<std::string, worker> decode_;
+  ranking prefill_rank_;
+  ranking decode_rank_;
+  router_stats stats_;
+};
+
+}  // namespace baton::actors

@@ -1,0 +1,44 @@
+#pragma once
+
+// What the three serving actors share: carrying out a state class's effects (messages
+// through remote_actor, timers as delayed self-messages) and the local atoms they use.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+
+#include <caf/atom.hpp>
+#include <caf/event_based_actor.hpp>
+
+#include "actors/effects.hpp"
+#include "runtime/node_context.hpp"
+
+namespace baton::actors {
+
+/// Run one more unit of work (a decode step, a prefill job).
+using step_atom = caf::atom_constant<caf::atom("s_step")>;
+/// A timer a state class asked for is due: (timer_atom, id).
+using timer_atom = caf::atom_constant<caf::atom("s_timer")>;
+
+/// Sends `out.sends` from `self` (published as `name`) and schedules `out.timers`.
+/// Messages to an actor of this node skip the network.
+void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& name,
+             effects out);
+
+/// Mirrors a state class's running totals into registry counters: each set() adds what
+/// the total grew by since the last one. Not thread-safe (one actor owns it).
+class stat_counters {
+ public:
+  explicit stat_counters(runtime::metrics_registry& metrics) : metrics_(metrics) {}
+  void set(const std::string& name, const std::string& help, std::uint64_t total,
+           runtime::metric_labels labels = {});
+
+ private:
+  runtime::metrics_registry& metrics_;
+  std::map<std::pair<std::string, runtime::metric_labels>,
+           std::pair<runtime::counter*, std::uint64_t>>
+      counters_;
+};
+
+}  // namespace baton::actors

@@ -1,0 +1,519 @@
+#include "client/native_server.hpp"
+
+#include <atomic>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "client/stream_io.hpp"
+
+namespace baton::client {
+namespace {
+
+namespace asio = boost::asio;
+using detail::tcp;
+using error_code = boost::system::error_code;
+
+/// How long a closing session keeps reading (and discarding) what the client still sends,
+/// so that the kernel does not reset the connection before the client read our last frame.
+constexpr auto linger_time = std::chrono::seconds(2);
+constexpr std::size_t linger_max_bytes = 1u << 20;
+
+struct counters {
+  std::atomic<std::uint64_t> connections_accepted{0};
+  std::atomic<std::uint64_t> connections_refused{0};
+  std::atomic<std::uint64_t> connections_open{0};
+  std::atomic<std::uint64_t> frames_received{0};
+  std::atomic<std::uint64_t> frames_rejected{0};
+  std::atomic<std::uint64_t> requests_started{0};
+  std::atomic<std::uint64_t> requests_rejected{0};
+  std::atomic<std::uint64_t> requests_cancelled{0};
+};
+
+/// What every session of one server shares. Outlives the sessions' use of it: the
+/// server joins its thread before destroying it.
+struct server_core {
+  server_options options;
+  generate_handler& handler;
+  counters stats;
+  std::atomic<std::uint64_t> next_stream_id{1};
+};
+
+class session;
+
+/// Lets streams hand work to their session's io thread until the session (or the server)
+/// closes it; after close() nothing more reaches the io_context.
+class outbox {
+ public:
+  outbox(asio::any_io_executor executor, std::weak_ptr<session> owner)
+      : executor_(std::move(executor)), owner_(std::move(owner)) {}
+
+  /// Runs `fn` on the io thread unless closed; false when closed.
+  bool post(std::function<void(session&)> fn) {
+    std::lock_guard lock(mutex_);
+    if (closed_) return false;
+    asio::post(executor_, [owner = owner_, fn = std::move(fn)] {
+      if (auto s = owner.lock()) fn(*s);
+    });
+    return true;
+  }
+
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+
+ private:
+  std::mutex mutex_;
+  bool closed_ = false;
+  asio::any_io_executor executor_;
+  std::weak_ptr<session> owner_;
+};
+
+using frame_bytes = std::vector<std::byte>;
+
+class stream_impl final : public response_stream, public std::enable_shared_from_this<stream_impl> {
+ public:
+  stream_impl(std::uint64_t id, std::uint64_t tag, std::shared_ptr<outbox> box,
+              const server_options& options)
+      : id_(id),
+        tag_(tag),
+        outbox_(std::move(box)),
+        limits_(options.limits),
+        max_queued_bytes_(options.max_queued_bytes_per_stream) {}
+
+  [[nodiscard]] std::uint64_t id() const noexcept override { return id_; }
+  [[nodiscard]] std::uint64_t client_tag() const noexcept override { return tag_; }
+  [[nodiscard]] std::size_t queued_bytes() const noexcept override { return queued_.load(); }
+  [[nodiscard]] bool open() const noexcept override { return open_.load(); }
+
+  bool send(response r) override;
+
+  /// The server ends the request; true if it was still open (then the handler is told).
+  bool end_by_server() {
+    std::lock_guard lock(mutex_);
+    return open_.exchange(false);
+  }
+
+  /// What a request cancelled by the client ends with.
+  wire::finished cancelled_summary() const {
+    std::lock_guard lock(mutex_);
+    return {tag_, wire::finish_reason::cancelled, prompt_tokens_, completion_tokens_};
+  }
+
+  void written(std::size_t bytes) noexcept { queued_.fetch_sub(bytes); }
+
+ private:
+  const std::uint64_t id_;
+  const std::uint64_t tag_;
+  const std::shared_ptr<outbox> outbox_;
+  // Copies: a router may hold a stream after the server is gone.
+  const wire::client_limits limits_;
+  const std::size_t max_queued_bytes_;
+  mutable std::mutex mutex_;  // orders sends, so frames reach the io thread in send order
+  std::atomic<bool> open_{true};
+  std::atomic<std::size_t> queued_{0};
+  std::uint32_t prompt_tokens_ = 0;
+  std::uint32_t completion_tokens_ = 0;
+};
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(tcp::socket socket, server_core& core)
+      : socket_(std::move(socket)), linger_(socket_.get_executor()), core_(core) {}
+  ~session() {
+    if (outbox_) outbox_->close();
+  }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  /// Registers with the connection count and starts reading frames.
+  void start() {
+    counted_ = true;
+    outbox_ = std::make_shared<outbox>(socket_.get_executor(), weak_from_this());
+    read_length();
+  }
+
+  /// Over max_connections: answers rejected{overloaded} and closes.
+  void refuse() {
+    outbox_ = std::make_shared<outbox>(socket_.get_executor(), weak_from_this());
+    reading_ = false;
+    fail_connection(errc::overloaded,
+                    fmt::format("{} connections open, the limit", core_.options.max_connections));
+  }
+
+  /// Ends every open request and closes the connection.
+  void close(cancel_reason why) {
+    if (closed_) return;
+    closed_ = true;
+    reading_ = false;
+    for (auto& [tag, stream] : open_) {
+      if (stream->end_by_server()) end_request(*stream, why);
+    }
+    open_.clear();
+    if (outbox_) outbox_->close();
+    error_code ignored;
+    linger_.cancel();
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    if (counted_) core_.stats.connections_open.fetch_sub(1);
+  }
+
+  /// Queues a frame; `owner` (may be null) is credited once it is written.
+  void write(frame_bytes frame, std::shared_ptr<stream_impl> owner) {
+    if (closed_ || finishing_) {
+      if (owner) owner->written(frame.size());
+      return;
+    }
+    out_.push_back({std::move(frame), std::move(owner)});
+    if (out_.size() == 1) write_next();
+  }
+
+  /// Called after a stream's final frame was queued.
+  void forget(const stream_impl& stream) {
+    auto it = open_.find(stream.client_tag());
+    if (it != open_.end() && it->second.get() == &stream) open_.erase(it);
+  }
+
+  /// A stream ended itself for a slow reader; tells the handler.
+  void ended_slow(const std::shared_ptr<stream_impl>& stream) {
+    forget(*stream);
+    end_request(*stream, cancel_reason::slow_reader);
+  }
+
+ private:
+  struct pending {
+    frame_bytes frame;
+    std::shared_ptr<stream_impl> owner;
+  };
+
+  void end_request(const stream_impl& stream, cancel_reason why) {
+    core_.stats.requests_cancelled.fetch_add(1);
+    core_.handler.cancel(stream, why);
+  }
+
+  void read_length() {
+    if (!reading_) return;
+    asio::async_read(socket_, asio::buffer(length_),
+                     [self = shared_from_this()](error_code ec, std::size_t) {
+                       if (ec) return self->read_failed(ec);
+                       self->on_length();
+                     });
+  }
+
+  void on_length() {
+    auto length = wire::client_frame_length(length_, core_.options.limits);
+    if (!length) return protocol_error(length.error().message);
+    body_.resize(*length / sizeof(std::uint64_t));
+    asio::async_read(socket_, asio::buffer(body_.data(), *length),
+                     [self = shared_from_this()](error_code ec, std::size_t) {
+                       if (ec) return self->read_failed(ec);
+                       self->on_message();
+                     });
+  }
+
+  void read_failed(error_code ec) {
+    if (closed_ || finishing_) return;
+    if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
+      spdlog::debug("native client connection: {}", ec.message());
+    }
+    close(cancel_reason::disconnected);
+  }
+
+  void on_message() {
+    if (!reading_) return;
+    auto message =
+        wire::decode_client_message(std::as_bytes(std::span(body_)), core_.options.limits);
+    if (!message) return protocol_error(message.error().message);
+    core_.stats.frames_received.fetch_add(1);
+    if (auto* g = std::get_if<wire::generate_request>(&*message)) {
+      on_generate(std::move(*g));
+    } else if (auto* c = std::get_if<wire::cancel_request>(&*message)) {
+      on_cancel(c->client_tag);
+    } else {
+      return protocol_error(
+          fmt::format("a client may not send '{}'", wire::client_message_name(*message)));
+    }
+    read_length();
+  }
+
+  void on_generate(wire::generate_request request) {
+    const auto refuse_request = [&](errc code, std::string message) {
+      core_.stats.requests_rejected.fetch_add(1);
+      send_now(wire::rejected{request.client_tag, code, std::move(message)});
+    };
+    if (open_.contains(request.client_tag)) {
+      return refuse_request(errc::invalid_argument,
+                            fmt::format("client tag {} is already open", request.client_tag));
+    }
+    if (open_.size() >= core_.options.max_open_requests_per_connection) {
+      return refuse_request(
+          errc::overloaded,
+          fmt::format("{} requests open on this connection, the limit", open_.size()));
+    }
+    if (request.timeout_ms == 0) request.timeout_ms = core_.options.default_timeout_ms;
+    auto stream = std::make_shared<stream_impl>(core_.next_stream_id.fetch_add(1),
+                                                request.client_tag, outbox_, core_.options);
+    open_.emplace(request.client_tag, stream);
+    core_.stats.requests_started.fetch_add(1);
+    core_.handler.start(request, std::move(stream));
+  }
+
+  void on_cancel(std::uint64_t tag) {
+    auto it = open_.find(tag);
+    if (it == open_.end()) return;  // it ended already; its finished or rejected is on the way
+    auto stream = std::move(it->second);
+    open_.erase(it);
+    if (!stream->end_by_server()) return;
+    end_request(*stream, cancel_reason::client_cancelled);
+    // Through the outbox, so it follows every frame the stream queued before it ended.
+    auto frame = wire::encode_client_frame(stream->cancelled_summary(), core_.options.limits);
+    if (frame) {
+      outbox_->post(
+          [frame = std::move(*frame)](session& s) mutable { s.write(std::move(frame), nullptr); });
+    }
+  }
+
+  /// Queues a server-made message (not from a stream) behind what streams queued.
+  void send_now(const wire::client_message& message) {
+    auto frame = wire::encode_client_frame(message, core_.options.limits);
+    if (!frame) {
+      spdlog::error("native server: cannot encode {}: {}", wire::client_message_name(message),
+                    frame.error().message);
+      return;
+    }
+    write(std::move(*frame), nullptr);
+  }
+
+  void protocol_error(const std::string& message) {
+    core_.stats.frames_rejected.fetch_add(1);
+    spdlog::debug("native client sent a bad frame: {}", message);
+    fail_connection(errc::invalid_argument, message);
+  }
+
+  /// Answers rejected{0, code, message}, then closes once it is written.
+  void fail_connection(errc code, std::string message) {
+    reading_ = false;
+    for (auto& [tag, stream] : open_) {
+      if (stream->end_by_server()) end_request(*stream, cancel_reason::disconnected);
+    }
+    open_.clear();
+    send_now(wire::rejected{0, code, std::move(message)});
+    finishing_ = true;  // after send_now: nothing else is queued from now on
+  }
+
+  void write_next() {
+    asio::async_write(
+        socket_, asio::buffer(out_.front().frame),
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); });
+  }
+
+  void on_written(error_code ec) {
+    auto done = std::move(out_.front());
+    out_.pop_front();
+    if (done.owner) done.owner->written(done.frame.size());
+    if (closed_) return;
+    if (ec) return close(cancel_reason::disconnected);
+    if (!out_.empty()) return write_next();
+    if (finishing_) linger();
+  }
+
+  /// Half-closes, then discards what the client still sends until it closes too (or a
+  /// bound passes), so that our last frame is not lost to a connection reset.
+  void linger() {
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    linger_.expires_after(linger_time);
+    linger_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->close(cancel_reason::disconnected);
+    });
+    drain();
+  }
+
+  void drain() {
+    socket_.async_read_some(asio::buffer(scratch_),
+                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->drained_ += n;
+                              if (ec || self->drained_ > linger_max_bytes) {
+                                return self->close(cancel_reason::disconnected);
+                              }
+                              self->drain();
+                            });
+  }
+
+  tcp::socket socket_;
+  asio::steady_timer linger_;
+  server_core& core_;
+  std::shared_ptr<outbox> outbox_;
+  std::array<std::byte, wire::client_length_bytes> length_{};
+  std::vector<std::uint64_t> body_;  // 8-byte aligned, as Cap'n Proto reads in place
+  std::array<std::byte, 4096> scratch_{};
+  std::size_t drained_ = 0;
+  std::deque<pending> out_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<stream_impl>> open_;
+  bool counted_ = false;
+  bool reading_ = true;
+  bool finishing_ = false;  // a final rejected is queued; close once it is written
+  bool closed_ = false;
+};
+
+bool stream_impl::send(response r) {
+  std::visit([this](auto& m) { m.client_tag = tag_; }, r);
+  const bool final =
+      std::holds_alternative<wire::finished>(r) || std::holds_alternative<wire::rejected>(r);
+  wire::client_message message = std::visit([](auto&& m) -> wire::client_message { return m; }, r);
+  auto frame = wire::encode_client_frame(message, limits_);
+  if (!frame) {
+    // A router bug: end the request rather than send what the client would refuse.
+    spdlog::error("native server: request {} sent an invalid {}: {}", id_,
+                  wire::client_message_name(message), frame.error().message);
+    frame = wire::encode_client_frame(
+        wire::rejected{tag_, errc::failed, "the router produced an invalid message"}, limits_);
+    if (!frame) return false;
+    std::lock_guard lock(mutex_);
+    if (!open_.exchange(false)) return false;
+    outbox_->post([self = shared_from_this(), f = std::move(*frame)](session& s) mutable {
+      s.write(std::move(f), nullptr);
+      s.forget(*self);
+    });
+    return false;
+  }
+  const std::size_t size = frame->size();
+  std::lock_guard lock(mutex_);
+  if (!open_.load()) return false;
+  if (!final && queued_.load() + size > max_queued_bytes_) {
+    open_.store(false);
+    auto refusal = wire::encode_client_frame(
+        wire::rejected{tag_, errc::overloaded,
+                       fmt::format("the client reads too slowly: {} bytes queued, limit {}",
+                                   queued_.load(), max_queued_bytes_)},
+        limits_);
+    outbox_->post([self = shared_from_this(),
+                   f = refusal ? std::move(*refusal) : frame_bytes{}](session& s) mutable {
+      if (!f.empty()) s.write(std::move(f), nullptr);
+      s.ended_slow(self);
+    });
+    return false;
+  }
+  if (auto* a = std::get_if<wire::accepted>(&r)) prompt_tokens_ = a->prompt_tokens;
+  if (auto* t = std::get_if<wire::token_chunk>(&r)) {
+    completion_tokens_ += static_cast<std::uint32_t>(t->tokens.size());
+  }
+  queued_.fetch_add(size);
+  const bool posted =
+      outbox_->post([self = shared_from_this(), f = std::move(*frame), final](session& s) mutable {
+        s.write(std::move(f), self);
+        if (final) s.forget(*self);
+      });
+  if (!posted) {
+    queued_.fetch_sub(size);
+    open_.store(false);
+    return false;
+  }
+  if (final) open_.store(false);
+  return true;
+}
+
+class server_impl final : public native_server {
+ public:
+  server_impl(server_options options, generate_handler& handler)
+      : core_{std::move(options), handler, {}, {}}, acceptor_(io_) {}
+
+  expected<void> listen() {
+    auto endpoints = detail::resolve(io_, core_.options.address);
+    if (!endpoints) return tl::unexpected(endpoints.error());
+    error_code ec;
+    const auto at = endpoints->front();
+    acceptor_.open(at.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(at, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return fail(errc::failed,
+                  fmt::format("native address {}: {}", core_.options.address, ec.message()));
+    }
+    port_ = acceptor_.local_endpoint().port();
+    accept();
+    thread_ = std::thread([this] { io_.run(); });
+    return {};
+  }
+
+  ~server_impl() override {
+    if (thread_.joinable()) {
+      std::promise<void> stopped;
+      asio::post(io_, [this, &stopped] {
+        error_code ignored;
+        acceptor_.close(ignored);
+        for (auto& [ptr, weak] : sessions_) {
+          if (auto s = weak.lock()) s->close(cancel_reason::server_stopping);
+        }
+        stopped.set_value();
+      });
+      stopped.get_future().wait();
+      io_.stop();
+      thread_.join();
+    }
+  }
+
+  [[nodiscard]] std::uint16_t local_port() const override { return port_; }
+
+  [[nodiscard]] server_stats stats() const override {
+    const auto& c = core_.stats;
+    return {c.connections_accepted.load(), c.connections_refused.load(), c.connections_open.load(),
+            c.frames_received.load(),      c.frames_rejected.load(),     c.requests_started.load(),
+            c.requests_rejected.load(),    c.requests_cancelled.load()};
+  }
+
+ private:
+  void accept() {
+    acceptor_.async_accept([this](error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) on_accept(std::move(socket));
+      accept();
+    });
+  }
+
+  void on_accept(tcp::socket socket) {
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    // Forget sessions that ended; the registry only serves the shutdown.
+    std::erase_if(sessions_, [](const auto& entry) { return entry.second.expired(); });
+    auto s = std::make_shared<session>(std::move(socket), core_);
+    if (core_.stats.connections_open.load() >= core_.options.max_connections) {
+      core_.stats.connections_refused.fetch_add(1);
+      s->refuse();
+      return;
+    }
+    core_.stats.connections_accepted.fetch_add(1);
+    core_.stats.connections_open.fetch_add(1);
+    sessions_.emplace(s.get(), s);
+    s->start();
+  }
+
+  server_core core_;
+  asio::io_context io_{1};
+  tcp::acceptor acceptor_;
+  std::uint16_t port_ = 0;
+  std::unordered_map<session*, std::weak_ptr<session>> sessions_;  // io thread only
+  std::thread thread_;
+};
+
+}  // namespace
+
+expected<std::unique_ptr<native_server>> native_server::start(server_options options,
+                                                              generate_handler& handler) {
+  if (options.max_connections == 0 || options.max_open_requests_per_connection == 0 ||
+      options.max_queued_bytes_per_stream == 0) {
+    return fail(errc::invalid_argument, "native server: every limit must be positive");
+  }
+  auto server = std::make_unique<server_impl>(std::move(options), handler);
+  if (auto ok = server->listen(); !ok) return tl::unexpected(ok.error());
+  return server;
+}
+
+}  // namespace baton::client

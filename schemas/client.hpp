@@ -1,0 +1,83 @@
+#pragma once
+
+// The native client protocol (schemas/client.capnp) in plain C++: what a router client
+// and a router say to each other over a router's native port. Every request a client
+// starts ends with exactly one `finished` or `rejected` carrying its client_tag.
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/error.hpp"
+#include "schemas/inference.hpp"
+#include "schemas/types.hpp"
+
+namespace baton::wire {
+
+/// Client -> router: generate text for `prompt`.
+struct generate_request {
+  std::uint64_t client_tag = 0;  ///< chosen by the client, unique among its open requests
+  std::string prompt;
+  std::uint32_t max_tokens = 0;     ///< 0 = up to the position limit
+  std::uint32_t max_positions = 0;  ///< positions incl. the prompt (llama2.c -n); 0 = seq_len
+  sampling params;                  ///< params.seed is used only when has_seed
+  bool has_seed = false;            ///< false: the router picks a seed (reported in accepted)
+  std::uint32_t timeout_ms = 0;     ///< 0 = the server's default
+  bool operator==(const generate_request&) const = default;
+};
+
+/// Client -> router: stop the request; the router answers finished{cancelled}.
+struct cancel_request {
+  std::uint64_t client_tag = 0;
+  bool operator==(const cancel_request&) const = default;
+};
+
+/// Router -> client: the request was admitted and placed.
+struct accepted {
+  std::uint64_t client_tag = 0;
+  request_id request{};
+  std::uint64_t seed = 0;  ///< the seed in use, assigned when the request had none
+  std::uint32_t prompt_tokens = 0;
+  std::string prompt_text;  ///< the prompt pieces llama2.c echoes
+  std::string prefill_node;
+  std::string decode_node;
+  std::string placement;  ///< "disaggregated", "prefill-on-decode", ...
+  bool operator==(const accepted&) const = default;
+};
+
+/// Router -> client: tokens at first_position, first_position + 1, ... and their text.
+/// Decoded chunks hold at least one token and first_position + count < 2^32.
+struct token_chunk {
+  std::uint64_t client_tag = 0;
+  std::uint32_t first_position = 0;
+  std::vector<std::uint32_t> tokens;
+  std::string text;
+  bool operator==(const token_chunk&) const = default;
+};
+
+/// Router -> client: the request ended normally or was cancelled.
+struct finished {
+  std::uint64_t client_tag = 0;
+  finish_reason reason = finish_reason::length;
+  std::uint32_t prompt_tokens = 0;
+  std::uint32_t completion_tokens = 0;
+  bool operator==(const finished&) const = default;
+};
+
+/// Router -> client: the request failed, before or after `accepted`. client_tag 0 with
+/// no request of that tag means the connection itself failed and will be closed.
+struct rejected {
+  std::uint64_t client_tag = 0;
+  errc code = errc::failed;
+  std::string message;
+  bool operator==(const rejected&) const = default;
+};
+
+using client_message =
+    std::variant<generate_request, cancel_request, accepted, token_chunk, finished, rejected>;
+
+/// The wire name of the message's type ("tokens"), for logs and error messages.
+[[nodiscard]] const char* client_message_name(const client_message& m) noexcept;
+
+}  // namespace baton::wire

@@ -1,0 +1,356 @@
+// kv_fabric as actors see it: two fabric_io instances (one per "node") in this process,
+// each on its own endpoint, with a real CAF actor system. The same expectations for every
+// transport: loopback, fabric tcp on 127.0.0.1, fabric shm.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <random>
+
+#include <caf/all.hpp>
+
+#include "runtime/fabric_io.hpp"
+#include "runtime/messages.hpp"
+#include "runtime/node_context.hpp"
+#include "tests/conformance/transport_test_util.hpp"
+#include "transport/loopback/network.hpp"
+
+namespace baton::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+using transport::local_slice;
+using transport::remote_slice;
+
+struct loopback_kind {
+  static constexpr const char* provider = "loopback";
+};
+struct tcp_kind {
+  static constexpr const char* provider = "tcp";
+};
+struct shm_kind {
+  static constexpr const char* provider = "shm";
+};
+
+transport::deadline in(std::chrono::milliseconds ms) {
+  return transport::clock::now() + ms;
+}
+
+/// What one node's test actor received, for the test thread to wait on.
+struct inbox {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::size_t frames = 0;
+  std::vector<rma_done> done;
+  std::vector<rma_notify> notes;
+
+  /// Waits until `ready()` holds (under the lock) or 10 s passed.
+  bool wait(const std::function<bool()>& ready) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, 10s, ready);
+  }
+  template <class F>
+  void update(F&& f) {
+    {
+      std::lock_guard lock(mutex);
+      f();
+    }
+    changed.notify_all();
+  }
+};
+
+/// A node's bridge, hub and notify sink in one: records what arrives.
+caf::behavior collector(caf::event_based_actor*, std::shared_ptr<inbox> box) {
+  return {
+      [box](raw_frame&) { box->update([&] { ++box->frames; }); },
+      [box](raw_frame&, transport::peer_id) { box->update([&] { ++box->frames; }); },
+      [box](rma_done& d) { box->update([&] { box->done.push_back(std::move(d)); }); },
+      [box](rma_notify& n) { box->update([&] { box->notes.push_back(std::move(n)); }); },
+  };
+}
+
+template <class Kind>
+class KvFabric : public ::testing::Test {
+ protected:
+  KvFabric() : system_(configure(config_)) {}
+
+  static caf::actor_system_config& configure(caf::actor_system_config& config) {
+    config.set("scheduler.max-threads", 2);
+    config.set("logger.verbosity", caf::atom("quiet"));
+    return config;
+  }
+
+  void SetUp() override {
+    if (std::string(Kind::provider) == "loopback") {
+      std::uint64_t seed = std::random_device{}();
+      if (const char* env = std::getenv("BATON_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+      std::printf("loopback seed: %llu (replay with BATON_TEST_SEED)\n",
+                  static_cast<unsigned long long>(seed));
+      network_ = std::make_shared<transport::loopback::network>(seed);
+    }
+    start();
+  }
+
+  void start(transport::endpoint_limits limits = {}) {
+    a_ = make("a", limits, metrics_a_);
+    b_ = make("b", limits, metrics_b_);
+    ASSERT_TRUE(a_ && b_);
+    actor_a_ = system_.spawn(collector, box_a_);
+    actor_b_ = system_.spawn(collector, box_b_);
+    a_->set_hub(actor_a_);
+    a_->set_notify_sink(actor_a_);
+    b_->set_hub(actor_b_);
+    b_->set_notify_sink(actor_b_);
+    a_->attach("b", b_->local_address().text, actor_a_);
+    b_->attach("a", a_->local_address().text, actor_b_);
+    // Both ways connected before a test starts, so no hello is still in flight when it
+    // ends: an shm endpoint destroyed while another one in the same process still sends
+    // to it crashes libfabric 1.17's shm provider.
+    const auto frames_at = [](inbox& box) {
+      std::lock_guard lock(box.mutex);
+      return box.frames;
+    };
+    const std::size_t at_a = frames_at(*box_a_);
+    const std::size_t at_b = frames_at(*box_b_);
+    a_->post("b", wire::encoded_frame{{0x1}});
+    b_->post("a", wire::encoded_frame{{0x2}});
+    ASSERT_TRUE(box_b_->wait([&] { return box_b_->frames > at_b; }));
+    ASSERT_TRUE(box_a_->wait([&] { return box_a_->frames > at_a; }));
+  }
+
+  void TearDown() override { stop(); }
+
+  void stop() {
+    a_.reset();
+    b_.reset();
+    caf::anon_send_exit(actor_a_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(actor_b_, caf::exit_reason::user_shutdown);
+  }
+
+  std::unique_ptr<fabric_io> make(const std::string& role, transport::endpoint_limits limits,
+                                  metrics_registry& metrics) {
+    transport::endpoint_config config;
+    config.provider = Kind::provider;
+    config.limits = limits;
+    if (config.provider == "tcp") config.bind.text = "127.0.0.1:0";
+    if (config.provider == "shm") config.bind.text = transport::testing::shm_name(role);
+    if (config.provider == "loopback") config.bind.text = role;
+    auto ep = transport::make_endpoint(config, network_);
+    EXPECT_TRUE(ep.has_value()) << ep.error().to_string();
+    return ep ? std::make_unique<fabric_io>(std::move(*ep), metrics) : nullptr;
+  }
+
+  /// a grants b `slice` of one of a's regions, then posts b a frame, which arrives after
+  /// the grant: the descriptor is usable once b has the frame (the real protocol sends
+  /// the descriptor in that frame).
+  remote_slice grant_to_b(const local_slice& slice) {
+    const std::size_t frames = [&] {
+      std::lock_guard lock(box_b_->mutex);
+      return box_b_->frames;
+    }();
+    auto granted = a_->grant("b", slice, in(5000ms));
+    EXPECT_TRUE(granted.has_value()) << granted.error().to_string();
+    if (!granted) return {};
+    a_->post("b", wire::encoded_frame{{0x7, 0x8}});
+    EXPECT_TRUE(box_b_->wait([&] { return box_b_->frames > frames; }));
+    return *granted;
+  }
+
+  /// The rma_done b got for `tag`.
+  std::optional<rma_done> done_at_b(std::uint64_t tag) {
+    std::optional<rma_done> found;
+    box_b_->wait([&] {
+      for (const auto& d : box_b_->done) {
+        if (d.tag == tag) found = d;
+      }
+      return found.has_value();
+    });
+    return found;
+  }
+
+  caf::actor_system_config config_;
+  caf::actor_system system_;
+  std::shared_ptr<transport::loopback::network> network_;
+  metrics_registry metrics_a_;
+  metrics_registry metrics_b_;
+  std::shared_ptr<inbox> box_a_ = std::make_shared<inbox>();
+  std::shared_ptr<inbox> box_b_ = std::make_shared<inbox>();
+  caf::actor actor_a_;
+  caf::actor actor_b_;
+  std::unique_ptr<fabric_io> a_;
+  std::unique_ptr<fabric_io> b_;
+};
+
+using Kinds = ::testing::Types<loopback_kind, tcp_kind, shm_kind>;
+class KindNames {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return T::provider;
+  }
+};
+TYPED_TEST_SUITE(KvFabric, Kinds, KindNames);
+
+TYPED_TEST(KvFabric, WriteWithNotifyLandsAndIsReported) {
+  auto ra = this->a_->allocate_region(4096);
+  auto rb = this->b_->allocate_region(4096);
+  ASSERT_TRUE(ra && rb);
+  ASSERT_EQ(ra->bytes.size(), 4096u);
+  std::memset(ra->bytes.data(), 0, ra->bytes.size());
+  transport::testing::fill(rb->bytes.first(512), 11);
+
+  const auto target = this->grant_to_b({ra->id, 1024, 512});
+  EXPECT_EQ(target.node, this->a_->local_node());
+  EXPECT_EQ(target.offset, 1024u);
+  EXPECT_EQ(target.length, 512u);
+  this->b_->write("a", {rb->id, 0, 512}, target, 0xc0ffee03, in(5000ms), this->actor_b_, 42);
+
+  auto done = this->done_at_b(42);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_TRUE(done->status.has_value()) << done->status.error().to_string();
+  ASSERT_TRUE(this->box_a_->wait([&] { return !this->box_a_->notes.empty(); }));
+  {
+    std::lock_guard lock(this->box_a_->mutex);
+    EXPECT_EQ(this->box_a_->notes.front().data, 0xc0ffee03u);
+    EXPECT_EQ(this->box_a_->notes.front().node, "b");
+  }
+  // The notify follows the data: the bytes are there, and only there.
+  EXPECT_EQ(transport::testing::digest(ra->bytes.subspan(1024, 512)),
+            transport::testing::digest(rb->bytes.first(512)));
+  EXPECT_TRUE(std::all_of(ra->bytes.begin(), ra->bytes.begin() + 1024,
+                          [](std::byte x) { return x == std::byte{0}; }));
+}
+
+TYPED_TEST(KvFabric, WriteOutsideTheGrantIsRefusedAndTheLinkSurvives) {
+  auto ra = this->a_->allocate_region(4096);
+  auto rb = this->b_->allocate_region(4096);
+  ASSERT_TRUE(ra && rb);
+  const auto target = this->grant_to_b({ra->id, 1024, 512});
+  auto beyond = target;
+  beyond.offset += 256;  // half of it past the grant
+  this->b_->write("a", {rb->id, 0, 512}, beyond, std::nullopt, in(5000ms), this->actor_b_, 1);
+  auto refused = this->done_at_b(1);
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_FALSE(refused->status.has_value());
+  EXPECT_EQ(refused->status.error().code, errc::invalid_argument);
+
+  auto wrong_key = target;
+  wrong_key.key ^= 1;
+  this->b_->write("a", {rb->id, 0, 512}, wrong_key, std::nullopt, in(5000ms), this->actor_b_, 2);
+  auto refused_key = this->done_at_b(2);
+  ASSERT_TRUE(refused_key.has_value());
+  ASSERT_FALSE(refused_key->status.has_value());
+  EXPECT_EQ(refused_key->status.error().code, errc::invalid_argument);
+
+  this->b_->write("a", {rb->id, 0, 512}, target, std::nullopt, in(5000ms), this->actor_b_, 3);
+  auto ok = this->done_at_b(3);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_TRUE(ok->status.has_value()) << ok->status.error().to_string();
+}
+
+TYPED_TEST(KvFabric, WriteToAnUnknownNodeIsReported) {
+  auto rb = this->b_->allocate_region(4096);
+  ASSERT_TRUE(rb);
+  const remote_slice nowhere{this->a_->local_node(), 1, 0, 64};
+  this->b_->write("nobody", {rb->id, 0, 64}, nowhere, 5, in(5000ms), this->actor_b_, 9);
+  auto done = this->done_at_b(9);
+  ASSERT_TRUE(done.has_value());
+  ASSERT_FALSE(done->status.has_value());
+  EXPECT_EQ(done->status.error().code, errc::not_found);
+}
+
+TYPED_TEST(KvFabric, WritesPastTheirDeadlineOrFromFreedRegionsAreReported) {
+  auto ra = this->a_->allocate_region(4096);
+  auto rb = this->b_->allocate_region(4096);
+  ASSERT_TRUE(ra && rb);
+  const auto target = this->grant_to_b({ra->id, 0, 64});
+  this->b_->write("a", {rb->id, 0, 64}, target, std::nullopt, transport::clock::now() - 1ms,
+                  this->actor_b_, 1);
+  auto late = this->done_at_b(1);
+  ASSERT_TRUE(late.has_value());
+  ASSERT_FALSE(late->status.has_value());
+  EXPECT_EQ(late->status.error().code, errc::timed_out);
+
+  ASSERT_TRUE(this->b_->free_region(rb->id));
+  EXPECT_EQ(this->b_->free_region(rb->id).error().code, errc::not_found);
+  this->b_->write("a", {rb->id, 0, 64}, target, std::nullopt, in(5000ms), this->actor_b_, 2);
+  auto freed = this->done_at_b(2);
+  ASSERT_TRUE(freed.has_value());
+  ASSERT_FALSE(freed->status.has_value());
+  EXPECT_EQ(freed->status.error().code, errc::not_found);
+}
+
+TYPED_TEST(KvFabric, GrantChecksItsNodeAndSlice) {
+  auto ra = this->a_->allocate_region(4096);
+  ASSERT_TRUE(ra);
+  auto unknown = this->a_->grant("nobody", {ra->id, 0, 64}, in(1000ms));
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().code, errc::not_found);
+  auto outside = this->a_->grant("b", {ra->id, 4000, 200}, in(5000ms));
+  ASSERT_FALSE(outside.has_value());
+  EXPECT_EQ(outside.error().code, errc::invalid_argument);
+  EXPECT_EQ(this->a_->allocate_region(0).error().code, errc::invalid_argument);
+}
+
+TYPED_TEST(KvFabric, WaitingForAConnectionEndsByTheDeadline) {
+  auto rb = this->b_->allocate_region(4096);
+  ASSERT_TRUE(rb);
+  const std::string provider = TypeParam::provider;
+  const std::string nobody = provider == "tcp" ? "127.0.0.1:1" : "nobody-listens-here";
+  this->b_->attach("ghost", nobody, this->actor_b_);
+  const auto start = transport::clock::now();
+  auto granted = this->b_->grant("ghost", {rb->id, 0, 64}, start + 300ms);
+  ASSERT_FALSE(granted.has_value());
+  std::printf("grant to an unreachable node: %s\n", granted.error().to_string().c_str());
+  EXPECT_LT(transport::clock::now() - start, 3000ms);
+  const remote_slice somewhere{this->a_->local_node(), 1, 0, 64};
+  this->b_->write("ghost", {rb->id, 0, 64}, somewhere, std::nullopt,
+                  transport::clock::now() + 300ms, this->actor_b_, 77);
+  auto done = this->done_at_b(77);
+  ASSERT_TRUE(done.has_value());
+  ASSERT_FALSE(done->status.has_value());
+  std::printf("write to an unreachable node: %s\n", done->status.error().to_string().c_str());
+  EXPECT_NE(done->status.error().code, errc::invalid_argument);
+  EXPECT_LT(transport::clock::now() - start, 6000ms);
+}
+
+TYPED_TEST(KvFabric, WritesBeyondTheInflightLimitWaitAndAllLand) {
+  this->stop();
+  transport::endpoint_limits limits;
+  limits.max_inflight_ops = 4;
+  this->start(limits);
+  constexpr std::size_t writes = 64;
+  constexpr std::size_t bytes = 256;
+  auto ra = this->a_->allocate_region(writes * bytes);
+  auto rb = this->b_->allocate_region(writes * bytes);
+  ASSERT_TRUE(ra && rb);
+  transport::testing::fill(rb->bytes, 5);
+  const auto target = this->grant_to_b({ra->id, 0, writes * bytes});
+  for (std::size_t i = 0; i < writes; ++i) {
+    const remote_slice part{target.node, target.key, i * bytes, bytes};
+    this->b_->write("a", {rb->id, i * bytes, bytes}, part, i, in(10000ms), this->actor_b_, i);
+  }
+  ASSERT_TRUE(this->box_b_->wait([&] { return this->box_b_->done.size() == writes; }));
+  {
+    std::lock_guard lock(this->box_b_->mutex);
+    for (const auto& d : this->box_b_->done) {
+      EXPECT_TRUE(d.status.has_value()) << d.tag << ": " << d.status.error().to_string();
+    }
+  }
+  ASSERT_TRUE(this->box_a_->wait([&] { return this->box_a_->notes.size() == writes; }));
+  EXPECT_EQ(transport::testing::digest(ra->bytes), transport::testing::digest(rb->bytes));
+}
+
+TYPED_TEST(KvFabric, NodeContextExposesTheFabric) {
+  node_context ctx("a", 1, this->system_, *this->a_, this->metrics_a_);
+  EXPECT_EQ(ctx.rma(), nullptr);
+  ctx.set_rma(this->a_.get());
+  ASSERT_EQ(ctx.rma(), this->a_.get());
+  EXPECT_EQ(ctx.rma()->local_node(), this->a_->local_node());
+}
+
+}  // namespace
+}  // namespace baton::runtime

@@ -1,0 +1,339 @@
+// The router's OpenAI-compatible HTTP API (docs/http-api.md) on real node processes on
+// 127.0.0.1 (a router, a prefill node, a decode node), driven by real clients: curl and the
+// official openai Node.js SDK (installed into build/npm by tools/setup.sh). A completion's
+// echoed prompt + text must equal the single-process output for the same prompt, steps
+// and seed.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
+
+#include <boost/asio.hpp>
+
+#include "cluster_harness.hpp"
+#include "engine/cpu_engine.hpp"
+#include "engine/generate.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace baton::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+std::string shared(const char* name) {
+  return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
+}
+
+/// The single-process output for the same request (the oracle).
+class reference {
+ public:
+  reference() {
+    model_ = std::make_unique<engine::model>(*engine::model::load(shared("stories260K.bin")));
+    tok_ = std::make_unique<engine::tokenizer>(
+        *engine::tokenizer::load(shared("tok512.bin"), model_->config().vocab_size));
+    engine::engine_options o;
+    o.max_sequences = 1;
+    engine_ = std::move(*engine::cpu_engine::create(*model_, o));
+  }
+  /// What llama2.c prints for `max_tokens` new tokens after a prompt of `prompt_tokens`
+  /// (BOS included): its -n counts positions, the prompt's included.
+  std::string operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
+                         int prompt_tokens, int max_tokens) {
+    return *engine::generate_text(*engine_, *tok_, prompt,
+                                  {t, p, seed, prompt_tokens + max_tokens - 1});
+  }
+
+ private:
+  std::unique_ptr<engine::model> model_;
+  std::unique_ptr<engine::tokenizer> tok_;
+  std::unique_ptr<engine::cpu_engine> engine_;
+};
+
+struct command_result {
+  int status = -1;
+  std::string out;
+};
+
+/// Runs `command` with /bin/sh; its exit status and standard output.
+command_result run(const std::string& command) {
+  command_result r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer{};
+  std::size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    r.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// curl's answer: the HTTP status and the body.
+struct curl_reply {
+  int status = 0;
+  std::string body;
+  [[nodiscard]] json parsed() const { return json::parse(body, nullptr, false); }
+};
+
+curl_reply curl(const test_cluster& c, const std::string& path, const std::string& args) {
+  const auto body_file = c.dir() / "curl-body";
+  const auto r = run(fmt::format("curl -sS -N --max-time 30 -o {} -w '%{{http_code}}' {} {}",
+                                 quote(body_file.string()), args,
+                                 quote("http://" + c.http("router-0") + path)));
+  return {std::atoi(r.out.c_str()), read_file(body_file)};
+}
+
+curl_reply curl_post(const test_cluster& c, const std::string& path, const std::string& json_body,
+                     const std::string& more = {}) {
+  return curl(c, path,
+              fmt::format("-X POST -H 'Content-Type: application/json' --data-binary {} {}",
+                          quote(json_body), more));
+}
+
+/// The text of an SSE body's chunks; "" unless it ends with "data: [DONE]".
+std::string sse_text(const std::string& body, const char* field) {
+  if (body.find("data: [DONE]\n\n") == std::string::npos) return "";
+  std::string text;
+  std::size_t at = 0;
+  while ((at = body.find("data: {", at)) != std::string::npos) {
+    const auto end = body.find("\n\n", at);
+    const auto j = json::parse(body.substr(at + 6, end - at - 6), nullptr, false);
+    at = end;
+    if (j.is_discarded()) return "<not JSON>";
+    if (j["choices"].empty()) continue;
+    const auto& choice = j["choices"][0];
+    text += std::string(field) == "text" ? choice["text"].get<std::string>()
+                                         : choice["delta"].value("content", "");
+  }
+  return text;
+}
+
+double metric(const test_cluster& c, const std::string& node, const std::string& name) {
+  const std::string text = c.metrics(node);
+  const auto at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
+const std::vector<node_def> fleet = {
+    {"router-0", "cpu", R"(["router"])"},
+    {"prefill-0", "trainium", R"(["prefill"])"},
+    {"decode-0", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"}};
+
+class HttpCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const auto& n : fleet) cluster_.start(n.name);
+    const auto took = wait_until(
+        [&] {
+          return metric(cluster_, "router-0", R"(baton_router_workers{role="prefill"})") == 1 &&
+                 metric(cluster_, "router-0", R"(baton_router_workers{role="decode"})") == 1 &&
+                 curl(cluster_, "/health", "").status == 200;
+        },
+        20s);
+    ASSERT_TRUE(took) << cluster_.process("router-0").log();
+  }
+
+  /// Checks a completion's echoed prompt + text against the single-process output.
+  void expect_reference(const std::string& echoed, int prompt_tokens, int max_tokens) {
+    EXPECT_EQ(echoed + "\n", reference_(prompt_, 0.8f, 0.95f, 7, prompt_tokens, max_tokens));
+  }
+
+  [[nodiscard]] std::string completion_body(bool stream, int max_tokens = 60) const {
+    json body = {{"model", "stories260K"}, {"prompt", prompt_}, {"max_tokens", max_tokens},
+                 {"temperature", 0.8},     {"top_p", 0.95},     {"seed", 7},
+                 {"echo", true},           {"stream", stream}};
+    if (stream) body["stream_options"] = {{"include_usage", true}};
+    return body.dump();
+  }
+
+  test_cluster cluster_{fleet};
+  reference reference_;
+  const std::string prompt_ = "Lily and Ben";
+};
+
+TEST_F(HttpCluster, CurlCompletionsMatchTheSingleProcessOutput) {
+  auto plain = curl_post(cluster_, "/v1/completions", completion_body(false));
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const auto j = plain.parsed();
+  const int prompt_tokens = j["usage"]["prompt_tokens"];
+  EXPECT_EQ(j["usage"]["completion_tokens"], 60);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["baton"]["seed"], 7);
+  expect_reference(j["choices"][0]["text"], prompt_tokens, 60);
+
+  auto streamed = curl_post(cluster_, "/v1/completions", completion_body(true));
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  expect_reference(sse_text(streamed.body, "text"), prompt_tokens, 60);
+  EXPECT_NE(streamed.body.find(R"("usage":{"completion_tokens":60)"), std::string::npos)
+      << streamed.body;
+
+  const json chat = {{"model", "stories260K"},
+                     {"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}},
+                     {"max_tokens", 30},
+                     {"seed", 3}};
+  auto chat_plain = curl_post(cluster_, "/v1/chat/completions", chat.dump());
+  ASSERT_EQ(chat_plain.status, 200) << chat_plain.body;
+  const auto message = chat_plain.parsed()["choices"][0]["message"];
+  EXPECT_EQ(message["role"], "assistant");
+  EXPECT_FALSE(message["content"].get<std::string>().empty());
+  json chat_stream = chat;
+  chat_stream["stream"] = true;
+  auto chat_streamed = curl_post(cluster_, "/v1/chat/completions", chat_stream.dump());
+  EXPECT_EQ(sse_text(chat_streamed.body, "delta"), message["content"]);  // same seed
+
+  // What `baton up` reads for its ready line.
+  EXPECT_NE(cluster_.process("router-0")
+                .log()
+                .find(fmt::format("router ready native={} http=http://{} (",
+                                  cluster_.native("router-0"), cluster_.http("router-0"))),
+            std::string::npos)
+      << cluster_.process("router-0").log();
+  auto models = curl(cluster_, "/v1/models", "");
+  EXPECT_EQ(models.parsed()["data"][0]["id"], "stories260K");
+  auto metrics = curl(cluster_, "/metrics", "");
+  EXPECT_NE(metrics.body.find("baton_router_ttft_seconds"), std::string::npos);
+  EXPECT_NE(metrics.body.find("baton_http_requests_total{code=\"200\"}"), std::string::npos);
+}
+
+TEST_F(HttpCluster, OpenaiNodeSdkCompletionsAndChat) {
+  const std::string prefix = BATON_NPM_PREFIX;
+  ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"))
+      << "the openai SDK is not installed in " << prefix << ": run tools/setup.sh";
+  const auto r =
+      run(fmt::format("node {} {} {} stories260K {} 50 7 2>&1",
+                      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
+                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  const int prompt_tokens = j["completion_usage"]["prompt_tokens"];
+  expect_reference(j["completion"], prompt_tokens, 50);
+  expect_reference(j["completion_stream"], prompt_tokens, 50);
+  EXPECT_EQ(j["completion_finish"], "length");
+  EXPECT_EQ(j["completion_stream_usage"]["completion_tokens"], 50);
+  EXPECT_EQ(j["chat_role"], "assistant");
+  EXPECT_FALSE(j["chat"].get<std::string>().empty());
+  EXPECT_EQ(j["chat_stream"], j["chat"]);  // same seed, same text
+  EXPECT_EQ(j["unknown_model_status"], 404);
+  EXPECT_EQ(j["models"], json::array({"stories260K"}));
+}
+
+TEST_F(HttpCluster, BadInputGetsTheRightAnswerAndTheRouterKeepsServing) {
+  const std::string m = R"("model":"stories260K")";
+  EXPECT_EQ(curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"Lily)").status, 400);
+  EXPECT_EQ(curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":["a",1]})").status, 400);
+  EXPECT_EQ(
+      curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"a","max_tokens":-5})").status,
+      400);
+  EXPECT_EQ(
+      curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"a","max_tokens":99999999})")
+          .status,
+      400);
+  auto unknown = curl_post(cluster_, "/v1/completions", R"({"model":"gpt-4","prompt":"a"})");
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(unknown.parsed()["error"]["code"], "model_not_found");
+  auto param = curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"a","logprobs":2})");
+  EXPECT_EQ(param.status, 400);
+  EXPECT_EQ(param.parsed()["error"]["param"], "logprobs");
+  // A prompt longer than the model's context: the router's refusal, as a 400.
+  std::string long_prompt;
+  for (int i = 0; i < 300; ++i) long_prompt += "Lily and Ben ";
+  auto too_long = curl_post(cluster_, "/v1/completions",
+                            json{{"model", "stories260K"}, {"prompt", long_prompt}}.dump());
+  EXPECT_EQ(too_long.status, 400) << too_long.body;
+
+  // 3 MB of garbage.
+  const auto garbage = cluster_.dir() / "garbage";
+  {
+    std::ofstream out(garbage, std::ios::binary);
+    for (std::size_t i = 0; i < (3u << 20); ++i) out.put(static_cast<char>('!' + (i * 7919) % 90));
+  }
+  auto big = curl(cluster_, "/v1/completions",
+                  fmt::format("-X POST --data-binary @{}", quote(garbage.string())));
+  EXPECT_EQ(big.status, 413) << big.body;
+
+  // Non-HTTP bytes on the port: a 400 or a closed connection.
+  {
+    namespace asio = boost::asio;
+    asio::io_context io;
+    asio::ip::tcp::socket s(io);
+    const auto address = cluster_.http("router-0");
+    s.connect({asio::ip::make_address("127.0.0.1"),
+               static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)))});
+    asio::write(s, asio::buffer(std::string("\x16\x03\x01\x00\xff garbage\r\n\r\n", 17)));
+    std::string answer;
+    boost::system::error_code ec;
+    std::array<char, 1024> buffer{};
+    for (std::size_t n = 0; !ec; answer.append(buffer.data(), n)) {
+      n = s.read_some(asio::buffer(buffer), ec);
+    }
+    EXPECT_TRUE(answer.empty() || answer.starts_with("HTTP/1.1 400")) << answer;
+  }
+
+  // A client that vanishes mid-stream: it reads the first event of a long generation, then
+  // closes its connection.
+  {
+    namespace asio = boost::asio;
+    asio::io_context io;
+    asio::ip::tcp::socket s(io);
+    const auto address = cluster_.http("router-0");
+    s.connect({asio::ip::make_address("127.0.0.1"),
+               static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)))});
+    const auto body = json{{"model", "stories260K"}, {"prompt", "Once"}, {"stream", true}}.dump();
+    asio::write(s, asio::buffer(fmt::format(
+                       "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}",
+                       body.size(), body)));
+    std::string got;
+    std::array<char, 1024> buffer{};
+    while (got.find("data: ") == std::string::npos) {
+      got.append(buffer.data(), s.read_some(asio::buffer(buffer)));
+    }
+  }
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return metric(cluster_, "router-0",
+                      R"(baton_router_requests_total{outcome="client_gone"})") == 1;
+      },
+      10s))
+      << "the router did not hear that the client went away";
+  EXPECT_TRUE(wait_until(
+      [&] { return metric(cluster_, "router-0", "baton_router_requests_inflight") == 0; }, 10s))
+      << "the router still holds the abandoned request";
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return curl(cluster_, "/metrics", "").body.find("\nbaton_http_generations_open 0\n") !=
+               std::string::npos;
+      },
+      10s));
+
+  // Still serving, and still exact.
+  auto after = curl_post(cluster_, "/v1/completions", completion_body(false, 20));
+  ASSERT_EQ(after.status, 200) << after.body;
+  const auto j = after.parsed();
+  expect_reference(j["choices"][0]["text"], j["usage"]["prompt_tokens"], 20);
+}
+
+}  // namespace
+}  // namespace baton::testing

@@ -1,0 +1,293 @@
+// Disaggregated serving across real node processes on 127.0.0.1: a router, two
+// Trainium-kind prefill nodes and two wafer-scale-kind decode nodes, the KV cache moved by
+// libfabric RMA (tcp), requests sent through the router client.
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "client/router_client.hpp"
+#include "cluster_harness.hpp"
+#include "engine/cpu_engine.hpp"
+#include "engine/generate.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace baton::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string shared(const char* name) {
+  return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The single-process output for the same request (the oracle).
+class reference {
+ public:
+  reference() {
+    model_ = std::make_unique<engine::model>(*engine::model::load(shared("stories260K.bin")));
+    tok_ = std::make_unique<engine::tokenizer>(
+        *engine::tokenizer::load(shared("tok512.bin"), model_->config().vocab_size));
+    engine::engine_options o;
+    o.max_sequences = 1;
+    engine_ = std::move(*engine::cpu_engine::create(*model_, o));
+  }
+  std::string operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
+                         int steps) {
+    return *engine::generate_text(*engine_, *tok_, prompt, {t, p, seed, steps});
+  }
+
+ private:
+  std::unique_ptr<engine::model> model_;
+  std::unique_ptr<engine::tokenizer> tok_;
+  std::unique_ptr<engine::cpu_engine> engine_;
+};
+
+struct outcome {
+  expected<client::generate_result> result = fail(errc::failed, "not run");
+  std::string text;
+  std::size_t chunks = 0;
+  [[nodiscard]] std::string output() const { return text + "\n"; }
+};
+
+/// Runs one request through a fresh router client.
+outcome generate(const std::string& router, const std::string& prompt, float t, float p,
+                 std::optional<std::uint64_t> seed, std::uint32_t steps,
+                 std::uint32_t timeout_ms = 0) {
+  outcome o;
+  client::client_options co;
+  co.routers = {router};
+  auto c = client::router_client::connect(co);
+  if (!c) {
+    o.result = tl::unexpected(c.error());
+    return o;
+  }
+  wire::generate_request r;
+  r.prompt = prompt;
+  r.max_positions = steps;
+  r.params = {t, p, seed.value_or(0)};
+  r.has_seed = seed.has_value();
+  r.timeout_ms = timeout_ms;
+  o.result = (*c)->generate(r, [&](const client::client_event& e) {
+    if (const auto* a = std::get_if<wire::accepted>(&e)) {
+      o.text += a->prompt_text;
+    } else {
+      o.text += std::get<wire::token_chunk>(e).text;
+      ++o.chunks;
+    }
+    return true;
+  });
+  return o;
+}
+
+const std::vector<node_def> fleet = {
+    {"router-0", "cpu", R"(["router"])"},
+    {"prefill-0", "trainium", R"(["prefill"])"},
+    {"prefill-1", "trainium", R"(["prefill"])"},
+    {"decode-0", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"},
+    {"decode-1", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"}};
+
+/// A counter or gauge's value in a node's Prometheus text, or -1.
+double metric(const test_cluster& c, const std::string& node, const std::string& name) {
+  const std::string text = c.metrics(node);
+  const auto at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
+/// Starts every node (prefill-0 with `prefill0_args`) and waits until the router sees
+/// them all alive.
+void start_all(test_cluster& c, const std::vector<node_def>& nodes,
+               std::vector<std::string> prefill0_args = {}) {
+  for (const auto& n : nodes)
+    c.start(n.name, n.name == "prefill-0" ? prefill0_args : std::vector<std::string>{});
+  // Ready once the router actor itself places on every worker.
+  double prefills = 0, decodes = 0;
+  for (const auto& n : nodes) {
+    prefills += n.roles.find("prefill") != std::string::npos ? 1 : 0;
+    decodes += n.roles.find("decode") != std::string::npos ? 1 : 0;
+  }
+  const auto took = wait_until(
+      [&] {
+        return metric(c, "router-0", R"(baton_router_workers{role="prefill"})") == prefills &&
+               metric(c, "router-0", R"(baton_router_workers{role="decode"})") == decodes;
+      },
+      20s);
+  ASSERT_TRUE(took) << c.process("router-0").log();
+}
+
+TEST(ServingCluster, GreedyAndSeededOutputsAreByteIdenticalToTheReferences) {
+  test_cluster c(fleet);
+  start_all(c, fleet);
+  auto greedy = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  ASSERT_TRUE(greedy.result) << greedy.result.error().to_string();
+  EXPECT_EQ(greedy.output(), read_text(shared("expected_t0_n100.txt")));
+  EXPECT_EQ(greedy.result->placement, "disaggregated");
+  EXPECT_TRUE(greedy.result->prefill_node.starts_with("prefill-"));
+  EXPECT_TRUE(greedy.result->decode_node.starts_with("decode-"));
+  EXPECT_GT(greedy.chunks, 1u);  // streamed, not sent at the end
+  auto seeded = generate(c.native("router-0"), "Lily and Ben", 0.8f, 0.95f, 7, 150);
+  ASSERT_TRUE(seeded.result) << seeded.result.error().to_string();
+  EXPECT_EQ(seeded.output(), read_text(shared("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_EQ(seeded.result->seed, 7u);
+}
+
+TEST(ServingCluster, ThirtyTwoConcurrentRequestsEachMatchTheirSingleProcessOutput) {
+  test_cluster c(fleet);
+  start_all(c, fleet);
+  const std::uint64_t seed = 1129;
+  std::printf("request mix seed %llu\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<std::string> prompts = {"Once upon a time", "Lily and Ben", "The dog",
+                                            "A little girl named Sue", "Tom had a red ball"};
+  struct job {
+    std::string prompt;
+    float t;
+    float p;
+    std::uint64_t seed;
+    std::uint32_t steps;
+    outcome got;
+  };
+  std::vector<job> jobs(32);
+  for (auto& j : jobs) {
+    j.prompt = prompts[rng() % prompts.size()];
+    j.t = rng() % 3 == 0 ? 0.0f : 0.8f;
+    j.p = rng() % 2 == 0 ? 0.9f : 1.0f;
+    j.seed = 1 + rng() % 1000;
+    j.steps = static_cast<std::uint32_t>(30 + rng() % 250);
+  }
+  std::vector<std::thread> threads;
+  for (auto& j : jobs) {
+    threads.emplace_back(
+        [&c, &j] { j.got = generate(c.native("router-0"), j.prompt, j.t, j.p, j.seed, j.steps); });
+  }
+  for (auto& t : threads) t.join();
+  reference ref;
+  std::set<std::string> decodes, prefills;
+  for (const auto& j : jobs) {
+    ASSERT_TRUE(j.got.result) << j.got.result.error().to_string();
+    EXPECT_EQ(j.got.output(), ref(j.prompt, j.t, j.p, j.seed, static_cast<int>(j.steps)))
+        << j.prompt << " t=" << j.t << " p=" << j.p << " seed=" << j.seed;
+    decodes.insert(j.got.result->decode_node);
+    prefills.insert(j.got.result->prefill_node);
+  }
+  EXPECT_EQ(decodes.size(), 2u);  // load-aware placement used both of each
+  EXPECT_EQ(prefills.size(), 2u);
+}
+
+TEST(ServingCluster, ACorruptedSliceIsCaughtByItsChecksumAndRecomputed) {
+  test_cluster c(fleet);
+  // prefill-0 is placed first; its 3rd slice write carries the wrong bytes.
+  start_all(c, fleet, {"--fault-corrupt-slice", "2"});
+  auto got = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  ASSERT_TRUE(got.result) << got.result.error().to_string();
+  EXPECT_EQ(got.result->prefill_node, "prefill-0");
+  EXPECT_EQ(got.output(), read_text(shared("expected_t0_n100.txt")));
+  const std::string d = got.result->decode_node;
+  EXPECT_EQ(metric(c, d, "baton_decode_checksum_failures_total"), 1.0) << c.metrics(d);
+  EXPECT_EQ(metric(c, d, "baton_decode_recomputed_total"), 1.0);
+}
+
+TEST(ServingCluster, LateWritesAfterACancelChangeNoOtherRequest) {
+  const std::vector<node_def> one_decode = {fleet[0], fleet[1], fleet[2], fleet[3]};
+  test_cluster c(one_decode);
+  // Every slice write of prefill-0 lands 1.5 s late: long after its request gave up.
+  start_all(c, one_decode, {"--fault-delay-writes-ms", "1500"});
+  auto a = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100, 300);
+  ASSERT_FALSE(a.result);
+  EXPECT_EQ(a.result.error().code, errc::timed_out) << a.result.error().to_string();
+  // B is admitted while A's blocks are quarantined, and decodes while A's writes land.
+  auto b = generate(c.native("router-0"), "Lily and Ben", 0.8f, 0.95f, 7, 150);
+  ASSERT_TRUE(b.result) << b.result.error().to_string();
+  EXPECT_EQ(b.output(), read_text(shared("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  // Once every writer has ended, every block is free again.
+  EXPECT_TRUE(
+      wait_until([&] { return metric(c, "decode-0", "baton_decode_kv_free_blocks") == 1024; }, 10s))
+      << c.metrics("decode-0");
+}
+
+TEST(ServingCluster, AClientThatDisconnectsMidStreamFreesItsBlocks) {
+  test_cluster c(fleet);
+  start_all(c, fleet);
+  {
+    child_process client({BATON_BINARY, "generate", "--router", c.native("router-0"),
+                          "--temperature", "0", "--steps", "500", "Once upon a time"},
+                         c.dir() / "client.log");
+    ASSERT_TRUE(wait_until(
+        [&] {
+          return metric(c, "decode-0", "baton_decode_kv_free_blocks") < 1024 ||
+                 metric(c, "decode-1", "baton_decode_kv_free_blocks") < 1024;
+        },
+        10s));
+    client.signal(SIGKILL);
+  }
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return metric(c, "decode-0", "baton_decode_kv_free_blocks") == 1024 &&
+               metric(c, "decode-1", "baton_decode_kv_free_blocks") == 1024;
+      },
+      10s));
+  EXPECT_EQ(metric(c, "router-0", "baton_router_requests_inflight"), 0.0);
+}
+
+TEST(ServingCluster, OverloadIsAnsweredAtOnceAndTheClusterRecovers) {
+  test_cluster c(fleet, shared("stories260K.bin"), "[limits]\nmax_queued_requests = 2\n");
+  start_all(c, fleet);
+  std::vector<std::thread> busy;
+  std::vector<outcome> long_ones(2);
+  for (auto& o : long_ones) {
+    busy.emplace_back([&c, &o] {
+      o = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 500);
+    });
+  }
+  ASSERT_TRUE(wait_until(
+      [&] { return metric(c, "router-0", "baton_router_requests_inflight") == 2.0; }, 10s));
+  const auto start = std::chrono::steady_clock::now();
+  auto refused = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(refused.result);
+  EXPECT_EQ(refused.result.error().code, errc::overloaded);
+  std::printf("overloaded answered in %.1f ms\n",
+              std::chrono::duration<double, std::milli>(took).count());
+  for (auto& t : busy) t.join();
+  for (const auto& o : long_ones) ASSERT_TRUE(o.result) << o.result.error().to_string();
+  auto again = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  ASSERT_TRUE(again.result);
+  EXPECT_EQ(again.output(), read_text(shared("expected_t0_n100.txt")));
+}
+
+TEST(ServingCluster, ADecodeNodeKilledMidStreamLosesAndDuplicatesNothing) {
+  test_cluster c(fleet);
+  start_all(c, fleet);
+  reference ref;
+  const std::string expected = ref("Once upon a time", 0.0f, 0.9f, 1, 500);
+  std::vector<outcome> got(4);
+  std::vector<std::thread> threads;
+  for (auto& o : got) {
+    threads.emplace_back([&c, &o] {
+      o = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 500);
+    });
+  }
+  ASSERT_TRUE(
+      wait_until([&] { return metric(c, "decode-0", "baton_decode_kv_free_blocks") < 1024; }, 10s));
+  c.process("decode-0").signal(SIGKILL);
+  for (auto& t : threads) t.join();
+  for (const auto& o : got) {
+    ASSERT_TRUE(o.result) << o.result.error().to_string();
+    EXPECT_EQ(o.output(), expected);
+  }
+  EXPECT_GE(metric(c, "router-0", "baton_router_retries_total"), 1.0) << c.metrics("router-0");
+}
+
+}  // namespace
+}  // namespace baton::testing

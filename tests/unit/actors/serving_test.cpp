@@ -1,0 +1,272 @@
+// The serving state classes together, in one process: router, prefill and decode on the
+// real stories260K model, joined by serving_fleet's message queue.
+
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "serving_fleet.hpp"
+
+namespace baton::actors::testing {
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(Serving, GreedyDisaggregatedMatchesLlama2c) {
+  fleet f;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  const client_log& log = f.log(id);
+  ASSERT_TRUE(log.finished) << (log.rejected ? log.rejected->message : "no end");
+  EXPECT_EQ(log.output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(log.accepted->placement, "disaggregated");
+  EXPECT_EQ(log.accepted->prefill_node.rfind("prefill-", 0), 0u);
+  EXPECT_GT(f.messages("prefillDone"), 0u);
+}
+
+TEST(Serving, SeededDisaggregatedMatchesLlama2c) {
+  fleet f;
+  const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_EQ(f.log(id).accepted->seed, 7u);
+}
+
+TEST(Serving, SlicesShippedAfterTheComputeGiveTheSameText) {
+  fleet_options o;
+  o.prefill.pipeline = false;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.prefill("prefill-0").stats().slices, 5u);  // one block x 5 layers
+}
+
+TEST(Serving, ThirtyTwoConcurrentRequestsEachMatchSingleProcess) {
+  fleet f;
+  const std::uint64_t seed = 20261129;
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<std::string> prompts = {
+      "Once upon a time",        "Lily and Ben",       "The dog",
+      "A little girl named Sue", "Tom had a red ball", "One day"};
+  struct job {
+    wire::request_id id;
+    std::string expected;
+  };
+  std::vector<job> jobs;
+  for (int i = 0; i < 32; ++i) {
+    const std::string& prompt = prompts[rng() % prompts.size()];
+    const float temperature = i % 3 == 0 ? 0.0f : 0.5f + 0.1f * static_cast<float>(rng() % 6);
+    const float top_p = i % 2 == 0 ? 0.9f : 1.0f;
+    const std::uint64_t s = rng() % 1000;
+    const auto steps = static_cast<std::uint32_t>(20 + rng() % 180);
+    jobs.push_back({f.submit(prompt, temperature, top_p, s, steps),
+                    f.reference(prompt, temperature, top_p, s, static_cast<int>(steps))});
+  }
+  f.pump();
+  for (const auto& j : jobs) {
+    ASSERT_TRUE(f.log(j.id).finished);
+    EXPECT_EQ(f.log(j.id).output(), j.expected);
+  }
+  // Both decode nodes served, and every block came back.
+  for (const char* d : {"decode-0", "decode-1"}) {
+    EXPECT_GT(f.decode(d).stats().tokens, 0u) << d;
+    EXPECT_EQ(f.decode(d).active(), 0u);
+    EXPECT_EQ(f.decode(d).uncommitted_blocks(), 512u);
+    EXPECT_EQ(f.decode_engine(d).pool().free_blocks(), 512u);
+  }
+  EXPECT_EQ(f.router().inflight(), 0u);
+}
+
+TEST(Serving, RouterAssignsAndReportsASeedWhenTheRequestHasNone) {
+  fleet f;
+  const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, std::nullopt, 60);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  const std::uint64_t seed = f.log(id).accepted->seed;
+  EXPECT_EQ(f.log(id).output(), f.reference("Lily and Ben", 0.8f, 0.95f, seed, 60));
+}
+
+TEST(Serving, CorruptedSliceIsCaughtAndRecomputed) {
+  fleet f;
+  f.writer("prefill-0").corrupt = 3;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  const auto& d = f.decode(f.log(id).accepted->decode_node).stats();
+  EXPECT_EQ(d.checksum_failures, 1u);
+  EXPECT_EQ(d.recomputed, 1u);
+}
+
+TEST(Serving, LateWritesAfterTimeoutAndRetryTouchNoOtherRequest) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  // prefill-0 is picked first; its writes stall past the decode node's KV timeout.
+  f.writer("prefill-0").hold = true;
+  const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  EXPECT_FALSE(f.log(a).done());
+  ASSERT_FALSE(f.writer("prefill-0").held.empty());
+  f.advance(std::chrono::milliseconds(10'001));  // timeout -> quarantine, retry on prefill-1
+  EXPECT_GT(f.decode("decode-0").quarantined_blocks(), 0u);
+  const auto b = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  // Let b decode a few tokens, then let the stale writes land.
+  f.pump([&] { return f.log(b).positions.size() >= 5; });
+  f.writer("prefill-0").release_held();
+  f.pump();
+  ASSERT_TRUE(f.log(a).finished);
+  ASSERT_TRUE(f.log(b).finished);
+  EXPECT_EQ(f.log(a).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.log(b).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_EQ(f.decode("decode-0").quarantined_blocks(), 0u);
+  EXPECT_EQ(f.decode("decode-0").uncommitted_blocks(), 512u);
+  EXPECT_GE(f.router().stats().retries, 1u);
+}
+
+TEST(Serving, CancelWhileWritesAreHeldKeepsBlocksQuarantined) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  f.writer("prefill-0").hold = true;
+  const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  f.client_gone(a);
+  f.pump();
+  EXPECT_GT(f.decode("decode-0").quarantined_blocks(), 0u);  // the writer is still writing
+  f.writer("prefill-0").release_held();
+  f.pump();
+  EXPECT_EQ(f.decode("decode-0").quarantined_blocks(), 0u);
+  EXPECT_EQ(f.decode("decode-0").active(), 0u);
+  EXPECT_EQ(f.decode_engine("decode-0").pool().free_blocks(), 512u);
+}
+
+TEST(Serving, ClientGoneMidStreamFreesItsBlocks) {
+  fleet f;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 200);
+  f.pump([&] { return f.log(id).positions.size() >= 10; });
+  const std::string d = f.log(id).accepted->decode_node;
+  EXPECT_LT(f.decode(d).uncommitted_blocks(), 512u);
+  f.client_gone(id);
+  f.pump();
+  EXPECT_FALSE(f.log(id).finished);
+  EXPECT_EQ(f.decode(d).active(), 0u);
+  EXPECT_EQ(f.decode(d).uncommitted_blocks(), 512u);
+  EXPECT_EQ(f.decode_engine(d).pool().free_blocks(), 512u);
+  EXPECT_EQ(f.router().stats().client_gone, 1u);
+}
+
+TEST(Serving, OverloadIsAnsweredAtOnceAndTheRouterRecovers) {
+  fleet_options o;
+  o.router.max_inflight = 2;
+  fleet f(o);
+  f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 50);
+  f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 50);
+  const auto third = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 50);
+  ASSERT_TRUE(f.log(third).rejected);  // before any message moved
+  EXPECT_EQ(f.log(third).rejected->code, errc::overloaded);
+  f.pump();
+  const auto again = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(again).finished);
+  EXPECT_EQ(f.log(again).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.router().stats().overloaded, 1u);
+}
+
+TEST(Serving, DecodeNodeDeathMidStreamRetriesWithoutLossOrDuplication) {
+  fleet f;
+  const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump([&] { return f.log(id).positions.size() >= 20; });
+  const std::string first = f.log(id).accepted->decode_node;
+  f.kill(first);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  // Positions arrive exactly once and in order.
+  const auto& pos = f.log(id).positions;
+  for (std::size_t i = 1; i < pos.size(); ++i) EXPECT_EQ(pos[i], pos[i - 1] + 1);
+  EXPECT_EQ(f.router().stats().retries, 1u);
+}
+
+TEST(Serving, PrefillNodeDeathBeforeDoneRetriesOnTheOther) {
+  fleet f;
+  f.writer("prefill-0").hold = true;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  f.kill("prefill-0");
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.decode(f.log(id).accepted->decode_node).quarantined_blocks(), 0u);
+}
+
+TEST(Serving, ShortPromptsPrefillOnTheDecodeNodeByPolicy) {
+  fleet_options o;
+  o.router.prefill_on_decode_max_tokens = 8;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).accepted->placement, "prefill-on-decode");
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.router().stats().prefill_on_decode, 1u);
+  EXPECT_EQ(f.messages("prefill"), 0u);
+}
+
+TEST(Serving, NoPrefillWorkerFailsOrFallsBackAsConfigured) {
+  fleet_options o;
+  o.prefill_nodes = 0;
+  {
+    fleet f(o);
+    const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    ASSERT_TRUE(f.log(id).rejected);
+    EXPECT_EQ(f.log(id).rejected->code, errc::overloaded);
+  }
+  o.router.when_no_prefill = no_prefill_policy::prefill_on_decode;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.router().stats().no_prefill_fallback, 1u);
+}
+
+TEST(Serving, RequestDeadlineCancelsTheWorkers) {
+  fleet f;
+  f.writer("prefill-0").hold = true;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100, 500);
+  f.pump();
+  f.advance(std::chrono::milliseconds(501));
+  f.pump();
+  ASSERT_TRUE(f.log(id).rejected);
+  EXPECT_EQ(f.log(id).rejected->code, errc::timed_out);
+  f.writer("prefill-0").release_held();
+  f.pump();
+  for (const char* d : {"decode-0", "decode-1"}) EXPECT_EQ(f.decode(d).active(), 0u);
+}
+
+TEST(Serving, PlacementPrefersTheRightKindAndSpreadsLoad) {
+  fleet f;
+  std::set<std::string> decodes;
+  std::set<std::string> prefills;
+  for (int i = 0; i < 4; ++i) {
+    const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 30);
+    decodes.insert(f.log(id).accepted->decode_node);
+    prefills.insert(f.log(id).accepted->prefill_node);
+  }
+  EXPECT_EQ(decodes.size(), 2u);
+  EXPECT_EQ(prefills.size(), 2u);
+  f.pump();
+}
+
+}  // namespace
+}  // namespace baton::actors::testing
