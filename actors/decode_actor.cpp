@@ -97,6 +97,9 @@ void on_frame(decode_actor* self, const runtime::inbound& in) {
           after(self, st.state->on_prefill_done(from, body));
         } else if constexpr (std::is_same_v<T, wire::cancel>) {
           after(self, st.state->on_cancel(body));
+        } else if constexpr (std::is_same_v<T, wire::stream_window>) {
+          st.state->on_window(body);
+          after(self, {});
         } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
           // A writer that failed may have missed its grant (a restarted node reached over
           // a stale connection): grant it again on its next admit.

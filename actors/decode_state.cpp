@@ -67,6 +67,7 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   a.params = m.params;
   a.generated = static_cast<std::uint32_t>(delivered);
   a.committed = need;
+  a.limit = static_cast<std::uint32_t>(m.tokens.size()) + wire::initial_stream_window;
   for (const std::int32_t t : a.tokens) {
     if (t < 0 || t >= engine_.config().vocab_size) {
       return refuse(errc::invalid_argument, fmt::format("admit: token {} out of range", t));
@@ -182,20 +183,41 @@ effects decode_state::emit(const key& k, attempt& a, std::int32_t token) {
   return out;
 }
 
+bool decode_state::may_step(const attempt& a) const {
+  return engine_.length(a.sequence) + 1 < a.limit;
+}
+
+bool decode_state::has_work() const {
+  return std::any_of(running_.begin(), running_.end(),
+                     [&](const key& k) { return may_step(attempts_.at(k)); });
+}
+
+std::size_t decode_state::parked() const {
+  return static_cast<std::size_t>(std::count_if(
+      running_.begin(), running_.end(), [&](const key& k) { return !may_step(attempts_.at(k)); }));
+}
+
+void decode_state::on_window(const wire::stream_window& m) {
+  auto it = attempts_.find({m.request, m.attempt});
+  if (it != attempts_.end()) it->second.limit = std::max(it->second.limit, m.limit);
+}
+
 effects decode_state::step() {
   effects out;
   if (running_.empty()) return out;
-  const std::size_t n = std::min(config_.max_batch, running_.size());
   if (next_ >= running_.size()) next_ = 0;
   std::vector<key> batch;
   std::vector<engine::decode_input> inputs;
-  for (std::size_t i = 0; i < n; ++i) {
-    const key& k = running_[(next_ + i) % running_.size()];
-    batch.push_back(k);
+  std::size_t scanned = 0;
+  for (; scanned < running_.size() && batch.size() < config_.max_batch; ++scanned) {
+    const key& k = running_[(next_ + scanned) % running_.size()];
     const attempt& a = attempts_.at(k);
+    if (!may_step(a)) continue;  // parked: its client has not made room yet
+    batch.push_back(k);
     inputs.push_back({a.sequence, a.last_token});
   }
-  next_ = (next_ + n) % running_.size();
+  next_ = (next_ + scanned) % running_.size();
+  if (batch.empty()) return out;
   auto logits = engine_.decode(inputs);
   if (!logits) {
     for (const key& k : batch) out.append(fail(k, logits.error().code, logits.error().message));

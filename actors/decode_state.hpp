@@ -68,6 +68,8 @@ class decode_state {
   effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m);
   /// Ends every attempt of the request; remote-written blocks go to quarantine.
   effects on_cancel(const wire::cancel& m);
+  /// Raises the attempt's window: a sequence never generates at or past its limit.
+  void on_window(const wire::stream_window& m);
   /// The writer gave up on its attempt: its blocks are free again; the router is told.
   effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m);
   /// `node` died or left: ends its writers' quarantines and its routers' requests.
@@ -79,15 +81,17 @@ class decode_state {
   /// Where the pool sits, once the transport revealed it (the key comes with a grant).
   void set_region(kv_region region) { region_ = region; }
 
-  /// True when step() has sequences to decode.
-  [[nodiscard]] bool has_work() const { return !running_.empty(); }
-  /// One decode step over up to max_batch running sequences (round robin): samples one
-  /// token each and streams it.
+  /// True when step() has sequences to decode (running and inside their window).
+  [[nodiscard]] bool has_work() const;
+  /// One decode step over up to max_batch running sequences inside their window (round
+  /// robin): samples one token each and streams it.
   effects step();
 
   [[nodiscard]] const decode_stats& stats() const { return stats_; }
   [[nodiscard]] std::size_t active() const { return attempts_.size(); }
   [[nodiscard]] std::size_t running() const { return running_.size(); }
+  /// Running sequences waiting for a window (their client reads slowly).
+  [[nodiscard]] std::size_t parked() const;
   /// Blocks neither held nor promised to an attempt.
   [[nodiscard]] std::size_t uncommitted_blocks() const;
   /// Blocks held by cancelled attempts whose writer has not ended yet.
@@ -108,12 +112,15 @@ class decode_state {
     phase state = phase::awaiting_kv;
     std::optional<engine::sampler> pick;
     std::int32_t last_token = 0;  ///< the next decode input
+    std::uint32_t limit = 0;      ///< no token at a position >= limit (the stream window)
     std::uint32_t generated = 0;  ///< tokens of the request sampled so far (all attempts)
     std::size_t committed = 0;    ///< blocks this attempt may grow to
     std::uint64_t timer = 0;
   };
 
   [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
+  /// The next step's token would sit inside the attempt's window.
+  [[nodiscard]] bool may_step(const attempt& a) const;
   /// Prefills `a` locally from its tokens and samples its first token.
   effects prefill_here(const key& k, attempt& a);
   /// Handles token `token` sampled at `position` for `a`: stream, finish or continue.

@@ -1,6 +1,7 @@
 #include "actors/router_actor.hpp"
 
 #include <algorithm>
+#include <set>
 #include <unordered_map>
 
 #include <spdlog/spdlog.h>
@@ -32,6 +33,13 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::actors::stop_request)
 namespace baton::actors {
 namespace {
 
+/// Check slow clients again: (drain_atom).
+using drain_atom = caf::atom_constant<caf::atom("r_drain")>;
+
+/// A client whose stream holds more than this is slow: its decode gets no new window.
+constexpr std::size_t slow_client_bytes = 64 * 1024;
+constexpr auto drain_check = std::chrono::milliseconds(10);
+
 struct open_request {
   std::shared_ptr<client::response_stream> stream;
   clock::time_point started;
@@ -50,6 +58,7 @@ struct router_shell {
   runtime::gauge* prefill_workers = nullptr;
   runtime::gauge* decode_workers = nullptr;
   bool announced = false;
+  std::set<std::uint64_t> slow;  ///< requests whose client has no room (by request id)
   std::optional<stat_counters> counters;
 };
 using router_actor = caf::stateful_actor<router_shell>;
@@ -190,7 +199,15 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
               if constexpr (std::is_same_v<T, wire::reserve>) {
                 after(self, s.on_reserve(from, body));
               } else if constexpr (std::is_same_v<T, wire::token_batch>) {
-                after(self, s.on_tokens(from, body));
+                auto& shell = self->state;
+                const auto key = static_cast<std::uint64_t>(body.request);
+                auto o = shell.open.find(key);
+                const bool room =
+                    o == shell.open.end() || o->second.stream->queued_bytes() < slow_client_bytes;
+                if (!room && shell.slow.insert(key).second && shell.slow.size() == 1) {
+                  self->delayed_send(self, drain_check, drain_atom::value);
+                }
+                after(self, s.on_tokens(from, body, room));
               } else if constexpr (std::is_same_v<T, wire::finish>) {
                 after(self, s.on_finish(from, body));
               } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
@@ -204,6 +221,21 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
       },
       [self](timer_atom, std::uint64_t id) {
         after(self, self->state.state->on_timer(id, clock::now()));
+      },
+      [self](drain_atom) {
+        auto& shell = self->state;
+        for (auto it = shell.slow.begin(); it != shell.slow.end();) {
+          auto o = shell.open.find(*it);
+          if (o != shell.open.end() && o->second.stream->queued_bytes() >= slow_client_bytes) {
+            ++it;
+            continue;
+          }
+          if (o != shell.open.end()) {
+            after(self, shell.state->on_client_ready(wire::request_id{*it}));
+          }
+          it = shell.slow.erase(it);
+        }
+        if (!shell.slow.empty()) self->delayed_send(self, drain_check, drain_atom::value);
       },
       [self](runtime::member_update& u) {
         on_member(self, u.member);

@@ -181,6 +181,7 @@ router_effects router_state::start_attempt(wire::request_id id, request& r) {
   adjust(wire::role::decode, *d, 1, static_cast<std::ptrdiff_t>(r.blocks));
   if (p != nullptr) adjust(wire::role::prefill, *p, 1, 0);
 
+  r.window = static_cast<std::uint32_t>(tokens) + wire::initial_stream_window;
   wire::admit m;
   m.request = id;
   m.attempt = r.attempt;
@@ -218,7 +219,7 @@ router_effects router_state::on_reserve(const wire::actor_address& from, const w
 }
 
 router_effects router_state::on_tokens(const wire::actor_address& from,
-                                       const wire::token_batch& m) {
+                                       const wire::token_batch& m, bool client_has_room) {
   router_effects out;
   request* r = current(m.request, m.attempt);
   if (r == nullptr || from.node != r->decode) {
@@ -244,7 +245,25 @@ router_effects router_state::on_tokens(const wire::actor_address& from,
     ++stats_.tokens;
   }
   if (!chunk.tokens.empty()) out.events.push_back({m.request, std::move(chunk)});
+  if (client_has_room) widen_window(m.request, *r, out);
   return out;
+}
+
+router_effects router_state::on_client_ready(wire::request_id id) {
+  router_effects out;
+  auto it = requests_.find(id);
+  if (it != requests_.end() && it->second.at == stage::decoding) widen_window(id, it->second, out);
+  return out;
+}
+
+void router_state::widen_window(wire::request_id id, request& r, router_effects& out) {
+  const auto delivered = static_cast<std::uint32_t>(r.prompt.size() + r.delivered.size());
+  const std::uint32_t limit = delivered + config_.stream_window;
+  if (limit < r.window + std::max<std::uint32_t>(1, config_.stream_window / 4)) return;
+  auto d = decode_.find(r.decode);
+  if (d == decode_.end()) return;
+  r.window = limit;
+  out.send(d->second.address, wire::stream_window{id, r.attempt, limit});
 }
 
 router_effects router_state::on_finish(const wire::actor_address& from, const wire::finish& m) {

@@ -39,6 +39,9 @@ struct router_config {
   std::uint64_t seed = 1;  ///< seeds the sampling seeds assigned to requests without one
   /// Kind-awareness: a worker of the other kind counts as this many requests more loaded.
   std::size_t kind_penalty = 2;
+  /// Back-pressure: while its client has room, a request's decode may run this many
+  /// positions ahead of what was delivered; a slow client gets no new window.
+  std::uint32_t stream_window = wire::initial_stream_window;
 };
 
 /// Something for the client of `request`. The shell fills in the client's tag.
@@ -95,7 +98,12 @@ class router_state {
   /// A new request. The events carry its id: accepted, or rejected at once.
   router_effects on_generate(const wire::generate_request& r, time_point now);
   router_effects on_reserve(const wire::actor_address& from, const wire::reserve& m);
-  router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m);
+  /// Tokens for a client; `client_has_room` is false while the client reads too slowly,
+  /// and then the decode node gets no new window until on_client_ready().
+  router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m,
+                           bool client_has_room = true);
+  /// A slow client has room again: the decode node may go on.
+  router_effects on_client_ready(wire::request_id request);
   router_effects on_finish(const wire::actor_address& from, const wire::finish& m);
   router_effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m,
                           time_point now);
@@ -123,6 +131,7 @@ class router_state {
     std::set<std::string> avoid;  ///< nodes that refused or failed this request
     std::optional<error> last_error;
     std::uint64_t timer = 0;
+    std::uint32_t window = 0;  ///< the current attempt's stream window limit
   };
   struct worker {
     wire::actor_address address;
@@ -143,6 +152,8 @@ class router_state {
   /// Tells the current attempt's workers that the request is over.
   void cancel_workers(wire::request_id id, const request& r, router_effects& out);
   void finish_request(wire::request_id id);
+  /// Widens the decode's window when the client has room and a quarter of it was used.
+  void widen_window(wire::request_id id, request& r, router_effects& out);
   [[nodiscard]] request* current(wire::request_id id, std::uint32_t attempt);
 
   worker* pick(wire::role role, const std::set<std::string>& avoid, std::size_t blocks);

@@ -198,6 +198,10 @@ checked<body> outcome_from(gen::Envelope::Body::Reader b) {
       auto r = b.getCancel();
       return cancel{request_id{r.getRequestId()}, text_of(r.getReason())};
     }
+    case gen::Envelope::Body::WINDOW: {
+      auto r = b.getWindow();
+      return stream_window{request_id{r.getRequestId()}, r.getAttempt(), r.getLimit()};
+    }
     case gen::Envelope::Body::ABORT: {
       auto r = b.getAbort();
       auto code = enum_from(r.getCode(), errc::failed, "abort.code");

@@ -34,5 +34,6 @@ struct Envelope {
     down @20 :Runtime.Down;
     failure @21 :Runtime.Failure;
     credit @22 :Runtime.Credit;
+    window @23 :Inference.Window;
   }
 }

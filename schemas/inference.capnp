@@ -74,6 +74,16 @@ struct Finish {
   generatedTokens @3 :UInt32;
 }
 
+# Router -> decode: the client has room for tokens at positions below `limit`; a decode
+# node never generates past the latest limit of an attempt (back-pressure from a slow
+# client). An attempt starts with a window of its admit's tokens plus 64 positions
+# (wire::initial_stream_window).
+struct Window {
+  requestId @0 :UInt64;
+  attempt @1 :UInt32;
+  limit @2 :UInt32;
+}
+
 # Router -> prefill or decode: the client is gone or gave up.
 struct Cancel {
   requestId @0 :UInt64;

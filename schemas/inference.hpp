@@ -80,6 +80,17 @@ struct finish {
   bool operator==(const finish&) const = default;
 };
 
+/// Positions past an attempt's tokens a decode node may generate before its first window.
+inline constexpr std::uint32_t initial_stream_window = 64;
+
+/// Router -> decode: generate no token at a position >= limit (back-pressure).
+struct stream_window {
+  request_id request{};
+  std::uint32_t attempt = 0;
+  std::uint32_t limit = 0;
+  bool operator==(const stream_window&) const = default;
+};
+
 struct cancel {
   request_id request{};
   std::string reason;

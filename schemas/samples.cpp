@@ -69,6 +69,7 @@ std::vector<frame> sample_frames() {
   frames.push_back(envelope(failure{errc::not_found, "no actor 'decoder' on decode-0"}));
   frames.back().in_reply_to = 41;
   frames.push_back(envelope(credit{128}));
+  frames.push_back(envelope(stream_window{request_id{1}, 0, 70}));
   return frames;
 }
 

@@ -148,6 +148,12 @@ struct body_filler {
     r.setRequestId(static_cast<std::uint64_t>(c.request));
     r.setReason(text(c.reason));
   }
+  void operator()(const stream_window& w) {
+    auto r = b.initWindow();
+    r.setRequestId(static_cast<std::uint64_t>(w.request));
+    r.setAttempt(w.attempt);
+    r.setLimit(w.limit);
+  }
   void operator()(const abort_attempt& a) {
     auto r = b.initAbort();
     r.setRequestId(static_cast<std::uint64_t>(a.request));

@@ -151,6 +151,7 @@ struct body_checker {
     return {};
   }
   checked<> operator()(const finish&) const { return {}; }
+  checked<> operator()(const stream_window&) const { return {}; }
   checked<> operator()(const cancel& c) const { return check_text(c.reason, l, "cancel.reason"); }
   checked<> operator()(const abort_attempt& a) const {
     return check_text(a.message, l, "abort.message");

@@ -5,7 +5,9 @@
 // RMA), and the KV transfer time the prefill node leaves exposed after its compute: with
 // slices shipped as layers finish (exposed_ms) and with everything shipped after the
 // compute (serial_ms, the same node restarted with --kv-after-compute). Medians of R runs
-// after a warm-up. Figures only; no assertions.
+// after a warm-up, each cluster run right after the same prompt in this process so both
+// see the same machine load. Figures only; no assertions. BATON_KEEP=1 keeps the
+// cluster's folder (topology and node logs).
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -162,19 +164,24 @@ class bench_cluster {
 };
 
 struct phase {
+  std::vector<double> single_ms;  ///< in this process, interleaved with the cluster runs
   std::vector<double> ttft_ms;
   std::vector<double> compute_ms;
   std::vector<double> exposed_ms;
 };
 
-/// Sends the prompt runs + 1 times (the first is a warm-up) for one token each.
-expected<phase> measure(const bench_cluster& c, const std::string& prompt, std::size_t runs) {
+/// Sends the prompt runs + 1 times (the first is a warm-up) for one token each, each run
+/// after the same prompt's TTFT in this process, so both see the same machine load.
+expected<phase> measure(const bench_cluster& c, const engine::model& m,
+                        const std::vector<std::int32_t>& tokens, const std::string& prompt,
+                        std::size_t runs) {
   client::client_options co;
   co.routers = {c.native()};
   auto client = client::router_client::connect(co);
   if (!client) return tl::unexpected(client.error());
   phase p;
   for (std::size_t r = 0; r <= runs; ++r) {
+    const double single = single_ttft_ms(m, tokens);
     wire::generate_request req;
     req.prompt = prompt;
     req.max_tokens = 1;
@@ -188,6 +195,7 @@ expected<phase> measure(const bench_cluster& c, const std::string& prompt, std::
     });
     if (!result) return tl::unexpected(result.error());
     if (r == 0) continue;
+    p.single_ms.push_back(single);
     p.ttft_ms.push_back(ttft);
     p.compute_ms.push_back(c.metric("prefill-0", "baton_prefill_last_compute_seconds") * 1e3);
     p.exposed_ms.push_back(c.metric("prefill-0", "baton_prefill_last_kv_exposed_seconds") * 1e3);
@@ -221,29 +229,24 @@ int run_disagg(const disagg_args& a) {
              tokens.size(), static_cast<double>(kv_bytes) / (1 << 20), kv_bytes / slice_bytes,
              slice_bytes >> 10);
 
-  std::vector<double> single;
-  for (std::size_t r = 0; r <= a.runs; ++r) {
-    const double ms = single_ttft_ms(*m, tokens);
-    if (r > 0) single.push_back(ms);
-  }
-
   bench_cluster c(a, kv_blocks);
   for (const char* n : {"router-0", "prefill-0", "decode-0"}) c.start(n);
   if (!c.ready(std::chrono::seconds(30))) {
     return fail_with("the cluster did not become ready:\n" + c.log("router-0"));
   }
-  auto pipelined = measure(c, prompt, a.runs);
+  auto pipelined = measure(c, *m, tokens, prompt, a.runs);
   if (!pipelined) return fail_with("pipelined: " + pipelined.error().to_string());
   c.stop("prefill-0");
   c.start("prefill-0", {"--kv-after-compute"});
   if (!c.ready(std::chrono::seconds(30))) {
     return fail_with("the restarted prefill node did not join:\n" + c.log("prefill-0"));
   }
-  auto serial = measure(c, prompt, a.runs);
+  auto serial = measure(c, *m, tokens, prompt, a.runs);
   if (!serial) return fail_with("serial: " + serial.error().to_string());
 
+  const double single = median(pipelined->single_ms);
   nlohmann::json out = {{"prompt_len", tokens.size()},
-                        {"ttft_ms_single", median(single)},
+                        {"ttft_ms_single", single},
                         {"ttft_ms_disagg", median(pipelined->ttft_ms)},
                         {"serial_ms", median(serial->exposed_ms)},
                         {"exposed_ms", median(pipelined->exposed_ms)},
@@ -257,12 +260,12 @@ int run_disagg(const disagg_args& a) {
     fmt::print("{}\n", out.dump());
     return 0;
   }
-  const double ttft_ratio = out["ttft_ms_disagg"].get<double>() / median(single);
+  const double ttft_ratio = out["ttft_ms_disagg"].get<double>() / single;
   const double exposed_ratio =
       out["exposed_ms"].get<double>() / std::max(out["serial_ms"].get<double>(), 1e-9);
   fmt::print("prompt {} tokens, {} runs after a warm-up (medians), KV {:.1f} MiB over tcp\n",
              tokens.size(), a.runs, static_cast<double>(kv_bytes) / (1 << 20));
-  fmt::print("  TTFT single process      {:9.2f} ms\n", median(single));
+  fmt::print("  TTFT single process      {:9.2f} ms\n", single);
   fmt::print("  TTFT disaggregated       {:9.2f} ms   ({:.3f}x single)\n",
              out["ttft_ms_disagg"].get<double>(), ttft_ratio);
   fmt::print("  prefill compute (node)   {:9.2f} ms\n", out["prefill_compute_ms"].get<double>());

@@ -197,6 +197,15 @@ class fleet {
   }
 
   void client_gone(wire::request_id id) { dispatch("router-0", router_->on_client_gone(id)); }
+  /// The client of `id` reads slowly (no room) or catches up again.
+  void slow_client(wire::request_id id, bool slow) {
+    if (slow) {
+      slow_.insert(id);
+    } else {
+      slow_.erase(id);
+      dispatch("router-0", router_->on_client_ready(id));
+    }
+  }
 
   [[nodiscard]] const client_log& log(wire::request_id id) { return logs_[id]; }
   [[nodiscard]] router_state& router() { return *router_; }
@@ -241,6 +250,7 @@ class fleet {
   std::map<std::string, decode_node> decodes_;
   std::map<std::string, prefill_node> prefills_;
   std::set<std::string> dead_;
+  std::set<wire::request_id> slow_;
   std::deque<std::function<void()>> tasks_;
   std::vector<std::pair<std::string, timer>> timers_;
   std::map<wire::request_id, client_log> logs_;
@@ -296,7 +306,7 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
           if constexpr (std::is_same_v<T, wire::reserve>) {
             dispatch(to, router_->on_reserve(from, body));
           } else if constexpr (std::is_same_v<T, wire::token_batch>) {
-            dispatch(to, router_->on_tokens(from, body));
+            dispatch(to, router_->on_tokens(from, body, !slow_.contains(body.request)));
           } else if constexpr (std::is_same_v<T, wire::finish>) {
             dispatch(to, router_->on_finish(from, body));
           } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
@@ -312,6 +322,8 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
             dispatch(to, d.on_prefill_done(from, body));
           } else if constexpr (std::is_same_v<T, wire::cancel>) {
             dispatch(to, d.on_cancel(body));
+          } else if constexpr (std::is_same_v<T, wire::stream_window>) {
+            d.on_window(body);
           } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
             dispatch(to, d.on_abort(from, body));
           } else {

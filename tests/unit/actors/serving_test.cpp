@@ -150,6 +150,30 @@ TEST(Serving, CancelWhileWritesAreHeldKeepsBlocksQuarantined) {
   EXPECT_EQ(f.decode_engine("decode-0").pool().free_blocks(), 512u);
 }
 
+TEST(Serving, ASlowClientPausesItsDecodeAndNotTheOthers) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  const auto slow = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 400);
+  f.slow_client(slow, true);
+  const auto other = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump();
+  // The other request finished; the slow one stopped at its window and holds its blocks.
+  ASSERT_TRUE(f.log(other).finished);
+  EXPECT_EQ(f.log(other).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_FALSE(f.log(slow).done());
+  const std::size_t prompt = f.log(slow).accepted->prompt_tokens;
+  ASSERT_FALSE(f.log(slow).positions.empty());
+  EXPECT_EQ(f.log(slow).positions.back() + 1, prompt + wire::initial_stream_window);
+  EXPECT_EQ(f.decode("decode-0").parked(), 1u);
+  EXPECT_FALSE(f.decode("decode-0").has_work());
+  // It catches up: generation resumes and the text is whole.
+  f.slow_client(slow, false);
+  f.pump();
+  ASSERT_TRUE(f.log(slow).finished);
+  EXPECT_EQ(f.log(slow).output(), f.reference("Once upon a time", 0.0f, 0.9f, 1, 400));
+}
+
 TEST(Serving, ClientGoneMidStreamFreesItsBlocks) {
   fleet f;
   const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 200);
