@@ -121,47 +121,26 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
   st.counters.emplace(metrics);
   st.free_blocks = &metrics.get_gauge("baton_decode_kv_free_blocks",
                                       "KV blocks neither held nor promised to a request");
-  const auto& c = model->config();
-  const engine::kv_layout layout{
-      static_cast<std::size_t>(c.n_layers), static_cast<std::size_t>(c.kv_dim()),
-      static_cast<std::size_t>(c.head_size()), options.engine.block_tokens};
-  if (options.engine.kv_blocks == 0) {
-    options.engine.kv_blocks =
-        options.engine.max_sequences *
-        ((static_cast<std::size_t>(c.seq_len) + layout.block_tokens - 1) / layout.block_tokens);
-  }
-  auto region =
-      ctx->rma()->allocate_region(options.engine.kv_blocks * layout.block_floats() * sizeof(float));
-  if (!region) {
-    spdlog::error("decode: KV pool: {}", region.error().message);
+  auto made = make_registered_engine(*ctx, self, *model, options.engine);
+  if (!made) {
+    spdlog::error("decode: {}", made.error().message);
     self->quit(caf::make_error(caf::sec::runtime_error));
     return {};
   }
-  st.region = *region;
-  options.engine.kv_memory = region->bytes;
-  auto engine = engine::cpu_engine::create(*model, options.engine);
-  if (!engine) {
-    spdlog::error("decode: {}", engine.error().message);
-    self->quit(caf::make_error(caf::sec::runtime_error));
-    return {};
-  }
-  st.engine = std::move(*engine);
+  st.region = made->region;
+  st.engine = std::move(made->engine);
   st.state = std::make_unique<decode_state>(
       *st.engine, wire::actor_address{ctx->name(), decode_name},
       kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
   publish_metrics(st);
   ctx->rma()->set_notify_sink(caf::actor_cast<caf::actor>(self->address()));
-  // A restarted actor gets a fresh region (a new key): late writes into the old one fail.
-  self->attach_functor([ctx, id = region->id] {
-    if (auto* rma = ctx->rma()) (void)rma->free_region(id);
-  });
   // Grant every prefill node access as it joins, so a descriptor is usable on arrival.
   for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
     self->send(self, runtime::member_update{m});
   }
   spdlog::info("decode: {} KV blocks of {} tokens ({} MiB, registered), engine {}",
-               options.engine.kv_blocks, layout.block_tokens, region->bytes.size() >> 20,
-               st.engine->fingerprint());
+               st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
+               st.region->bytes.size() >> 20, st.engine->fingerprint());
   return {
       [self](runtime::inbound& in) { on_frame(self, in); },
       [self](step_atom) {

@@ -145,42 +145,23 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
       &metrics.get_gauge("baton_prefill_last_compute_seconds", "Compute time of the latest job");
   st.last_exposed = &metrics.get_gauge("baton_prefill_last_kv_exposed_seconds",
                                        "Exposed KV transfer time of the latest job");
-  const auto& c = model->config();
-  const engine::kv_layout layout{
-      static_cast<std::size_t>(c.n_layers), static_cast<std::size_t>(c.kv_dim()),
-      static_cast<std::size_t>(c.head_size()), options.engine.block_tokens};
-  if (options.engine.kv_blocks == 0) {
-    options.engine.kv_blocks =
-        options.engine.max_sequences *
-        ((static_cast<std::size_t>(c.seq_len) + layout.block_tokens - 1) / layout.block_tokens);
-  }
-  auto region =
-      ctx->rma()->allocate_region(options.engine.kv_blocks * layout.block_floats() * sizeof(float));
-  if (!region) {
-    spdlog::error("prefill: KV pool: {}", region.error().message);
+  auto made = make_registered_engine(*ctx, self, *model, options.engine);
+  if (!made) {
+    spdlog::error("prefill: {}", made.error().message);
     self->quit(caf::make_error(caf::sec::runtime_error));
     return {};
   }
-  options.engine.kv_memory = region->bytes;
-  auto engine = engine::cpu_engine::create(*model, options.engine);
-  if (!engine) {
-    spdlog::error("prefill: {}", engine.error().message);
-    self->quit(caf::make_error(caf::sec::runtime_error));
-    return {};
-  }
-  st.engine = std::move(*engine);
+  st.engine = std::move(made->engine);
+  const auto region = made->region;
   st.writer =
-      std::make_unique<fabric_writer>(*ctx, *region, st.engine->pool().bytes(),
+      std::make_unique<fabric_writer>(*ctx, region, st.engine->pool().bytes(),
                                       caf::actor_cast<caf::actor>(self->address()), options);
   st.state = std::make_unique<prefill_state>(
       *st.engine, wire::actor_address{ctx->name(), prefill_name}, *st.writer, options.config);
-  // A restarted actor gets a fresh region (a new key): late writes into the old one fail.
-  self->attach_functor([ctx, id = region->id] {
-    if (auto* rma = ctx->rma()) (void)rma->free_region(id);
-  });
   (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
   spdlog::info("prefill: {} KV blocks of {} tokens (registered), engine {}",
-               options.engine.kv_blocks, layout.block_tokens, st.engine->fingerprint());
+               st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
+               st.engine->fingerprint());
   return {
       [self](runtime::inbound& in) {
         auto& s = self->state;

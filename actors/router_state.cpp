@@ -218,8 +218,8 @@ router_effects router_state::on_reserve(const wire::actor_address& from, const w
   return out;
 }
 
-router_effects router_state::on_tokens(const wire::actor_address& from,
-                                       const wire::token_batch& m, bool client_has_room) {
+router_effects router_state::on_tokens(const wire::actor_address& from, const wire::token_batch& m,
+                                       bool client_has_room) {
   router_effects out;
   request* r = current(m.request, m.attempt);
   if (r == nullptr || from.node != r->decode) {

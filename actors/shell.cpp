@@ -33,6 +33,30 @@ void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std
   }
 }
 
+expected<registered_engine> make_registered_engine(runtime::node_context& ctx,
+                                                   caf::event_based_actor* self,
+                                                   const engine::model& model,
+                                                   engine::engine_options options) {
+  const auto& c = model.config();
+  const engine::kv_layout layout{static_cast<std::size_t>(c.n_layers),
+                                 static_cast<std::size_t>(c.kv_dim()),
+                                 static_cast<std::size_t>(c.head_size()), options.block_tokens};
+  if (options.kv_blocks == 0) {
+    options.kv_blocks =
+        options.max_sequences *
+        ((static_cast<std::size_t>(c.seq_len) + layout.block_tokens - 1) / layout.block_tokens);
+  }
+  auto region = ctx.rma()->allocate_region(options.kv_blocks * layout.block_bytes());
+  if (!region) return fail(region.error(), "KV pool: ");
+  self->attach_functor([rma_owner = &ctx, id = region->id] {
+    if (auto* rma = rma_owner->rma()) (void)rma->free_region(id);
+  });
+  options.kv_memory = region->bytes;
+  auto engine = engine::cpu_engine::create(model, options);
+  if (!engine) return tl::unexpected(engine.error());
+  return registered_engine{*region, std::move(*engine)};
+}
+
 void stat_counters::set(const std::string& name, const std::string& help, std::uint64_t total,
                         runtime::metric_labels labels) {
   auto key = std::make_pair(name, labels);

@@ -12,6 +12,8 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/effects.hpp"
+#include "engine/cpu_engine.hpp"
+#include "engine/model.hpp"
 #include "runtime/node_context.hpp"
 
 namespace baton::actors {
@@ -25,6 +27,21 @@ using timer_atom = caf::atom_constant<caf::atom("s_timer")>;
 /// Messages to an actor of this node skip the network.
 void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& name,
              effects out);
+
+/// An engine whose KV pool lives in memory registered with the node's transport, so RMA
+/// reads and writes it in place. The region is freed when the owning actor terminates
+/// (a restarted actor gets a new region and key: late writes into the old one fail).
+struct registered_engine {
+  runtime::kv_fabric::region region;
+  std::unique_ptr<engine::cpu_engine> engine;
+};
+
+/// Allocates the pool's region (options.kv_blocks blocks; 0: max_sequences full-length
+/// sequences) and creates the engine over it, for `self`.
+[[nodiscard]] expected<registered_engine> make_registered_engine(runtime::node_context& ctx,
+                                                                 caf::event_based_actor* self,
+                                                                 const engine::model& model,
+                                                                 engine::engine_options options);
 
 /// Mirrors a state class's running totals into registry counters: each set() adds what
 /// the total grew by since the last one. Not thread-safe (one actor owns it).

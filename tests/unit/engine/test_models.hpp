@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -28,8 +29,17 @@ inline model_config small_config() {
 
 /// A file name in the test temp dir, unique to this process: ctest runs tests in
 /// parallel processes, and one rewriting a file another has mapped would crash it.
+/// The file is removed when the test process exits.
 inline std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + std::to_string(::getpid()) + "-" + name;
+  struct removed_at_exit {
+    std::vector<std::string> paths;
+    ~removed_at_exit() {
+      for (const auto& p : paths) std::remove(p.c_str());
+    }
+  };
+  static removed_at_exit files;
+  files.paths.push_back(::testing::TempDir() + std::to_string(::getpid()) + "-" + name);
+  return files.paths.back();
 }
 
 inline std::vector<char> read_file(const std::string& path) {
