@@ -35,18 +35,20 @@ sleep 0.5  # let the router learn every worker, so both of each role serve
 
 echo "-- disaggregated generation through the router client ($router):"
 "$baton" generate --router "$router" --temperature 0 --steps 100 "Once upon a time" \
-  | tee "$out/cluster.txt"
+  2> "$out/cluster.err" | tee "$out/cluster.txt"
+cat "$out/cluster.err"
 cmp "$out/single.txt" "$out/cluster.txt" && echo "-- byte-identical to the one-process output"
 
 echo "-- a long seeded generation; decode-0 is SIGKILLed while it streams:"
 "$baton" generate --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" \
   --temperature 0.8 --top-p 0.95 --seed 7 --steps 500 "Lily and Ben" > "$out/long-single.txt" 2>/dev/null
 "$baton" generate --router "$router" --temperature 0.8 --top-p 0.95 --seed 7 --steps 500 \
-  "Lily and Ben" > "$out/long-cluster.txt" &
+  "Lily and Ben" > "$out/long-cluster.txt" 2> "$out/long-cluster.err" &
 gen=$!
 for _ in $(seq 500); do [ "$(stat -c %s "$out/long-cluster.txt")" -gt 200 ] && break; sleep 0.005; done
 pkill -KILL -f "baton node --config cluster.toml --name decode-0" || true
 wait $gen
+cat "$out/long-cluster.err"
 cmp "$out/long-single.txt" "$out/long-cluster.txt" \
   && echo "-- byte-identical to the one-process output despite the kill"
 curl -s http://127.0.0.1:9100/metrics | grep -E '^baton_router_(retries|requests)_total' || true
