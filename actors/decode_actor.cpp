@@ -134,10 +134,8 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
       kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
   publish_metrics(st);
   ctx->rma()->set_notify_sink(caf::actor_cast<caf::actor>(self->address()));
-  // Grant every prefill node access as it joins, so a descriptor is usable on arrival.
-  for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
-    self->send(self, runtime::member_update{m});
-  }
+  // Writers are granted on their first admit; a node that dies or leaves is forgotten.
+  (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
   spdlog::info("decode: {} KV blocks of {} tokens ({} MiB, registered), engine {}",
                st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
                st.region->bytes.size() >> 20, st.engine->fingerprint());
@@ -161,14 +159,6 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
         if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
           s.granted.erase(m.node);
           after(self, s.state->on_node_gone(m.node));
-          return;
-        }
-        const bool prefill =
-            std::find(m.roles.begin(), m.roles.end(), wire::role::prefill) != m.roles.end();
-        if (m.state == wire::member_state::alive && prefill && m.node != s.ctx->name()) {
-          if (auto g = grant(s, m.node); !g) {
-            spdlog::warn("decode: granting {}: {}", m.node, g.error().message);
-          }
         }
       },
       [](runtime::delivery_failure& f) {

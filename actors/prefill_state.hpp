@@ -44,6 +44,9 @@ struct prefill_config {
   /// Ship each (layer, block) slice as soon as it is final (true), or every slice once the
   /// whole prompt is computed (false: the serial baseline `baton bench disagg` measures).
   bool pipeline = true;
+  /// Jobs held at once (computing or still writing): each holds an engine sequence, so
+  /// this is at most the engine's max_sequences. Queued jobs wait for one to end.
+  std::size_t max_in_flight = 8;
 };
 
 struct prefill_stats {
@@ -69,8 +72,10 @@ class prefill_state {
   /// Jobs whose decode node is gone are dropped (their writes fail on their own).
   effects on_node_gone(const std::string& node);
 
-  /// True when run_next() has a job to compute.
-  [[nodiscard]] bool has_work() const { return !queue_.empty(); }
+  /// True when run_next() has a job to compute and room to hold it.
+  [[nodiscard]] bool has_work() const {
+    return !queue_.empty() && jobs_.size() < config_.max_in_flight;
+  }
   /// The job run_next() computes next (so a shell can time it).
   [[nodiscard]] const wire::prefill* next_job() const {
     return queue_.empty() ? nullptr : &queue_.front();

@@ -152,10 +152,9 @@ bool host_port(std::string_view address) {
 
 void read_node(const toml::table& t, std::size_t index, const std::string& provider,
                diagnostics& diag, node_spec& node) {
-  table_reader r(
-      t, fmt::format("node[{}]", index), diag,
-      {"name", "kind", "device", "roles", "fabric", "admin", "native", "http", "kv_blocks",
-       "max_batch"});
+  table_reader r(t, fmt::format("node[{}]", index), diag,
+                 {"name", "kind", "device", "roles", "fabric", "admin", "native", "http",
+                  "kv_blocks", "max_batch"});
   node.line = static_cast<std::uint32_t>(t.source().begin.line);
   node.name = r.string("name", true).value_or("");
   if (auto kind = r.string("kind", true)) {

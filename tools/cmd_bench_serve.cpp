@@ -1,6 +1,7 @@
 // `baton bench serve --url URL --rate R --requests N [--prompt-len DIST] [--output-len DIST]
 //   [--seed S] [--slo-ttft-ms X] [--slo-tpot-ms Y] [--model NAME] [--tokenizer FILE]
-//   [--max-concurrency C] [--timeout-s T] [--ignore-eos] [--json] [--plot FILE.svg]`:
+//   [--max-concurrency C] [--timeout-s T] [--ignore-eos] [--json] [--plot FILE.svg]
+//   [--native HOST:PORT [--pairs K]]`:
 // a serving benchmark against any OpenAI-compatible HTTP endpoint (Baton's router, vLLM,
 // SGLang, TRT-LLM, ...), with the figures vLLM's serving benchmark and NVIDIA AIPerf report.
 //
@@ -25,12 +26,27 @@
 //   prompt_tokens_exact, prompt_tokens_mean, output_tokens_mean,
 //   request_throughput_req_s, output_throughput_tok_s, total_throughput_tok_s,
 //   {ttft,tpot,itl,e2e}_ms_{mean,p50,p90,p99} (null without samples),
-//   slo_ttft_ms, slo_tpot_ms, goodput_req_s, goodput_fraction (null without SLOs).
+//   slo_ttft_ms, slo_tpot_ms, goodput_req_s, goodput_fraction (null without SLOs),
+//   native_pairs, native_ttft_ms_{p50,p90}, http_pair_ttft_ms_{p50,p90},
+//   http_added_ttft_ms_p50, native_e2e_ms_{p50,p90}, http_pair_e2e_ms_{p50,p90},
+//   http_added_e2e_ms_p50 (null without --native or without a completed pair).
+//
+// --native HOST:PORT (the router's native port of the same cluster) measures the HTTP
+// layer's own added latency: after the main run, K more requests (--pairs, default 20;
+// prompts and max_tokens drawn like the main run's, after them) go one at a time, each
+// twice: once over HTTP exactly as above (a new connection each) and once through the
+// native router client (one connection, opened before the main run), same prompt,
+// max_tokens, temperature 0 and seed, alternating which goes first. TTFT and E2E are
+// defined as above for both; http_added_*_p50 is the median of the per-pair differences
+// (HTTP minus native). Pairs where either side failed are left out.
+//
 // A progress bar goes to stderr when it is a terminal. Figures only; no assertions. Exit
-// status 1 on bad arguments, when /v1/models cannot be read, or when no request completed
-// (the figures are still printed); 0 otherwise. See docs/benchmarks.md.
+// status 1 on bad arguments, when /v1/models cannot be read, when --native cannot be
+// connected, or when no request (with --native: no pair) completed (the figures are still
+// printed); 0 otherwise. See docs/benchmarks.md.
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -38,12 +54,15 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
+#include <variant>
 #include <vector>
 
 #include <fmt/format.h>
@@ -54,6 +73,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "client/router_client.hpp"
 #include "engine/tokenizer.hpp"
 #include "tools/commands.hpp"
 #include "tools/serve_load.hpp"
@@ -87,6 +107,8 @@ struct serve_args {
   bool ignore_eos = false;
   bool json = false;
   std::string plot;
+  std::string native;  ///< the router's native port, HOST:PORT; empty: no pairs
+  std::size_t pairs = 20;
 };
 
 /// http://HOST[:PORT][/PREFIX]: the pieces a request needs.
@@ -154,6 +176,9 @@ expected<std::string> first_model(const target& t, tcp::resolver::results_type e
 struct planned {
   std::string body;
   std::size_t prompt_tokens = 0;
+  std::string prompt;  ///< what the body carries, for the native client
+  std::size_t max_tokens = 0;
+  std::uint64_t seed = 0;
 };
 
 class load_run;
@@ -189,7 +214,7 @@ class session : public std::enable_shared_from_this<session> {
 class load_run {
  public:
   load_run(const serve_args& a, target t, tcp::resolver::results_type endpoints,
-           std::vector<planned> plan, std::vector<double> schedule_s)
+           std::vector<planned> plan, std::vector<double> schedule_s, bool progress)
       : args_(a),
         target_(std::move(t)),
         endpoints_(std::move(endpoints)),
@@ -197,7 +222,7 @@ class load_run {
         schedule_s_(std::move(schedule_s)),
         records_(plan_.size()),
         arrivals_(io_),
-        progress_(::isatty(STDERR_FILENO) == 1) {}
+        progress_(progress && ::isatty(STDERR_FILENO) == 1) {}
 
   std::vector<serve::request_record> run() {
     start_ = clock_type::now();
@@ -389,6 +414,98 @@ void session::finish(bool ok, const std::string& kind, const std::string& detail
   run_.done(index_);
 }
 
+/// The paired HTTP-vs-native latencies of --native, in milliseconds.
+struct pair_results {
+  std::size_t pairs = 0;                      ///< pairs where both sides completed
+  std::size_t failed = 0;                     ///< pairs left out
+  std::map<std::string, std::string> errors;  ///< the first detail of each side's failure
+  serve::summary native_ttft, http_ttft, added_ttft, native_e2e, http_e2e, added_e2e;
+};
+
+/// TTFT and E2E of one request, milliseconds.
+struct one_latency {
+  double ttft_ms = 0;
+  double e2e_ms = 0;
+};
+
+/// `p` over HTTP on its own, as the main run sends it (a new connection).
+expected<one_latency> http_once(const serve_args& a, const target& t,
+                                const tcp::resolver::results_type& endpoints, const planned& p) {
+  load_run one(a, t, endpoints, {p}, {0.0}, false);
+  const auto records = one.run();
+  const auto& rec = records.at(0);
+  if (!rec.ok) {
+    const auto d = one.error_details.find(rec.error_kind);
+    return fail(errc::failed, fmt::format("HTTP {}: {}", rec.error_kind,
+                                          d == one.error_details.end() ? "" : d->second));
+  }
+  const double first = rec.token_s.empty() ? rec.end_s : rec.token_s.front();
+  return one_latency{(first - rec.send_s) * 1e3, (rec.end_s - rec.send_s) * 1e3};
+}
+
+/// `p` through the native router client: same prompt, max_tokens, temperature 0 and seed.
+expected<one_latency> native_once(client::router_client& c, const serve_args& a, const planned& p) {
+  wire::generate_request r;
+  r.prompt = p.prompt;
+  r.max_tokens = static_cast<std::uint32_t>(p.max_tokens);
+  r.params = {0.0f, 1.0f, p.seed};
+  r.has_seed = true;
+  r.timeout_ms = static_cast<std::uint32_t>(
+      std::min(a.timeout_s * 1e3, double{std::numeric_limits<std::uint32_t>::max()}));
+  std::optional<clock_type::time_point> first;
+  const auto start = clock_type::now();
+  auto done = c.generate(std::move(r), [&first](const client::client_event& e) {
+    const auto* chunk = std::get_if<wire::token_chunk>(&e);
+    if (chunk != nullptr && !chunk->text.empty() && !first) first = clock_type::now();
+    return true;
+  });
+  const auto end = clock_type::now();
+  if (!done) return fail(done.error(), "native: ");
+  const auto ms = [&](clock_type::time_point at) {
+    return std::chrono::duration<double, std::milli>(at - start).count();
+  };
+  return one_latency{ms(first.value_or(end)), ms(end)};
+}
+
+/// K pairs, one request at a time, alternating which side goes first.
+pair_results run_pairs(const serve_args& a, const target& t,
+                       const tcp::resolver::results_type& endpoints, client::router_client& c,
+                       const std::vector<planned>& plan) {
+  pair_results out;
+  std::vector<double> n_ttft, h_ttft, d_ttft, n_e2e, h_e2e, d_e2e;
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    expected<one_latency> h = fail(errc::failed, "not run");
+    expected<one_latency> n = fail(errc::failed, "not run");
+    if (i % 2 == 0) {
+      h = http_once(a, t, endpoints, plan[i]);
+      n = native_once(c, a, plan[i]);
+    } else {
+      n = native_once(c, a, plan[i]);
+      h = http_once(a, t, endpoints, plan[i]);
+    }
+    if (!h) out.errors.emplace("http", h.error().to_string());
+    if (!n) out.errors.emplace("native", n.error().to_string());
+    if (!h || !n) {
+      ++out.failed;
+      continue;
+    }
+    ++out.pairs;
+    n_ttft.push_back(n->ttft_ms);
+    h_ttft.push_back(h->ttft_ms);
+    d_ttft.push_back(h->ttft_ms - n->ttft_ms);
+    n_e2e.push_back(n->e2e_ms);
+    h_e2e.push_back(h->e2e_ms);
+    d_e2e.push_back(h->e2e_ms - n->e2e_ms);
+  }
+  out.native_ttft = serve::summarize(std::move(n_ttft));
+  out.http_ttft = serve::summarize(std::move(h_ttft));
+  out.added_ttft = serve::summarize(std::move(d_ttft));
+  out.native_e2e = serve::summarize(std::move(n_e2e));
+  out.http_e2e = serve::summarize(std::move(h_e2e));
+  out.added_e2e = serve::summarize(std::move(d_e2e));
+  return out;
+}
+
 /// The number of tokens a llama2.c tokenizer file holds (load() needs the count).
 expected<std::int32_t> tokenizer_vocab(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -408,9 +525,10 @@ expected<std::int32_t> tokenizer_vocab(const std::string& path) {
   return n;
 }
 
-/// Bodies for every request, drawn before the clock starts so prompt making costs nothing.
+/// Bodies for `count` requests, drawn before the clock starts so prompt making costs
+/// nothing. The first a.requests are the same whatever `count` is.
 expected<std::vector<planned>> plan_requests(const serve_args& a, const std::string& model,
-                                             std::uint64_t seed) {
+                                             std::uint64_t seed, std::size_t n_requests) {
   auto prompt_dist = serve::parse_length_dist(a.prompt_len);
   if (!prompt_dist) return fail(prompt_dist.error(), "--prompt-len: ");
   auto output_dist = serve::parse_length_dist(a.output_len);
@@ -426,8 +544,8 @@ expected<std::vector<planned>> plan_requests(const serve_args& a, const std::str
   const auto count = [&](std::string_view text) { return tok->encode(text, false, false).size(); };
   // Lengths and prompts from their own stream, so the arrival schedule does not depend on them.
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);
-  std::vector<planned> plan(a.requests);
-  for (std::size_t i = 0; i < a.requests; ++i) {
+  std::vector<planned> plan(n_requests);
+  for (std::size_t i = 0; i < n_requests; ++i) {
     const std::size_t prompt_tokens = serve::sample_length(*prompt_dist, rng);
     const std::size_t output_tokens = serve::sample_length(*output_dist, rng);
     const std::string prompt = tok ? serve::exact_prompt(prompt_tokens, rng, count)
@@ -440,7 +558,7 @@ expected<std::vector<planned>> plan_requests(const serve_args& a, const std::str
                            {"temperature", 0},
                            {"seed", seed + i}};
     if (a.ignore_eos) body["ignore_eos"] = true;
-    plan[i] = {body.dump(), tok ? count(prompt) : prompt_tokens};
+    plan[i] = {body.dump(), tok ? count(prompt) : prompt_tokens, prompt, output_tokens, seed + i};
   }
   return plan;
 }
@@ -455,7 +573,8 @@ nlohmann::ordered_json opt(const std::optional<T>& v) {
 }
 
 nlohmann::ordered_json to_json(const serve_args& a, const std::string& model, std::uint64_t seed,
-                               double rate, const serve::results& r) {
+                               double rate, const serve::results& r,
+                               const std::optional<pair_results>& pr) {
   nlohmann::ordered_json j = {{"url", a.url},
                               {"model", model},
                               {"seed", seed},
@@ -486,11 +605,25 @@ nlohmann::ordered_json to_json(const serve_args& a, const std::string& model, st
   j["slo_tpot_ms"] = opt(a.slo_tpot_ms);
   j["goodput_req_s"] = opt(r.goodput_req_s);
   j["goodput_fraction"] = opt(r.goodput_fraction);
+  j["native_pairs"] = pr ? nlohmann::ordered_json(pr->pairs) : nlohmann::ordered_json(nullptr);
+  const serve::summary none;
+  for (const auto& [name, native, via_http, added] :
+       {std::tuple{"ttft", pr ? pr->native_ttft : none, pr ? pr->http_ttft : none,
+                   pr ? pr->added_ttft : none},
+        std::tuple{"e2e", pr ? pr->native_e2e : none, pr ? pr->http_e2e : none,
+                   pr ? pr->added_e2e : none}}) {
+    j[fmt::format("native_{}_ms_p50", name)] = or_null(native, native.p50);
+    j[fmt::format("native_{}_ms_p90", name)] = or_null(native, native.p90);
+    j[fmt::format("http_pair_{}_ms_p50", name)] = or_null(via_http, via_http.p50);
+    j[fmt::format("http_pair_{}_ms_p90", name)] = or_null(via_http, via_http.p90);
+    j[fmt::format("http_added_{}_ms_p50", name)] = or_null(added, added.p50);
+  }
   return j;
 }
 
 void print_table(const serve_args& a, const std::string& model, std::uint64_t seed,
-                 const serve::results& r, const std::map<std::string, std::string>& details) {
+                 const serve::results& r, const std::map<std::string, std::string>& details,
+                 const std::optional<pair_results>& pr) {
   fmt::print("bench serve {} model {} seed {}\n", a.url, model, seed);
   fmt::print("{} requests at {} req/s (Poisson, open loop), max concurrency {}\n", r.requests,
              a.rate, a.max_concurrency);
@@ -522,6 +655,19 @@ void print_table(const serve_args& a, const std::string& model, std::uint64_t se
         a.slo_ttft_ms ? fmt::format("{}", *a.slo_ttft_ms) : "any",
         a.slo_tpot_ms ? fmt::format("{}", *a.slo_tpot_ms) : "any");
   }
+  if (!pr) return;
+  fmt::print("HTTP vs native {}: {} pairs one at a time ({} failed)\n", a.native, pr->pairs,
+             pr->failed);
+  for (const auto& [side, detail] : pr->errors) fmt::print("  failed {:<8} {}\n", side, detail);
+  fmt::print("{:<10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}\n", "ms", "native p50", "native p90",
+             "HTTP p50", "HTTP p90", "added p50", "added p90");
+  for (const auto& [name, native, via_http, added] :
+       {std::tuple{"TTFT", pr->native_ttft, pr->http_ttft, pr->added_ttft},
+        std::tuple{"E2E", pr->native_e2e, pr->http_e2e, pr->added_e2e}}) {
+    fmt::print("{:<10} {:10.2f} {:10.2f} {:10.2f} {:10.2f} {:12.2f} {:12.2f}\n", name, native.p50,
+               native.p90, via_http.p50, via_http.p90, added.p50, added.p90);
+  }
+  fmt::print("(added: per-pair HTTP minus native)\n");
 }
 
 int run_serve(const serve_args& a) {
@@ -544,6 +690,9 @@ int run_serve(const serve_args& a) {
   }
   if (a.max_concurrency == 0) return fail_with("--max-concurrency must be >= 1");
   if (!(a.timeout_s > 0)) return fail_with("--timeout-s must be > 0");
+  if (!a.native.empty() && (a.pairs == 0 || a.pairs > max_requests)) {
+    return fail_with(fmt::format("--pairs must be 1..{}", max_requests));
+  }
   // No seed means the time; it is printed so the run can be replayed.
   const std::uint64_t seed = a.seed.value_or(static_cast<std::uint64_t>(
       std::chrono::system_clock::now().time_since_epoch() / std::chrono::microseconds(1)));
@@ -558,14 +707,32 @@ int run_serve(const serve_args& a) {
     if (!m) return fail_with(m.error().to_string());
     model = *m;
   }
-  auto plan = plan_requests(a, model, seed);
+  // The pairs' requests come after the main run's, so those do not depend on --native.
+  auto plan = plan_requests(a, model, seed, a.requests + (a.native.empty() ? 0 : a.pairs));
   if (!plan) return fail_with(plan.error().to_string());
+  std::vector<planned> pair_plan(std::make_move_iterator(plan->begin() + a.requests),
+                                 std::make_move_iterator(plan->end()));
+  plan->resize(a.requests);
+  // Connected before the main run, so a wrong --native fails before it.
+  std::unique_ptr<client::router_client> native;
+  if (!a.native.empty()) {
+    client::client_options co;
+    co.routers = {a.native};
+    auto c = client::router_client::connect(std::move(co));
+    if (!c) return fail_with(fmt::format("--native {}: {}", a.native, c.error().to_string()));
+    native = std::move(*c);
+  }
   fmt::print(stderr, "bench serve: {} requests to {} (model {}), seed {}\n", a.requests, a.url,
              model, seed);
   load_run run(a, *t, endpoints, std::move(*plan),
-               serve::poisson_schedule_s(rate, a.requests, seed));
+               serve::poisson_schedule_s(rate, a.requests, seed), true);
   const auto records = run.run();
   const auto r = serve::compute_results(records, {a.slo_ttft_ms, a.slo_tpot_ms});
+  std::optional<pair_results> pr;
+  if (native) {
+    fmt::print(stderr, "bench serve: {} HTTP vs native pairs ({})\n", a.pairs, a.native);
+    pr = run_pairs(a, *t, endpoints, *native, pair_plan);
+  }
   if (!a.plot.empty()) {
     std::ofstream out(a.plot, std::ios::binary);
     out << serve::render_svg(r,
@@ -574,13 +741,13 @@ int run_serve(const serve_args& a) {
                              {a.slo_ttft_ms, a.slo_tpot_ms});
     if (!out) return fail_with(fmt::format("--plot {}: cannot write", a.plot));
   }
-  const auto j = to_json(a, model, seed, rate, r);
+  const auto j = to_json(a, model, seed, rate, r, pr);
   if (!a.json) {
-    print_table(a, model, seed, r, run.error_details);
+    print_table(a, model, seed, r, run.error_details, pr);
     if (!a.plot.empty()) fmt::print("plot                {}\n", a.plot);
   }
   fmt::print("{}\n", j.dump());
-  return r.completed == 0 ? 1 : 0;
+  return r.completed == 0 || (pr && pr->pairs == 0) ? 1 : 0;
 }
 
 }  // namespace
@@ -612,6 +779,10 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
                 "Send \"ignore_eos\": true (vLLM/SGLang) so outputs reach max_tokens");
   cmd->add_flag("--json", args.json, "Print only the JSON line");
   cmd->add_option("--plot", args.plot, "Write CDFs of TTFT, TPOT, ITL and E2E to FILE.svg");
+  cmd->add_option("--native", args.native,
+                  "The router's native port (HOST:PORT): also measure HTTP's added latency");
+  cmd->add_option("--pairs", args.pairs, "HTTP vs native request pairs, with --native")
+      ->capture_default_str();
   cmd->callback([&exit_code] { exit_code = run_serve(args); });
 }
 

@@ -88,6 +88,7 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
     o.engine.kv_blocks = spec.kv_blocks;
     o.faults = args.faults;
     o.config.pipeline = !args.kv_after_compute;
+    o.config.max_in_flight = o.engine.max_sequences;
     out.push_back({actors::prefill_name, [&sm, o](runtime::node_context& ctx) {
                      return actors::spawn_prefill(ctx, sm.model, o);
                    }});

@@ -363,70 +363,65 @@ std::string short_number(double v) {
 constexpr double panel_w = 450, panel_h = 300;
 constexpr double pad_left = 62, pad_right = 18, pad_top = 34, pad_bottom = 46;
 
-void panel(std::string& svg, const std::string& id, const std::string& name,
-           const std::vector<double>& samples, const summary& sm, std::optional<double> slo_ms,
-           double x0, double y0) {
-  const double w = panel_w - pad_left - pad_right;
-  const double h = panel_h - pad_top - pad_bottom;
-  const double left = x0 + pad_left;
-  const double bottom = y0 + panel_h - pad_bottom;
-  svg += fmt::format(R"(<g id="{}">)", id);
-  svg += '\n';
-  svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="14" text-anchor="middle">{}</text>)",
-                     left + w / 2, y0 + 20, xml_escape(name));
-  svg += '\n';
+/// One panel's plot area: data (ms, fraction) to SVG coordinates.
+struct frame {
+  double x0, left, bottom, w, h, x_max, step;
+  [[nodiscard]] double px(double v) const { return left + v / x_max * w; }
+  [[nodiscard]] double py(double f) const { return bottom - f * h; }
+};
+
+void draw_axes(std::string& svg, const frame& f) {
   svg += fmt::format(
       R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="none" stroke="#444"/>)",
-      left, bottom - h, w, h);
+      f.left, f.bottom - f.h, f.w, f.h);
   svg += '\n';
-  std::vector<double> sorted = samples;
-  std::sort(sorted.begin(), sorted.end());
-  const double max = sorted.empty() ? 1.0 : std::max(sorted.back(), 1e-3);
-  const double step = nice_step(max, 5);
-  const double x_max = std::ceil(max / step) * step;
-  const auto px = [&](double v) { return left + v / x_max * w; };
-  const auto py = [&](double f) { return bottom - f * h; };
-  for (int i = 0; i * step <= x_max + step / 2; ++i) {
-    const double v = i * step;
+  for (int i = 0; i * f.step <= f.x_max + f.step / 2; ++i) {
+    const double v = i * f.step;
     svg += fmt::format(
         R"(<line x1="{0:.1f}" y1="{1:.1f}" x2="{0:.1f}" y2="{2:.1f}" stroke="#ddd"/>)"
         R"(<text x="{0:.1f}" y="{3:.1f}" font-size="11" text-anchor="middle">{4}</text>)",
-        px(v), bottom, bottom - h, bottom + 15,
+        f.px(v), f.bottom, f.bottom - f.h, f.bottom + 15,
         v >= 1000 ? fmt::format("{:.0f}", v) : fmt::format("{:.4g}", v));
     svg += '\n';
   }
   for (int i = 0; i <= 4; ++i) {
-    const double f = i * 0.25;
+    const double y = i * 0.25;
     svg += fmt::format(
         R"(<line x1="{0:.1f}" y1="{1:.1f}" x2="{2:.1f}" y2="{1:.1f}" stroke="#ddd"/>)"
         R"(<text x="{3:.1f}" y="{4:.1f}" font-size="11" text-anchor="end">{5:.4g}</text>)",
-        left, py(f), left + w, left - 6, py(f) + 4, f);
+        f.left, f.py(y), f.left + f.w, f.left - 6, f.py(y) + 4, y);
     svg += '\n';
   }
   svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="12" text-anchor="middle">ms</text>)",
-                     left + w / 2, bottom + 34);
+                     f.left + f.w / 2, f.bottom + 34);
   svg += fmt::format(R"(<text x="{0:.1f}" y="{1:.1f}" font-size="12" text-anchor="middle" )"
                      R"svg(transform="rotate(-90 {0:.1f} {1:.1f})">fraction of samples</text>)svg",
-                     x0 + 16, bottom - h / 2);
+                     f.x0 + 16, f.bottom - f.h / 2);
   svg += '\n';
-  if (sorted.empty()) {
-    svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="13" text-anchor="middle" )"
-                       R"(fill="#888">no samples</text>)",
-                       left + w / 2, bottom - h / 2);
-    svg += "\n</g>\n";
-    return;
-  }
-  // At most about 500 points: evenly spaced ranks, always the last.
+}
+
+/// The empirical CDF of `sorted` (not empty): at most about 500 evenly spaced ranks.
+void draw_cdf(std::string& svg, const frame& f, const std::vector<double>& sorted) {
   const std::size_t n = sorted.size();
   const std::size_t stride = std::max<std::size_t>(1, n / 500);
-  std::string points = fmt::format("{:.1f},{:.1f}", px(sorted.front()), py(0));
+  std::string points = fmt::format("{:.1f},{:.1f}", f.px(sorted.front()), f.py(0));
   for (std::size_t i = 0; i < n; i += stride) {
-    points += fmt::format(" {:.1f},{:.1f}", px(sorted[i]), py(static_cast<double>(i + 1) / n));
+    points += fmt::format(" {:.1f},{:.1f}", f.px(sorted[i]),
+                          f.py(static_cast<double>(i + 1) / static_cast<double>(n)));
   }
-  points += fmt::format(" {:.1f},{:.1f}", px(sorted.back()), py(1));
+  points += fmt::format(" {:.1f},{:.1f}", f.px(sorted.back()), f.py(1));
   svg += fmt::format(R"(<polyline fill="none" stroke="#1f77b4" stroke-width="1.8" points="{}"/>)",
                      points);
   svg += '\n';
+  svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11" text-anchor="end" )"
+                     R"(fill="#555">n = {}</text>)",
+                     f.left + f.w - 4, f.bottom - 6, n);
+  svg += '\n';
+}
+
+/// Dashed lines at p50 and p99 (red) and at the SLO (green), labelled.
+void draw_markers(std::string& svg, const frame& f, const summary& sm,
+                  std::optional<double> slo_ms) {
   struct marker {
     const char* label;
     double v;
@@ -434,27 +429,56 @@ void panel(std::string& svg, const std::string& id, const std::string& name,
     double dy;
   };
   std::vector<marker> markers = {{"p50", sm.p50, "#d62728", 12}, {"p99", sm.p99, "#d62728", 26}};
-  if (slo_ms && *slo_ms <= x_max) markers.push_back({"SLO", *slo_ms, "#2ca02c", 40});
-  if (slo_ms && *slo_ms > x_max) {  // off the scale: say so at the right edge
+  if (slo_ms && *slo_ms <= f.x_max) markers.push_back({"SLO", *slo_ms, "#2ca02c", 40});
+  if (slo_ms && *slo_ms > f.x_max) {  // off the scale: say so at the right edge
     svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11" text-anchor="end" )"
                        R"(fill="#2ca02c">SLO {} &#8594;</text>)",
-                       left + w - 4, bottom - h + 40, short_number(*slo_ms));
+                       f.left + f.w - 4, f.bottom - f.h + 40, short_number(*slo_ms));
     svg += '\n';
   }
   for (const auto& m : markers) {
     // Labels right of their line, or left of it near the right edge.
-    const bool left_of = px(m.v) > left + 0.75 * w;
+    const bool left_of = f.px(m.v) > f.left + 0.75 * f.w;
     svg += fmt::format(R"(<line x1="{0:.1f}" y1="{1:.1f}" x2="{0:.1f}" y2="{2:.1f}" stroke="{7}" )"
                        R"(stroke-dasharray="4 3"/><text x="{3:.1f}" y="{4:.1f}" font-size="11" )"
                        R"(text-anchor="{8}" fill="{7}">{5} {6}</text>)",
-                       px(m.v), bottom, bottom - h, px(m.v) + (left_of ? -3 : 3), bottom - h + m.dy,
-                       m.label, m.v, m.color, left_of ? "end" : "start");
+                       f.px(m.v), f.bottom, f.bottom - f.h, f.px(m.v) + (left_of ? -3 : 3),
+                       f.bottom - f.h + m.dy, m.label, short_number(m.v), m.color,
+                       left_of ? "end" : "start");
     svg += '\n';
   }
-  svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11" text-anchor="end" )"
-                     R"(fill="#555">n = {}</text>)",
-                     left + w - 4, bottom - 6, n);
-  svg += "\n</g>\n";
+}
+
+void panel(std::string& svg, const std::string& id, const std::string& name,
+           const std::vector<double>& samples, const summary& sm, std::optional<double> slo_ms,
+           double x0, double y0) {
+  std::vector<double> sorted = samples;
+  std::sort(sorted.begin(), sorted.end());
+  const double max = sorted.empty() ? 1.0 : std::max(sorted.back(), 1e-3);
+  const double step = nice_step(max, 5);
+  const frame f{x0,
+                x0 + pad_left,
+                y0 + panel_h - pad_bottom,
+                panel_w - pad_left - pad_right,
+                panel_h - pad_top - pad_bottom,
+                std::ceil(max / step) * step,
+                step};
+  svg += fmt::format(R"(<g id="{}">)", id);
+  svg += '\n';
+  svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="14" text-anchor="middle">{}</text>)",
+                     f.left + f.w / 2, y0 + 20, xml_escape(name));
+  svg += '\n';
+  draw_axes(svg, f);
+  if (sorted.empty()) {
+    svg += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="13" text-anchor="middle" )"
+                       R"(fill="#888">no samples</text>)",
+                       f.left + f.w / 2, f.bottom - f.h / 2);
+    svg += '\n';
+  } else {
+    draw_cdf(svg, f, sorted);
+    draw_markers(svg, f, sm, slo_ms);
+  }
+  svg += "</g>\n";
 }
 
 }  // namespace

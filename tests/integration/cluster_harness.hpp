@@ -34,7 +34,8 @@ struct node_def {
 /// A topology of `nodes` in a fresh temporary folder; the first node is the seed.
 class test_cluster {
  public:
-  /// Routers get a native client port and an HTTP API port. `sections` is more TOML ([limits], [router], ...).
+  /// Routers get a native client port and an HTTP API port. `sections` is more TOML
+  /// ([limits], [router], ...).
   explicit test_cluster(const std::vector<node_def>& nodes,
                         const std::string& checkpoint = BATON_SHARED_MODELS_DIR "/stories260K.bin",
                         std::string sections = {});

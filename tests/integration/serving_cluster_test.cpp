@@ -119,6 +119,11 @@ void start_all(test_cluster& c, const std::vector<node_def>& nodes,
   }
   const auto took = wait_until(
       [&] {
+        for (const auto& a : nodes) {
+          for (const auto& b : nodes) {
+            if (c.state_of(a.name, b.name) != "alive") return false;
+          }
+        }
         return metric(c, "router-0", R"(baton_router_workers{role="prefill"})") == prefills &&
                metric(c, "router-0", R"(baton_router_workers{role="decode"})") == decodes;
       },
@@ -199,13 +204,15 @@ TEST(ServingCluster, ACorruptedSliceIsCaughtByItsChecksumAndRecomputed) {
 }
 
 TEST(ServingCluster, LateWritesAfterACancelChangeNoOtherRequest) {
-  const std::vector<node_def> one_decode = {fleet[0], fleet[1], fleet[2], fleet[3]};
-  test_cluster c(one_decode);
-  // Every slice write of prefill-0 lands 1.5 s late: long after its request gave up.
-  start_all(c, one_decode, {"--fault-delay-writes-ms", "1500"});
+  // One prefill node, whose every slice write lands 1.5 s late: long after A gave up.
+  const std::vector<node_def> nodes = {fleet[0], fleet[1], fleet[3]};
+  test_cluster c(nodes);
+  start_all(c, nodes, {"--fault-delay-writes-ms", "1500"});
   auto a = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100, 300);
-  ASSERT_FALSE(a.result);
-  EXPECT_EQ(a.result.error().code, errc::timed_out) << a.result.error().to_string();
+  ASSERT_FALSE(a.result) << "placed on " << a.result->prefill_node;
+  // timed_out; overloaded if the loaded machine made membership suspect prefill-0 meanwhile.
+  EXPECT_TRUE(a.result.error().code == errc::timed_out || a.result.error().code == errc::overloaded)
+      << a.result.error().to_string();
   // B is admitted while A's blocks are quarantined, and decodes while A's writes land.
   auto b = generate(c.native("router-0"), "Lily and Ben", 0.8f, 0.95f, 7, 150);
   ASSERT_TRUE(b.result) << b.result.error().to_string();

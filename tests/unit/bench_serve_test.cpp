@@ -1,11 +1,13 @@
 // `baton bench serve`: its network-free parts (tools/serve_load.hpp), then the real binary
-// (BATON_BINARY) against a fake OpenAI-compatible SSE server on 127.0.0.1 in this process.
+// (BATON_BINARY) against a fake OpenAI-compatible SSE server on 127.0.0.1 in this process,
+// and with --native against a fake router native port (client::native_server).
 #include "tools/serve_load.hpp"
 
 #include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -25,6 +27,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "client/native_server.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace {
@@ -489,6 +492,120 @@ TEST(BenchServeCli, TableThenJsonWithModelGiven) {
   EXPECT_EQ(server.bodies().at(0)["model"], "m1");
 }
 
+/// A fake router native port: each request gets accepted, then (on its own thread) its
+/// max_tokens tokens, 5 ms to the first and 2 ms between the others, faster than the fake
+/// HTTP server, so HTTP's added latency comes out positive by construction.
+class fake_native_handler final : public baton::client::generate_handler {
+ public:
+  ~fake_native_handler() override {
+    std::lock_guard lock(mutex_);
+    for (auto& t : workers_) t.join();
+  }
+
+  void start(const baton::wire::generate_request& request,
+             std::shared_ptr<baton::client::response_stream> stream) override {
+    std::lock_guard lock(mutex_);
+    requests_.push_back(request);
+    workers_.emplace_back([request, stream] {
+      stream->send(baton::wire::accepted{0, baton::wire::request_id{stream->id()},
+                                         request.params.seed, 9, request.prompt, "prefill-0",
+                                         "decode-0", "disaggregated"});
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      for (std::uint32_t i = 0; i < request.max_tokens; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        if (!stream->send(baton::wire::token_chunk{0, 9 + i, {100 + i}, fmt::format(" w{}", i)})) {
+          return;
+        }
+      }
+      stream->send(
+          baton::wire::finished{0, baton::wire::finish_reason::length, 9, request.max_tokens});
+    });
+  }
+
+  void cancel(const baton::client::response_stream&, baton::client::cancel_reason) override {}
+
+  std::vector<baton::wire::generate_request> requests() {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::thread> workers_;
+  std::vector<baton::wire::generate_request> requests_;
+};
+
+TEST(BenchServeCli, NativePairsMeasureTheHttpLayer) {
+  fake_openai_server server(0);
+  fake_native_handler handler;
+  auto native = baton::client::native_server::start({}, handler);
+  ASSERT_TRUE(native) << native.error().to_string();
+  const auto r = run_baton(fmt::format(
+      "bench serve --url http://127.0.0.1:{} --requests 2 --prompt-len 6 --output-len 4 "
+      "--seed 3 --native 127.0.0.1:{} --pairs 5 --json 2>/dev/null",
+      server.port(), (*native)->local_port()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["completed"], 2);
+  EXPECT_EQ(j["native_pairs"], 5);
+  for (const char* f :
+       {"native_ttft_ms_p50", "native_ttft_ms_p90", "http_pair_ttft_ms_p50",
+        "http_pair_ttft_ms_p90", "http_added_ttft_ms_p50", "native_e2e_ms_p50", "native_e2e_ms_p90",
+        "http_pair_e2e_ms_p50", "http_pair_e2e_ms_p90", "http_added_e2e_ms_p50"}) {
+    ASSERT_TRUE(j[f].is_number()) << f << ": " << r.out;
+    EXPECT_GT(j[f].get<double>(), 0) << f;
+  }
+  // Native: 5 ms to the first token, 2 ms per token after; HTTP: 20 ms, then 5 ms.
+  EXPECT_GE(j["native_ttft_ms_p50"].get<double>(), 4.0);
+  EXPECT_GE(j["native_e2e_ms_p50"].get<double>(), 10.0);
+  EXPECT_GE(j["http_pair_ttft_ms_p50"].get<double>(), 19.0);
+  EXPECT_GE(j["http_pair_e2e_ms_p50"].get<double>(), 34.0);
+  EXPECT_LE(j["native_ttft_ms_p50"].get<double>(), j["native_ttft_ms_p90"].get<double>());
+
+  // Each pair: the same prompt, max_tokens and seed both ways, temperature 0.
+  const auto bodies = server.bodies();
+  ASSERT_EQ(bodies.size(), 2u + 5u);
+  const auto natives = handler.requests();
+  ASSERT_EQ(natives.size(), 5u);
+  for (const auto& n : natives) {
+    EXPECT_TRUE(n.has_seed);
+    EXPECT_EQ(n.params.temperature, 0.0f);
+    EXPECT_EQ(n.max_tokens, 4u);
+    std::size_t same = 0;
+    for (const auto& b : bodies) {
+      if (b["prompt"] == n.prompt && b["seed"] == n.params.seed && b["max_tokens"] == 4) ++same;
+    }
+    EXPECT_EQ(same, 1u) << n.prompt;
+    EXPECT_NE(n.params.seed, bodies[0]["seed"]);  // after the main run's requests
+    EXPECT_NE(n.params.seed, bodies[1]["seed"]);
+  }
+
+  // Without --native the fields are there, and null.
+  const auto plain = run_baton(fmt::format(
+      "bench serve --url http://127.0.0.1:{} --model m --requests 1 --output-len 2 --json "
+      "2>/dev/null",
+      server.port()));
+  const auto p = nlohmann::json::parse(plain.out, nullptr, false);
+  ASSERT_FALSE(p.is_discarded()) << plain.out;
+  EXPECT_TRUE(p["native_pairs"].is_null());
+  EXPECT_TRUE(p["http_added_e2e_ms_p50"].is_null());
+}
+
+TEST(BenchServeCli, TableShowsThePairs) {
+  fake_openai_server server(0);
+  fake_native_handler handler;
+  auto native = baton::client::native_server::start({}, handler);
+  ASSERT_TRUE(native) << native.error().to_string();
+  const auto r = run_baton(
+      fmt::format("bench serve --url http://127.0.0.1:{} --model m --requests 1 --output-len 2 "
+                  "--native 127.0.0.1:{} --pairs 2 2>/dev/null",
+                  server.port(), (*native)->local_port()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("HTTP vs native 127.0.0.1:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("added p50"), std::string::npos) << r.out;
+}
+
 TEST(BenchServeCli, UnreachableServerAndBadArguments) {
   tcp::endpoint closed;
   {
@@ -511,6 +628,11 @@ TEST(BenchServeCli, UnreachableServerAndBadArguments) {
   r = run_baton("bench serve --url http://127.0.0.1:1 --model x --prompt-len uniform:9:3 2>&1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("low > high"), std::string::npos) << r.out;
+  r = run_baton(fmt::format(
+      "bench serve --url http://127.0.0.1:1 --model x --native 127.0.0.1:{} 2>&1 >/dev/null",
+      closed.port()));
+  EXPECT_EQ(r.exit_code, 1);  // --native is connected before the main run
+  EXPECT_NE(r.out.find("--native"), std::string::npos) << r.out;
   r = run_baton("bench serve --url https://example.com --model x 2>&1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("no TLS"), std::string::npos) << r.out;
