@@ -150,8 +150,8 @@ TEST(Topology, AMissingRoleIsAWarningNotAnError) {
   auto topo = parse_topology(edit("roles = [\"decode\", \"kv\"]", "roles = [\"kv\"]"), "c.toml");
   ASSERT_TRUE(topo) << topo.error().message;
   const std::string no_native = "router router-0 has no native address: clients cannot reach it";
-  EXPECT_EQ(topo->warnings(),
-            (std::vector<std::string>{"no node has the role decode: it must join later", no_native}));
+  EXPECT_EQ(topo->warnings(), (std::vector<std::string>{
+                                  "no node has the role decode: it must join later", no_native}));
   EXPECT_EQ(parse_topology(valid, "c.toml")->warnings(), std::vector<std::string>{no_native});
   auto with_native = parse_topology(
       edit("admin = \"127.0.0.1:9100\"", "admin = \"127.0.0.1:9100\"\nnative = \"127.0.0.1:7000\""),
@@ -166,9 +166,10 @@ TEST(Topology, AMissingRoleIsAWarningNotAnError) {
 }
 
 TEST(Topology, RouterPolicyIsReadAndChecked) {
-  auto topo = parse_topology(edit("[timeouts]", "[router]\nprefill_on_decode_max_tokens = 32\n"
-                                                "when_no_prefill = \"prefill-on-decode\"\n"
-                                                "max_attempts = 5\n\n[timeouts]"),
+  auto topo = parse_topology(edit("[timeouts]",
+                                  "[router]\nprefill_on_decode_max_tokens = 32\n"
+                                  "when_no_prefill = \"prefill-on-decode\"\n"
+                                  "max_attempts = 5\n\n[timeouts]"),
                              "c.toml");
   ASSERT_TRUE(topo) << topo.error().message;
   EXPECT_EQ(topo->router.prefill_on_decode_max_tokens, 32u);
