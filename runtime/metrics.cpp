@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -157,6 +159,48 @@ std::string metrics_registry::prometheus_text() const {
                          h.cumulative_count(h.bounds().size()));
     }
   }
+  return out;
+}
+
+std::string merge_node_metrics(const std::vector<std::pair<std::string, std::string>>& texts,
+                               const std::vector<std::string>& prefixes) {
+  struct family {
+    std::string header;  // its HELP and TYPE lines
+    std::string samples;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, family> families;
+  for (const auto& [node, text] : texts) {
+    std::string current;  // the family of the samples that follow, "" = not kept
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with("# HELP ") || line.starts_with("# TYPE ")) {
+        const auto name = line.substr(7, line.find(' ', 7) - 7);
+        const bool kept = std::any_of(prefixes.begin(), prefixes.end(),
+                                      [&](const std::string& p) { return name.starts_with(p); });
+        current = kept ? name : "";
+        if (!kept) continue;
+        auto [it, added] = families.try_emplace(name);
+        if (added) order.push_back(name);
+        // One HELP and one TYPE per family, from the first node that has them.
+        if (it->second.header.find(line.substr(0, 7)) == std::string::npos) {
+          it->second.header += line + "\n";
+        }
+        continue;
+      }
+      if (current.empty() || line.empty() || line.starts_with('#')) continue;
+      const auto brace = line.find('{');
+      const auto space = line.find(' ');
+      std::string labelled =
+          brace != std::string::npos && brace < space
+              ? fmt::format("{}{{node=\"{}\",{}", line.substr(0, brace), node,
+                            line.substr(brace + 1))
+              : fmt::format("{}{{node=\"{}\"}}{}", line.substr(0, space), node, line.substr(space));
+      families[current].samples += labelled + "\n";
+    }
+  }
+  std::string out;
+  for (const auto& name : order) out += families[name].header + families[name].samples;
   return out;
 }
 

@@ -93,4 +93,12 @@ class metrics_registry {
   std::deque<histogram> histograms_;
 };
 
+/// Prometheus text of other nodes, merged for one exposition (the router's /metrics shows
+/// its workers' queue depths, KV pools and transfers): only the families whose names start
+/// with one of `prefixes` are kept, each once (HELP and TYPE from the first node that has
+/// it), every sample labelled node="NAME". `texts` pairs a node name with its text.
+[[nodiscard]] std::string merge_node_metrics(
+    const std::vector<std::pair<std::string, std::string>>& texts,
+    const std::vector<std::string>& prefixes);
+
 }  // namespace baton::runtime

@@ -117,6 +117,18 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
   return out;
 }
 
+/// The serving metrics of every alive prefill and decode node (queue depths, KV pools,
+/// transfers), read from their admin ports for the router's HTTP /metrics.
+std::string worker_metrics(runtime::node& n) {
+  std::vector<std::pair<std::string, std::string>> texts;
+  for (const auto& m : n.members()) {
+    if (m.state != wire::member_state::alive || m.node == n.spec().name) continue;
+    auto text = runtime::admin_get(m.admin_address, "/metrics", std::chrono::milliseconds(300));
+    if (text) texts.emplace_back(m.node, std::move(*text));
+  }
+  return runtime::merge_node_metrics(texts, {"baton_prefill_", "baton_decode_"});
+}
+
 /// Waits for SIGINT/SIGTERM (blocked in every thread) and turns them into leave / stop.
 std::thread signal_thread(runtime::node& n, sigset_t set) {
   return std::thread([&n, set] {
@@ -204,7 +216,7 @@ int run_node(const node_args& args) {
     ho.model = topology->model.checkpoint.stem().string();
     ho.max_tokens_limit = topology->limits.max_new_tokens;
     ho.default_timeout_ms = topology->timeouts.request_ms;
-    ho.metrics_text = [&node] { return node.metrics().prometheus_text(); };
+    ho.metrics_text = [&node] { return node.metrics().prometheus_text() + worker_metrics(node); };
     ho.healthy = [&node] { return static_cast<bool>(node.context().lookup(actors::router_name)); };
     auto server = client::http_server::start(std::move(ho), gateway);
     if (!server) {

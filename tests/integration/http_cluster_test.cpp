@@ -215,6 +215,13 @@ TEST_F(HttpCluster, CurlCompletionsMatchTheSingleProcessOutput) {
   auto metrics = curl(cluster_, "/metrics", "");
   EXPECT_NE(metrics.body.find("baton_router_ttft_seconds"), std::string::npos);
   EXPECT_NE(metrics.body.find("baton_http_requests_total{code=\"200\"}"), std::string::npos);
+  // The workers' serving metrics, labelled by node: KV pool, queue depth, transfers.
+  EXPECT_NE(metrics.body.find("baton_decode_kv_free_blocks{node=\""), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("baton_prefill_queue_depth{node=\""), std::string::npos);
+  EXPECT_NE(metrics.body.find("baton_prefill_kv_bytes_total{node=\""), std::string::npos);
+  EXPECT_NE(metrics.body.find("baton_prefill_kv_exposed_seconds_bucket{node=\""),
+            std::string::npos);
 }
 
 TEST_F(HttpCluster, OpenaiNodeSdkCompletionsAndChat) {

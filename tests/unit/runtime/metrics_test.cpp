@@ -69,5 +69,25 @@ TEST(Metrics, UpdatesFromManyThreadsAreNotLost) {
   EXPECT_EQ(h.bounds(), (std::vector<double>{0.001, 0.01, 0.1}));
 }
 
+TEST(Metrics, WorkerMetricsMergeOnceWithANodeLabel) {
+  metrics_registry a, b;
+  a.get_gauge("baton_decode_kv_free_blocks", "free blocks").set(7);
+  a.get_counter("baton_fabric_frames_total", "frames").add(3);
+  b.get_gauge("baton_decode_kv_free_blocks", "free blocks").set(9);
+  b.get_histogram("baton_prefill_compute_seconds", "compute", {0.1}, {{"kind", "x"}}).observe(0.05);
+  const auto merged =
+      merge_node_metrics({{"decode-0", a.prometheus_text()}, {"decode-1", b.prometheus_text()}},
+                         {"baton_decode_", "baton_prefill_"});
+  EXPECT_EQ(merged.find("baton_fabric_frames_total"), std::string::npos) << merged;
+  const auto type = merged.find("# TYPE baton_decode_kv_free_blocks gauge");
+  ASSERT_NE(type, std::string::npos) << merged;
+  EXPECT_EQ(merged.find("# TYPE baton_decode_kv_free_blocks", type + 1), std::string::npos);
+  EXPECT_NE(merged.find("baton_decode_kv_free_blocks{node=\"decode-0\"} 7"), std::string::npos);
+  EXPECT_NE(merged.find("baton_decode_kv_free_blocks{node=\"decode-1\"} 9"), std::string::npos);
+  EXPECT_NE(merged.find("baton_prefill_compute_seconds_bucket{node=\"decode-1\",kind=\"x\","),
+            std::string::npos)
+      << merged;
+}
+
 }  // namespace
 }  // namespace baton::runtime
