@@ -98,10 +98,11 @@ void control(bridge_actor* self, const wire::actor_address& target, wire::body b
   (void)post(self, make_frame(self, o));
 }
 
-void deliver_app_frame(bridge_actor* self, std::shared_ptr<const wire::frame> f) {
+void deliver_app_frame(bridge_actor* self, inbound in) {
   auto& st = self->state;
+  const auto f = in.frame;  // in moves on below
   if (auto target = st.ctx->lookup(f->target.actor)) {
-    self->send(target, inbound{f});
+    self->send(target, std::move(in));
   } else {
     st.unknown_target->add();
     control(self, f->source,
@@ -147,8 +148,9 @@ void on_down(bridge_actor* self, const wire::down& d) {
   st.watching.erase(it);
 }
 
-void dispatch(bridge_actor* self, std::shared_ptr<const wire::frame> f) {
+void dispatch(bridge_actor* self, inbound in) {
   auto& st = self->state;
+  const auto f = in.frame;
   if (!st.ctx->accepts(f->source.node, f->sender_incarnation)) {
     st.stale->add();
     return;
@@ -163,7 +165,7 @@ void dispatch(bridge_actor* self, std::shared_ptr<const wire::frame> f) {
       if (const auto* failed = std::get_if<wire::failure>(&body)) {
         it->second.deliver(to_caf(error{failed->code, failed->message}));
       } else {
-        it->second.deliver(inbound{f});
+        it->second.deliver(in);
       }
       st.pending.erase(it);
       if (flow_controlled(body)) {
@@ -181,10 +183,10 @@ void dispatch(bridge_actor* self, std::shared_ptr<const wire::frame> f) {
     // Membership frames go to the membership actor whatever they name; a stray failure
     // (its request long expired) has nobody left to tell.
     if (std::holds_alternative<wire::failure>(body)) return;
-    if (auto membership = st.ctx->lookup("membership")) self->send(membership, inbound{f});
+    if (auto membership = st.ctx->lookup("membership")) self->send(membership, std::move(in));
     return;
   }
-  deliver_app_frame(self, std::move(f));
+  deliver_app_frame(self, std::move(in));
 }
 
 void fail_everything(bridge_actor* self, const error& reason) {
@@ -260,9 +262,10 @@ caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer) {
           spdlog::warn("frame from {} rejected: {}", s.peer, decoded.error().message);
           return;
         }
-        dispatch(self, std::make_shared<const wire::frame>(std::move(*decoded)));
+        dispatch(self,
+                 inbound{std::make_shared<const wire::frame>(std::move(*decoded)), r.received});
       },
-      [self](decoded_atom, inbound& in) { dispatch(self, std::move(in.frame)); },
+      [self](decoded_atom, inbound& in) { dispatch(self, std::move(in)); },
       [self](watch_remote& w) {
         auto& watchers = self->state.watching[w.target.actor];
         watchers.push_back(w.watcher.actor);

@@ -309,13 +309,14 @@ void fabric_io::deliver(transport::event& e) {
   using transport::event_kind;
   if (e.kind == event_kind::message) {
     frames_received_.add();
-    auto bytes = std::make_shared<const std::vector<std::byte>>(std::move(e.payload));
+    raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)),
+                    std::chrono::steady_clock::now()};
     if (auto route = routes_.find(e.peer); route != routes_.end()) {
-      caf::anon_send(route->second, raw_frame{std::move(bytes)});
+      caf::anon_send(route->second, std::move(frame));
       return;
     }
     std::lock_guard lock(mutex_);
-    if (hub_) caf::anon_send(hub_, raw_frame{std::move(bytes)}, e.peer);
+    if (hub_) caf::anon_send(hub_, std::move(frame), e.peer);
     return;
   }
   if (e.kind == event_kind::write_done) {

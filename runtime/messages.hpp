@@ -22,6 +22,9 @@ namespace baton::runtime {
 /// immutable: reply with node::reply().
 struct inbound {
   std::shared_ptr<const wire::frame> frame;
+  /// When this node took the frame off the transport (its fabric thread), so an actor can
+  /// tell how long the frame waited on this node before it ran.
+  std::chrono::steady_clock::time_point received{};
 };
 
 /// A remote actor this actor monitors is gone: it terminated, or its node died or left.
@@ -40,6 +43,7 @@ struct delivery_failure {
 /// Bytes of one frame from a peer, handed from the fabric thread to a bridge.
 struct raw_frame {
   std::shared_ptr<const std::vector<std::byte>> bytes;
+  std::chrono::steady_clock::time_point received{};  ///< off the transport
 };
 
 /// What a local actor asks a bridge to send. `sender` gets failures (and, for a request,

@@ -44,7 +44,7 @@ caf::behavior hub(caf::stateful_actor<hub_state>* self, node_context* ctx, fabri
           return;
         }
         io->bind(f->source.node, peer);
-        self->send(bridge, decoded_atom::value, inbound{std::move(f)});
+        self->send(bridge, decoded_atom::value, inbound{std::move(f), r.received});
       },
   };
 }
