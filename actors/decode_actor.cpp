@@ -15,7 +15,7 @@ namespace {
 struct decode_shell {
   runtime::node_context* ctx = nullptr;
   std::optional<runtime::kv_fabric::region> region;
-  std::unique_ptr<engine::cpu_engine> engine;
+  std::unique_ptr<engine::device> engine;
   std::unique_ptr<decode_state> state;
   /// Writer nodes granted the whole pool, with the incarnation granted to: a restarted
   /// node is a new endpoint and needs a new grant.
@@ -94,7 +94,7 @@ void on_frame(decode_actor* self, const runtime::inbound& in) {
           }
           after(self, st.state->on_admit(from, body, clock::now()));
         } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
-          after(self, st.state->on_prefill_done(from, body));
+          after(self, st.state->on_prefill_done(from, body, clock::now()));
         } else if constexpr (std::is_same_v<T, wire::cancel>) {
           after(self, st.state->on_cancel(body));
         } else if constexpr (std::is_same_v<T, wire::stream_window>) {
@@ -121,14 +121,14 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
   st.counters.emplace(metrics);
   st.free_blocks = &metrics.get_gauge("baton_decode_kv_free_blocks",
                                       "KV blocks neither held nor promised to a request");
-  auto made = make_registered_engine(*ctx, self, *model, options.engine);
+  auto made = make_registered_device(*ctx, self, *model, options.device);
   if (!made) {
     spdlog::error("decode: {}", made.error().message);
     self->quit(caf::make_error(caf::sec::runtime_error));
     return {};
   }
   st.region = made->region;
-  st.engine = std::move(made->engine);
+  st.engine = std::move(made->device);
   st.state = std::make_unique<decode_state>(
       *st.engine, wire::actor_address{ctx->name(), decode_name},
       kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
@@ -138,13 +138,13 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
   (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
   spdlog::info("decode: {} KV blocks of {} tokens ({} MiB, registered), engine {}",
                st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
-               st.region->bytes.size() >> 20, st.engine->fingerprint());
+               st.region->bytes.size() >> 20, st.engine->describe());
   return {
       [self](runtime::inbound& in) { on_frame(self, in); },
       [self](step_atom) {
         auto& s = self->state;
         s.step_queued = false;
-        after(self, s.state->step());
+        after(self, s.state->step(clock::now()));
       },
       [self](timer_atom, std::uint64_t id) {
         after(self, self->state.state->on_timer(id, clock::now()));

@@ -3,14 +3,14 @@
 #include <caf/actor.hpp>
 
 #include "actors/decode_state.hpp"
-#include "engine/cpu_engine.hpp"
+#include "actors/shell.hpp"
 #include "engine/model.hpp"
 #include "runtime/node_context.hpp"
 
 namespace baton::actors {
 
 struct decode_options {
-  engine::engine_options engine;  ///< kv_blocks is the pool size (0: the engine's default)
+  device_options device;  ///< kv_blocks is the pool size (0: the engine's default)
   decode_config config;
 };
 

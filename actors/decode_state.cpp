@@ -9,7 +9,7 @@
 
 namespace baton::actors {
 
-decode_state::decode_state(engine::cpu_engine& engine, wire::actor_address self, kv_region region,
+decode_state::decode_state(engine::device& engine, wire::actor_address self, kv_region region,
                            decode_config config)
     : engine_(engine), self_(std::move(self)), region_(region), config_(config) {}
 
@@ -40,7 +40,7 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
     out.send(from, wire::abort_attempt{m.request, m.attempt, code, std::move(message)});
     return out;
   };
-  const std::size_t seq_len = static_cast<std::size_t>(engine_.config().seq_len);
+  const std::size_t seq_len = engine_.max_context();
   const std::size_t delivered = m.tokens.size() - m.prompt_length;
   if (m.tokens.empty() || m.max_tokens <= delivered) {
     return refuse(errc::invalid_argument,
@@ -69,7 +69,7 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   a.committed = need;
   a.limit = static_cast<std::uint32_t>(m.tokens.size()) + wire::initial_stream_window;
   for (const std::int32_t t : a.tokens) {
-    if (t < 0 || t >= engine_.config().vocab_size) {
+    if (t < 0 || t >= engine_.vocab_size()) {
       return refuse(errc::invalid_argument, fmt::format("admit: token {} out of range", t));
     }
   }
@@ -78,7 +78,7 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
     committed_ += need;
     ++stats_.admitted;
     ++stats_.local_prefills;
-    out.append(prefill_here(k, it->second));
+    out.append(prefill_here(k, it->second, now));
     return out;
   }
   auto sequence = engine_.reserve_sequence(a.tokens.size());
@@ -107,23 +107,31 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   return out;
 }
 
-effects decode_state::prefill_here(const key& k, attempt& a) {
+effects decode_state::prefill_here(const key& k, attempt& a, time_point now) {
   auto sequence = engine_.add_sequence();
   if (!sequence) return fail(k, sequence.error().code, sequence.error().message);
   a.sequence = *sequence;
   a.holds_sequence = true;
-  auto logits = engine_.prefill(a.sequence, a.tokens);
-  if (!logits) return fail(k, logits.error().code, logits.error().message);
-  logits_.assign(logits->begin(), logits->end());
   a.pick = engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated);
-  const std::int32_t token = a.pick->sample(logits_);
+  auto step = engine_.prefill(a.sequence, a.tokens, *a.pick, nullptr);
+  if (!step) return fail(k, step.error().code, step.error().message);
+  const std::int32_t token = step->tokens[0];
   a.state = phase::running;
   running_.push_back(k);
-  return emit(k, a, token);
+  return publish(emit(k, a, token), step->modelled, now);
 }
 
-effects decode_state::on_prefill_done(const wire::actor_address& from,
-                                      const wire::prefill_done& m) {
+effects decode_state::publish(effects out, std::chrono::nanoseconds modelled, time_point now) {
+  if (modelled.count() <= 0) return out;
+  const std::uint64_t id = ++next_timer_;
+  held_.emplace(id, std::move(out.sends));
+  out.sends.clear();
+  out.timers.push_back({id, now + std::chrono::duration_cast<clock::duration>(modelled)});
+  return out;
+}
+
+effects decode_state::on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m,
+                                      time_point now) {
   effects out;
   const key k{m.request, m.attempt};
   auto it = attempts_.find(k);
@@ -137,7 +145,7 @@ effects decode_state::on_prefill_done(const wire::actor_address& from,
   timers_.erase(a.timer);
   const auto blocks = engine_.blocks(a.sequence);
   bool good = m.checksums.size() == blocks.size() && m.position == a.tokens.size() &&
-              m.first_token < static_cast<std::uint32_t>(engine_.config().vocab_size);
+              m.first_token < static_cast<std::uint32_t>(engine_.vocab_size());
   for (std::size_t i = 0; good && i < blocks.size(); ++i) {
     good = engine::verify_block(engine_, a.sequence, i, m.checksums[i]).has_value();
   }
@@ -147,7 +155,7 @@ effects decode_state::on_prefill_done(const wire::actor_address& from,
     ++stats_.recomputed;
     engine_.remove_sequence(a.sequence);
     a.holds_sequence = false;
-    return prefill_here(k, a);
+    return prefill_here(k, a, now);
   }
   a.pick =
       engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated + 1);
@@ -172,8 +180,7 @@ effects decode_state::emit(const key& k, attempt& a, std::int32_t token) {
                                        k.second,
                                        static_cast<std::uint32_t>(position),
                                        {static_cast<std::uint32_t>(token)}});
-  if (a.generated >= a.max_tokens ||
-      position >= static_cast<std::size_t>(engine_.config().seq_len)) {
+  if (a.generated >= a.max_tokens || position >= engine_.max_context()) {
     ++stats_.finished;
     out.send(a.router, wire::finish{k.first, k.second, wire::finish_reason::length, a.generated});
     release(k);
@@ -188,6 +195,7 @@ bool decode_state::may_step(const attempt& a) const {
 }
 
 bool decode_state::has_work() const {
+  if (!held_.empty()) return false;  // the device is busy for a modelled time
   return std::any_of(running_.begin(), running_.end(),
                      [&](const key& k) { return may_step(attempts_.at(k)); });
 }
@@ -202,12 +210,13 @@ void decode_state::on_window(const wire::stream_window& m) {
   if (it != attempts_.end()) it->second.limit = std::max(it->second.limit, m.limit);
 }
 
-effects decode_state::step() {
+effects decode_state::step(time_point now) {
   effects out;
   if (running_.empty()) return out;
   if (next_ >= running_.size()) next_ = 0;
   std::vector<key> batch;
   std::vector<engine::decode_input> inputs;
+  std::vector<engine::sampler*> picks;
   std::size_t scanned = 0;
   for (; scanned < running_.size() && batch.size() < config_.max_batch; ++scanned) {
     const key& k = running_[(next_ + scanned) % running_.size()];
@@ -215,23 +224,21 @@ effects decode_state::step() {
     if (!may_step(a)) continue;  // parked: its client has not made room yet
     batch.push_back(k);
     inputs.push_back({a.sequence, a.last_token});
+    picks.push_back(&*attempts_.at(k).pick);
   }
   next_ = (next_ + scanned) % running_.size();
   if (batch.empty()) return out;
-  auto logits = engine_.decode(inputs);
-  if (!logits) {
-    for (const key& k : batch) out.append(fail(k, logits.error().code, logits.error().message));
+  auto step = engine_.decode(inputs, picks);
+  if (!step) {
+    for (const key& k : batch) out.append(fail(k, step.error().code, step.error().message));
     return out;
   }
-  const std::size_t vocab = static_cast<std::size_t>(engine_.config().vocab_size);
   // Copy first: emit() may finish sequences, and the span lives until the next engine call.
-  std::vector<float> rows(logits->begin(), logits->end());
+  const std::vector<std::int32_t> tokens(step->tokens.begin(), step->tokens.end());
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    attempt& a = attempts_.at(batch[i]);
-    const std::int32_t token = a.pick->sample(std::span(rows).subspan(i * vocab, vocab));
-    out.append(emit(batch[i], a, token));
+    out.append(emit(batch[i], attempts_.at(batch[i]), tokens[i]));
   }
-  return out;
+  return publish(std::move(out), step->modelled, now);
 }
 
 effects decode_state::on_cancel(const wire::cancel& m) {
@@ -288,6 +295,11 @@ effects decode_state::on_node_gone(const std::string& node) {
 
 effects decode_state::on_timer(std::uint64_t id, time_point) {
   effects out;
+  if (auto h = held_.find(id); h != held_.end()) {  // a modelled step has taken its time
+    out.sends = std::move(h->second);
+    held_.erase(h);
+    return out;
+  }
   auto t = timers_.find(id);
   if (t == timers_.end()) return out;
   const key k = t->second;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "actors/effects.hpp"
-#include "engine/cpu_engine.hpp"
+#include "engine/device.hpp"
 #include "engine/sampler.hpp"
 #include "schemas/inference.hpp"
 
@@ -54,10 +54,14 @@ struct decode_stats {
 /// its node is gone, even when the attempt was cancelled or timed out here. A retry is a
 /// new attempt and always gets fresh blocks.
 ///
+/// Modelled time: when the device reports one (an emulated device), the messages of that
+/// prefill or step are held and sent by on_timer once the time has passed, and no step
+/// runs meanwhile (the device is busy); the state itself changes at once.
+///
 /// Not thread-safe; `engine` must outlive this and is used by nothing else.
 class decode_state {
  public:
-  decode_state(engine::cpu_engine& engine, wire::actor_address self, kv_region region,
+  decode_state(engine::device& engine, wire::actor_address self, kv_region region,
                decode_config config = {});
 
   /// Reserves blocks and answers `reserve` (remote writer) or computes the prompt here
@@ -65,7 +69,8 @@ class decode_state {
   effects on_admit(const wire::actor_address& from, const wire::admit& m, time_point now);
   /// Verifies the written blocks (recomputing the prompt here when they are wrong) and
   /// adds the sequence to the batch.
-  effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m);
+  effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m,
+                          time_point now);
   /// Ends every attempt of the request; remote-written blocks go to quarantine.
   effects on_cancel(const wire::cancel& m);
   /// Raises the attempt's window: a sequence never generates at or past its limit.
@@ -81,11 +86,12 @@ class decode_state {
   /// Where the pool sits, once the transport revealed it (the key comes with a grant).
   void set_region(kv_region region) { region_ = region; }
 
-  /// True when step() has sequences to decode (running and inside their window).
+  /// True when step() has sequences to decode (running and inside their window) and the
+  /// device is not busy with a modelled step.
   [[nodiscard]] bool has_work() const;
   /// One decode step over up to max_batch running sequences inside their window (round
   /// robin): samples one token each and streams it.
-  effects step();
+  effects step(time_point now);
 
   [[nodiscard]] const decode_stats& stats() const { return stats_; }
   [[nodiscard]] std::size_t active() const { return attempts_.size(); }
@@ -122,14 +128,16 @@ class decode_state {
   /// The next step's token would sit inside the attempt's window.
   [[nodiscard]] bool may_step(const attempt& a) const;
   /// Prefills `a` locally from its tokens and samples its first token.
-  effects prefill_here(const key& k, attempt& a);
+  effects prefill_here(const key& k, attempt& a, time_point now);
+  /// `out` as is, or held until `modelled` has passed (a timer whose id is in held_).
+  effects publish(effects out, std::chrono::nanoseconds modelled, time_point now);
   /// Handles token `token` sampled at `position` for `a`: stream, finish or continue.
   effects emit(const key& k, attempt& a, std::int32_t token);
   effects fail(const key& k, errc code, std::string message);
   void release(const key& k);
   void quarantine_or_release(const key& k);
 
-  engine::cpu_engine& engine_;
+  engine::device& engine_;
   wire::actor_address self_;
   kv_region region_;
   decode_config config_;
@@ -139,7 +147,7 @@ class decode_state {
   std::size_t committed_ = 0;
   std::uint64_t next_timer_ = 0;
   std::map<std::uint64_t, key> timers_;
-  std::vector<float> logits_;
+  std::map<std::uint64_t, std::vector<outgoing>> held_;  ///< sends waiting for modelled time
   decode_stats stats_;
 };
 

@@ -73,7 +73,7 @@ class fabric_writer final : public slice_writer {
 
 struct prefill_shell {
   runtime::node_context* ctx = nullptr;
-  std::unique_ptr<engine::cpu_engine> engine;
+  std::unique_ptr<engine::device> engine;
   std::unique_ptr<fabric_writer> writer;
   std::unique_ptr<prefill_state> state;
   bool step_queued = false;
@@ -145,13 +145,13 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
       &metrics.get_gauge("baton_prefill_last_compute_seconds", "Compute time of the latest job");
   st.last_exposed = &metrics.get_gauge("baton_prefill_last_kv_exposed_seconds",
                                        "Exposed KV transfer time of the latest job");
-  auto made = make_registered_engine(*ctx, self, *model, options.engine);
+  auto made = make_registered_device(*ctx, self, *model, options.device);
   if (!made) {
     spdlog::error("prefill: {}", made.error().message);
     self->quit(caf::make_error(caf::sec::runtime_error));
     return {};
   }
-  st.engine = std::move(made->engine);
+  st.engine = std::move(made->device);
   const auto region = made->region;
   st.writer =
       std::make_unique<fabric_writer>(*ctx, region, st.engine->pool().bytes(),
@@ -161,7 +161,7 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
   (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
   spdlog::info("prefill: {} KV blocks of {} tokens (registered), engine {}",
                st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
-               st.engine->fingerprint());
+               st.engine->describe());
   return {
       [self](runtime::inbound& in) {
         auto& s = self->state;
@@ -182,7 +182,7 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
         if (job == nullptr) return;
         const std::pair key{job->request, job->attempt};
         const auto start = clock::now();
-        auto out = s.state->run_next();
+        auto out = s.state->run_next(clock::now());
         const auto end = clock::now();
         const double compute = std::chrono::duration<double>(end - start).count();
         s.compute_seconds->observe(compute);
@@ -191,6 +191,7 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
         after(self, std::move(out));
       },
       [self](delayed_write& d) { self->state.writer->post_now(d.write); },
+      [self](timer_atom, std::uint64_t id) { after(self, self->state.state->on_timer(id)); },
       [self](runtime::rma_done& d) {
         after(self, self->state.state->on_write_done(d.tag, d.status));
       },

@@ -6,7 +6,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/prefill_state.hpp"
-#include "engine/cpu_engine.hpp"
+#include "actors/shell.hpp"
 #include "engine/model.hpp"
 #include "runtime/node_context.hpp"
 
@@ -21,7 +21,7 @@ struct prefill_faults {
 };
 
 struct prefill_options {
-  engine::engine_options engine;  ///< kv_blocks bounds the prompts held while they ship
+  device_options device;  ///< kv_blocks bounds the prompts held while they ship
   prefill_config config;
   std::chrono::milliseconds write_timeout{5'000};  ///< per slice write
   prefill_faults faults;

@@ -9,8 +9,8 @@
 
 namespace baton::actors {
 
-prefill_state::prefill_state(engine::cpu_engine& engine, wire::actor_address self,
-                             slice_writer& writer, prefill_config config)
+prefill_state::prefill_state(engine::device& engine, wire::actor_address self, slice_writer& writer,
+                             prefill_config config)
     : engine_(engine), self_(std::move(self)), writer_(writer), config_(config) {}
 
 effects prefill_state::on_prefill(const wire::actor_address&, const wire::prefill& m) {
@@ -26,7 +26,7 @@ effects prefill_state::on_prefill(const wire::actor_address&, const wire::prefil
   return out;
 }
 
-effects prefill_state::run_next() {
+effects prefill_state::run_next(time_point now) {
   effects out;
   if (queue_.empty()) return out;
   const std::uint64_t id = ++next_job_;
@@ -57,12 +57,14 @@ effects prefill_state::run_next() {
   j.holds_sequence = true;
   std::vector<std::int32_t> tokens(m.tokens.begin(), m.tokens.end());
   std::vector<std::size_t> next_block(layout.n_layers, 0);
-  auto logits =
-      engine_.prefill(j.sequence, tokens, [&](std::size_t layer, std::size_t, std::size_t end) {
-        if (config_.pipeline) post_layer(id, j, layer, end, next_block);
-      });
-  if (!logits) {
-    j.failure = logits.error();
+  auto pick = engine::sampler::at(m.params.temperature, m.params.top_p, m.params.seed,
+                                  m.tokens.size() - m.prompt_length);
+  const engine::layer_hook on_layer = [&](std::size_t layer, std::size_t, std::size_t end) {
+    if (config_.pipeline) post_layer(id, j, layer, end, next_block);
+  };
+  auto step = engine_.prefill(j.sequence, tokens, pick, &on_layer);
+  if (!step) {
+    j.failure = step.error();
     return maybe_finish(id);
   }
   if (!config_.pipeline) {
@@ -70,11 +72,15 @@ effects prefill_state::run_next() {
       post_layer(id, j, layer, m.tokens.size(), next_block);
     }
   }
-  logits_.assign(logits->begin(), logits->end());
-  auto pick = engine::sampler::at(m.params.temperature, m.params.top_p, m.params.seed,
-                                  m.tokens.size() - m.prompt_length);
-  j.first_token = static_cast<std::uint32_t>(pick.sample(logits_));
+  j.first_token = static_cast<std::uint32_t>(step->tokens[0]);
   j.checksums = engine::block_checksums(engine_, j.sequence);
+  if (step->modelled.count() > 0) {
+    // The device is modelled to compute for this long: done waits for on_timer.
+    j.computed = false;
+    busy_ = id;
+    out.timers.push_back({id, now + std::chrono::duration_cast<clock::duration>(step->modelled)});
+    return out;
+  }
   return maybe_finish(id);
 }
 
@@ -141,6 +147,15 @@ effects prefill_state::maybe_finish(std::uint64_t id) {
   if (j.holds_sequence) engine_.remove_sequence(j.sequence);
   jobs_.erase(it);
   return out;
+}
+
+effects prefill_state::on_timer(std::uint64_t id) {
+  if (id != busy_) return {};
+  busy_ = 0;
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return {};
+  it->second.computed = true;
+  return maybe_finish(id);
 }
 
 effects prefill_state::on_cancel(const wire::cancel& m) {

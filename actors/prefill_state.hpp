@@ -14,7 +14,7 @@
 
 #include "actors/effects.hpp"
 #include "base/error.hpp"
-#include "engine/cpu_engine.hpp"
+#include "engine/device.hpp"
 #include "schemas/inference.hpp"
 
 namespace baton::actors {
@@ -58,10 +58,14 @@ struct prefill_stats {
   std::uint64_t write_failures = 0;
 };
 
+/// Modelled time: when the device reports one (an emulated device), the job counts as
+/// computing until on_timer says the time has passed (its slices are posted at once), and
+/// no other job starts meanwhile.
+///
 /// Not thread-safe; `engine` and `writer` must outlive this.
 class prefill_state {
  public:
-  prefill_state(engine::cpu_engine& engine, wire::actor_address self, slice_writer& writer,
+  prefill_state(engine::device& engine, wire::actor_address self, slice_writer& writer,
                 prefill_config config = {});
 
   /// Queues the job (or refuses it with abort_attempt to its decode actor).
@@ -72,16 +76,19 @@ class prefill_state {
   /// Jobs whose decode node is gone are dropped (their writes fail on their own).
   effects on_node_gone(const std::string& node);
 
-  /// True when run_next() has a job to compute and room to hold it.
+  /// The modelled compute time of job `id` has passed.
+  effects on_timer(std::uint64_t id);
+
+  /// True when run_next() has a job to compute, room to hold it and a device not busy.
   [[nodiscard]] bool has_work() const {
-    return !queue_.empty() && jobs_.size() < config_.max_in_flight;
+    return !queue_.empty() && jobs_.size() < config_.max_in_flight && busy_ == 0;
   }
   /// The job run_next() computes next (so a shell can time it).
   [[nodiscard]] const wire::prefill* next_job() const {
     return queue_.empty() ? nullptr : &queue_.front();
   }
   /// Computes the next queued job, posting slice writes while it runs.
-  effects run_next();
+  effects run_next(time_point now);
 
   [[nodiscard]] std::size_t queue_depth() const { return queue_.size(); }
   [[nodiscard]] std::size_t writing() const { return jobs_.size(); }
@@ -106,14 +113,14 @@ class prefill_state {
   /// Sends done or abort once the job is computed and no write is outstanding.
   effects maybe_finish(std::uint64_t id);
 
-  engine::cpu_engine& engine_;
+  engine::device& engine_;
   wire::actor_address self_;
   slice_writer& writer_;
   prefill_config config_;
   std::deque<wire::prefill> queue_;
   std::map<std::uint64_t, job> jobs_;  ///< computed (or computing) jobs with writes out
   std::uint64_t next_job_ = 0;
-  std::vector<float> logits_;
+  std::uint64_t busy_ = 0;  ///< the job whose modelled compute time runs; 0: none
   prefill_stats stats_;
 };
 

@@ -20,7 +20,7 @@ void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std
         f->sender_incarnation = ctx.incarnation();
         f->message_id = ctx.next_message_id();
         f->body = std::move(s.body);
-        self->send(local, runtime::inbound{std::move(f)});
+        self->send(local, runtime::inbound{std::move(f), clock::now()});
       }
       continue;
     }
@@ -33,28 +33,61 @@ void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std
   }
 }
 
-expected<registered_engine> make_registered_engine(runtime::node_context& ctx,
-                                                   caf::event_based_actor* self,
-                                                   const engine::model& model,
-                                                   engine::engine_options options) {
-  const auto& c = model.config();
-  const engine::kv_layout layout{static_cast<std::size_t>(c.n_layers),
-                                 static_cast<std::size_t>(c.kv_dim()),
-                                 static_cast<std::size_t>(c.head_size()), options.block_tokens};
-  if (options.kv_blocks == 0) {
-    options.kv_blocks =
-        options.max_sequences *
-        ((static_cast<std::size_t>(c.seq_len) + layout.block_tokens - 1) / layout.block_tokens);
-  }
-  auto region = ctx.rma()->allocate_region(options.kv_blocks * layout.block_bytes());
+namespace {
+
+/// A region of `bytes` for `self`'s pool, freed when `self` terminates.
+expected<runtime::kv_fabric::region> pool_region(runtime::node_context& ctx,
+                                                 caf::event_based_actor* self, std::size_t bytes) {
+  auto region = ctx.rma()->allocate_region(bytes);
   if (!region) return fail(region.error(), "KV pool: ");
   self->attach_functor([rma_owner = &ctx, id = region->id] {
     if (auto* rma = rma_owner->rma()) (void)rma->free_region(id);
   });
-  options.kv_memory = region->bytes;
-  auto engine = engine::cpu_engine::create(model, options);
+  return region;
+}
+
+std::size_t pool_blocks(std::size_t kv_blocks, std::size_t max_sequences, std::size_t context,
+                        std::size_t block_tokens) {
+  return kv_blocks != 0 ? kv_blocks : max_sequences * ((context + block_tokens - 1) / block_tokens);
+}
+
+}  // namespace
+
+expected<registered_device> make_registered_device(runtime::node_context& ctx,
+                                                   caf::event_based_actor* self,
+                                                   const engine::model& model,
+                                                   device_options options) {
+  const auto& c = model.config();
+  auto& cpu = options.engine;
+  if (options.device == "cpu") {
+    const engine::kv_layout layout{static_cast<std::size_t>(c.n_layers),
+                                   static_cast<std::size_t>(c.kv_dim()),
+                                   static_cast<std::size_t>(c.head_size()), cpu.block_tokens};
+    cpu.kv_blocks = pool_blocks(cpu.kv_blocks, cpu.max_sequences,
+                                static_cast<std::size_t>(c.seq_len), cpu.block_tokens);
+    auto region = pool_region(ctx, self, cpu.kv_blocks * layout.block_bytes());
+    if (!region) return tl::unexpected(region.error());
+    cpu.kv_memory = region->bytes;
+    auto engine = engine::cpu_engine::create(model, cpu);
+    if (!engine) return tl::unexpected(engine.error());
+    return registered_device{*region, engine::make_device(std::move(*engine))};
+  }
+  auto& emulated = options.emulated;
+  emulated.block_tokens = cpu.block_tokens;
+  emulated.max_sequences = cpu.max_sequences;
+  auto setup =
+      engine::resolve_emulated(options.device, options.shape, c, options.checkpoint, emulated);
+  if (!setup) return tl::unexpected(setup.error());
+  auto layout = engine::emulated_kv_layout(setup->shape, setup->options);
+  if (!layout) return tl::unexpected(layout.error());
+  setup->options.kv_blocks =
+      pool_blocks(cpu.kv_blocks, cpu.max_sequences, setup->options.max_context, cpu.block_tokens);
+  auto region = pool_region(ctx, self, setup->options.kv_blocks * layout->block_bytes());
+  if (!region) return tl::unexpected(region.error());
+  setup->options.kv_memory = region->bytes;
+  auto engine = engine::emulated_engine::create(setup->profile, setup->shape, setup->options);
   if (!engine) return tl::unexpected(engine.error());
-  return registered_engine{*region, std::move(*engine)};
+  return registered_device{*region, engine::make_device(std::move(*engine))};
 }
 
 void stat_counters::set(const std::string& name, const std::string& help, std::uint64_t total,

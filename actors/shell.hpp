@@ -12,7 +12,7 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/effects.hpp"
-#include "engine/cpu_engine.hpp"
+#include "engine/device.hpp"
 #include "engine/model.hpp"
 #include "runtime/node_context.hpp"
 
@@ -28,20 +28,35 @@ using timer_atom = caf::atom_constant<caf::atom("s_timer")>;
 void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& name,
              effects out);
 
-/// An engine whose KV pool lives in memory registered with the node's transport, so RMA
-/// reads and writes it in place. The region is freed when the owning actor terminates
-/// (a restarted actor gets a new region and key: late writes into the old one fail).
-struct registered_engine {
-  runtime::kv_fabric::region region;
-  std::unique_ptr<engine::cpu_engine> engine;
+/// The engine a serving role computes with: the topology's `device`.
+struct device_options {
+  /// "cpu" (the reference engine on the model) or "emulated:PROFILE" (engine/device.hpp).
+  std::string device = "cpu";
+  /// block_tokens, kv_blocks and max_sequences size the pool of either device (kv_blocks
+  /// 0: max_sequences full-length sequences); the rest is the CPU engine's.
+  engine::engine_options engine;
+  /// Emulated only: scale, time_scale, digest, max_context.
+  engine::emulated_options emulated;
+  /// Emulated only: a named shape of profiles.toml; empty: the checkpoint's own.
+  std::string shape;
+  std::string checkpoint;  ///< the model's path, named by a "custom" shape
 };
 
-/// Allocates the pool's region (options.kv_blocks blocks; 0: max_sequences full-length
-/// sequences) and creates the engine over it, for `self`.
-[[nodiscard]] expected<registered_engine> make_registered_engine(runtime::node_context& ctx,
+/// A device whose KV pool lives in memory registered with the node's transport, so RMA
+/// reads and writes it in place. The region is freed when the owning actor terminates
+/// (a restarted actor gets a new region and key: late writes into the old one fail).
+struct registered_device {
+  runtime::kv_fabric::region region;
+  std::unique_ptr<engine::device> device;
+};
+
+/// Allocates the pool's region and creates the device over it, for `self`. `model` is the
+/// cluster's checkpoint (an emulated device takes its vocabulary and, by default, its
+/// shape).
+[[nodiscard]] expected<registered_device> make_registered_device(runtime::node_context& ctx,
                                                                  caf::event_based_actor* self,
                                                                  const engine::model& model,
-                                                                 engine::engine_options options);
+                                                                 device_options options);
 
 /// Mirrors a state class's running totals into registry counters: each set() adds what
 /// the total grew by since the last one. Not thread-safe (one actor owns it).

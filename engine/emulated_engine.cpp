@@ -53,8 +53,9 @@ std::string_view precision_name(precision p) {
   return p == precision::fp8 ? "fp8" : "bf16";
 }
 
-/// The stored layout of `shape` at `options`, or why there is none.
-expected<kv_layout> layout_for(const model_shape& shape, const emulated_options& options) {
+}  // namespace
+
+expected<kv_layout> emulated_kv_layout(const model_shape& shape, const emulated_options& options) {
   // Bytes of one position's keys in one layer (values are as many), as stored for real.
   const std::uint64_t real_bytes =
       shape.n_kv_heads * shape.head_dim * element_bytes(options.numbers);
@@ -73,7 +74,12 @@ expected<kv_layout> layout_for(const model_shape& shape, const emulated_options&
   return layout;
 }
 
-}  // namespace
+std::string emulated_numerics(const model_shape& shape, const emulated_options& options) {
+  return fmt::format("{} shape={} scale={} numbers={} block_tokens={} digest={} vocab={}",
+                     emulated_engine_version, shape.name, options.scale,
+                     precision_name(options.numbers), options.block_tokens,
+                     digest_name(options.digest), options.vocab_size);
+}
 
 expected<std::unique_ptr<emulated_engine>> emulated_engine::create(
     const hardware_profile& profile, const model_shape& shape, const emulated_options& options) {
@@ -96,7 +102,7 @@ expected<std::unique_ptr<emulated_engine>> emulated_engine::create(
       vocab > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
     return bad(fmt::format("vocab_size {} must be in [2, 2^31)", vocab));
   }
-  auto layout = layout_for(shape, options);
+  auto layout = emulated_kv_layout(shape, options);
   if (!layout) return tl::unexpected(layout.error());
   // Fails here (not in every step) on fp8 without an fp8 peak.
   if (auto p = predict_prefill(profile, shape, 1, 0, options.numbers); !p) {
@@ -116,6 +122,14 @@ expected<std::unique_ptr<emulated_engine>> emulated_engine::create(
                     "raise scale or lower kv_blocks",
                     resolved.kv_blocks, pool_bytes, max_pool_bytes));
   }
+  const std::size_t need = resolved.kv_blocks * layout->block_bytes();
+  if (!options.kv_memory.empty() && options.kv_memory.size() < need) {
+    return bad(fmt::format("kv_memory holds {} bytes; {} blocks need {}", options.kv_memory.size(),
+                           resolved.kv_blocks, need));
+  }
+  if (reinterpret_cast<std::uintptr_t>(options.kv_memory.data()) % alignof(float) != 0) {
+    return bad("kv_memory is not aligned for float");
+  }
   return std::make_unique<emulated_engine>(passkey{}, profile, shape, resolved, *layout);
 }
 
@@ -124,17 +138,15 @@ emulated_engine::emulated_engine(passkey /*key*/, hardware_profile profile, mode
     : profile_(std::move(profile)),
       shape_(std::move(shape)),
       options_(options),
-      pool_(std::make_unique<kv_pool>(layout, options.kv_blocks)),
+      pool_(options.kv_memory.empty()
+                ? std::make_unique<kv_pool>(layout, options.kv_blocks)
+                : std::make_unique<kv_pool>(layout, options.kv_blocks, options.kv_memory)),
       sequences_(options.max_sequences) {}
 
 emulated_engine::~emulated_engine() = default;
 
 std::string emulated_engine::fingerprint() const {
-  return fmt::format(
-      "emulated:{} {} shape={} scale={} numbers={} block_tokens={} digest={} vocab={}",
-      profile_.name, emulated_engine_version, shape_.name, options_.scale,
-      precision_name(options_.numbers), options_.block_tokens, digest_name(options_.digest),
-      options_.vocab_size);
+  return fmt::format("emulated:{} {}", profile_.name, emulated_numerics(shape_, options_));
 }
 
 std::string emulated_engine::describe() const {
@@ -349,11 +361,7 @@ expected<sequence_id> emulated_engine::reserve_sequence(std::size_t length) {
 }
 
 std::vector<std::uint64_t> block_checksums(const emulated_engine& engine, sequence_id sequence) {
-  std::vector<std::uint64_t> sums;
-  for (const block_id block : engine.blocks(sequence)) {
-    sums.push_back(block_checksum(engine.pool(), block));
-  }
-  return sums;
+  return block_checksums(engine.pool(), engine.blocks(sequence));
 }
 
 }  // namespace baton::engine

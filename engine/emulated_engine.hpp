@@ -44,7 +44,23 @@ struct emulated_options {
   /// Tokens are in [0, vocab_size); 0 means the shape's vocabulary.
   std::int32_t vocab_size = 0;
   token_digest digest = token_digest::whole_sequence;
+  /// When non-empty, the KV pool lives here (caller-owned, typically a transport-registered
+  /// region; aligned for float; outliving the engine; at least kv_blocks x block bytes)
+  /// instead of in memory the engine allocates. kv_blocks must then be set.
+  std::span<std::byte> kv_memory;
 };
+
+/// The stored KV layout of `shape` at `options` (floats, as kv_pool counts them);
+/// errc::invalid_argument when `scale` does not divide one position's key bytes.
+[[nodiscard]] expected<kv_layout> emulated_kv_layout(const model_shape& shape,
+                                                     const emulated_options& options);
+
+/// What makes emulated engines interchangeable: "<version> shape=... scale=... ...", every
+/// option that changes KV bytes or tokens, and not the profile, which changes only the
+/// modelled time. Engines with equal numerics give identical KV and tokens. `options`
+/// must name the vocabulary (vocab_size > 0).
+[[nodiscard]] std::string emulated_numerics(const model_shape& shape,
+                                            const emulated_options& options);
 
 /// The result of one prefill or decode step.
 struct emulated_step {
@@ -89,8 +105,8 @@ class emulated_engine {
   emulated_engine& operator=(const emulated_engine&) = delete;
   ~emulated_engine();
 
-  /// "emulated:<profile> <version> shape=... scale=... ...": equal fingerprints give
-  /// identical KV and tokens.
+  /// "emulated:<profile> " + emulated_numerics(): equal numerics give identical KV and
+  /// tokens; the profile says whose timings are modelled.
   [[nodiscard]] std::string fingerprint() const;
   /// One line for logs: profile, shape, real and stored KV bytes per position.
   [[nodiscard]] std::string describe() const;

@@ -28,12 +28,15 @@ std::uint64_t block_checksum(const kv_pool& pool, block_id block) {
   return XXH3_64bits(start, pool.layout().block_floats() * sizeof(float));
 }
 
-std::vector<std::uint64_t> block_checksums(const cpu_engine& engine, sequence_id sequence) {
+std::vector<std::uint64_t> block_checksums(const kv_pool& pool, std::span<const block_id> blocks) {
   std::vector<std::uint64_t> sums;
-  for (const block_id block : engine.blocks(sequence)) {
-    sums.push_back(block_checksum(engine.pool(), block));
-  }
+  sums.reserve(blocks.size());
+  for (const block_id block : blocks) sums.push_back(block_checksum(pool, block));
   return sums;
+}
+
+std::vector<std::uint64_t> block_checksums(const cpu_engine& engine, sequence_id sequence) {
+  return block_checksums(engine.pool(), engine.blocks(sequence));
 }
 
 expected<std::span<const float>> export_slice(const cpu_engine& engine, sequence_id sequence,
@@ -57,17 +60,25 @@ expected<void> import_slice(cpu_engine& engine, sequence_id sequence, std::size_
   return {};
 }
 
-expected<void> verify_block(const cpu_engine& engine, sequence_id sequence, std::size_t block_index,
-                            std::uint64_t checksum) {
-  auto block = block_at(engine, sequence, block_index, 0);
-  if (!block) return tl::unexpected(block.error());
-  const std::uint64_t actual = block_checksum(engine.pool(), *block);
+expected<void> verify_block(const kv_pool& pool, std::span<const block_id> blocks,
+                            std::size_t block_index, std::uint64_t checksum) {
+  if (block_index >= blocks.size()) {
+    return fail(errc::invalid_argument, fmt::format("kv block {} is out of range: the sequence "
+                                                    "has {} blocks",
+                                                    block_index, blocks.size()));
+  }
+  const std::uint64_t actual = block_checksum(pool, blocks[block_index]);
   if (actual != checksum) {
     return fail(errc::invalid_argument,
                 fmt::format("kv block {}: checksum {:016x}, expected {:016x}", block_index, actual,
                             checksum));
   }
   return {};
+}
+
+expected<void> verify_block(const cpu_engine& engine, sequence_id sequence, std::size_t block_index,
+                            std::uint64_t checksum) {
+  return verify_block(engine.pool(), engine.blocks(sequence), block_index, checksum);
 }
 
 }  // namespace baton::engine

@@ -19,6 +19,15 @@ namespace baton::engine {
 /// XXH3_64bits of `block`'s bytes, all layers.
 [[nodiscard]] std::uint64_t block_checksum(const kv_pool& pool, block_id block);
 
+/// The checksums of `blocks` of `pool`, in order.
+[[nodiscard]] std::vector<std::uint64_t> block_checksums(const kv_pool& pool,
+                                                         std::span<const block_id> blocks);
+
+/// Checks block `blocks[block_index]` of `pool` against `checksum`; errc::invalid_argument
+/// naming the block and both values on a mismatch, or when the index is out of range.
+[[nodiscard]] expected<void> verify_block(const kv_pool& pool, std::span<const block_id> blocks,
+                                          std::size_t block_index, std::uint64_t checksum);
+
 /// The checksums of every block of `sequence`, in block-table order.
 [[nodiscard]] std::vector<std::uint64_t> block_checksums(const cpu_engine& engine,
                                                          sequence_id sequence);

@@ -83,6 +83,22 @@ class table_reader {
     return static_cast<std::uint32_t>(i->get());
   }
 
+  std::optional<double> number(std::string_view key, double min, double max) {
+    const toml::node* n = get(key, false);
+    if (n == nullptr) return std::nullopt;
+    const auto value = n->value<double>();  // a float, or an integer as one
+    if (!value || !(n->is_floating_point() || n->is_integer())) {
+      mismatch(*n, key, "a number");
+      return std::nullopt;
+    }
+    if (!(*value >= min && *value <= max)) {
+      diag_.fail(n->source(), fmt::format("{}.{}: expected a number in [{}, {}], got {}", path_,
+                                          key, min, max, *value));
+      return std::nullopt;
+    }
+    return value;
+  }
+
   /// An array of strings; each element is passed to `each` with its source position.
   template <class F>
   void strings(std::string_view key, bool required, F each) {
@@ -225,7 +241,7 @@ void read_node(const toml::table& t, std::size_t index, const std::string& provi
 void read_sections(const toml::table& root, const std::filesystem::path& file, diagnostics& diag,
                    topology& topo) {
   table_reader top(root, "topology", diag,
-                   {"cluster", "model", "limits", "timeouts", "router", "node"});
+                   {"cluster", "model", "limits", "timeouts", "router", "emulated", "node"});
   if (const auto* t = top.table("cluster")) {
     table_reader r(*t, "cluster", diag, {"name", "provider", "seeds"});
     topo.cluster_name = r.string("name", true).value_or("");
@@ -289,6 +305,13 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
     }
     o.max_attempts = r.integer("max_attempts", 1, 100).value_or(o.max_attempts);
   }
+  if (const auto* t = top.table("emulated")) {
+    table_reader r(*t, "emulated", diag, {"shape", "scale", "time_scale"});
+    auto& o = topo.emulated;
+    o.shape = r.string("shape", false).value_or(o.shape);
+    o.scale = r.integer("scale", 1, 1 << 20).value_or(o.scale);
+    o.time_scale = r.number("time_scale", 0.0, 1e6).value_or(o.time_scale);
+  }
   const toml::node* nodes = root.get("node");
   if (nodes == nullptr || !nodes->is_array_of_tables()) {
     diag.fail(nodes ? nodes->source() : root.source(),
@@ -316,6 +339,25 @@ void check_cluster(const toml::table& root, diagnostics& diag, const topology& t
     }
     if (!admins.insert(n.admin_address).second) {
       diag.fail(where, fmt::format("node[{}].admin: {} is already used", i, n.admin_address));
+    }
+  }
+  // KV moves between prefill and decode nodes: they all run the CPU engine or all emulate.
+  const node_spec* first_worker = nullptr;
+  for (std::size_t i = 0; i < topo.nodes.size(); ++i) {
+    const auto& n = topo.nodes[i];
+    if (!n.has_role(wire::role::prefill) && !n.has_role(wire::role::decode) &&
+        !n.has_role(wire::role::kv)) {
+      continue;
+    }
+    if (first_worker == nullptr) {
+      first_worker = &n;
+    } else if (n.emulated() != first_worker->emulated()) {
+      const auto* key = (*nodes)[i].as_table()->get("device");
+      diag.fail(key ? key->source() : (*nodes)[i].source(),
+                fmt::format("node[{}].device: \"{}\" cannot serve beside {}'s \"{}\": KV moves "
+                            "between prefill and decode nodes, so they all run \"cpu\" or all "
+                            "run \"emulated:PROFILE\"",
+                            i, n.device, first_worker->name, first_worker->device));
     }
   }
   for (const auto& seed : topo.seeds) {
@@ -347,6 +389,13 @@ std::vector<std::string> topology::warnings() const {
     }
   }
   return out;
+}
+
+bool topology::emulated_workers() const {
+  return std::any_of(nodes.begin(), nodes.end(), [](const node_spec& n) {
+    return n.emulated() && (n.has_role(wire::role::prefill) || n.has_role(wire::role::decode) ||
+                            n.has_role(wire::role::kv));
+  });
 }
 
 const node_spec* topology::find(std::string_view name) const {

@@ -49,6 +49,13 @@ struct router_spec {
   std::uint32_t max_attempts = 3;  ///< placements per request, retries included
 };
 
+/// Nodes whose device is "emulated:PROFILE" (engine/emulated_engine.hpp).
+struct emulated_spec {
+  std::string shape;        ///< a named shape of profiles.toml; empty: the checkpoint's own
+  std::uint32_t scale = 1;  ///< stored KV = modelled KV bytes / scale
+  double time_scale = 1.0;  ///< modelled time x this; 0: zero compute time
+};
+
 struct limits_spec {
   std::uint32_t max_queued_requests = 256;
   std::uint32_t kv_block_tokens = 16;
@@ -75,7 +82,11 @@ struct topology {
   limits_spec limits;
   timeouts_spec timeouts;
   router_spec router;
+  emulated_spec emulated;
   std::vector<node_spec> nodes;
+
+  /// True when the prefill and decode nodes run emulated devices (all or none do).
+  [[nodiscard]] bool emulated_workers() const;
 
   /// What is valid but probably not meant, such as a role no node has yet.
   [[nodiscard]] std::vector<std::string> warnings() const;

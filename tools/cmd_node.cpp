@@ -74,9 +74,9 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
   const auto block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);
   if (spec.has_role(wire::role::decode)) {
     actors::decode_options o;
-    o.engine.block_tokens = block_tokens;
-    o.engine.kv_blocks = spec.kv_blocks;
-    o.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
+    o.device = device_options_for(t, spec);
+    o.device.engine.kv_blocks = spec.kv_blocks;
+    o.device.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
     o.config.max_batch = spec.max_batch;
     out.push_back({actors::decode_name, [&sm, o](runtime::node_context& ctx) {
                      return actors::spawn_decode(ctx, sm.model, o);
@@ -84,11 +84,11 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
   }
   if (spec.has_role(wire::role::prefill)) {
     actors::prefill_options o;
-    o.engine.block_tokens = block_tokens;
-    o.engine.kv_blocks = spec.kv_blocks;
+    o.device = device_options_for(t, spec);
+    o.device.engine.kv_blocks = spec.kv_blocks;
     o.faults = args.faults;
     o.config.pipeline = !args.kv_after_compute;
-    o.config.max_in_flight = o.engine.max_sequences;
+    o.config.max_in_flight = o.device.engine.max_sequences;
     out.push_back({actors::prefill_name, [&sm, o](runtime::node_context& ctx) {
                      return actors::spawn_prefill(ctx, sm.model, o);
                    }});

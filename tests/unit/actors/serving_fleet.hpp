@@ -1,9 +1,10 @@
 #pragma once
 
 // An in-process fleet of serving state classes (one router, prefill and decode workers on
-// the real stories260K model) joined by a deterministic message queue instead of CAF and
-// the fabric: the unit-level twin of the integration tests. Slice writes are copies
-// between the engines' KV pools, and can be held back or corrupted on purpose.
+// the real stories260K model, or on emulated devices of its shape) joined by a
+// deterministic message queue instead of CAF and the fabric: the unit-level twin of the
+// integration tests. Slice writes are copies between the devices' KV pools, and can be
+// held back or corrupted on purpose.
 
 #include <cstring>
 #include <deque>
@@ -21,6 +22,7 @@
 #include "actors/prefill_state.hpp"
 #include "actors/router_state.hpp"
 #include "engine/cpu_engine.hpp"
+#include "engine/device.hpp"
 #include "engine/generate.hpp"
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
@@ -36,6 +38,7 @@ struct client_log {
   std::optional<wire::accepted> accepted;
   std::string text;  ///< prompt echo plus every chunk's text
   std::vector<std::uint32_t> positions;
+  std::vector<std::int32_t> tokens;
   std::optional<wire::finished> finished;
   std::optional<wire::rejected> rejected;
   [[nodiscard]] bool done() const { return finished || rejected; }
@@ -67,6 +70,9 @@ struct fleet_options {
   std::size_t kv_blocks = 512;
   router_config router;
   prefill_config prefill;
+  /// Every worker's device: "cpu" or "emulated:PROFILE" (the checkpoint's shape).
+  std::string device = "cpu";
+  double time_scale = 0.0;  ///< emulated: modelled time x this (0: none)
 };
 
 class fleet {
@@ -101,7 +107,7 @@ class fleet {
     }
   }
 
-  std::unique_ptr<engine::cpu_engine> make_engine(std::size_t kv_blocks) {
+  std::unique_ptr<engine::cpu_engine> make_cpu_engine(std::size_t kv_blocks) {
     engine::engine_options o;
     o.threads = 1;
     o.max_sequences = 64;
@@ -111,10 +117,24 @@ class fleet {
     return std::move(*e);
   }
 
-  /// The single-process reference output for the same request.
+  std::unique_ptr<engine::device> make_engine(std::size_t kv_blocks) {
+    if (options_.device == "cpu") return engine::make_device(make_cpu_engine(kv_blocks));
+    engine::emulated_options o;
+    o.max_sequences = 64;
+    o.kv_blocks = kv_blocks;
+    o.time_scale = options_.time_scale;
+    auto setup = engine::resolve_emulated(options_.device, "", model_->config(),
+                                          shared_model("stories260K.bin"), o);
+    EXPECT_TRUE(setup.has_value()) << setup.error().message;
+    auto e = engine::emulated_engine::create(setup->profile, setup->shape, setup->options);
+    EXPECT_TRUE(e.has_value()) << e.error().message;
+    return engine::make_device(std::move(*e));
+  }
+
+  /// The single-process reference output for the same request (CPU engine).
   std::string reference(const std::string& prompt, float temperature, float top_p,
                         std::uint64_t seed, std::int32_t steps) {
-    auto e = make_engine(0);
+    auto e = make_cpu_engine(0);
     auto text = engine::generate_text(*e, *tok_, prompt, {temperature, top_p, seed, steps});
     EXPECT_TRUE(text.has_value());
     return *text;
@@ -150,13 +170,13 @@ class fleet {
       bool worked = false;
       for (auto& [name, p] : prefills_) {
         if (!dead_.contains(name) && p.state->has_work()) {
-          dispatch(name, p.state->run_next());
+          dispatch(name, p.state->run_next(now_));
           worked = true;
         }
       }
       for (auto& [name, d] : decodes_) {
         if (!dead_.contains(name) && d.state->has_work()) {
-          dispatch(name, d.state->step());
+          dispatch(name, d.state->step(now_));
           worked = true;
         }
       }
@@ -180,6 +200,8 @@ class fleet {
         dispatch(node, router_->on_timer(t.id, now_));
       } else if (decodes_.contains(node)) {
         dispatch(node, decodes_.at(node).state->on_timer(t.id, now_));
+      } else {
+        dispatch(node, prefills_.at(node).state->on_timer(t.id));
       }
     }
   }
@@ -209,8 +231,9 @@ class fleet {
 
   [[nodiscard]] const client_log& log(wire::request_id id) { return logs_[id]; }
   [[nodiscard]] router_state& router() { return *router_; }
+  [[nodiscard]] const engine::tokenizer& tokenizer() const { return *tok_; }
   [[nodiscard]] decode_state& decode(const std::string& n) { return *decodes_.at(n).state; }
-  [[nodiscard]] engine::cpu_engine& decode_engine(const std::string& n) {
+  [[nodiscard]] engine::device& decode_engine(const std::string& n) {
     return *decodes_.at(n).engine;
   }
   [[nodiscard]] prefill_state& prefill(const std::string& n) { return *prefills_.at(n).state; }
@@ -233,11 +256,11 @@ class fleet {
 
  private:
   struct decode_node {
-    std::unique_ptr<engine::cpu_engine> engine;
+    std::unique_ptr<engine::device> engine;
     std::unique_ptr<decode_state> state;
   };
   struct prefill_node {
-    std::unique_ptr<engine::cpu_engine> engine;
+    std::unique_ptr<engine::device> engine;
     std::unique_ptr<copy_writer> writer;
     std::unique_ptr<prefill_state> state;
   };
@@ -283,6 +306,7 @@ inline void fleet::dispatch(const std::string& node, router_effects out) {
             log.text += what.text;
             for (std::size_t i = 0; i < what.tokens.size(); ++i) {
               log.positions.push_back(what.first_position + static_cast<std::uint32_t>(i));
+              log.tokens.push_back(static_cast<std::int32_t>(what.tokens[i]));
             }
           } else if constexpr (std::is_same_v<T, wire::finished>) {
             log.finished = what;
@@ -319,7 +343,7 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
           if constexpr (std::is_same_v<T, wire::admit>) {
             dispatch(to, d.on_admit(from, body, now_));
           } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
-            dispatch(to, d.on_prefill_done(from, body));
+            dispatch(to, d.on_prefill_done(from, body, now_));
           } else if constexpr (std::is_same_v<T, wire::cancel>) {
             dispatch(to, d.on_cancel(body));
           } else if constexpr (std::is_same_v<T, wire::stream_window>) {

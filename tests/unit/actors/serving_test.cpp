@@ -292,5 +292,70 @@ TEST(Serving, PlacementPrefersTheRightKindAndSpreadsLoad) {
   f.pump();
 }
 
+/// The tokens one emulated engine (no split, no router) generates after `prompt`.
+std::vector<std::int32_t> emulated_reference(fleet& f, const std::string& prompt,
+                                             std::size_t steps) {
+  auto device = f.make_engine(0);
+  auto sequence = device->add_sequence();
+  EXPECT_TRUE(sequence);
+  engine::sampler unused(0.0f, 0.9f, 1);
+  auto step =
+      device->prefill(*sequence, f.tokenizer().encode(prompt, true, false), unused, nullptr);
+  EXPECT_TRUE(step);
+  std::vector<std::int32_t> tokens{step->tokens[0]};
+  while (tokens.size() < steps) {
+    const engine::decode_input in{*sequence, tokens.back()};
+    engine::sampler* pick = &unused;
+    auto next = device->decode(std::span(&in, 1), std::span(&pick, 1));
+    EXPECT_TRUE(next);
+    tokens.push_back(next->tokens[0]);
+  }
+  return tokens;
+}
+
+TEST(Serving, EmulatedDevicesServeTheTokensOfOneEmulatedEngine) {
+  fleet_options o;
+  o.device = "emulated:trn2";
+  fleet f(o);
+  const auto split = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 40);
+  f.pump();
+  ASSERT_TRUE(f.log(split).finished)
+      << (f.log(split).rejected ? f.log(split).rejected->message : "");
+  EXPECT_EQ(f.log(split).accepted->placement, "disaggregated");
+  EXPECT_GT(f.prefill("prefill-0").stats().slices + f.prefill("prefill-1").stats().slices, 0u);
+  ASSERT_GE(f.log(split).tokens.size(), 30u);
+  const auto expected = emulated_reference(f, "Once upon a time", f.log(split).tokens.size());
+  EXPECT_EQ(f.log(split).tokens, expected);
+  // The KV moved by slices is what the decode node draws from: a corrupted slice is caught.
+  f.writer("prefill-0").corrupt = 0;
+  f.writer("prefill-1").corrupt = 0;
+  const auto again = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 40);
+  f.pump();
+  ASSERT_TRUE(f.log(again).finished);
+  EXPECT_EQ(f.log(again).tokens, expected);
+  EXPECT_EQ(f.decode("decode-0").stats().checksum_failures +
+                f.decode("decode-1").stats().checksum_failures,
+            1u);
+}
+
+TEST(Serving, ModelledTimeHoldsTheOutputUntilItHasPassed) {
+  fleet_options o;
+  o.device = "emulated:trn2";
+  o.time_scale = 1.0;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 8);
+  f.pump();
+  // The prefill device is busy for its modelled time: nothing reached the decode node.
+  EXPECT_EQ(f.messages("prefillDone"), 0u);
+  EXPECT_TRUE(f.log(id).tokens.empty());
+  for (int ms = 0; ms < 1000 && !f.log(id).done(); ++ms) {
+    f.advance(std::chrono::milliseconds(1));
+    f.pump();
+  }
+  ASSERT_TRUE(f.log(id).finished);
+  ASSERT_GE(f.log(id).tokens.size(), 3u);
+  EXPECT_EQ(f.log(id).tokens, emulated_reference(f, "Once upon a time", f.log(id).tokens.size()));
+}
+
 }  // namespace
 }  // namespace baton::actors::testing

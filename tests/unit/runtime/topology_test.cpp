@@ -35,6 +35,7 @@ admin = "127.0.0.1:9101"
 [[node]]
 name = "decode-0"
 kind = "wafer-scale"
+device = "emulated:wse3"
 roles = ["decode", "kv"]
 fabric = "127.0.0.1:7102"
 admin = "127.0.0.1:9102"
@@ -71,7 +72,10 @@ TEST(Topology, ParsesAValidFile) {
   const auto* decode = topo->find("decode-0");
   ASSERT_NE(decode, nullptr);
   EXPECT_EQ(decode->kind, wire::node_kind::wafer_scale);
-  EXPECT_EQ(decode->device, "cpu");
+  EXPECT_EQ(decode->device, "emulated:wse3");
+  EXPECT_TRUE(topo->emulated_workers());
+  EXPECT_EQ(topo->emulated.scale, 1u);
+  EXPECT_EQ(topo->emulated.time_scale, 1.0);
   EXPECT_TRUE(decode->has_role(wire::role::kv));
   EXPECT_EQ(decode->kv_blocks, 100u);
   EXPECT_EQ(decode->max_batch, 32u);
@@ -90,7 +94,7 @@ TEST(Topology, TheRepositoryTopologyLoads) {
 
 TEST(Topology, SyntaxErrorsNameLineAndColumn) {
   auto message = error_of(edit("kv_blocks = 100", "kv_blocks = 10 0"));
-  EXPECT_NE(message.find("/etc/baton/cluster.toml:34:16:"), std::string::npos) << message;
+  EXPECT_NE(message.find("/etc/baton/cluster.toml:35:16:"), std::string::npos) << message;
 }
 
 TEST(Topology, UnknownKeysAreErrors) {
@@ -181,6 +185,32 @@ TEST(Topology, RouterPolicyIsReadAndChecked) {
                          "got \"maybe\""),
             std::string::npos)
       << message;
+}
+
+TEST(Topology, EmulatedDevicesAreReadAndNeverMixedWithCpuWorkers) {
+  auto topo =
+      parse_topology(edit("[timeouts]",
+                          "[emulated]\nshape = \"llama-3.1-8b\"\nscale = 64\ntime_scale = 0\n\n"
+                          "[timeouts]"),
+                     "c.toml");
+  ASSERT_TRUE(topo) << topo.error().message;
+  EXPECT_EQ(topo->emulated.shape, "llama-3.1-8b");
+  EXPECT_EQ(topo->emulated.scale, 64u);
+  EXPECT_EQ(topo->emulated.time_scale, 0.0);
+  auto message = error_of(edit("[timeouts]", "[emulated]\ntime_scale = -1\n\n[timeouts]"));
+  EXPECT_NE(message.find("emulated.time_scale: expected a number in [0, 1000000], got -1"),
+            std::string::npos)
+      << message;
+  message = error_of(edit("[timeouts]", "[emulated]\nscales = 2\n\n[timeouts]"));
+  EXPECT_NE(message.find("emulated: unknown key 'scales'"), std::string::npos) << message;
+  // A CPU decode node beside an emulated prefill node could not use its KV.
+  message = error_of(edit("device = \"emulated:wse3\"", "device = \"cpu\""));
+  EXPECT_NE(message.find("cluster.toml:31:10: node[2].device: \"cpu\" cannot serve beside "
+                         "prefill-0's \"emulated:trn2\""),
+            std::string::npos)
+      << message;
+  // The router's device does not matter: it computes nothing.
+  EXPECT_TRUE(parse_topology(edit("kind = \"cpu\"", "kind = \"cpu\"\ndevice = \"cpu\""), "c.toml"));
 }
 
 TEST(Topology, MissingSectionsAndFiles) {
