@@ -17,6 +17,7 @@ namespace {
 struct start_request {
   wire::generate_request request;
   std::shared_ptr<client::response_stream> stream;
+  std::chrono::steady_clock::time_point received;  ///< off the client's socket
 };
 
 /// The server ended a request (client cancel, disconnect, slow reader, shutdown).
@@ -44,6 +45,8 @@ struct open_request {
   std::shared_ptr<client::response_stream> stream;
   clock::time_point started;
   bool first_token = false;
+  /// Time this request's messages spent in this process so far (wire::finished::router_us).
+  clock::duration in_router{};
 };
 
 struct router_shell {
@@ -60,6 +63,8 @@ struct router_shell {
   bool announced = false;
   std::set<std::uint64_t> slow;  ///< requests whose client has no room (by request id)
   std::optional<stat_counters> counters;
+  /// When the message being handled reached this process (its socket or transport).
+  clock::time_point received;
 };
 using router_actor = caf::stateful_actor<router_shell>;
 
@@ -73,6 +78,11 @@ void deliver(router_shell& st, client_event& e) {
   if (std::holds_alternative<wire::token_chunk>(e.what) && !o.first_token) {
     o.first_token = true;
     st.ttft->observe(seconds);
+  }
+  if (auto* f = std::get_if<wire::finished>(&e.what)) {
+    const auto spent = o.in_router + (now - st.received);
+    f->router_us = static_cast<std::uint32_t>(std::min<std::int64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(spent).count(), UINT32_MAX));
   }
   const bool last = std::holds_alternative<wire::finished>(e.what) ||
                     std::holds_alternative<wire::rejected>(e.what);
@@ -112,6 +122,14 @@ void after(router_actor* self, router_effects out) {
   c.set("baton_router_tokens_total", "Tokens streamed to clients", s.tokens);
   c.set("baton_router_stale_messages_total", "Messages from old attempts, dropped",
         s.stale_messages);
+}
+
+/// Charges the time since the current message reached this process to request `id`
+/// (after its effects were handed on).
+void charge(router_shell& st, std::uint64_t id) {
+  if (auto it = st.open.find(id); it != st.open.end()) {
+    it->second.in_router += clock::now() - st.received;
+  }
 }
 
 void on_member(router_actor* self, const wire::member& m) {
@@ -162,6 +180,7 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
                                           {{"role", "prefill"}});
   st.decode_workers = &metrics.get_gauge("baton_router_workers", "Workers the router places on",
                                          {{"role", "decode"}});
+  st.received = clock::now();
   for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
     on_member(self, m);
   }
@@ -172,16 +191,21 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
   return {
       [self](start_request& r) {
         auto& s = self->state;
+        s.received = r.received;
         auto out = s.state->on_generate(r.request, clock::now());
+        std::uint64_t key = 0;
         if (!out.events.empty()) {
           const auto id = out.events.front().request;
-          s.open[static_cast<std::uint64_t>(id)] = {r.stream, clock::now(), false};
+          key = static_cast<std::uint64_t>(id);
+          s.open[key] = {r.stream, r.received, false, {}};
           s.by_stream[r.stream->id()] = id;
         }
         after(self, std::move(out));
+        charge(s, key);
       },
       [self](stop_request& r) {
         auto& s = self->state;
+        s.received = clock::now();
         auto it = s.by_stream.find(r.stream);
         if (it == s.by_stream.end()) return;
         const auto id = it->second;
@@ -193,11 +217,13 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
         auto& s = *self->state.state;
         const auto& from = in.frame->source;
         const auto now = clock::now();
+        self->state.received = in.received;
         std::visit(
             [&](const auto& body) {
               using T = std::decay_t<decltype(body)>;
               if constexpr (std::is_same_v<T, wire::reserve>) {
                 after(self, s.on_reserve(from, body));
+                charge(self->state, static_cast<std::uint64_t>(body.request));
               } else if constexpr (std::is_same_v<T, wire::token_batch>) {
                 auto& shell = self->state;
                 const auto key = static_cast<std::uint64_t>(body.request);
@@ -208,10 +234,12 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
                   self->delayed_send(self, drain_check, drain_atom::value);
                 }
                 after(self, s.on_tokens(from, body, room));
+                charge(shell, key);
               } else if constexpr (std::is_same_v<T, wire::finish>) {
                 after(self, s.on_finish(from, body));
               } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
                 after(self, s.on_abort(from, body, now));
+                charge(self->state, static_cast<std::uint64_t>(body.request));
               } else {
                 spdlog::warn("router: ignoring {} from {}/{}", wire::body_name(in.frame->body),
                              from.node, from.actor);
@@ -220,10 +248,12 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
             in.frame->body);
       },
       [self](timer_atom, std::uint64_t id) {
+        self->state.received = clock::now();
         after(self, self->state.state->on_timer(id, clock::now()));
       },
       [self](drain_atom) {
         auto& shell = self->state;
+        shell.received = clock::now();
         for (auto it = shell.slow.begin(); it != shell.slow.end();) {
           auto o = shell.open.find(*it);
           if (o != shell.open.end() && o->second.stream->queued_bytes() >= slow_client_bytes) {
@@ -238,11 +268,13 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
         if (!shell.slow.empty()) self->delayed_send(self, drain_check, drain_atom::value);
       },
       [self](runtime::member_update& u) {
+        self->state.received = clock::now();
         on_member(self, u.member);
         after(self, {});
       },
       [self](runtime::delivery_failure& f) {
         spdlog::warn("router: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+        self->state.received = clock::now();
         after(self, self->state.state->on_undeliverable(f.target.node, clock::now()));
       },
   };
@@ -263,7 +295,7 @@ void router_gateway::start(const wire::generate_request& request,
         wire::rejected{request.client_tag, errc::overloaded, "the router is not running"});
     return;
   }
-  caf::anon_send(router, start_request{request, std::move(stream)});
+  caf::anon_send(router, start_request{request, std::move(stream), clock::now()});
 }
 
 void router_gateway::cancel(const client::response_stream& stream, client::cancel_reason) {

@@ -251,6 +251,7 @@ struct router_client::impl {
     r.reason = f.reason;
     r.prompt_tokens = f.prompt_tokens;
     r.completion_tokens = f.completion_tokens;
+    r.router_us = f.router_us;
     finish(r);
   }
 

@@ -41,7 +41,8 @@ struct generate_result {
   std::string placement;
   std::string prefill_node;
   std::string decode_node;
-  std::string router;  ///< the router address that served the request
+  std::string router;           ///< the router address that served the request
+  std::uint32_t router_us = 0;  ///< time spent inside the router process (wire::finished)
 };
 
 /// One connection to a router at a time, opened on demand. Not for concurrent

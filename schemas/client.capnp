@@ -50,6 +50,8 @@ struct Finished {
   reason @1 :Inference.FinishReason;
   promptTokens @2 :UInt32;
   completionTokens @3 :UInt32;
+  routerMicros @4 :UInt32;     # time the request spent inside the router process, summed
+                               # over its messages (docs/serving.md, "Router overhead")
 }
 
 # Router -> client: the request failed or was refused; nothing more follows for it.

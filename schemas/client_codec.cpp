@@ -151,7 +151,8 @@ expected<client_message> from_capnp(gen::ClientMessage::Reader r) {
       auto f = r.getFinished();
       auto reason = enum_from(f.getReason(), finish_reason::cancelled, "finished.reason");
       if (!reason) return tl::unexpected(reason.error());
-      return finished{f.getClientTag(), *reason, f.getPromptTokens(), f.getCompletionTokens()};
+      return finished{f.getClientTag(), *reason, f.getPromptTokens(), f.getCompletionTokens(),
+                      f.getRouterMicros()};
     }
     case gen::ClientMessage::REJECTED: {
       auto j = r.getRejected();
@@ -205,6 +206,7 @@ void to_capnp(const client_message& m, gen::ClientMessage::Builder b) {
           f.setReason(static_cast<gen::FinishReason>(v.reason));
           f.setPromptTokens(v.prompt_tokens);
           f.setCompletionTokens(v.completion_tokens);
+          f.setRouterMicros(v.router_us);
         } else {
           static_assert(std::is_same_v<T, rejected>);
           auto j = b.initRejected();

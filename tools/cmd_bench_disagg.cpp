@@ -29,7 +29,7 @@
 #include "engine/sampler.hpp"
 #include "engine/tokenizer.hpp"
 #include "runtime/admin_server.hpp"
-#include "runtime/child_process.hpp"
+#include "tools/bench_cluster.hpp"
 #include "tools/commands.hpp"
 
 namespace baton::tools {
@@ -81,87 +81,6 @@ double single_ttft_ms(const engine::model& m, const std::vector<std::int32_t>& t
   (*eng)->remove_sequence(*seq);
   return ms;
 }
-
-/// A three-node cluster in a temporary folder, its processes killed on destruction.
-class bench_cluster {
- public:
-  bench_cluster(const disagg_args& a, std::size_t kv_blocks)
-      : dir_(std::filesystem::temp_directory_path() /
-             fmt::format("baton-bench-disagg-{}", std::random_device{}())) {
-    std::filesystem::create_directories(dir_);
-    for (const char* n : {"router-0", "prefill-0", "decode-0"}) {
-      fabric_[n] = fmt::format("127.0.0.1:{}", runtime::free_port());
-      admin_[n] = fmt::format("127.0.0.1:{}", runtime::free_port());
-    }
-    native_ = fmt::format("127.0.0.1:{}", runtime::free_port());
-    std::ofstream(dir_ / "cluster.toml") << fmt::format(
-        "[cluster]\nname = \"bench\"\nprovider = \"tcp\"\n\n"
-        "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n"
-        "[[node]]\nname = \"router-0\"\nkind = \"cpu\"\nroles = [\"router\"]\n"
-        "fabric = \"{}\"\nadmin = \"{}\"\nnative = \"{}\"\n\n"
-        "[[node]]\nname = \"prefill-0\"\nkind = \"trainium\"\nroles = [\"prefill\"]\n"
-        "fabric = \"{}\"\nadmin = \"{}\"\nkv_blocks = {}\n\n"
-        "[[node]]\nname = \"decode-0\"\nkind = \"wafer-scale\"\nroles = [\"decode\"]\n"
-        "fabric = \"{}\"\nadmin = \"{}\"\nkv_blocks = {}\n",
-        std::filesystem::absolute(a.model).string(),
-        std::filesystem::absolute(a.tokenizer).string(), fabric_["router-0"], admin_["router-0"],
-        native_, fabric_["prefill-0"], admin_["prefill-0"], kv_blocks, fabric_["decode-0"],
-        admin_["decode-0"], kv_blocks);
-  }
-  ~bench_cluster() {
-    procs_.clear();
-    std::error_code ignored;
-    if (std::getenv("BATON_KEEP") == nullptr) std::filesystem::remove_all(dir_, ignored);
-  }
-
-  void start(const std::string& name, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {
-        "/proc/self/exe", "node", "--config", (dir_ / "cluster.toml").string(), "--name", name};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    procs_[name] = std::make_unique<runtime::child_process>(argv, dir_ / (name + ".log"));
-  }
-  /// Asks `name` to leave and waits for it to exit.
-  void stop(const std::string& name) {
-    procs_.at(name)->signal(SIGTERM);
-    (void)procs_.at(name)->wait(std::chrono::seconds(10));
-    procs_.erase(name);
-  }
-
-  /// A metric's value on `name`, or -1.
-  double metric(const std::string& name, const std::string& series) const {
-    auto text = runtime::admin_get(admin_.at(name), "/metrics", std::chrono::milliseconds(500));
-    if (!text) return -1;
-    const auto at = text->find("\n" + series + " ");
-    return at == std::string::npos ? -1 : std::stod(text->substr(at + series.size() + 2));
-  }
-
-  /// Waits until the router places on one prefill and one decode worker (the prefill
-  /// node's `incarnation` changes when it restarts).
-  bool ready(std::chrono::seconds timeout) const {
-    const auto until = clock_type::now() + timeout;
-    while (clock_type::now() < until) {
-      if (metric("router-0", R"(baton_router_workers{role="prefill"})") == 1 &&
-          metric("router-0", R"(baton_router_workers{role="decode"})") == 1) {
-        return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-
-  [[nodiscard]] const std::string& native() const { return native_; }
-  [[nodiscard]] std::string log(const std::string& name) const {
-    std::ifstream in(dir_ / (name + ".log"));
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
-
- private:
-  std::filesystem::path dir_;
-  std::map<std::string, std::string> fabric_;
-  std::map<std::string, std::string> admin_;
-  std::string native_;
-  std::map<std::string, std::unique_ptr<runtime::child_process>> procs_;
-};
 
 struct phase {
   std::vector<double> single_ms;  ///< in this process, interleaved with the cluster runs
@@ -229,8 +148,13 @@ int run_disagg(const disagg_args& a) {
              tokens.size(), static_cast<double>(kv_bytes) / (1 << 20), kv_bytes / slice_bytes,
              slice_bytes >> 10);
 
-  bench_cluster c(a, kv_blocks);
-  for (const char* n : {"router-0", "prefill-0", "decode-0"}) c.start(n);
+  bench_cluster c({"disagg",
+                   a.model,
+                   a.tokenizer,
+                   {{"prefill-0", "trainium", "prefill", "cpu", kv_blocks},
+                    {"decode-0", "wafer-scale", "decode", "cpu", kv_blocks}},
+                   ""});
+  c.start_all();
   if (!c.ready(std::chrono::seconds(30))) {
     return fail_with("the cluster did not become ready:\n" + c.log("router-0"));
   }

@@ -21,6 +21,8 @@ void add_generate_command(CLI::App& app, int& exit_code);
 /// Adds `bench engine`, creating the `bench` subcommand if no one has yet.
 void add_bench_engine_command(CLI::App& app, int& exit_code);
 void add_bench_disagg_command(CLI::App& app, int& exit_code);
+/// Adds `bench router`: the router's added latency against emulated zero-compute workers.
+void add_bench_router_command(CLI::App& app, int& exit_code);
 /// Adds `bench transport`, creating the `bench` subcommand if no one has yet.
 void add_bench_transport_command(CLI::App& app, int& exit_code);
 /// Adds `bench serve`: an open-loop benchmark of any OpenAI-compatible endpoint.

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   baton::tools::add_generate_command(app, exit_code);
   baton::tools::add_bench_engine_command(app, exit_code);
   baton::tools::add_bench_disagg_command(app, exit_code);
+  baton::tools::add_bench_router_command(app, exit_code);
   baton::tools::add_bench_transport_command(app, exit_code);
   baton::tools::add_bench_serve_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);

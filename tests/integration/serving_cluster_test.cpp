@@ -1,6 +1,8 @@
 // Disaggregated serving across real node processes on 127.0.0.1: a router, two
 // Trainium-kind prefill nodes and two wafer-scale-kind decode nodes, the KV cache moved by
 // libfabric RMA (tcp), requests sent through the router client.
+#include <unistd.h>
+
 #include <csignal>
 #include <fstream>
 #include <iterator>
@@ -9,10 +11,12 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "client/router_client.hpp"
 #include "cluster_harness.hpp"
 #include "engine/cpu_engine.hpp"
+#include "engine/device.hpp"
 #include "engine/generate.hpp"
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
@@ -57,6 +61,7 @@ struct outcome {
   expected<client::generate_result> result = fail(errc::failed, "not run");
   std::string text;
   std::size_t chunks = 0;
+  std::vector<std::int32_t> tokens;
   [[nodiscard]] std::string output() const { return text + "\n"; }
 };
 
@@ -82,7 +87,9 @@ outcome generate(const std::string& router, const std::string& prompt, float t, 
     if (const auto* a = std::get_if<wire::accepted>(&e)) {
       o.text += a->prompt_text;
     } else {
-      o.text += std::get<wire::token_chunk>(e).text;
+      const auto& chunk = std::get<wire::token_chunk>(e);
+      o.text += chunk.text;
+      o.tokens.insert(o.tokens.end(), chunk.tokens.begin(), chunk.tokens.end());
       ++o.chunks;
     }
     return true;
@@ -294,6 +301,73 @@ TEST(ServingCluster, ADecodeNodeKilledMidStreamLosesAndDuplicatesNothing) {
     EXPECT_EQ(o.output(), expected);
   }
   EXPECT_GE(metric(c, "router-0", "baton_router_retries_total"), 1.0) << c.metrics("router-0");
+}
+
+}  // namespace
+}  // namespace baton::testing
+
+namespace baton::testing {
+namespace {
+
+/// The tokens one emulated engine of the checkpoint's shape generates after `prompt`.
+std::vector<std::int32_t> emulated_tokens(const std::string& prompt, std::size_t count) {
+  auto model = engine::model::load(shared("stories260K.bin"));
+  auto tok = engine::tokenizer::load(shared("tok512.bin"), model->config().vocab_size);
+  auto setup =
+      engine::resolve_emulated("emulated:cs3", "", model->config(), shared("stories260K.bin"), {});
+  EXPECT_TRUE(setup) << setup.error().message;
+  auto e = engine::emulated_engine::create(setup->profile, setup->shape, setup->options);
+  EXPECT_TRUE(e) << e.error().message;
+  auto seq = (*e)->add_sequence();
+  auto step = (*e)->prefill(*seq, tok->encode(prompt, true, false));
+  std::vector<std::int32_t> tokens{step->tokens[0]};
+  while (tokens.size() < count) {
+    const engine::decode_input in{*seq, tokens.back()};
+    tokens.push_back((*e)->decode(std::span(&in, 1))->tokens[0]);
+  }
+  return tokens;
+}
+
+TEST(ServingCluster, EmulatedDevicesServeAcrossProcessesTheTokensTheirKvImplies) {
+  const std::vector<node_def> nodes = {
+      {"router-0", "cpu", R"(["router"])"},
+      {"prefill-0", "trainium", R"(["prefill"])", R"(device = "emulated:trn2")"},
+      {"decode-0", "wafer-scale", R"(["decode"])", "device = \"emulated:cs3\"\nkv_blocks = 512"}};
+  test_cluster c(nodes, BATON_SHARED_MODELS_DIR "/stories260K.bin", "[emulated]\ntime_scale = 0\n");
+  start_all(c, nodes);
+  auto o = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 60);
+  ASSERT_TRUE(o.result) << o.result.error().to_string();
+  EXPECT_EQ(o.result->placement, "disaggregated");
+  EXPECT_EQ(o.result->prefill_node, "prefill-0");
+  // Each token is a hash of the KV the decode node holds, which came from prefill-0 by RMA.
+  ASSERT_GE(o.tokens.size(), 50u);
+  EXPECT_EQ(o.tokens, emulated_tokens("Once upon a time", o.tokens.size()));
+  EXPECT_GT(o.result->router_us, 0u);
+  EXPECT_GT(metric(c, "prefill-0", "baton_prefill_slices_total"), 0.0);
+  const auto status = c.status("decode-0");
+  ASSERT_TRUE(status);
+  EXPECT_NE(status->dump().find("emulated:cs3"), std::string::npos) << status->dump();
+}
+
+TEST(ServingCluster, BenchRouterMeasuresTheRouterTimeOfEveryRequest) {
+  child_process bench({BATON_BINARY, "bench", "router", "--rate", "400", "--requests", "300",
+                       "--warmup", "30", "--clients", "4", "--seed", "11", "--json", "--model",
+                       shared("stories260K.bin"), "--tokenizer", shared("tok512.bin")},
+                      std::filesystem::temp_directory_path() /
+                          fmt::format("baton-bench-router-test-{}.log", ::getpid()));
+  const auto code = bench.wait(120s);
+  ASSERT_TRUE(code && *code == 0) << bench.log();
+  const std::string log = bench.log();
+  const auto line = log.substr(log.rfind("{\""));
+  const auto j = nlohmann::json::parse(line.substr(0, line.find('\n')));
+  EXPECT_EQ(j["requests"], 300);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_EQ(j["seed"], 11);
+  EXPECT_GT(j["overhead_us_p50"].get<double>(), 0.0);
+  EXPECT_GE(j["overhead_us_p99"].get<double>(), j["overhead_us_p50"].get<double>());
+  // The router's time is part of what the client waited for.
+  EXPECT_LT(j["overhead_us_p50"].get<double>(), j["e2e_us_p50"].get<double>());
+  EXPECT_NE(j["device"].get<std::string>().find("emulated"), std::string::npos);
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ std::vector<wire::client_message> sample_messages() {
       wire::accepted{7, wire::request_id{99}, 42, 5, "Once upon a time", "prefill-0", "decode-1",
                      "disaggregated"},
       wire::token_chunk{7, 5, {278, 1701, 29892}, " there was"},
-      wire::finished{7, wire::finish_reason::end_of_text, 5, 27},
+      wire::finished{7, wire::finish_reason::end_of_text, 5, 27, 118},
       wire::rejected{7, errc::overloaded, "no decode node has room"},
   };
 }
@@ -285,7 +285,7 @@ class scripted_handler final : public generate_handler {
       stream.send(wire::token_chunk{0, position, {10 + 2 * i, 11 + 2 * i}, fmt::format("<{}>", i)});
       position += 2;
     }
-    stream.send(wire::finished{0, wire::finish_reason::length, 3, 10});
+    stream.send(wire::finished{0, wire::finish_reason::length, 3, 10, 42});
   }
 
   std::mutex mutex_;
@@ -382,6 +382,7 @@ TEST(RouterClient, StreamsTokensInOrderAndFinishes) {
   EXPECT_EQ(result->reason, wire::finish_reason::length);
   EXPECT_EQ(result->prompt_tokens, 3u);
   EXPECT_EQ(result->completion_tokens, 10u);
+  EXPECT_EQ(result->router_us, 42u);  // the router's own time, passed through
   EXPECT_EQ(result->seed, 77u);
   EXPECT_EQ(result->placement, "disaggregated");
   EXPECT_EQ(result->decode_node, "decode-0");
