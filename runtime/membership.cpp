@@ -76,8 +76,13 @@ std::optional<std::string> membership_state::incompatibility(const wire::join& j
     return fmt::format("numerics fingerprint '{}' differs from the cluster's '{}'",
                        j.numerics_fingerprint, self_.numerics_fingerprint);
   }
+  // The same incarnation at the same address again is a retried (or duplicated) join whose
+  // reply was lost: answer it again. Anything else under a live member's name is refused.
   const auto* known = find(j.member.node);
-  if (known != nullptr && live(known->state) && j.member.incarnation <= known->incarnation) {
+  const bool retried = known != nullptr && j.member.incarnation == known->incarnation &&
+                       j.member.fabric_address == known->fabric_address;
+  if (known != nullptr && live(known->state) && j.member.incarnation <= known->incarnation &&
+      !retried) {
     return fmt::format("node name '{}' is in use by a live member (incarnation {})", j.member.node,
                        known->incarnation);
   }
@@ -152,6 +157,7 @@ void membership_state::apply(const wire::member& update, time_point now, members
   r.info = update;
   if (update.state == member_state::suspect) {
     r.suspect_deadline = now + (config_.dead_after - config_.suspect_after);
+    r.next_reprobe = now;  // tell it at once: an alive suspect refutes in its ack
   }
   if (joins || !live(update.state)) probe_order_.clear();  // rebuilt at the next probe
   out.changes.push_back(update);
@@ -213,7 +219,7 @@ void membership_state::start_probe(time_point now, membership_output& out) {
     const auto& target = probe_order_[probe_index_++];
     auto it = members_.find(target);
     if (it == members_.end() || !live(it->second.info.state)) continue;
-    probes_.push_back(probe{target, ++probe_sequence_, now});
+    probes_.push_back(probe{target, ++probe_sequence_, now, now + config_.probe_retry});
     out.sends.push_back(
         {target, it->second.info.fabric_address, make_heartbeat(probe_sequence_, false)});
     return;
@@ -240,6 +246,23 @@ void membership_state::expire(time_point now, membership_output& out) {
   }
 }
 
+void membership_state::retry_probes(time_point now, membership_output& out) {
+  for (auto& p : probes_) {
+    if (now < p.next_retry) continue;
+    p.next_retry = now + config_.probe_retry;
+    auto it = members_.find(p.target);
+    if (it == members_.end() || !live(it->second.info.state)) continue;
+    out.sends.push_back(
+        {p.target, it->second.info.fabric_address, make_heartbeat(p.sequence, false)});
+  }
+  for (auto& [name, r] : members_) {
+    if (r.info.state != member_state::suspect || now < r.next_reprobe) continue;
+    r.next_reprobe = now + config_.probe_retry;
+    // Not tracked as a probe: its ack matters only for the refutation it carries.
+    out.sends.push_back({name, r.info.fabric_address, make_heartbeat(++probe_sequence_, false)});
+  }
+}
+
 membership_output membership_state::on_tick(time_point now) {
   membership_output out;
   if (!joined_) {
@@ -247,6 +270,7 @@ membership_output membership_state::on_tick(time_point now) {
     return out;
   }
   expire(now, out);
+  retry_probes(now, out);
   if (now >= next_probe_) start_probe(now, out);
   return out;
 }
@@ -271,8 +295,11 @@ time_point membership_state::next_deadline() const {
   if (!joined_) return join_deadline_;
   time_point next = next_probe_;
   if (!probes_.empty()) next = std::min(next, probes_.front().sent + config_.suspect_after);
+  for (const auto& p : probes_) next = std::min(next, p.next_retry);
   for (const auto& [name, r] : members_) {
-    if (r.info.state == member_state::suspect) next = std::min(next, r.suspect_deadline);
+    if (r.info.state == member_state::suspect) {
+      next = std::min({next, r.suspect_deadline, r.next_reprobe});
+    }
   }
   return next;
 }

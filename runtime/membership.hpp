@@ -2,9 +2,11 @@
 
 // Membership and failure detection in the style of SWIM (Das et al., 2002): each node
 // probes one member per period and disseminates what it learns by piggybacking updates
-// on its probes, so the load on each node stays constant as the cluster grows. An
-// unanswered probe makes its target suspect; a suspect that does not refute (by gossiping
-// a higher incarnation) in time is declared dead. Joining goes through a seed, which
+// on its probes, so the load on each node stays constant as the cluster grows. A probe
+// is retried while unanswered, and then makes its target suspect; a suspect is probed
+// with the news until it refutes (by gossiping a higher incarnation) or, in time, is
+// declared dead. (Retries stand in for SWIM's indirect probes: they cover lost messages,
+// not a link that is down while the nodes are alive.) Joining goes through a seed, which
 // refuses a node whose wire version, model or numerics do not match.
 //
 // An event-driven state class: no threads, no clock, no I/O. Each call takes the time and
@@ -31,8 +33,13 @@ struct membership_config {
   milliseconds suspect_after{80};   ///< an unanswered probe makes its target suspect...
   milliseconds dead_after{160};     ///< ...and, unrefuted, dead this long after the probe
   milliseconds join_timeout{500};   ///< then the next seed is tried
-  int gossip_multiplier = 3;        ///< an update rides on multiplier*log2(n) messages
-  std::size_t max_piggyback = 8;    ///< updates per message
+  /// An unanswered probe is sent again this often until its target answers or becomes
+  /// suspect, and a suspect is probed this often until it refutes or is declared dead:
+  /// a lost message alone then rarely makes a node suspect, and a suspect that is alive
+  /// learns of the suspicion (and refutes it) within a round trip.
+  milliseconds probe_retry{20};
+  int gossip_multiplier = 3;      ///< an update rides on multiplier*log2(n) messages
+  std::size_t max_piggyback = 8;  ///< updates per message
 };
 
 /// A seed a joining node contacts.
@@ -90,11 +97,13 @@ class membership_state {
   struct record {
     wire::member info;
     time_point suspect_deadline{};
+    time_point next_reprobe{};  ///< while suspect
   };
   struct probe {
     std::string target;
     std::uint64_t sequence = 0;
     time_point sent{};
+    time_point next_retry{};
   };
   struct gossip {
     wire::member update;
@@ -110,6 +119,7 @@ class membership_state {
   void handle_join(const wire::join& j, time_point now, membership_output& out);
   void send_join(time_point now, membership_output& out);
   void start_probe(time_point now, membership_output& out);
+  void retry_probes(time_point now, membership_output& out);
   void expire(time_point now, membership_output& out);
 
   wire::join self_;

@@ -131,7 +131,7 @@ expected<op_id> loopback_endpoint::send(peer_id to, std::span<const std::byte> b
   const auto target = n.peers[index];
   if (bytes.size() > s.nodes[target].limits.max_message_bytes)  // as fabric learns from hello
     return fail(errc::invalid_argument, "send: message exceeds the peer's max_message_bytes");
-  const auto now = clock::now();
+  const auto now = s.now();
   std::uniform_real_distribution<double> coin(0.0, 1.0);
   auto delay = [&] {
     auto span = std::max<std::int64_t>(0, (s.faults.max_delay - s.faults.min_delay).count());
@@ -208,7 +208,7 @@ expected<op_id> loopback_endpoint::rma(event_kind kind, const local_slice& local
   p.seq = s.next_seq++;
   std::uniform_int_distribution<std::int64_t> d(
       0, std::max<std::int64_t>(0, (s.faults.max_delay - s.faults.min_delay).count()));
-  p.at = clock::now() + s.faults.min_delay + std::chrono::microseconds(d(s.rng));
+  p.at = s.now() + s.faults.min_delay + std::chrono::microseconds(d(s.rng));
   const auto id = p.op;
   n.pending[id] = pending_op{kind, s.peer_of(index_, *target), until};
   ++n.inflight;
@@ -247,7 +247,7 @@ void loopback_endpoint::expire(clock::time_point now) {
 
 std::size_t loopback_endpoint::poll(std::span<event> out) {
   std::lock_guard lock(state_->mu);
-  const auto now = clock::now();
+  const auto now = state_->now();
   state_->pump(now);
   auto& n = self();
   if (!n.alive) return 0;
@@ -263,10 +263,10 @@ std::size_t loopback_endpoint::poll(std::span<event> out) {
 }
 
 bool loopback_endpoint::wait(std::chrono::milliseconds timeout) {
-  const auto until = clock::now() + timeout;
   std::unique_lock lock(state_->mu);
+  const auto until = state_->now() + timeout;
   while (true) {
-    const auto now = clock::now();
+    const auto now = state_->now();
     state_->pump(now);
     auto& n = self();
     if (!n.alive) return false;
@@ -275,9 +275,9 @@ bool loopback_endpoint::wait(std::chrono::milliseconds timeout) {
       n.interrupted = false;
       return true;
     }
-    if (now >= until || n.interrupted) {
+    if (now >= until || n.interrupted || state_->manual_now) {
       n.interrupted = false;
-      return false;
+      return false;  // a manual clock does not move while we wait
     }
     auto wake = until;
     if (!state_->in_flight.empty()) wake = std::min(wake, state_->in_flight.begin()->first.first);

@@ -106,6 +106,16 @@ network::network(std::uint64_t seed) : seed_(seed), state_(std::make_shared<netw
 
 network::~network() = default;
 
+void network::use_manual_clock(clock::time_point start) {
+  std::lock_guard lock(state_->mu);
+  state_->manual_now = start;
+}
+
+void network::advance_to(clock::time_point now) {
+  std::lock_guard lock(state_->mu);
+  if (state_->manual_now && now > *state_->manual_now) state_->manual_now = now;
+}
+
 void network::set_faults(const fault_plan& plan) {
   std::lock_guard lock(state_->mu);
   state_->faults = plan;

@@ -39,6 +39,15 @@ class network {
 
   [[nodiscard]] std::uint64_t seed() const noexcept { return seed_; }
 
+  /// Replaces the steady clock with a simulated one that starts at `start` and moves only
+  /// by advance_to(), so delays, deadlines and deliveries no longer depend on wall time
+  /// or thread timing: with the seed, a run is then exactly replayable. With a manual
+  /// clock, wait() never sleeps: it delivers what is due and returns.
+  void use_manual_clock(clock::time_point start);
+  /// Moves the manual clock forward to `now` (never back); deliveries happen at the next
+  /// poll() or wait() of an endpoint.
+  void advance_to(clock::time_point now);
+
   /// Applies from the next send on.
   void set_faults(const fault_plan& plan);
 

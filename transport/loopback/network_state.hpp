@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -78,6 +79,9 @@ struct network_state {
   std::map<std::pair<std::size_t, std::size_t>, clock::time_point> last_delivery;
   std::uint64_t next_seq = 0;
   std::uint64_t next_op = 1;
+  std::optional<clock::time_point> manual_now;  ///< set: time only moves by network::advance_to
+
+  [[nodiscard]] clock::time_point now() const { return manual_now ? *manual_now : clock::now(); }
 
   [[nodiscard]] bool connected(std::size_t a, std::size_t b) const;
   [[nodiscard]] std::optional<std::size_t> find(const address& where) const;

@@ -126,6 +126,43 @@ TEST(LoopbackNetwork, PartitionAndKillTurnIntoTimeouts) {
   EXPECT_EQ(batch[0].status.error().code, errc::timed_out);
 }
 
+TEST(LoopbackNetwork, AManualClockMovesOnlyWhenAdvanced) {
+  auto p = make_pair(15);
+  const clock::time_point start{};
+  p.net->use_manual_clock(start);
+  p.net->set_faults({.min_delay = 5000us, .max_delay = 5000us});
+  ASSERT_TRUE(p.a->send(p.a_to_b, number(7), start + 1s).has_value());
+  std::vector<event> batch(8);
+  auto messages = [&] {
+    std::size_t n = 0;
+    const auto got = p.b->poll(batch);
+    for (std::size_t i = 0; i < got; ++i) n += batch[i].kind == event_kind::message ? 1 : 0;
+    return n;
+  };
+  EXPECT_FALSE(p.b->wait(1000ms)) << "a manual clock does not move while waiting";
+  p.net->advance_to(start + 4ms);
+  EXPECT_EQ(messages(), 0u);
+  p.net->advance_to(start + 5ms);
+  EXPECT_EQ(messages(), 1u);
+  // Deadlines follow the same clock: an RMA to a partitioned peer expires only when the
+  // clock passes its deadline.
+  auto remote = p.b->allocate_region(64);
+  auto local = p.a->allocate_region(64);
+  ASSERT_TRUE(remote && local);
+  auto slice = p.b->grant(peer_id{0}, {*remote, 0, 64});
+  ASSERT_TRUE(slice.has_value());
+  p.net->partition({"a"}, {"b"});
+  while (p.a->poll(batch) > 0) {
+  }
+  ASSERT_TRUE(p.a->write({*local, 0, 64}, *slice, start + 50ms, std::nullopt).has_value());
+  p.net->advance_to(start + 49ms);
+  EXPECT_EQ(p.a->poll(batch), 0u);
+  p.net->advance_to(start + 50ms);
+  ASSERT_EQ(p.a->poll(batch), 1u);
+  ASSERT_FALSE(batch[0].status.has_value());
+  EXPECT_EQ(batch[0].status.error().code, errc::timed_out);
+}
+
 TEST(EndpointFactory, UnavailableAndUnknownProvidersFailAtOnce) {
   endpoint_config config;
   for (const char* name : {"verbs", "efa"}) {
