@@ -37,9 +37,19 @@ fabric_io::fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_regi
       rma_writes_(metrics.get_counter("baton_fabric_rma_writes_total", "RMA writes posted.")),
       rma_failures_(metrics.get_counter("baton_fabric_rma_write_failures_total",
                                         "RMA writes refused, expired or failed.")),
-      thread_([this] { run(); }) {}
+      thread_([this] { run(); }) {
+  // Frames and send completions bypass the fabric thread where the transport allows it.
+  (void)endpoint_->set_event_handler([this](transport::event& e) { return on_event(e); });
+}
 
 fabric_io::~fabric_io() {
+  // No more frames in or out; the handler is not running once this returns.
+  (void)endpoint_->set_event_handler({});
+  {
+    std::lock_guard lock(send_mu_);
+    sending_closed_ = true;
+    connected_.clear();
+  }
   stop_.store(true);
   endpoint_->interrupt();
   thread_.join();
@@ -111,11 +121,36 @@ void fabric_io::attach(const std::string& node, const std::string& fabric_addres
 }
 
 void fabric_io::post(const std::string& node, wire::encoded_frame frame) {
-  command c{};
-  c.what = command::kind::post;
-  c.node = node;
-  c.frame = std::move(frame);
-  push(std::move(c));
+  {
+    std::lock_guard lock(send_mu_);
+    if (sending_closed_) {
+      send_failures_.add();
+      return;
+    }
+    auto& queue = backlog_[node];
+    if (queue.empty()) {
+      // Connected and nothing waits before it: straight into the endpoint, on this thread.
+      if (auto peer = connected_.find(node); peer != connected_.end()) {
+        auto sent =
+            endpoint_->send(peer->second, frame.bytes(), transport::clock::now() + send_timeout);
+        if (sent) {
+          frames_sent_.add();
+          return;
+        }
+        if (sent.error().code != errc::overloaded) {
+          send_failures_.add();
+          return;
+        }
+        endpoint_full_.store(true);
+      }
+    }
+    if (queue.size() >= max_backlog_frames) {
+      send_failures_.add();
+      return;
+    }
+    queue.push_back(std::move(frame));
+  }
+  endpoint_->interrupt();  // the fabric thread sends it once connected or there is room
 }
 
 void fabric_io::detach(const std::string& node) {
@@ -207,29 +242,30 @@ void fabric_io::execute(command& c) {
       connecting_[c.node] = {c.address, c.bridge, {}, transport::clock::now() + connect_give_up};
       connect(c.node, c.address, c.bridge);
       return;
-    case command::kind::post: {
-      auto& queue = backlog_[c.node];
-      if (queue.size() >= max_backlog_frames) {
-        send_failures_.add();
-        return;
+    case command::kind::detach: {
+      {
+        std::lock_guard routes_lock(routes_mu_);
+        if (auto it = peers_.find(c.node); it != peers_.end()) routes_.erase(it->second);
+        for (auto id : aliases_[c.node]) routes_.erase(id);
       }
-      queue.push_back(std::move(c.frame));
-      send_backlog(c.node);
-      return;
-    }
-    case command::kind::detach:
-      if (auto it = peers_.find(c.node); it != peers_.end()) routes_.erase(it->second);
-      for (auto id : aliases_[c.node]) routes_.erase(id);
+      {
+        std::lock_guard send_lock(send_mu_);
+        connected_.erase(c.node);
+        backlog_.erase(c.node);
+      }
       peers_.erase(c.node);
       aliases_.erase(c.node);
       connecting_.erase(c.node);
       bridges_.erase(c.node);
-      backlog_.erase(c.node);
       fail_waiting(c.node, error{errc::disconnected, fmt::format("{} was detached", c.node)});
       return;
+    }
     case command::kind::bind:
       aliases_[c.node].push_back(c.peer);
-      if (auto it = bridges_.find(c.node); it != bridges_.end()) routes_[c.peer] = it->second;
+      if (auto it = bridges_.find(c.node); it != bridges_.end()) {
+        std::lock_guard routes_lock(routes_mu_);
+        routes_[c.peer] = it->second;
+      }
       return;
     case command::kind::call: c.call(true); return;
     case command::kind::grant:
@@ -269,9 +305,16 @@ void fabric_io::connect(const std::string& node, const std::string& address, caf
   connecting_.erase(node);
   peers_[node] = *peer;
   bridges_[node] = bridge;
-  routes_[*peer] = bridge;
-  for (auto id : aliases_[node]) routes_[id] = bridge;
-  send_backlog(node);
+  {
+    std::lock_guard routes_lock(routes_mu_);
+    routes_[*peer] = bridge;
+    for (auto id : aliases_[node]) routes_[id] = bridge;
+  }
+  {
+    std::lock_guard send_lock(send_mu_);
+    if (!sending_closed_) connected_[node] = *peer;
+    (void)send_backlog_locked(node);
+  }
   serve_grants(node);
   send_writes(node);
 }
@@ -288,35 +331,71 @@ void fabric_io::retry_connects() {
   }
 }
 
-void fabric_io::send_backlog(const std::string& node) {
-  auto peer = peers_.find(node);
-  if (peer == peers_.end()) return;  // not connected yet: the attach sends it
-  auto& queue = backlog_[node];
-  while (!queue.empty()) {
-    auto sent = endpoint_->send(peer->second, queue.front().bytes(),
+bool fabric_io::send_backlog_locked(const std::string& node) {
+  auto peer = connected_.find(node);
+  if (peer == connected_.end()) return true;  // not connected yet: the connection sends it
+  auto queue = backlog_.find(node);
+  if (queue == backlog_.end()) return true;
+  while (!queue->second.empty()) {
+    auto sent = endpoint_->send(peer->second, queue->second.front().bytes(),
                                 transport::clock::now() + send_timeout);
-    if (!sent && sent.error().code == errc::overloaded) return;  // retried on completions
+    if (!sent && sent.error().code == errc::overloaded) {
+      endpoint_full_.store(true);  // a completion wakes us to retry
+      return false;
+    }
     if (sent) {
       frames_sent_.add();
     } else {
       send_failures_.add();
     }
-    queue.pop_front();
+    queue->second.pop_front();
   }
+  return true;
+}
+
+void fabric_io::send_backlogs() {
+  std::lock_guard lock(send_mu_);
+  bool room = true;
+  for (auto& [node, queue] : backlog_) {
+    if (!queue.empty()) room = send_backlog_locked(node) && room;
+  }
+  if (room) endpoint_full_.store(false);
+}
+
+void fabric_io::route(transport::event& e) {
+  frames_received_.add();
+  // The moment the frame leaves the transport (the router's latency figures start here).
+  raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)),
+                  std::chrono::steady_clock::now()};
+  {
+    std::lock_guard lock(routes_mu_);
+    if (auto it = routes_.find(e.peer); it != routes_.end()) {
+      caf::anon_send(it->second, std::move(frame));
+      return;
+    }
+  }
+  std::lock_guard lock(mutex_);
+  if (hub_) caf::anon_send(hub_, std::move(frame), e.peer);
+}
+
+bool fabric_io::on_event(transport::event& e) {
+  using transport::event_kind;
+  if (e.kind == event_kind::message) {
+    route(e);
+    return true;
+  }
+  if (e.kind == event_kind::send_done) {
+    if (!e.status) send_failures_.add();
+    if (endpoint_full_.load()) endpoint_->interrupt();  // room for what waits
+    return true;
+  }
+  return false;  // RMA completions and notifies: the fabric thread's poll loop
 }
 
 void fabric_io::deliver(transport::event& e) {
   using transport::event_kind;
   if (e.kind == event_kind::message) {
-    frames_received_.add();
-    raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)),
-                    std::chrono::steady_clock::now()};
-    if (auto route = routes_.find(e.peer); route != routes_.end()) {
-      caf::anon_send(route->second, std::move(frame));
-      return;
-    }
-    std::lock_guard lock(mutex_);
-    if (hub_) caf::anon_send(hub_, std::move(frame), e.peer);
+    route(e);
     return;
   }
   if (e.kind == event_kind::write_done) {
@@ -451,12 +530,8 @@ void fabric_io::run() {
     const auto n = endpoint_->poll(events);
     for (std::size_t i = 0; i < n; ++i) deliver(events[i]);
     if (!waiting_grants_.empty() || !waiting_writes_.empty()) serve_waiting();
-    if (n > 0) {
-      for (auto& [node, queue] : backlog_) {
-        if (!queue.empty()) send_backlog(node);
-      }
-      continue;
-    }
+    send_backlogs();
+    if (n > 0) continue;
     bool idle = false;
     {
       std::lock_guard lock(mutex_);

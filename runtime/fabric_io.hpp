@@ -1,12 +1,16 @@
 #pragma once
 
-// The fabric thread: the one thread that owns a node's transport endpoint. Bridges post
-// encoded frames to it (frame_sink); it sends them, and hands every frame that arrives to
-// the bridge of its peer, or to the hub for a peer not attached yet. It blocks in the
-// endpoint's wait() while idle and is woken for new work, so an idle node burns no CPU,
-// and it hands frames to CAF with anon_send (no scheduler round trip of its own).
-// It also carries actors' one-sided RMA (kv_fabric): their commands run on this thread,
-// and write completions and notify events come out of the same poll loop as frames.
+// The fabric thread: the one thread that owns a node's transport endpoint. Frames do not
+// pass through it on the hot path: bridges post encoded frames (frame_sink) straight into
+// the endpoint's thread-safe submission path once their peer is connected, and the
+// endpoint's progress thread hands every frame that arrives to the bridge of its peer (or
+// to the hub for a peer not attached yet) with anon_send, stamped with when it left the
+// transport. So a frame crosses one thread per direction besides CAF's workers, as in
+// CAF's own middleman. The fabric thread connects peers, sends what waits for a
+// connection or for room in the endpoint, and carries actors' one-sided RMA (kv_fabric):
+// their commands run on it, and write completions and notify events come out of its poll
+// loop. It blocks in the endpoint's wait() while idle, so an idle node burns no CPU.
+// Transports without a progress thread (loopback) deliver frames through its poll loop.
 
 #include <atomic>
 #include <deque>
@@ -79,11 +83,10 @@ class fabric_io final : public frame_sink, public kv_fabric {
     std::uint64_t tag = 0;
   };
   struct command {
-    enum class kind : std::uint8_t { attach, post, detach, bind, call, grant, write } what;
+    enum class kind : std::uint8_t { attach, detach, bind, call, grant, write } what;
     std::string node;
     std::string address;
     caf::actor bridge;
-    wire::encoded_frame frame;
     transport::peer_id peer{};
     /// kind::call: runs on the fabric thread with true, or with false when it never will.
     std::function<void(bool)> call;
@@ -106,8 +109,13 @@ class fabric_io final : public frame_sink, public kv_fabric {
   void execute(command& c);
   void connect(const std::string& node, const std::string& address, caf::actor bridge);
   void retry_connects();
-  void send_backlog(const std::string& node);
+  /// Sends what waits for `node` (caller holds send_mu_); false if the endpoint is full.
+  bool send_backlog_locked(const std::string& node);
+  void send_backlogs();
   void deliver(transport::event& e);
+  /// The endpoint's event handler (its progress thread): takes frames and send completions.
+  bool on_event(transport::event& e);
+  void route(transport::event& e);
 
   std::unique_ptr<transport::endpoint> endpoint_;
   transport::address local_address_;
@@ -123,12 +131,20 @@ class fabric_io final : public frame_sink, public kv_fabric {
   caf::actor notify_sink_;
   bool closed_ = false;  // guarded by mutex_: the thread is gone, commands fail at once
   std::atomic<bool> stop_{false};
+  // The submission path, from any thread: connected peers and frames waiting to be sent
+  // (for the connection, or for room in the endpoint), in order per node.
+  std::mutex send_mu_;
+  std::map<std::string, transport::peer_id> connected_;
+  std::map<std::string, std::deque<wire::encoded_frame>> backlog_;
+  bool sending_closed_ = false;
+  std::atomic<bool> endpoint_full_{false};  // a send found no room: wake us on a completion
+  // Where arriving frames go, read by the endpoint's progress thread.
+  std::mutex routes_mu_;
+  std::map<transport::peer_id, caf::actor> routes_;
   // Owned by the thread.
   std::map<std::string, transport::peer_id> peers_;                 // the id we connected with
   std::map<std::string, std::vector<transport::peer_id>> aliases_;  // ids it reached us by
   std::map<std::string, caf::actor> bridges_;
-  std::map<transport::peer_id, caf::actor> routes_;
-  std::map<std::string, std::deque<wire::encoded_frame>> backlog_;
   struct pending_connect {
     std::string address;
     caf::actor bridge;

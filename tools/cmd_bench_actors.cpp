@@ -134,11 +134,30 @@ void reap(pid_t pid) {
 }
 
 expected<result> bench_baton(const bench_args& args, const std::filesystem::path& dir) {
-  // Nodes only compare the model's hash here: a tiny synthetic checkpoint will do.
+  // Nodes only compare the model's hash here: a tiny synthetic checkpoint will do, with a
+  // tokenizer node processes can load (the 256 byte-fallback tokens need vocab >= 259).
   const auto model = dir / "tiny.bin";
-  if (auto ok = engine::write_synthetic_model(model.string(), {8, 16, 1, 2, 2, 32, 16, true}, 1);
+  constexpr std::int32_t vocab = 260;
+  if (auto ok = engine::write_synthetic_model(model.string(), {8, 16, 1, 2, 2, vocab, 16, true}, 1);
       !ok) {
     return tl::unexpected(ok.error());
+  }
+  const auto tokenizer = dir / "tiny-tokenizer.bin";
+  {
+    std::ofstream out(tokenizer, std::ios::binary);
+    const auto put = [&](std::int32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
+    put(6);  // max_token_length
+    for (std::int32_t id = 0; id < vocab; ++id) {
+      const std::string piece = id == 0    ? "<unk>"
+                                : id == 1  ? "<s>"
+                                : id == 2  ? "</s>"
+                                : id < 259 ? fmt::format("<0x{:02X}>", id - 3)
+                                           : std::string("a");
+      put(0);  // score 0.0f
+      put(static_cast<std::int32_t>(piece.size()));
+      out.write(piece.data(), static_cast<std::streamsize>(piece.size()));
+    }
+    if (!out) return fail(errc::failed, fmt::format("cannot write {}", tokenizer.string()));
   }
   const int ports[] = {runtime::free_port(), runtime::free_port(), runtime::free_port(),
                        runtime::free_port()};
@@ -154,8 +173,8 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
       "\"127.0.0.1:{}\"\n\n"
       "[[node]]\nname = \"b\"\nkind = \"cpu\"\nroles = [\"decode\"]\nfabric = \"{}\"\nadmin = "
       "\"127.0.0.1:{}\"\n",
-      args.provider, model.string(), (dir / "unused-tokenizer.bin").string(), fabric(0, "a"),
-      ports[1], fabric(2, "b"), ports[3]);
+      args.provider, model.string(), tokenizer.string(), fabric(0, "a"), ports[1], fabric(2, "b"),
+      ports[3]);
   const pid_t peer = spawn({"baton", "node", "--config", config.string(), "--name", "b"},
                            (dir / "peer-b.log").string());
   auto topology = runtime::load_topology(config);

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -14,9 +15,11 @@ namespace baton::transport {
 
 /// A reliable message endpoint with one-sided RMA, modelled on libfabric's FI_EP_RDM.
 ///
-/// Threading: not thread-safe. Every call comes from the one thread that owns the
-/// endpoint. Implementations may run their own progress thread internally (fabric does);
-/// they never call back into user code from it.
+/// Threading: not thread-safe, except send() and interrupt(), which may be called from any
+/// thread (the submission path: senders post without going through the owner). Every
+/// other call comes from the one thread that owns the endpoint. Implementations may run
+/// their own progress thread internally (fabric does); they call back into user code from
+/// it only through an event handler the owner installed (set_event_handler).
 ///
 /// Buffers: send() copies its bytes before returning. RMA reads and writes only touch
 /// regions this endpoint allocated; the transport keeps a region's memory alive while any
@@ -61,7 +64,9 @@ class endpoint {
   /// message). The grant reaches the peer before any later message to it.
   [[nodiscard]] virtual expected<remote_slice> grant(peer_id peer, const local_slice& slice) = 0;
 
-  /// Queues a message of at most limits().max_message_bytes bytes.
+  /// Queues a message of at most limits().max_message_bytes bytes. May be called from any
+  /// thread, concurrently with the owner; messages one thread sends to one peer keep
+  /// their order.
   [[nodiscard]] virtual expected<op_id> send(peer_id to, std::span<const std::byte> bytes,
                                              deadline until) = 0;
 
@@ -89,6 +94,19 @@ class endpoint {
   virtual void interrupt() = 0;
 
   [[nodiscard]] virtual endpoint_stats stats() const = 0;
+
+  /// The delivery path without the owner thread: from now on every event is first offered
+  /// to `handler`, on the transport's progress thread, as soon as it happens; an event
+  /// the handler takes (returns true for) is not queued for poll() (a *_done event it
+  /// takes no longer counts as in flight). The handler must be quick and must not call
+  /// the endpoint except send() and interrupt(). An empty handler removes it; once this
+  /// returns, the old handler is not running and will not run again. Returns false, and
+  /// changes nothing, if the transport has no thread of its own (loopback delivers
+  /// inside poll() and wait()): the owner polls as before.
+  [[nodiscard]] virtual bool set_event_handler(std::function<bool(event&)> handler) {
+    (void)handler;
+    return false;
+  }
 };
 
 namespace loopback {

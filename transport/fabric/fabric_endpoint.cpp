@@ -61,7 +61,9 @@ void fabric_endpoint::submit(std::unique_ptr<op> operation) {
 
 void fabric_endpoint::wake() {
   if (blocking_wait_) {
-    fi_cq_signal(cq_.get());
+    // Only a sleeping progress thread needs the signal (a syscall); an awake one takes
+    // the submission on its next turn.
+    if (sleeping_.load()) fi_cq_signal(cq_.get());
   } else {
     wake_cv_.notify_one();
   }
@@ -365,6 +367,12 @@ void fabric_endpoint::interrupt() {
     interrupted_ = true;
   }
   events_cv_.notify_all();
+}
+
+bool fabric_endpoint::set_event_handler(std::function<bool(event&)> handler) {
+  // Swapped on the progress thread, between two events, so the old one never runs again.
+  run_on_progress([this, &handler] { handler_ = std::move(handler); });
+  return true;
 }
 
 endpoint_stats fabric_endpoint::stats() const {

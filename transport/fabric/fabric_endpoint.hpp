@@ -54,6 +54,7 @@ class fabric_endpoint final : public endpoint {
   bool wait(std::chrono::milliseconds timeout) override;
   void interrupt() override;
   endpoint_stats stats() const override;
+  bool set_event_handler(std::function<bool(event&)> handler) override;
 
  private:
   // Set-up (fabric_setup.cpp).
@@ -143,9 +144,11 @@ class fabric_endpoint final : public endpoint {
   std::atomic<std::size_t> inflight_{0};
   std::atomic<std::uint64_t> next_op_{1};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> sleeping_{false};  ///< the progress thread is (about to be) in fi_cq_sread
   counters counters_;
 
   // Progress thread only.
+  std::function<bool(event&)> handler_;  // set through run_on_progress
   std::unordered_map<op*, std::unique_ptr<op>> live_;
   std::deque<op*> pending_;
   std::vector<std::unique_ptr<rx_slot>> rx_;

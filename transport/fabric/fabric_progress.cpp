@@ -190,8 +190,22 @@ bool fabric_endpoint::read_completions(int block_ms) {
   fi_addr_t sources[completion_batch];
   ssize_t n = 0;
   if (block_ms >= 0) {
-    n = fi_cq_sreadfrom(cq_.get(), entries, completion_batch, sources, nullptr, block_ms);
-    counters_.progress_wakeups.fetch_add(1);
+    // Announce the sleep before the last look at the submission queue: a submitter that
+    // queued after that look sees sleeping_ and signals; one that queued before is seen.
+    sleeping_.store(true);
+    bool work = false;
+    {
+      std::lock_guard lock(submit_mu_);
+      work = stop_.load() || !submitted_.empty() || !commands_.empty();
+    }
+    if (work) {
+      sleeping_.store(false);
+      n = fi_cq_readfrom(cq_.get(), entries, completion_batch, sources);
+    } else {
+      n = fi_cq_sreadfrom(cq_.get(), entries, completion_batch, sources, nullptr, block_ms);
+      sleeping_.store(false);
+      counters_.progress_wakeups.fetch_add(1);
+    }
   } else {
     n = fi_cq_readfrom(cq_.get(), entries, completion_batch, sources);
   }
@@ -215,8 +229,10 @@ void fabric_endpoint::on_completion(const fi_cq_tagged_entry& entry, fi_addr_t s
     event ev;
     ev.kind = event_kind::notify;
     ev.data = entry.data;
-    std::lock_guard lock(state_mu_);
-    if (auto it = peer_by_addr_.find(source); it != peer_by_addr_.end()) ev.peer = it->second;
+    {
+      std::lock_guard lock(state_mu_);
+      if (auto it = peer_by_addr_.find(source); it != peer_by_addr_.end()) ev.peer = it->second;
+    }
     push_event(std::move(ev));
     if (ctx != nullptr && ctx->as_rx != nullptr) repost(*ctx->as_rx);
     return;
@@ -276,7 +292,7 @@ void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
     on_hello(f, source);
     return;
   }
-  std::lock_guard lock(state_mu_);
+  std::unique_lock lock(state_mu_);
   auto sender = peer_by_node_.find(f.sender);
   if (sender == peer_by_node_.end()) {
     counters_.bad_frames.fetch_add(1);  // no hello from this node: cannot attribute it
@@ -288,6 +304,7 @@ void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
       event ev;
       ev.kind = event_kind::message;
       ev.peer = sender->second;
+      lock.unlock();  // the handler may run here: not under our lock
       ev.payload.assign(f.payload.begin(), f.payload.end());
       push_event(std::move(ev));
       return;
@@ -402,6 +419,12 @@ void fabric_endpoint::expire(clock::time_point now) {
 }
 
 void fabric_endpoint::push_event(event ev) {
+  if (handler_ && handler_(ev)) {
+    if (ev.kind == event_kind::send_done || ev.kind == event_kind::write_done ||
+        ev.kind == event_kind::read_done)
+      inflight_.fetch_sub(1);
+    return;
+  }
   {
     std::lock_guard lock(events_mu_);
     if (ev.kind == event_kind::message || ev.kind == event_kind::notify) {
