@@ -84,6 +84,49 @@ __attribute__((target("avx512f,avx2,fma"))) inline float hsum512(__m512 v) {
   return hsum256(_mm512_castps512_ps256(folded));
 }
 
+/// hsum512 of each of the 16 vectors, as one vector (lane r = hsum512(v[r])). The sums
+/// run as a transposed tree that performs, lane for lane, exactly hsum512's additions
+/// (upper 256 bits onto lower, upper 128 onto lower, then pairs), so the bits agree.
+__attribute__((target("avx512f,avx2,fma"))) inline __m512 hsum512x16(const __m512* v) {
+  __m512 halves[8];  // vectors 2j, 2j+1: their 8 folded lanes each
+  for (int j = 0; j < 8; ++j) {
+    halves[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0x44),
+                              _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0xEE));
+  }
+  __m512 quarters[4];  // vectors 4m .. 4m+3: 4 lanes each
+  for (int m = 0; m < 4; ++m) {
+    quarters[m] = _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * m], halves[2 * m + 1], 0x88),
+                                _mm512_shuffle_f32x4(halves[2 * m], halves[2 * m + 1], 0xDD));
+  }
+  __m512 pairs[2];  // per 128-bit lane q: vectors 8p+q and 8p+4+q, 2 lanes each
+  for (int p = 0; p < 2; ++p) {
+    pairs[p] = _mm512_add_ps(
+        _mm512_shuffle_ps(quarters[2 * p], quarters[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+        _mm512_shuffle_ps(quarters[2 * p], quarters[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // Lane 4q + m now ends up holding the sum of vector 4m + q.
+  const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, sums);
+}
+
+/// out[t * out_stride + r] = hsum512(acc[r][t]) for a whole 4 x 4 tile, with one
+/// transposed sum instead of 16 separate ones (same bits, see hsum512x16).
+__attribute__((target("avx512f,avx2,fma"))) inline void store_sums_4x4(const __m512 (*acc)[4],
+                                                                       float* out,
+                                                                       std::size_t out_stride) {
+  __m512 by_token[16];
+  for (int t = 0; t < 4; ++t) {
+    for (int r = 0; r < 4; ++r) by_token[t * 4 + r] = acc[r][t];
+  }
+  const __m512 sums = hsum512x16(by_token);
+  _mm_storeu_ps(out, _mm512_extractf32x4_ps(sums, 0));
+  _mm_storeu_ps(out + out_stride, _mm512_extractf32x4_ps(sums, 1));
+  _mm_storeu_ps(out + 2 * out_stride, _mm512_extractf32x4_ps(sums, 2));
+  _mm_storeu_ps(out + 3 * out_stride, _mm512_extractf32x4_ps(sums, 3));
+}
+
 template <int R, int T>
 __attribute__((target("avx512f,avx2,fma"))) void tile_avx512(const float* w, std::size_t w_stride,
                                                              const float* x, std::size_t x_stride,
@@ -114,12 +157,41 @@ __attribute__((target("avx512f,avx2,fma"))) void tile_avx512(const float* w, std
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) {
-      out[static_cast<std::size_t>(t) * out_stride + static_cast<std::size_t>(r)] =
-          hsum512(acc[r][t]);
+  if constexpr (R == 4 && T == 4) {
+    store_sums_4x4(acc, out, out_stride);
+  } else {
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) {
+        out[static_cast<std::size_t>(t) * out_stride + static_cast<std::size_t>(r)] =
+            hsum512(acc[r][t]);
+      }
     }
   }
+}
+
+/// out[r] = dot(rows + r * row_stride, query, n) for r in [0, 16) on the avx512 path: one
+/// query against a block of keys, with the 16 horizontal sums done together. Row by row,
+/// so the keys are read in address order (the prefetcher keeps up).
+__attribute__((target("avx512f,avx2,fma"))) void dot16_avx512(const float* rows,
+                                                              std::size_t row_stride,
+                                                              const float* query, std::size_t n,
+                                                              float* out) {
+  const std::size_t full = n / 16 * 16;
+  const auto mask = static_cast<__mmask16>((1U << (n - full)) - 1U);
+  __m512 acc[16];
+  for (std::size_t r = 0; r < 16; ++r) {
+    const float* row = rows + r * row_stride;
+    __m512 sum = _mm512_setzero_ps();
+    for (std::size_t k = 0; k < full; k += 16) {
+      sum = _mm512_fmadd_ps(_mm512_loadu_ps(row + k), _mm512_loadu_ps(query + k), sum);
+    }
+    if (full < n) {
+      sum = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, row + full),
+                            _mm512_maskz_loadu_ps(mask, query + full), sum);
+    }
+    acc[r] = sum;
+  }
+  _mm512_storeu_ps(out, hsum512x16(acc));
 }
 
 using tile_table = std::array<std::array<tile_fn, tile_tokens>, tile_rows>;
@@ -192,6 +264,11 @@ __attribute__((target("avx512f,avx2,fma"))) void weighted_sum_avx512(const float
     }
     for (std::size_t c = 0; c < 4; ++c) _mm512_mask_storeu_ps(out + j0 + c * 16, masks[c], acc[c]);
   }
+}
+
+/// Hints the cache lines of [p, p + bytes) into cache; never faults.
+void prefetch(const char* p, std::size_t bytes) {
+  for (std::size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
 }
 
 constexpr int burn_chains = 12;
@@ -309,7 +386,13 @@ void dot_tile(kernel_path path, const float* rows, std::size_t row_stride, std::
               const float* queries, std::size_t query_stride, std::size_t n_queries, std::size_t n,
               float* out, std::size_t out_stride) {
   const tile_table& table = table_for(path);
-  for (std::size_t r = 0; r < count; r += tile_rows) {
+  std::size_t first = 0;
+  if (path == kernel_path::avx512 && n_queries == 1) {
+    for (; first + 16 <= count; first += 16) {
+      dot16_avx512(rows + first * row_stride, row_stride, queries, n, out + first);
+    }
+  }
+  for (std::size_t r = first; r < count; r += tile_rows) {
     const std::size_t m = std::min(tile_rows, count - r);
     for (std::size_t t = 0; t < n_queries; t += tile_tokens) {
       const std::size_t q = std::min(tile_tokens, n_queries - t);
@@ -328,10 +411,18 @@ void matmul(kernel_path path, const float* w, const float* x, float* out, std::s
       std::max(tile_tokens, token_block_bytes / (n * sizeof(float)) / tile_tokens * tile_tokens);
   for (std::size_t t0 = 0; t0 < tokens; t0 += token_block) {
     const std::size_t t_end = std::min(tokens, t0 + token_block);
+    const std::size_t token_tiles = (t_end - t0 + tile_tokens - 1) / tile_tokens;
     for (std::size_t r = row_begin; r < row_end; r += tile_rows) {
       const std::size_t rows = std::min(tile_rows, row_end - r);
+      // The next rows' weights (contiguous after these), fetched a share per token tile.
+      const std::size_t next_rows = std::min(tile_rows, row_end - r - rows);
+      const auto* next = reinterpret_cast<const char*>(w + (r + rows) * n);
+      const std::size_t next_bytes = next_rows * n * sizeof(float);
+      const std::size_t share = (next_bytes + token_tiles * 64 - 1) / (token_tiles * 64) * 64;
       for (std::size_t t = t0; t < t_end; t += tile_tokens) {
         const std::size_t cols = std::min(tile_tokens, t_end - t);
+        const std::size_t from = (t - t0) / tile_tokens * share;
+        if (from < next_bytes) prefetch(next + from, std::min(share, next_bytes - from));
         table[rows - 1][cols - 1](w + r * n, n, x + t * n, n, out + t * out_stride + r, n,
                                   out_stride);
       }

@@ -69,6 +69,22 @@ TEST_P(Kernels, DotTileEqualsDot) {
   }
 }
 
+TEST_P(Kernels, DotTileOfOneQueryEqualsDotForWholeBlocks) {
+  // One query against 16-row blocks takes a transposed horizontal sum on some paths.
+  for (const std::size_t n : {5U, 16U, 20U, 64U, 100U}) {
+    const std::size_t count = 37;
+    const std::size_t stride = n + 3;
+    const auto rows = filled(count * stride, 9);
+    const auto query = filled(n, 10);
+    std::vector<float> out(count, -1.0f);
+    dot_tile(GetParam(), rows.data(), stride, count, query.data(), n, 1, n, out.data(), count);
+    for (std::size_t i = 0; i < count; ++i) {
+      const float expected = dot(GetParam(), rows.data() + i * stride, query.data(), n);
+      EXPECT_EQ(std::memcmp(&out[i], &expected, sizeof(float)), 0) << "n " << n << " row " << i;
+    }
+  }
+}
+
 TEST_P(Kernels, DotIsCloseToDoublePrecision) {
   const auto a = filled(333, 5);
   const auto b = filled(333, 6);
