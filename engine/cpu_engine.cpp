@@ -6,6 +6,8 @@
 #include <cstring>
 #include <functional>
 
+#include <sys/mman.h>
+
 #include <fmt/format.h>
 
 #include "base/check.hpp"
@@ -25,7 +27,46 @@ struct cpu_engine::scratch {
   std::vector<std::vector<float>> att;
 };
 
+class cpu_engine::huge_buffer {
+ public:
+  /// At least `bytes` zeroed bytes; nullptr data() when the system has no memory left.
+  explicit huge_buffer(std::size_t bytes) {
+    constexpr std::size_t huge_page = std::size_t{2} << 20;
+    size_ = (bytes + huge_page - 1) / huge_page * huge_page;
+    mapped_bytes_ = size_ + huge_page;  // room to align the start
+    void* p =
+        ::mmap(nullptr, mapped_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;
+    mapped_ = p;
+    const auto start =
+        (reinterpret_cast<std::uintptr_t>(p) + huge_page - 1) / huge_page * huge_page;
+    data_ = reinterpret_cast<std::byte*>(start);
+    // Advice only: without transparent huge pages the memory works the same, in 4 KiB pages.
+    (void)::madvise(data_, size_, MADV_HUGEPAGE);
+  }
+  huge_buffer(const huge_buffer&) = delete;
+  huge_buffer& operator=(const huge_buffer&) = delete;
+  ~huge_buffer() {
+    if (mapped_ != nullptr) ::munmap(mapped_, mapped_bytes_);
+  }
+
+  [[nodiscard]] std::byte* data() const { return data_; }
+  [[nodiscard]] std::size_t size() const { return size_; }
+
+ private:
+  void* mapped_ = nullptr;
+  std::size_t mapped_bytes_ = 0;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 namespace {
+
+/// Copies `floats` floats from `from` to `to` and returns where `to` ends.
+float* copy_floats(const float* from, std::size_t floats, float* to) {
+  std::memcpy(to, from, floats * sizeof(float));
+  return to + floats;
+}
 
 struct matmul_job {
   const float* w;
@@ -132,7 +173,44 @@ void run_matmuls(thread_pool& pool, kernel_path path, std::span<const matmul_job
 
 cpu_engine::cpu_engine(passkey /*key*/, const model& m, const engine_options& options,
                        kernel_path path)
-    : model_(m), config_(m.config()), options_(options), kernel_(path) {}
+    : model_(m), config_(m.config()), options_(options), kernel_(path) {
+  copy_weights();
+}
+
+void cpu_engine::copy_weights() {
+  const model_weights& w = model_.weights();
+  weights_ = w;
+  const auto dim = static_cast<std::size_t>(config_.dim);
+  const auto kv_dim = static_cast<std::size_t>(config_.kv_dim());
+  const auto hidden = static_cast<std::size_t>(config_.hidden_dim);
+  const auto vocab = static_cast<std::size_t>(config_.vocab_size);
+  const std::size_t per_layer = 2 * dim * dim + 2 * kv_dim * dim + 3 * hidden * dim;
+  const std::size_t floats = w.layers.size() * per_layer + vocab * dim;
+  auto memory = std::make_unique<huge_buffer>(floats * sizeof(float));
+  if (memory->data() == nullptr) return;  // keep reading the model's mapping
+  auto* to = reinterpret_cast<float*>(memory->data());
+  for (std::size_t l = 0; l < w.layers.size(); ++l) {
+    const layer_weights& from = w.layers[l];
+    layer_weights& lw = weights_.layers[l];
+    lw.wq = to;
+    to = copy_floats(from.wq, dim * dim, to);
+    lw.wk = to;
+    to = copy_floats(from.wk, kv_dim * dim, to);
+    lw.wv = to;
+    to = copy_floats(from.wv, kv_dim * dim, to);
+    lw.wo = to;
+    to = copy_floats(from.wo, dim * dim, to);
+    lw.w1 = to;
+    to = copy_floats(from.w1, hidden * dim, to);
+    lw.w2 = to;
+    to = copy_floats(from.w2, dim * hidden, to);
+    lw.w3 = to;
+    to = copy_floats(from.w3, hidden * dim, to);
+  }
+  weights_.classifier = to;
+  copy_floats(w.classifier, vocab * dim, to);
+  weight_memory_ = std::move(memory);
+}
 
 cpu_engine::~cpu_engine() = default;
 
@@ -173,9 +251,15 @@ expected<std::unique_ptr<cpu_engine>> cpu_engine::create(const model& m,
     }
   }
   e->threads_ = std::make_unique<thread_pool>(options.threads);
-  e->pool_ = options.kv_memory.empty()
-                 ? std::make_unique<kv_pool>(layout, n_blocks)
-                 : std::make_unique<kv_pool>(layout, n_blocks, options.kv_memory);
+  std::span<std::byte> kv_memory = options.kv_memory;
+  if (kv_memory.empty()) {
+    // Huge pages here too: each decode step streams every sequence's KV.
+    e->kv_memory_ = std::make_unique<huge_buffer>(n_blocks * layout.block_bytes());
+    if (e->kv_memory_->data() != nullptr)
+      kv_memory = {e->kv_memory_->data(), e->kv_memory_->size()};
+  }
+  e->pool_ = kv_memory.empty() ? std::make_unique<kv_pool>(layout, n_blocks)
+                               : std::make_unique<kv_pool>(layout, n_blocks, kv_memory);
   e->sequences_.resize(options.max_sequences);
   auto s = std::make_unique<scratch>();
   const std::size_t rows = options.max_batch_tokens;
@@ -435,7 +519,7 @@ void cpu_engine::forward(std::span<const row> rows, std::span<const std::size_t>
   const auto head_size = static_cast<std::size_t>(config_.head_size());
   const std::size_t n = rows.size();
   scratch& s = *scratch_;
-  const model_weights& w = model_.weights();
+  const model_weights& w = weights_;
   for (std::size_t i = 0; i < n; ++i) {
     std::memcpy(s.x.data() + i * dim,
                 w.token_embedding + static_cast<std::size_t>(rows[i].token) * dim,

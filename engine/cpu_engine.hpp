@@ -133,7 +133,11 @@ class cpu_engine {
   };
   struct sequence_state;
   struct scratch;
+  /// Zeroed anonymous memory on 2 MiB boundaries, advised to use transparent huge pages.
+  class huge_buffer;
 
+  /// Points weights_ at a huge-page copy of the model's matrices (or at the model).
+  void copy_weights();
   [[nodiscard]] expected<void> admit(std::span<const row> rows);
   /// `on_layer`, when set, is told after each layer's KV of `rows` is stored.
   void forward(std::span<const row> rows, std::span<const std::size_t> logit_rows, float* logits,
@@ -152,7 +156,14 @@ class cpu_engine {
   model_config config_;
   engine_options options_;
   kernel_path kernel_;
+  /// The weight matrices, copied from the model's file mapping into huge pages so their
+  /// stream through the matmuls does not take a TLB miss every 4 KiB; weights_ points
+  /// into it (norm vectors and the embedding stay in the model).
+  std::unique_ptr<huge_buffer> weight_memory_;
+  model_weights weights_;
   std::unique_ptr<thread_pool> threads_;
+  /// The KV pool's memory when the caller gives none (declared before pool_, which uses it).
+  std::unique_ptr<huge_buffer> kv_memory_;
   std::unique_ptr<kv_pool> pool_;
   std::vector<sequence_state> sequences_;
   std::unique_ptr<scratch> scratch_;
