@@ -266,9 +266,10 @@ __attribute__((target("avx512f,avx2,fma"))) void weighted_sum_avx512(const float
   }
 }
 
-/// Hints the cache lines of [p, p + bytes) into cache; never faults.
+/// Hints the cache lines of [p, p + bytes) into L2 (not L1, which the tile being computed
+/// needs); never faults.
 void prefetch(const char* p, std::size_t bytes) {
-  for (std::size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
+  for (std::size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
 }
 
 constexpr int burn_chains = 12;
