@@ -29,7 +29,7 @@ struct cpu_engine::scratch {
 
 class cpu_engine::huge_buffer {
  public:
-  /// At least `bytes` zeroed bytes; nullptr data() when the system has no memory left.
+  /// At least `bytes` zeroed, committed bytes; nullptr data() when mmap fails.
   explicit huge_buffer(std::size_t bytes) {
     constexpr std::size_t huge_page = std::size_t{2} << 20;
     size_ = (bytes + huge_page - 1) / huge_page * huge_page;
@@ -43,6 +43,9 @@ class cpu_engine::huge_buffer {
     data_ = reinterpret_cast<std::byte*>(start);
     // Advice only: without transparent huge pages the memory works the same, in 4 KiB pages.
     (void)::madvise(data_, size_, MADV_HUGEPAGE);
+    // Commit the memory now, as an allocation would, rather than fault it in during the
+    // first prefill or decode step that touches it.
+    for (std::size_t offset = 0; offset < size_; offset += 4096) data_[offset] = std::byte{0};
   }
   huge_buffer(const huge_buffer&) = delete;
   huge_buffer& operator=(const huge_buffer&) = delete;
