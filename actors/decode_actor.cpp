@@ -28,21 +28,25 @@ using decode_actor = caf::stateful_actor<decode_shell>;
 
 void publish_metrics(decode_shell& st) {
   st.free_blocks->set(static_cast<double>(st.state->uncommitted_blocks()));
+  st.counters->publish();
+}
+
+void mirror_stats(decode_shell& st) {
   const auto& s = st.state->stats();
   auto& c = *st.counters;
-  c.set("baton_decode_admitted_total", "Attempts admitted", s.admitted);
-  c.set("baton_decode_refused_total", "Admits refused (overloaded or invalid)", s.refused);
-  c.set("baton_decode_local_prefills_total", "Prompts prefilled on this decode node by policy",
-        s.local_prefills);
-  c.set("baton_decode_checksum_failures_total", "Prefill-done whose KV blocks did not verify",
-        s.checksum_failures);
-  c.set("baton_decode_recomputed_total", "Prompts recomputed here after a bad transfer",
-        s.recomputed);
-  c.set("baton_decode_finished_total", "Attempts that finished", s.finished);
-  c.set("baton_decode_cancelled_total", "Attempts cancelled", s.cancelled);
-  c.set("baton_decode_slices_landed_total", "KV slices written into this node (notifications)",
-        s.slices_landed);
-  c.set("baton_decode_tokens_total", "Tokens generated", s.tokens);
+  c.mirror(s.admitted, "baton_decode_admitted_total", "Attempts admitted");
+  c.mirror(s.refused, "baton_decode_refused_total", "Admits refused (overloaded or invalid)");
+  c.mirror(s.local_prefills, "baton_decode_local_prefills_total",
+           "Prompts prefilled on this decode node by policy");
+  c.mirror(s.checksum_failures, "baton_decode_checksum_failures_total",
+           "Prefill-done whose KV blocks did not verify");
+  c.mirror(s.recomputed, "baton_decode_recomputed_total",
+           "Prompts recomputed here after a bad transfer");
+  c.mirror(s.finished, "baton_decode_finished_total", "Attempts that finished");
+  c.mirror(s.cancelled, "baton_decode_cancelled_total", "Attempts cancelled");
+  c.mirror(s.slices_landed, "baton_decode_slices_landed_total",
+           "KV slices written into this node (notifications)");
+  c.mirror(s.tokens, "baton_decode_tokens_total", "Tokens generated");
 }
 
 /// Grants `writer` RMA access to the whole pool (once per node incarnation). Blocks are
@@ -132,6 +136,7 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
   st.state = std::make_unique<decode_state>(
       *st.engine, wire::actor_address{ctx->name(), decode_name},
       kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
+  mirror_stats(st);
   publish_metrics(st);
   ctx->rma()->set_notify_sink(caf::actor_cast<caf::actor>(self->address()));
   // Writers are granted on their first admit; a node that dies or leaves is forgotten.

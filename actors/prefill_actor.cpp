@@ -117,14 +117,18 @@ void after(prefill_actor* self, effects out) {
     self->send(self, step_atom::value);
   }
   st.queue_depth->set(static_cast<double>(st.state->queue_depth()));
+  st.counters->publish();
+}
+
+void mirror_stats(prefill_shell& st) {
   const auto& s = st.state->stats();
   auto& c = *st.counters;
-  c.set("baton_prefill_jobs_total", "Prompts computed", s.jobs);
-  c.set("baton_prefill_refused_total", "Jobs refused: queue full", s.refused);
-  c.set("baton_prefill_aborted_total", "Jobs that ended in abort", s.aborted);
-  c.set("baton_prefill_slices_total", "KV slices written by RMA", s.slices);
-  c.set("baton_prefill_kv_bytes_total", "KV bytes written by RMA", s.bytes);
-  c.set("baton_prefill_write_failures_total", "KV slice writes that failed", s.write_failures);
+  c.mirror(s.jobs, "baton_prefill_jobs_total", "Prompts computed");
+  c.mirror(s.refused, "baton_prefill_refused_total", "Jobs refused: queue full");
+  c.mirror(s.aborted, "baton_prefill_aborted_total", "Jobs that ended in abort");
+  c.mirror(s.slices, "baton_prefill_slices_total", "KV slices written by RMA");
+  c.mirror(s.bytes, "baton_prefill_kv_bytes_total", "KV bytes written by RMA");
+  c.mirror(s.write_failures, "baton_prefill_write_failures_total", "KV slice writes that failed");
 }
 
 caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
@@ -158,6 +162,7 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
                                       caf::actor_cast<caf::actor>(self->address()), options);
   st.state = std::make_unique<prefill_state>(
       *st.engine, wire::actor_address{ctx->name(), prefill_name}, *st.writer, options.config);
+  mirror_stats(st);
   (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
   spdlog::info("prefill: {} KV blocks of {} tokens (registered), engine {}",
                st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,

@@ -101,27 +101,31 @@ void after(router_actor* self, router_effects out) {
   st.inflight->set(static_cast<double>(st.state->inflight()));
   st.prefill_workers->set(static_cast<double>(st.state->workers(wire::role::prefill)));
   st.decode_workers->set(static_cast<double>(st.state->workers(wire::role::decode)));
+  st.counters->publish();
+}
+
+void mirror_stats(router_shell& st) {
   const auto& s = st.state->stats();
   auto& c = *st.counters;
   const std::string requests = "baton_router_requests_total";
   const std::string help = "Requests by outcome";
-  c.set(requests, help, s.accepted, {{"outcome", "accepted"}});
-  c.set(requests, help, s.overloaded, {{"outcome", "overloaded"}});
-  c.set(requests, help, s.invalid, {{"outcome", "invalid"}});
-  c.set(requests, help, s.finished, {{"outcome", "finished"}});
-  c.set(requests, help, s.failed, {{"outcome", "failed"}});
-  c.set(requests, help, s.client_gone, {{"outcome", "client_gone"}});
-  c.set(requests, help, s.timed_out, {{"outcome", "timed_out"}});
+  c.mirror(s.accepted, requests, help, {{"outcome", "accepted"}});
+  c.mirror(s.overloaded, requests, help, {{"outcome", "overloaded"}});
+  c.mirror(s.invalid, requests, help, {{"outcome", "invalid"}});
+  c.mirror(s.finished, requests, help, {{"outcome", "finished"}});
+  c.mirror(s.failed, requests, help, {{"outcome", "failed"}});
+  c.mirror(s.client_gone, requests, help, {{"outcome", "client_gone"}});
+  c.mirror(s.timed_out, requests, help, {{"outcome", "timed_out"}});
   const std::string placed = "baton_router_placements_total";
   const std::string placed_help = "Attempts by placement";
-  c.set(placed, placed_help, s.disaggregated, {{"placement", "disaggregated"}});
-  c.set(placed, placed_help, s.prefill_on_decode, {{"placement", "prefill-on-decode"}});
-  c.set("baton_router_no_prefill_fallbacks_total",
-        "Attempts prefilled on decode because no prefill node was alive", s.no_prefill_fallback);
-  c.set("baton_router_retries_total", "Attempts retried after a failure", s.retries);
-  c.set("baton_router_tokens_total", "Tokens streamed to clients", s.tokens);
-  c.set("baton_router_stale_messages_total", "Messages from old attempts, dropped",
-        s.stale_messages);
+  c.mirror(s.disaggregated, placed, placed_help, {{"placement", "disaggregated"}});
+  c.mirror(s.prefill_on_decode, placed, placed_help, {{"placement", "prefill-on-decode"}});
+  c.mirror(s.no_prefill_fallback, "baton_router_no_prefill_fallbacks_total",
+           "Attempts prefilled on decode because no prefill node was alive");
+  c.mirror(s.retries, "baton_router_retries_total", "Attempts retried after a failure");
+  c.mirror(s.tokens, "baton_router_tokens_total", "Tokens streamed to clients");
+  c.mirror(s.stale_messages, "baton_router_stale_messages_total",
+           "Messages from old attempts, dropped");
 }
 
 /// Charges the time since the current message reached this process to request `id`
@@ -169,6 +173,7 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
   st.state =
       std::make_unique<router_state>(*tok, options.seq_len, options.block_tokens,
                                      wire::actor_address{ctx->name(), router_name}, options.config);
+  mirror_stats(st);
   auto& metrics = ctx->metrics();
   const auto latency = runtime::exponential_bounds(0.001, 2, 16);
   st.ttft = &metrics.get_histogram("baton_router_ttft_seconds",

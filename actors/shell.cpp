@@ -90,17 +90,16 @@ expected<registered_device> make_registered_device(runtime::node_context& ctx,
   return registered_device{*region, engine::make_device(std::move(*engine))};
 }
 
-void stat_counters::set(const std::string& name, const std::string& help, std::uint64_t total,
-                        runtime::metric_labels labels) {
-  auto key = std::make_pair(name, labels);
-  auto it = counters_.find(key);
-  if (it == counters_.end()) {
-    auto& c = metrics_.get_counter(name, help, std::move(labels));
-    it = counters_.emplace(std::move(key), std::make_pair(&c, std::uint64_t{0})).first;
+void stat_counters::mirror(const std::uint64_t& total, const std::string& name,
+                           const std::string& help, runtime::metric_labels labels) {
+  entries_.push_back({&total, &metrics_.get_counter(name, help, std::move(labels)), 0});
+}
+
+void stat_counters::publish() {
+  for (auto& e : entries_) {
+    if (*e.total > e.published) e.counter->add(*e.total - e.published);
+    e.published = *e.total;
   }
-  auto& [c, last] = it->second;
-  if (total > last) c->add(total - last);
-  last = total;
 }
 
 }  // namespace baton::actors
