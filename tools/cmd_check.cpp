@@ -6,9 +6,11 @@
 
 #include <fmt/format.h>
 
+#include "engine/device.hpp"
 #include "engine/model.hpp"
 #include "runtime/topology.hpp"
 #include "tools/commands.hpp"
+#include "tools/node_identity.hpp"
 
 namespace baton::tools {
 namespace {
@@ -46,6 +48,21 @@ int run_check(const std::string& path) {
   if (!model) {
     fmt::print(stderr, "baton check: {}: [model] checkpoint: {}\n", path, model.error().message);
     return 1;
+  }
+  for (const auto& node : topo->nodes) {
+    if (!node.emulated()) continue;
+    const auto device = device_options_for(*topo, node);
+    auto setup = engine::resolve_emulated(device.device, device.shape, model->config(),
+                                          device.checkpoint, device.emulated);
+    if (setup) {
+      auto layout = engine::emulated_kv_layout(setup->shape, setup->options);
+      if (!layout) setup = tl::unexpected(layout.error());
+    }
+    if (!setup) {
+      fmt::print(stderr, "baton check: {}:{}: node {}: device \"{}\": {}\n", path, node.line,
+                 node.name, node.device, setup.error().message);
+      return 1;
+    }
   }
   const auto& shape = model->config();
   fmt::print("cluster {}: {} nodes, provider {}, seeds {}\n", topo->cluster_name,
