@@ -9,18 +9,11 @@
 namespace baton::engine {
 namespace {
 
-/// Real arithmetic: samples the engine's logits with the caller's samplers.
-class cpu_device final : public device {
+/// What both engines share: sequences and blocks over a kv_pool, with the same API.
+template <class Engine>
+class engine_device : public device {
  public:
-  explicit cpu_device(std::unique_ptr<cpu_engine> engine) : engine_(std::move(engine)) {}
-
-  std::string numerics() const override { return engine_->fingerprint(); }
-  std::string describe() const override { return engine_->fingerprint(); }
-  bool emulated() const override { return false; }
-  std::size_t max_context() const override {
-    return static_cast<std::size_t>(engine_->config().seq_len);
-  }
-  std::int32_t vocab_size() const override { return engine_->config().vocab_size; }
+  explicit engine_device(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
   kv_pool& pool() override { return engine_->pool(); }
   const kv_pool& pool() const override { return engine_->pool(); }
   expected<sequence_id> add_sequence() override { return engine_->add_sequence(); }
@@ -32,6 +25,23 @@ class cpu_device final : public device {
   std::span<const block_id> blocks(sequence_id sequence) const override {
     return engine_->blocks(sequence);
   }
+
+ protected:
+  std::unique_ptr<Engine> engine_;
+};
+
+/// Real arithmetic: samples the engine's logits with the caller's samplers.
+class cpu_device final : public engine_device<cpu_engine> {
+ public:
+  using engine_device::engine_device;
+
+  std::string numerics() const override { return engine_->fingerprint(); }
+  std::string describe() const override { return engine_->fingerprint(); }
+  bool emulated() const override { return false; }
+  std::size_t max_context() const override {
+    return static_cast<std::size_t>(engine_->config().seq_len);
+  }
+  std::int32_t vocab_size() const override { return engine_->config().vocab_size; }
 
   expected<device_step> prefill(sequence_id sequence, std::span<const std::int32_t> tokens,
                                 sampler& pick, const layer_hook* on_layer) override {
@@ -57,15 +67,14 @@ class cpu_device final : public device {
   }
 
  private:
-  std::unique_ptr<cpu_engine> engine_;
   std::vector<float> logits_;
   std::vector<std::int32_t> tokens_;
 };
 
 /// No arithmetic: tokens come from the KV, time from the profile's roofline.
-class emulated_device final : public device {
+class emulated_device final : public engine_device<emulated_engine> {
  public:
-  explicit emulated_device(std::unique_ptr<emulated_engine> engine) : engine_(std::move(engine)) {}
+  using engine_device::engine_device;
 
   std::string numerics() const override {
     return emulated_numerics(engine_->shape(), engine_->options());
@@ -74,17 +83,6 @@ class emulated_device final : public device {
   bool emulated() const override { return true; }
   std::size_t max_context() const override { return engine_->options().max_context; }
   std::int32_t vocab_size() const override { return engine_->options().vocab_size; }
-  kv_pool& pool() override { return engine_->pool(); }
-  const kv_pool& pool() const override { return engine_->pool(); }
-  expected<sequence_id> add_sequence() override { return engine_->add_sequence(); }
-  void remove_sequence(sequence_id sequence) override { engine_->remove_sequence(sequence); }
-  std::size_t length(sequence_id sequence) const override { return engine_->length(sequence); }
-  expected<sequence_id> reserve_sequence(std::size_t length) override {
-    return engine_->reserve_sequence(length);
-  }
-  std::span<const block_id> blocks(sequence_id sequence) const override {
-    return engine_->blocks(sequence);
-  }
 
   expected<device_step> prefill(sequence_id sequence, std::span<const std::int32_t> tokens,
                                 sampler& /*pick*/, const layer_hook* on_layer) override {
@@ -106,9 +104,6 @@ class emulated_device final : public device {
     if (!step) return tl::unexpected(step.error());
     return device_step{step->tokens, step->modelled};
   }
-
- private:
-  std::unique_ptr<emulated_engine> engine_;
 };
 
 }  // namespace
