@@ -18,6 +18,7 @@
 #include "client/router_client.hpp"
 #include "schemas/client.capnp.h"
 #include "schemas/client_codec.hpp"
+#include "threaded_handler.hpp"
 
 #include <utility>  // before Asio (Boost 1.74 + C++20)
 
@@ -210,51 +211,15 @@ TEST(ClientCodec, RandomBytesNeverCrash) {
 ///   "hang"    accepted, then nothing until the server cancels
 ///   "flood"   accepted, then large chunks until send() fails
 ///   other     accepted, 5 chunks of 2 tokens, finished{length}
-class scripted_handler final : public generate_handler {
+class scripted_handler final : public testing::threaded_handler {
  public:
-  ~scripted_handler() override {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    changed_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-
-  void start(const wire::generate_request& request,
-             std::shared_ptr<response_stream> stream) override {
-    std::lock_guard lock(mutex_);
-    requests_.push_back(request);
-    workers_.emplace_back([this, request, stream] { run(request, *stream); });
-  }
-
-  void cancel(const response_stream& stream, cancel_reason reason) override {
-    {
-      std::lock_guard lock(mutex_);
-      cancels_.emplace_back(stream.id(), reason);
-    }
-    changed_.notify_all();
-  }
-
-  /// Waits until `n` cancels arrived; their reasons.
-  std::vector<cancel_reason> wait_for_cancels(std::size_t n) {
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, 10s, [&] { return cancels_.size() >= n; });
-    std::vector<cancel_reason> out;
-    for (auto& [id, reason] : cancels_) out.push_back(reason);
-    return out;
-  }
-
-  std::vector<wire::generate_request> requests() {
-    std::lock_guard lock(mutex_);
-    return requests_;
-  }
+  ~scripted_handler() override { stop(); }
 
   std::size_t max_queued_seen() const { return max_queued_.load(); }
   bool flood_stopped() const { return flood_stopped_.load(); }
 
  private:
-  void run(const wire::generate_request& request, response_stream& stream) {
+  void run(const wire::generate_request& request, response_stream& stream) override {
     if (request.prompt == "reject") {
       stream.send(wire::rejected{0, errc::overloaded, "all decode nodes are full"});
       return;
@@ -263,14 +228,13 @@ class scripted_handler final : public generate_handler {
                                request.has_seed ? request.params.seed : 1234, 3, request.prompt,
                                "prefill-0", "decode-0", "disaggregated"});
     if (request.prompt == "hang") {
-      std::unique_lock lock(mutex_);
-      changed_.wait_for(lock, 10s, [&] { return stopping_ || !stream.open(); });
+      (void)wait_stopping(10s, [&] { return !stream.open(); });
       return;
     }
     if (request.prompt == "flood") {
       const wire::token_chunk big{0, 0, std::vector<std::uint32_t>(1000, 7),
                                   std::string(2000, 'x')};
-      for (int i = 0; i < 100000 && !stopping_; ++i) {
+      for (int i = 0; i < 100000 && !stopping(); ++i) {
         auto chunk = big;
         chunk.first_position = static_cast<std::uint32_t>(i);
         if (!stream.send(chunk)) break;
@@ -288,12 +252,6 @@ class scripted_handler final : public generate_handler {
     stream.send(wire::finished{0, wire::finish_reason::length, 3, 10, 42});
   }
 
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::atomic<bool> stopping_{false};
-  std::vector<std::thread> workers_;
-  std::vector<wire::generate_request> requests_;
-  std::vector<std::pair<std::uint64_t, cancel_reason>> cancels_;
   std::atomic<std::size_t> max_queued_{0};
   std::atomic<bool> flood_stopped_{false};
 };

@@ -18,6 +18,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "threaded_handler.hpp"
+
 namespace baton::client {
 namespace {
 
@@ -36,48 +38,12 @@ const std::string script_text = "Hello world caf\xC3\xA9 end";
 /// Answers from its own threads, by the prompt: "reject:CODE" -> rejected{CODE}; "slow" ->
 /// a piece every 10 ms until cancelled; "hang" -> accepted, then nothing until cancelled;
 /// anything else -> the default script, then finished{length}.
-class scripted_handler final : public generate_handler {
+class scripted_handler final : public testing::threaded_handler {
  public:
-  ~scripted_handler() override {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    changed_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-
-  void start(const wire::generate_request& request,
-             std::shared_ptr<response_stream> stream) override {
-    std::lock_guard lock(mutex_);
-    requests_.push_back(request);
-    threads_.emplace_back([this, request, stream] { run(request, *stream); });
-  }
-
-  void cancel(const response_stream& stream, cancel_reason reason) override {
-    {
-      std::lock_guard lock(mutex_);
-      cancels_.emplace_back(stream.id(), reason);
-    }
-    changed_.notify_all();
-  }
-
-  /// Waits until `n` cancels were seen; the reasons, in order.
-  std::vector<cancel_reason> wait_cancels(std::size_t n) {
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, 10s, [&] { return cancels_.size() >= n; });
-    std::vector<cancel_reason> out;
-    for (const auto& c : cancels_) out.push_back(c.second);
-    return out;
-  }
-
-  std::vector<wire::generate_request> requests() {
-    std::lock_guard lock(mutex_);
-    return requests_;
-  }
+  ~scripted_handler() override { stop(); }
 
  private:
-  void run(const wire::generate_request& request, response_stream& stream) {
+  void run(const wire::generate_request& request, response_stream& stream) override {
     const std::string& p = request.prompt;
     if (p.starts_with("reject:")) {
       const auto code = p.substr(7);
@@ -94,8 +60,7 @@ class scripted_handler final : public generate_handler {
     if (p == "slow" || p == "hang") {
       for (std::uint32_t i = 0; stream.open(); ++i) {
         if (p == "slow" && !stream.send(wire::token_chunk{0, 5 + i, {i}, "x"})) break;
-        std::unique_lock lock(mutex_);
-        if (changed_.wait_for(lock, 10ms, [&] { return stopping_; })) return;
+        if (wait_stopping(10ms)) return;
       }
       return;
     }
@@ -107,13 +72,6 @@ class scripted_handler final : public generate_handler {
     }
     (void)stream.send(wire::finished{0, wire::finish_reason::length, 5, n});
   }
-
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  bool stopping_ = false;
-  std::vector<wire::generate_request> requests_;
-  std::vector<std::pair<std::uint64_t, cancel_reason>> cancels_;
-  std::vector<std::thread> threads_;
 };
 
 struct reply {
@@ -335,13 +293,13 @@ TEST_F(HttpServer, StopStringCutsTheTextAndCancelsTheRest) {
   ASSERT_EQ(r.status, 200u) << r.body;
   EXPECT_EQ(r.parsed()["choices"][0]["text"], "Hello ");
   EXPECT_EQ(r.parsed()["choices"][0]["finish_reason"], "stop");
-  EXPECT_EQ(handler_.wait_cancels(1), std::vector{cancel_reason::client_cancelled});
+  EXPECT_EQ(handler_.wait_for_cancels(1), std::vector{cancel_reason::client_cancelled});
   // A stop string that spans a split character, streamed.
   auto s = post(port_, "/v1/chat/completions",
                 chat({{"stream", true}, {"stop", {"nothing", "caf\xC3\xA9"}}}));
   EXPECT_EQ(streamed_text(s, true), "Hello world ");
   EXPECT_NE(s.body.find("\"finish_reason\":\"stop\""), std::string::npos);
-  EXPECT_EQ(handler_.wait_cancels(2).size(), 2u);
+  EXPECT_EQ(handler_.wait_for_cancels(2).size(), 2u);
 }
 
 TEST_F(HttpServer, BadJsonAndWrongTypesAre400) {
@@ -444,7 +402,7 @@ TEST_F(HttpServer, ClientVanishingMidStreamCancelsTheRequest) {
         std::this_thread::sleep_for(50ms);
       }
     }  // the client vanishes
-    const auto cancels = handler_.wait_cancels(streamed ? 1 : 2);
+    const auto cancels = handler_.wait_for_cancels(streamed ? 1 : 2);
     ASSERT_EQ(cancels.size(), streamed ? 1u : 2u);
     EXPECT_EQ(cancels.back(), cancel_reason::disconnected);
   }
@@ -473,7 +431,7 @@ TEST_F(HttpServer, OverloadIs429AtOnce) {
   (void)hold.read_some(asio::buffer(some));
   EXPECT_EQ(post(port_, "/v1/completions", completion()).status, 429u);
   hold.close();
-  EXPECT_EQ(handler_.wait_cancels(1).size(), 1u);
+  EXPECT_EQ(handler_.wait_for_cancels(1).size(), 1u);
   EXPECT_TRUE(wait_for_idle());
   EXPECT_EQ(post(port_, "/v1/completions", completion()).status, 200u);
 }
@@ -498,7 +456,7 @@ TEST_F(HttpServer, ARouterThatGoesQuietGets504AfterTheDeadline) {
   auto r = post(port_, "/v1/completions", completion({{"prompt", "hang"}}));
   EXPECT_EQ(r.status, 504u);
   EXPECT_EQ(r.parsed()["error"]["code"], "timed_out");
-  EXPECT_EQ(handler_.wait_cancels(1).size(), 1u);
+  EXPECT_EQ(handler_.wait_for_cancels(1).size(), 1u);
   EXPECT_EQ(post(port_, "/v1/completions", completion()).status, 200u);
 }
 
