@@ -59,7 +59,8 @@ expected<void> grant(decode_shell& st, const std::string& writer) {
     return {};
   }
   if (!st.ctx->bridge(writer)) {
-    return fail(errc::not_found, fmt::format("writer {} is not a member", writer));
+    // Not yet known here (membership still converging) or gone: the router may retry.
+    return fail(errc::disconnected, fmt::format("writer {} is not a member", writer));
   }
   const auto bytes = st.engine->pool().bytes();
   transport::local_slice all{st.region->id,

@@ -1,6 +1,9 @@
 #include "runtime/admin_server.hpp"
 
 #include <charconv>
+#include <mutex>
+#include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -162,7 +165,26 @@ expected<std::unique_ptr<admin_server>> admin_server::start(const std::string& a
 }
 
 int free_port() {
+  // Random ports below Linux's ephemeral range (32768-60999), so no outgoing connection
+  // takes a picked port as its source port before its user binds it, and never the same
+  // port twice in one process.
+  static std::mutex mutex;
+  static std::set<int> given;
+  static std::mt19937 rng(std::random_device{}());
+  std::lock_guard lock(mutex);
   asio::io_context io;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = std::uniform_int_distribution<int>(20000, 32767)(rng);
+    if (given.contains(port)) continue;
+    tcp::acceptor acceptor(io);
+    beast::error_code ec;
+    const tcp::endpoint at(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(port));
+    acceptor.open(at.protocol(), ec);
+    if (!ec) acceptor.bind(at, ec);
+    if (ec) continue;
+    given.insert(port);
+    return port;
+  }
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   return acceptor.local_endpoint().port();
 }

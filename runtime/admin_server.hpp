@@ -34,7 +34,8 @@ class admin_server {
   [[nodiscard]] virtual std::uint16_t port() const = 0;
 };
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (for tests and local benchmarks).
+/// A TCP port on 127.0.0.1 that was free a moment ago (for tests and local benchmarks):
+/// below the ephemeral range, and never the same one twice in a process.
 [[nodiscard]] int free_port();
 
 /// GETs `path` from an admin port at `address` ("host:port"); the body of a 200 answer,

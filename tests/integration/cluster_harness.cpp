@@ -94,6 +94,38 @@ std::string test_cluster::metrics(const std::string& name) const {
   return body ? *body : "";
 }
 
+double test_cluster::metric(const std::string& name, const std::string& series) const {
+  const std::string text = metrics(name);
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+bool test_cluster::start_serving(const std::map<std::string, std::vector<std::string>>& extra,
+                                 std::chrono::milliseconds timeout) {
+  double prefills = 0;
+  double decodes = 0;
+  for (const auto& n : nodes_) {
+    const auto args = extra.find(n.name);
+    start(n.name, args == extra.end() ? std::vector<std::string>{} : args->second);
+    prefills += n.roles.find("prefill") != std::string::npos ? 1 : 0;
+    decodes += n.roles.find("decode") != std::string::npos ? 1 : 0;
+  }
+  // Mutual membership first: a decode node grants RMA only to writers it knows.
+  return wait_until(
+             [&] {
+               for (const auto& a : nodes_) {
+                 for (const auto& b : nodes_) {
+                   if (state_of(a.name, b.name) != "alive") return false;
+                 }
+               }
+               return metric("router-0", R"(baton_router_workers{role="prefill"})") == prefills &&
+                      metric("router-0", R"(baton_router_workers{role="decode"})") == decodes;
+             },
+             timeout)
+      .has_value();
+}
+
 std::optional<std::chrono::milliseconds> wait_until(const std::function<bool()>& done,
                                                     std::chrono::milliseconds timeout) {
   const auto start = std::chrono::steady_clock::now();

@@ -62,6 +62,13 @@ class test_cluster {
   [[nodiscard]] std::string state_of(const std::string& observer, const std::string& node) const;
   /// `name`'s /metrics text, or "".
   [[nodiscard]] std::string metrics(const std::string& name) const;
+  /// A counter or gauge `series` (name with labels) on node `name`, or -1.
+  [[nodiscard]] double metric(const std::string& name, const std::string& series) const;
+  /// Starts every node (`extra` arguments by node name) and waits until each sees every
+  /// other alive and the router places on every prefill and decode node; false on timeout.
+  [[nodiscard]] bool start_serving(
+      const std::map<std::string, std::vector<std::string>>& extra = {},
+      std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
  private:
   std::string topology_text(const std::string& checkpoint) const;

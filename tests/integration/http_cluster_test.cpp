@@ -129,11 +129,8 @@ std::string sse_text(const std::string& body, const char* field) {
   return text;
 }
 
-double metric(const test_cluster& c, const std::string& node, const std::string& name) {
-  const std::string text = c.metrics(node);
-  const auto at = text.find("\n" + name + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + name.size() + 2));
+double metric(const test_cluster& c, const std::string& node, const std::string& series) {
+  return c.metric(node, series);
 }
 
 const std::vector<node_def> fleet = {
@@ -144,15 +141,9 @@ const std::vector<node_def> fleet = {
 class HttpCluster : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (const auto& n : fleet) cluster_.start(n.name);
-    const auto took = wait_until(
-        [&] {
-          return metric(cluster_, "router-0", R"(baton_router_workers{role="prefill"})") == 1 &&
-                 metric(cluster_, "router-0", R"(baton_router_workers{role="decode"})") == 1 &&
-                 curl(cluster_, "/health", "").status == 200;
-        },
-        20s);
-    ASSERT_TRUE(took) << cluster_.process("router-0").log();
+    ASSERT_TRUE(cluster_.start_serving()) << cluster_.process("router-0").log();
+    ASSERT_TRUE(wait_until([&] { return curl(cluster_, "/health", "").status == 200; }, 10s))
+        << cluster_.process("router-0").log();
   }
 
   /// Checks a completion's echoed prompt + text against the single-process output.

@@ -104,43 +104,21 @@ const std::vector<node_def> fleet = {
     {"decode-0", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"},
     {"decode-1", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"}};
 
-/// A counter or gauge's value in a node's Prometheus text, or -1.
-double metric(const test_cluster& c, const std::string& node, const std::string& name) {
-  const std::string text = c.metrics(node);
-  const auto at = text.find("\n" + name + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + name.size() + 2));
+/// A counter or gauge's value on a node, or -1.
+double metric(const test_cluster& c, const std::string& node, const std::string& series) {
+  return c.metric(node, series);
 }
 
-/// Starts every node (prefill-0 with `prefill0_args`) and waits until the router sees
-/// them all alive.
-void start_all(test_cluster& c, const std::vector<node_def>& nodes,
-               std::vector<std::string> prefill0_args = {}) {
-  for (const auto& n : nodes)
-    c.start(n.name, n.name == "prefill-0" ? prefill0_args : std::vector<std::string>{});
-  // Ready once the router actor itself places on every worker.
-  double prefills = 0, decodes = 0;
-  for (const auto& n : nodes) {
-    prefills += n.roles.find("prefill") != std::string::npos ? 1 : 0;
-    decodes += n.roles.find("decode") != std::string::npos ? 1 : 0;
-  }
-  const auto took = wait_until(
-      [&] {
-        for (const auto& a : nodes) {
-          for (const auto& b : nodes) {
-            if (c.state_of(a.name, b.name) != "alive") return false;
-          }
-        }
-        return metric(c, "router-0", R"(baton_router_workers{role="prefill"})") == prefills &&
-               metric(c, "router-0", R"(baton_router_workers{role="decode"})") == decodes;
-      },
-      20s);
-  ASSERT_TRUE(took) << c.process("router-0").log();
+/// Starts every node (prefill-0 with `prefill0_args`) and waits until they all see each
+/// other and the router places on every worker.
+void start_all(test_cluster& c, std::vector<std::string> prefill0_args = {}) {
+  ASSERT_TRUE(c.start_serving({{"prefill-0", std::move(prefill0_args)}}))
+      << c.process("router-0").log();
 }
 
 TEST(ServingCluster, GreedyAndSeededOutputsAreByteIdenticalToTheReferences) {
   test_cluster c(fleet);
-  start_all(c, fleet);
+  start_all(c);
   auto greedy = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
   ASSERT_TRUE(greedy.result) << greedy.result.error().to_string();
   EXPECT_EQ(greedy.output(), read_text(shared("expected_t0_n100.txt")));
@@ -156,7 +134,7 @@ TEST(ServingCluster, GreedyAndSeededOutputsAreByteIdenticalToTheReferences) {
 
 TEST(ServingCluster, ThirtyTwoConcurrentRequestsEachMatchTheirSingleProcessOutput) {
   test_cluster c(fleet);
-  start_all(c, fleet);
+  start_all(c);
   const std::uint64_t seed = 1129;
   std::printf("request mix seed %llu\n", static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
@@ -200,7 +178,7 @@ TEST(ServingCluster, ThirtyTwoConcurrentRequestsEachMatchTheirSingleProcessOutpu
 TEST(ServingCluster, ACorruptedSliceIsCaughtByItsChecksumAndRecomputed) {
   test_cluster c(fleet);
   // prefill-0 is placed first; its 3rd slice write carries the wrong bytes.
-  start_all(c, fleet, {"--fault-corrupt-slice", "2"});
+  start_all(c, {"--fault-corrupt-slice", "2"});
   auto got = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
   ASSERT_TRUE(got.result) << got.result.error().to_string();
   EXPECT_EQ(got.result->prefill_node, "prefill-0");
@@ -214,7 +192,7 @@ TEST(ServingCluster, LateWritesAfterACancelChangeNoOtherRequest) {
   // One prefill node, whose every slice write lands 1.5 s late: long after A gave up.
   const std::vector<node_def> nodes = {fleet[0], fleet[1], fleet[3]};
   test_cluster c(nodes);
-  start_all(c, nodes, {"--fault-delay-writes-ms", "1500"});
+  start_all(c, {"--fault-delay-writes-ms", "1500"});
   auto a = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100, 300);
   ASSERT_FALSE(a.result) << "placed on " << a.result->prefill_node;
   // timed_out; overloaded if the loaded machine made membership suspect prefill-0 meanwhile.
@@ -232,7 +210,7 @@ TEST(ServingCluster, LateWritesAfterACancelChangeNoOtherRequest) {
 
 TEST(ServingCluster, AClientThatDisconnectsMidStreamFreesItsBlocks) {
   test_cluster c(fleet);
-  start_all(c, fleet);
+  start_all(c);
   {
     child_process client({BATON_BINARY, "generate", "--router", c.native("router-0"),
                           "--temperature", "0", "--steps", "500", "Once upon a time"},
@@ -256,7 +234,7 @@ TEST(ServingCluster, AClientThatDisconnectsMidStreamFreesItsBlocks) {
 
 TEST(ServingCluster, OverloadIsAnsweredAtOnceAndTheClusterRecovers) {
   test_cluster c(fleet, shared("stories260K.bin"), "[limits]\nmax_queued_requests = 2\n");
-  start_all(c, fleet);
+  start_all(c);
   std::vector<std::thread> busy;
   std::vector<outcome> long_ones(2);
   for (auto& o : long_ones) {
@@ -282,7 +260,7 @@ TEST(ServingCluster, OverloadIsAnsweredAtOnceAndTheClusterRecovers) {
 
 TEST(ServingCluster, ADecodeNodeKilledMidStreamLosesAndDuplicatesNothing) {
   test_cluster c(fleet);
-  start_all(c, fleet);
+  start_all(c);
   reference ref;
   const std::string expected = ref("Once upon a time", 0.0f, 0.9f, 1, 500);
   std::vector<outcome> got(4);
@@ -334,7 +312,7 @@ TEST(ServingCluster, EmulatedDevicesServeAcrossProcessesTheTokensTheirKvImplies)
       {"prefill-0", "trainium", R"(["prefill"])", R"(device = "emulated:trn2")"},
       {"decode-0", "wafer-scale", R"(["decode"])", "device = \"emulated:cs3\"\nkv_blocks = 512"}};
   test_cluster c(nodes, BATON_SHARED_MODELS_DIR "/stories260K.bin", "[emulated]\ntime_scale = 0\n");
-  start_all(c, nodes);
+  start_all(c);
   auto o = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 60);
   ASSERT_TRUE(o.result) << o.result.error().to_string();
   EXPECT_EQ(o.result->placement, "disaggregated");
