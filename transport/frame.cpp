@@ -26,7 +26,6 @@ expected<void> check_payload(kind type, std::size_t n, std::size_t max_message_b
       if (n <= 8 || n > 264) return fail(errc::invalid_argument, "frame: bad hello size");
       return {};
     case kind::message:
-    case kind::batch:
       if (n > max_message_bytes)
         return fail(errc::invalid_argument,
                     fmt::format("frame: message of {} bytes exceeds {}", n, max_message_bytes));
@@ -63,7 +62,7 @@ expected<view> decode(std::span<const std::byte> bytes, std::size_t max_message_
   if (get<std::uint8_t>(bytes.data() + 5) != version)
     return fail(errc::invalid_argument, "frame: unsupported version");
   auto raw_kind = get<std::uint8_t>(bytes.data() + 4);
-  if (raw_kind < 1 || raw_kind > 5) return fail(errc::invalid_argument, "frame: unknown kind");
+  if (raw_kind < 1 || raw_kind > 4) return fail(errc::invalid_argument, "frame: unknown kind");
   auto length = get<std::uint32_t>(bytes.data() + 16);
   if (length != bytes.size() - header_bytes)
     return fail(errc::invalid_argument, fmt::format("frame: length field {} but {} payload bytes",
@@ -73,25 +72,6 @@ expected<view> decode(std::span<const std::byte> bytes, std::size_t max_message_
   if (auto ok = check_payload(v.type, v.payload.size(), max_message_bytes); !ok)
     return tl::unexpected(ok.error());
   return v;
-}
-
-expected<std::vector<view>> split_batch(std::span<const std::byte> payload,
-                                        std::size_t max_message_bytes) {
-  std::vector<view> out;
-  while (!payload.empty()) {
-    if (payload.size() < header_bytes)
-      return fail(errc::invalid_argument, "frame: batch ends inside a header");
-    const std::size_t length = get<std::uint32_t>(payload.data() + 16);
-    if (length > payload.size() - header_bytes)
-      return fail(errc::invalid_argument, "frame: batch ends inside a message");
-    auto inner = decode(payload.first(header_bytes + length), max_message_bytes);
-    if (!inner) return tl::unexpected(inner.error());
-    if (inner->type != kind::message)
-      return fail(errc::invalid_argument, "frame: a batch holds only messages");
-    out.push_back(*inner);
-    payload = payload.subspan(header_bytes + length);
-  }
-  return out;
 }
 
 std::vector<std::byte> encode_hello(const hello_payload& hello) {

@@ -18,11 +18,10 @@
 /// Payloads: hello = u64 the sender's max_message_bytes, then its raw provider address;
 /// message = user bytes;
 /// grant = u64 key, u64 base, u64 offset, u64 length; revoke = u64 key, u64 offset,
-/// u64 length; batch = whole message frames back to back (messages one sender queued to
-/// one peer together, sent as one provider message, at most max_message_bytes in all).
+/// u64 length.
 namespace baton::transport::frame {
 
-enum class kind : std::uint8_t { hello = 1, message = 2, grant = 3, revoke = 4, batch = 5 };
+enum class kind : std::uint8_t { hello = 1, message = 2, grant = 3, revoke = 4 };
 
 inline constexpr std::size_t header_bytes = 24;
 inline constexpr std::uint32_t magic = 0x314e5442;  // "BTN1" read as little-endian
@@ -45,11 +44,6 @@ struct view {
 /// size (messages at most `max_message_bytes`); errc::invalid_argument says what is wrong.
 [[nodiscard]] expected<view> decode(std::span<const std::byte> bytes,
                                     std::size_t max_message_bytes);
-
-/// The message frames inside a batch's payload, each checked by decode(); fails if any is
-/// malformed or not a message.
-[[nodiscard]] expected<std::vector<view>> split_batch(std::span<const std::byte> payload,
-                                                      std::size_t max_message_bytes);
 
 struct hello_payload {
   std::uint64_t max_message_bytes = 0;

@@ -255,13 +255,11 @@ expected<op_id> fabric_endpoint::send(peer_id to, std::span<const std::byte> byt
                 fmt::format("send: {} bytes exceeds max_message_bytes {}", bytes.size(),
                             config_.limits.max_message_bytes));
   fi_addr_t addr = FI_ADDR_UNSPEC;
-  std::size_t peer_max = 0;
   {
     std::lock_guard lock(state_mu_);
     const auto index = static_cast<std::uint32_t>(to);
     if (index >= peers_.size()) return fail(errc::not_found, "send: unknown peer");
     addr = peers_[index].addr;
-    peer_max = peers_[index].max_message_bytes;
     if (!peers_[index].node)
       return fail(errc::disconnected, "send: the peer has not answered our hello yet");
     // The peer's receive buffers are this big; shm stalls on a larger message.
@@ -278,7 +276,6 @@ expected<op_id> fabric_endpoint::send(peer_id to, std::span<const std::byte> byt
   operation->addr = addr;
   operation->until = until;
   operation->frame = frame::encode(frame::kind::message, node_, bytes);
-  operation->peer_max_message_bytes = peer_max;
   const auto id = operation->id;
   submit(std::move(operation));
   return id;

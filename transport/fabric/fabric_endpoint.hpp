@@ -79,9 +79,6 @@ class fabric_endpoint final : public endpoint {
   /// Posts queued operations in order until the provider says -FI_EAGAIN; true if any
   /// was posted (or failed at once).
   bool post_pending();
-  /// The sends from `first` on that can leave together as one batch frame, or nullptr if
-  /// fewer than two can.
-  [[nodiscard]] std::unique_ptr<op> make_batch(std::deque<op*>::iterator first);
   [[nodiscard]] int post(op& operation);
   /// Reads every completion available, first blocking up to `block_ms` in fi_cq_sread
   /// unless it is negative. True if anything was read.

@@ -18,10 +18,6 @@ namespace {
 
 constexpr int idle_wakeup_ms = 1000;
 constexpr std::size_t completion_batch = 32;
-/// Batches stay small enough for the provider's eager protocol (rxm's default eager
-/// limit is 16 KiB): larger messages go by rendezvous, which needs the receiver's
-/// progress and stalled batched frames in the serving tests.
-constexpr std::size_t max_batch_bytes = 8192;
 
 errc classify(int err) {
   switch (std::abs(err)) {
@@ -126,8 +122,6 @@ bool fabric_endpoint::post_pending() {
   // FIFO per peer: a later operation to a peer never overtakes one that got -FI_EAGAIN,
   // which keeps messages to a peer in order, while a peer that cannot take more (say a
   // dead one, to which rxm answers -FI_EAGAIN for ever) does not hold up the others.
-  // Sends queued back to back for one peer leave as one batch frame (one provider
-  // message, so one syscall and one completion on each side instead of one per send).
   bool progressed = false;
   std::vector<peer_id> blocked;
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -136,69 +130,27 @@ bool fabric_endpoint::post_pending() {
       ++it;
       continue;
     }
-    auto batch = make_batch(it);
-    const auto run_end =
-        batch ? std::next(it, static_cast<std::ptrdiff_t>(batch->members.size())) : std::next(it);
-    int rc = post(batch ? *batch : *operation);
+    int rc = post(*operation);
     if (rc == -FI_EAGAIN) {
       blocked.push_back(operation->peer);
-      it = run_end;
+      ++it;
       continue;
     }
     progressed = true;
-    it = pending_.erase(it, run_end);
-    std::vector<op*> members = batch ? batch->members : std::vector<op*>{operation};
+    it = pending_.erase(it);
     if (rc == 0) {
-      for (op* m : members) m->posted = true;
-      if (batch) {
-        batch->posted = true;
-        op* raw = batch.get();
-        live_.emplace(raw, std::move(batch));
-      }
+      operation->posted = true;
     } else {
-      for (op* m : members) {
-        finish(m, fail(classify(rc), fmt::format("post: {}", fi_strerror(-rc))));
-      }
+      finish(operation, fail(classify(rc), fmt::format("post: {}", fi_strerror(-rc))));
     }
   }
   return progressed;
-}
-
-std::unique_ptr<op> fabric_endpoint::make_batch(std::deque<op*>::iterator first) {
-  op* head = *first;
-  if (head->kind != op_kind::send) return nullptr;
-  const auto limit =
-      std::min({head->peer_max_message_bytes, config_.limits.max_message_bytes, max_batch_bytes});
-  std::size_t bytes = head->frame.size();
-  auto last = std::next(first);
-  for (; last != pending_.end(); ++last) {
-    op* next = *last;
-    if (next->kind != op_kind::send || next->peer != head->peer) break;
-    if (bytes + next->frame.size() > limit) break;
-    bytes += next->frame.size();
-  }
-  if (std::distance(first, last) < 2) return nullptr;
-  auto batch = std::make_unique<op>();
-  batch->kind = op_kind::batch;
-  batch->peer = head->peer;
-  batch->addr = head->addr;
-  batch->until = deadline::max();  // its members expire, each on its own
-  std::vector<std::byte> payload;
-  payload.reserve(bytes);
-  for (auto at = first; at != last; ++at) {
-    batch->members.push_back(*at);
-    payload.insert(payload.end(), (*at)->frame.begin(), (*at)->frame.end());
-  }
-  batch->frame = frame::encode(frame::kind::batch, node_, payload);
-  batch->ctx.as_op = batch.get();
-  return batch;
 }
 
 int fabric_endpoint::post(op& o) {
   switch (o.kind) {
     case op_kind::send:
     case op_kind::internal:
-    case op_kind::batch:
       return static_cast<int>(
           fi_tsend(ep_.get(), o.frame.data(), o.frame.size(), nullptr, o.addr, 0, &o.ctx.raw));
     case op_kind::write: {
@@ -365,16 +317,6 @@ void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
       grants_.revoke(f.sender, r.key, r.offset, r.length);
       return;
     }
-    case frame::kind::batch: {
-      lock.unlock();
-      auto messages = frame::split_batch(f.payload, config_.limits.max_message_bytes);
-      if (!messages) {
-        counters_.bad_frames.fetch_add(1);
-        return;
-      }
-      for (const auto& m : *messages) on_frame(m, source);
-      return;
-    }
     case frame::kind::hello: return;
   }
   (void)source;
@@ -421,10 +363,6 @@ void fabric_endpoint::finish(op* operation, expected<void> status) {
   if (it == live_.end()) return;
   std::unique_ptr<op> owned = std::move(it->second);
   live_.erase(it);
-  if (owned->kind == op_kind::batch) {
-    for (op* m : owned->members) finish(m, status);
-    return;
-  }
   if (owned->expired) {
     counters_.expired_ops_held.fetch_sub(1);  // the provider let go: buffers may go now
     return;
@@ -459,7 +397,6 @@ void fabric_endpoint::expire(clock::time_point now) {
   }
   for (auto& [ptr, operation] : live_) {
     if (operation->expired || !operation->posted || operation->until > now) continue;
-    if (operation->kind == op_kind::batch) continue;  // never expires: its members do
     operation->expired = true;
     counters_.ops_expired.fetch_add(1);
     counters_.expired_ops_held.fetch_add(1);

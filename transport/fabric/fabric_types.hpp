@@ -45,7 +45,7 @@ struct context {
   rx_slot* as_rx = nullptr;
 };
 
-enum class op_kind : std::uint8_t { send, write, read, internal, batch };
+enum class op_kind : std::uint8_t { send, write, read, internal };
 
 /// One queued or posted operation. Owned by the progress thread once submitted; stays
 /// alive (with its frame bytes and region) until the provider completes it, even after
@@ -64,8 +64,6 @@ struct op {
   std::uint64_t remote_addr = 0;
   std::uint64_t remote_key = 0;
   std::optional<std::uint64_t> notify;
-  std::size_t peer_max_message_bytes = 0;  // send: what one provider message to it may hold
-  std::vector<op*> members;                // batch: its sends (each still in live_)
   bool posted = false;
   bool expired = false;
 };

@@ -60,30 +60,5 @@ TEST(Frame, RoundTripsGrantsAndRevokes) {
   EXPECT_EQ(r.length, 7u);
 }
 
-TEST(Frame, ABatchSplitsIntoItsMessagesAndRejectsAnythingElse) {
-  auto one = frame::encode(frame::kind::message, node_id{7}, bytes_of({1, 2, 3}));
-  auto two = frame::encode(frame::kind::message, node_id{7}, bytes_of({}));
-  auto three = frame::encode(frame::kind::message, node_id{7}, bytes_of({4, 5, 6, 7, 8}));
-  std::vector<std::byte> payload;
-  for (const auto* f : {&one, &two, &three}) payload.insert(payload.end(), f->begin(), f->end());
-  auto batch = frame::encode(frame::kind::batch, node_id{7}, payload);
-  auto outer = frame::decode(batch, 1024);
-  ASSERT_TRUE(outer.has_value()) << outer.error().to_string();
-  ASSERT_EQ(outer->type, frame::kind::batch);
-  auto inner = frame::split_batch(outer->payload, 16);
-  ASSERT_TRUE(inner.has_value()) << inner.error().to_string();
-  ASSERT_EQ(inner->size(), 3u);
-  EXPECT_EQ(std::vector<std::byte>((*inner)[0].payload.begin(), (*inner)[0].payload.end()),
-            bytes_of({1, 2, 3}));
-  EXPECT_TRUE((*inner)[1].payload.empty());
-  EXPECT_EQ((*inner)[2].payload.size(), 5u);
-  EXPECT_FALSE(frame::split_batch(outer->payload, 4).has_value()) << "a message over the limit";
-  EXPECT_FALSE(frame::split_batch(std::span(payload).first(payload.size() - 1), 16).has_value());
-  auto grant = frame::encode(frame::kind::grant, node_id{7}, std::vector<std::byte>(32));
-  EXPECT_FALSE(frame::split_batch(grant, 16).has_value()) << "only messages";
-  auto nested = frame::encode(frame::kind::batch, node_id{7}, one);
-  EXPECT_FALSE(frame::split_batch(nested, 64).has_value()) << "no batch in a batch";
-}
-
 }  // namespace
 }  // namespace baton::transport
