@@ -45,8 +45,18 @@ struct open_request {
   std::shared_ptr<client::response_stream> stream;
   clock::time_point started;
   bool first_token = false;
-  /// Time this request's messages spent in this process so far (wire::finished::router_us).
+  /// Time during which some message of this request was in this process, so far: the
+  /// union of the messages' intervals, since a message that waits behind another of the
+  /// same request (a finish behind its last tokens) adds only its own part.
   clock::duration in_router{};
+  clock::time_point counted_until{};  ///< the end of the last interval counted
+
+  /// Counts the interval [from, to] of one message (to never decreases).
+  void count(clock::time_point from, clock::time_point to) {
+    const auto start = std::max(from, counted_until);
+    if (to > start) in_router += to - start;
+    counted_until = std::max(counted_until, to);
+  }
 };
 
 struct router_shell {
@@ -80,7 +90,8 @@ void deliver(router_shell& st, client_event& e) {
     st.ttft->observe(seconds);
   }
   if (auto* f = std::get_if<wire::finished>(&e.what)) {
-    const auto spent = o.in_router + (now - st.received);
+    o.count(st.received, now);
+    const auto spent = o.in_router;
     f->router_us = static_cast<std::uint32_t>(std::min<std::int64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(spent).count(), UINT32_MAX));
   }
@@ -132,7 +143,7 @@ void mirror_stats(router_shell& st) {
 /// (after its effects were handed on).
 void charge(router_shell& st, std::uint64_t id) {
   if (auto it = st.open.find(id); it != st.open.end()) {
-    it->second.in_router += clock::now() - st.received;
+    it->second.count(st.received, clock::now());
   }
 }
 
@@ -202,7 +213,7 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
         if (!out.events.empty()) {
           const auto id = out.events.front().request;
           key = static_cast<std::uint64_t>(id);
-          s.open[key] = {r.stream, r.received, false, {}};
+          s.open[key] = {r.stream, r.received, false, {}, {}};
           s.by_stream[r.stream->id()] = id;
         }
         after(self, std::move(out));

@@ -50,8 +50,8 @@ struct Finished {
   reason @1 :Inference.FinishReason;
   promptTokens @2 :UInt32;
   completionTokens @3 :UInt32;
-  routerMicros @4 :UInt32;     # time the request spent inside the router process, summed
-                               # over its messages (docs/serving.md, "Router overhead")
+  routerMicros @4 :UInt32;     # time some message of the request was inside the router
+                               # process (docs/serving.md, "Router overhead")
 }
 
 # Router -> client: the request failed or was refused; nothing more follows for it.

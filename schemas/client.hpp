@@ -62,9 +62,10 @@ struct finished {
   finish_reason reason = finish_reason::length;
   std::uint32_t prompt_tokens = 0;
   std::uint32_t completion_tokens = 0;
-  /// Microseconds the request spent inside the router process, summed over every message
-  /// of it: from the router taking the message off its socket or transport to handing
-  /// what it caused to its socket writer or transport (docs/serving.md).
+  /// Microseconds during which some message of the request was inside the router process
+  /// (from the router taking it off its socket or transport to handing what it caused to
+  /// its socket writer or transport; the union over the request's messages,
+  /// docs/serving.md).
   std::uint32_t router_us = 0;
   bool operator==(const finished&) const = default;
 };

@@ -4,8 +4,9 @@
 // zero compute time (a router, a Trainium-kind prefill node and a wafer-scale-kind decode
 // node, real `baton node` processes on 127.0.0.1), so what is left is the serving path.
 // The router measures each request's time inside its process (wire::finished::router_us:
-// every message of the request, from the router taking it off its socket or transport to
-// handing what it caused on) and reports it in the request's `finished`; the client's
+// while some message of the request is there, from the router taking it off its socket or
+// transport to handing what it caused on) and reports it in the request's `finished`; the
+// client's
 // end-to-end latency is printed beside it. Figures only; no assertions. BATON_KEEP=1 keeps
 // the cluster's folder (topology and node logs).
 #include <algorithm>
