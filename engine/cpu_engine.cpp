@@ -187,28 +187,24 @@ void cpu_engine::copy_weights() {
   const auto kv_dim = static_cast<std::size_t>(config_.kv_dim());
   const auto hidden = static_cast<std::size_t>(config_.hidden_dim);
   const auto vocab = static_cast<std::size_t>(config_.vocab_size);
-  const std::size_t per_layer = 2 * dim * dim + 2 * kv_dim * dim + 3 * hidden * dim;
+  // Every matrix of a layer with its float count; copied in this order.
+  using matrix = const float* layer_weights::*;
+  const std::pair<matrix, std::size_t> matrices[] = {
+      {&layer_weights::wq, dim * dim},    {&layer_weights::wk, kv_dim * dim},
+      {&layer_weights::wv, kv_dim * dim}, {&layer_weights::wo, dim * dim},
+      {&layer_weights::w1, hidden * dim}, {&layer_weights::w2, dim * hidden},
+      {&layer_weights::w3, hidden * dim}};
+  std::size_t per_layer = 0;
+  for (const auto& [m, floats] : matrices) per_layer += floats;
   const std::size_t floats = w.layers.size() * per_layer + vocab * dim;
   auto memory = std::make_unique<huge_buffer>(floats * sizeof(float));
   if (memory->data() == nullptr) return;  // keep reading the model's mapping
   auto* to = reinterpret_cast<float*>(memory->data());
   for (std::size_t l = 0; l < w.layers.size(); ++l) {
-    const layer_weights& from = w.layers[l];
-    layer_weights& lw = weights_.layers[l];
-    lw.wq = to;
-    to = copy_floats(from.wq, dim * dim, to);
-    lw.wk = to;
-    to = copy_floats(from.wk, kv_dim * dim, to);
-    lw.wv = to;
-    to = copy_floats(from.wv, kv_dim * dim, to);
-    lw.wo = to;
-    to = copy_floats(from.wo, dim * dim, to);
-    lw.w1 = to;
-    to = copy_floats(from.w1, hidden * dim, to);
-    lw.w2 = to;
-    to = copy_floats(from.w2, dim * hidden, to);
-    lw.w3 = to;
-    to = copy_floats(from.w3, hidden * dim, to);
+    for (const auto& [m, n] : matrices) {
+      weights_.layers[l].*m = to;
+      to = copy_floats(w.layers[l].*m, n, to);
+    }
   }
   weights_.classifier = to;
   copy_floats(w.classifier, vocab * dim, to);

@@ -10,14 +10,8 @@
 // cluster's folder (topology and node logs).
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -28,7 +22,6 @@
 #include "engine/model.hpp"
 #include "engine/sampler.hpp"
 #include "engine/tokenizer.hpp"
-#include "runtime/admin_server.hpp"
 #include "tools/bench_cluster.hpp"
 #include "tools/commands.hpp"
 

@@ -70,24 +70,27 @@ std::vector<sample> run_load(const router_args& a, const std::string& native, st
       client::client_options co;
       co.routers = {native};
       auto client = client::router_client::connect(co);
+      const auto failed = [&](const error& e) {
+        std::lock_guard lock(mutex);
+        if (failures++ == 0) first_error = e.to_string();
+      };
+      wire::generate_request req;
+      req.prompt = prompt;
+      req.max_tokens = a.output_len;
+      req.params = {0.0f, 1.0f, 1};
+      req.has_seed = true;
       for (std::size_t i = next++; i < count; i = next++) {
         const auto due = start + std::chrono::duration_cast<clock_type::duration>(
                                      std::chrono::duration<double>(schedule[i]));
         std::this_thread::sleep_until(due);
         const auto sent = clock_type::now();
-        expected<client::generate_result> result =
-            client ? expected<client::generate_result>{} : tl::unexpected(client.error());
-        if (client) {
-          wire::generate_request req;
-          req.prompt = prompt;
-          req.max_tokens = a.output_len;
-          req.params = {0.0f, 1.0f, 1};
-          req.has_seed = true;
-          result = (*client)->generate(req, [](const client::client_event&) { return true; });
+        if (!client) {
+          failed(client.error());
+          continue;
         }
+        auto result = (*client)->generate(req, [](const client::client_event&) { return true; });
         if (!result) {
-          std::lock_guard lock(mutex);
-          if (failures++ == 0) first_error = result.error().to_string();
+          failed(result.error());
           continue;
         }
         const auto done = clock_type::now();
