@@ -167,8 +167,9 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
           after(self, s.state->on_node_gone(m.node));
         }
       },
-      [](runtime::delivery_failure& f) {
+      [self](runtime::delivery_failure& f) {
         spdlog::warn("decode: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+        after(self, self->state.state->on_undeliverable(f.target));
       },
   };
 }

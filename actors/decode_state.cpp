@@ -100,10 +100,20 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   kv.block_bytes = block_bytes;
   for (const engine::block_id b : blocks) kv.block_ids.push_back(static_cast<std::uint32_t>(b));
   kv.length = std::uint64_t{block_bytes} * kv.block_ids.size();
+  // The job goes straight to the prefill actor (not back through the router): one hop less
+  // on the way to the first token.
+  wire::prefill job;
+  job.request = m.request;
+  job.attempt = m.attempt;
+  job.tokens = m.tokens;
+  job.prompt_length = m.prompt_length;
+  job.params = m.params;
+  job.target = std::move(kv);
+  job.decode = self_;
   attempts_.emplace(k, std::move(a));
   committed_ += need;
   ++stats_.admitted;
-  out.send(from, wire::reserve{m.request, m.attempt, std::move(kv)});
+  out.send({m.writer, prefill_name}, std::move(job));
   return out;
 }
 
@@ -176,16 +186,19 @@ effects decode_state::emit(const key& k, attempt& a, std::int32_t token) {
   }
   ++a.generated;
   ++stats_.tokens;
-  out.send(a.router, wire::token_batch{k.first,
-                                       k.second,
-                                       static_cast<std::uint32_t>(position),
-                                       {static_cast<std::uint32_t>(token)}});
+  wire::token_batch batch{k.first,
+                          k.second,
+                          static_cast<std::uint32_t>(position),
+                          {static_cast<std::uint32_t>(token)},
+                          {}};
   if (a.generated >= a.max_tokens || position >= engine_.max_context()) {
     ++stats_.finished;
-    out.send(a.router, wire::finish{k.first, k.second, wire::finish_reason::length, a.generated});
+    batch.finish = wire::finish_reason::length;  // the last token and the end in one message
+    out.send(a.router, std::move(batch));
     release(k);
     return out;
   }
+  out.send(a.router, std::move(batch));
   a.last_token = token;
   return out;
 }
@@ -289,6 +302,24 @@ effects decode_state::on_node_gone(const std::string& node) {
   for (const key& k : router_gone) {
     ++stats_.cancelled;
     quarantine_or_release(k);
+  }
+  return out;
+}
+
+effects decode_state::on_undeliverable(const wire::actor_address& to) {
+  effects out;
+  if (to.actor != prefill_name) return out;
+  std::vector<key> refused;
+  for (const auto& [k, a] : attempts_) {
+    if (a.writer == to.node && a.state == phase::awaiting_kv) refused.push_back(k);
+  }
+  for (const key& k : refused) {
+    // The job never reached the prefill actor, so nothing writes into these blocks.
+    const attempt& a = attempts_.at(k);
+    out.send(a.router,
+             wire::abort_attempt{k.first, k.second, errc::disconnected,
+                                 fmt::format("prefill on {} did not take the job", to.node)});
+    release(k);
   }
   return out;
 }

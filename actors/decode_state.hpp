@@ -64,8 +64,9 @@ class decode_state {
   decode_state(engine::device& engine, wire::actor_address self, kv_region region,
                decode_config config = {});
 
-  /// Reserves blocks and answers `reserve` (remote writer) or computes the prompt here
-  /// (empty writer) and starts streaming. Refusals are abort_attempt to `from`.
+  /// Reserves blocks and sends the prefill job, naming them, to the writer's prefill actor,
+  /// or computes the prompt here (empty writer) and starts streaming. Refusals are
+  /// abort_attempt to `from`.
   effects on_admit(const wire::actor_address& from, const wire::admit& m, time_point now);
   /// Verifies the written blocks (recomputing the prompt here when they are wrong) and
   /// adds the sequence to the batch.
@@ -79,6 +80,9 @@ class decode_state {
   effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m);
   /// `node` died or left: ends its writers' quarantines and its routers' requests.
   effects on_node_gone(const std::string& node);
+  /// A message to `to` was not delivered: a prefill job that did not reach its prefill
+  /// actor ends its attempt (abort_attempt, errc::disconnected, to the router).
+  effects on_undeliverable(const wire::actor_address& to);
   effects on_timer(std::uint64_t id, time_point now);
   /// A notify value of a landed slice (for counters only: prefill-done is what counts).
   void on_slice_landed(std::uint64_t value);

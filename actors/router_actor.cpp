@@ -237,10 +237,7 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
         std::visit(
             [&](const auto& body) {
               using T = std::decay_t<decltype(body)>;
-              if constexpr (std::is_same_v<T, wire::reserve>) {
-                after(self, s.on_reserve(from, body));
-                charge(self->state, static_cast<std::uint64_t>(body.request));
-              } else if constexpr (std::is_same_v<T, wire::token_batch>) {
+              if constexpr (std::is_same_v<T, wire::token_batch>) {
                 auto& shell = self->state;
                 const auto key = static_cast<std::uint64_t>(body.request);
                 auto o = shell.open.find(key);

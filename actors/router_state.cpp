@@ -6,12 +6,6 @@
 #include <xxhash.h>
 
 namespace baton::actors {
-namespace {
-
-constexpr const char* prefill_actor = "prefill";
-constexpr const char* decode_actor = "decode";
-
-}  // namespace
 
 router_state::router_state(const engine::tokenizer& tok, std::int32_t seq_len,
                            std::size_t block_tokens, wire::actor_address self, router_config config)
@@ -177,7 +171,7 @@ router_effects router_state::start_attempt(wire::request_id id, request& r) {
   ++(p == nullptr ? stats_.prefill_on_decode : stats_.disaggregated);
   r.decode = d->address.node;
   r.prefill = p == nullptr ? std::string{} : p->address.node;
-  r.at = p == nullptr ? stage::decoding : stage::reserving;
+  r.at = p == nullptr ? stage::decoding : stage::prefilling;
   adjust(wire::role::decode, *d, 1, static_cast<std::ptrdiff_t>(r.blocks));
   if (p != nullptr) adjust(wire::role::prefill, *p, 1, 0);
 
@@ -192,29 +186,6 @@ router_effects router_state::start_attempt(wire::request_id id, request& r) {
   m.params = r.params;
   m.writer = r.prefill;
   out.send(d->address, std::move(m));
-  return out;
-}
-
-router_effects router_state::on_reserve(const wire::actor_address& from, const wire::reserve& m) {
-  router_effects out;
-  request* r = current(m.request, m.attempt);
-  if (r == nullptr || r->at != stage::reserving || from.node != r->decode) {
-    ++stats_.stale_messages;
-    return out;
-  }
-  auto p = prefill_.find(r->prefill);
-  if (p == prefill_.end()) return out;  // its node died: on_node_gone retries
-  wire::prefill job;
-  job.request = m.request;
-  job.attempt = m.attempt;
-  job.tokens.assign(r->prompt.begin(), r->prompt.end());
-  job.tokens.insert(job.tokens.end(), r->delivered.begin(), r->delivered.end());
-  job.prompt_length = static_cast<std::uint32_t>(r->prompt.size());
-  job.params = r->params;
-  job.target = m.kv;
-  job.decode = from;
-  r->at = stage::prefilling;
-  out.send(p->second.address, std::move(job));
   return out;
 }
 
@@ -245,7 +216,11 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
     ++stats_.tokens;
   }
   if (!chunk.tokens.empty()) out.events.push_back({m.request, std::move(chunk)});
-  if (client_has_room) widen_window(m.request, *r, out);
+  if (m.finish) {
+    complete(m.request, *r, *m.finish, out);
+  } else if (client_has_room) {
+    widen_window(m.request, *r, out);
+  }
   return out;
 }
 
@@ -273,12 +248,16 @@ router_effects router_state::on_finish(const wire::actor_address& from, const wi
     ++stats_.stale_messages;
     return out;
   }
-  out.events.push_back(
-      {m.request, wire::finished{0, m.reason, static_cast<std::uint32_t>(r->prompt.size()),
-                                 static_cast<std::uint32_t>(r->delivered.size())}});
-  ++stats_.finished;
-  finish_request(m.request);
+  complete(m.request, *r, m.reason, out);
   return out;
+}
+
+void router_state::complete(wire::request_id id, const request& r, wire::finish_reason reason,
+                            router_effects& out) {
+  out.events.push_back({id, wire::finished{0, reason, static_cast<std::uint32_t>(r.prompt.size()),
+                                           static_cast<std::uint32_t>(r.delivered.size())}});
+  ++stats_.finished;
+  finish_request(id);
 }
 
 router_effects router_state::on_abort(const wire::actor_address& from, const wire::abort_attempt& m,

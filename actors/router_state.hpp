@@ -97,8 +97,8 @@ class router_state {
 
   /// A new request. The events carry its id: accepted, or rejected at once.
   router_effects on_generate(const wire::generate_request& r, time_point now);
-  router_effects on_reserve(const wire::actor_address& from, const wire::reserve& m);
-  /// Tokens for a client; `client_has_room` is false while the client reads too slowly,
+  /// Tokens for a client (and the end of the request when the batch says so);
+  /// `client_has_room` is false while the client reads too slowly,
   /// and then the decode node gets no new window until on_client_ready().
   router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m,
                            bool client_has_room = true);
@@ -117,14 +117,15 @@ class router_state {
   [[nodiscard]] std::uint64_t seed() const { return config_.seed; }
 
  private:
-  enum class stage : std::uint8_t { reserving, prefilling, decoding };
+  /// prefilling: the decode node has the admit and sends the job to the prefill node.
+  enum class stage : std::uint8_t { prefilling, decoding };
   struct request {
     std::vector<std::int32_t> prompt;
     std::vector<std::int32_t> delivered;
     std::uint32_t max_tokens = 0;  ///< generated tokens at most, over all attempts
     wire::sampling params;
     std::uint32_t attempt = 0;
-    stage at = stage::reserving;
+    stage at = stage::prefilling;
     std::string prefill;  ///< node of the current attempt's prefill; empty: on decode
     std::string decode;
     std::size_t blocks = 0;       ///< blocks the current attempt commits on its decode
@@ -152,6 +153,9 @@ class router_state {
   /// Tells the current attempt's workers that the request is over.
   void cancel_workers(wire::request_id id, const request& r, router_effects& out);
   void finish_request(wire::request_id id);
+  /// The request ended well for `reason`: the client gets finished, the entry goes.
+  void complete(wire::request_id id, const request& r, wire::finish_reason reason,
+                router_effects& out);
   /// Widens the decode's window when the client has room and a quarter of it was used.
   void widen_window(wire::request_id id, request& r, router_effects& out);
   [[nodiscard]] request* current(wire::request_id id, std::uint32_t attempt);

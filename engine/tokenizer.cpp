@@ -141,24 +141,34 @@ std::vector<std::int32_t> tokenizer::encode(std::string_view text, bool add_bos,
     push_bytes(text.substr(start, i + 1 - start));
     start = i + 1;
   }
+  // llama2.c's loop: merge the best-scoring adjacent pair (the first on ties) until no pair
+  // is in the vocabulary. Each pair's merged id is kept, so a merge looks up only the two
+  // pairs it changes instead of every pair again.
   std::string pair;
+  const auto merged_id = [&](std::size_t i) {
+    pair = piece(tokens[i]);
+    pair += piece(tokens[i + 1]);
+    return lookup(pair);
+  };
+  std::vector<std::int32_t> merges;  // merges[i]: tokens[i] and tokens[i + 1] as one id, or -1
+  for (std::size_t i = 0; i + 1 < tokens.size(); ++i) merges.push_back(merged_id(i));
   while (true) {
     float best_score = -1e10f;
     std::int32_t best_id = -1;
     std::size_t best_index = 0;
-    for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
-      pair = piece(tokens[i]);
-      pair += piece(tokens[i + 1]);
-      const std::int32_t id = lookup(pair);
-      if (id >= 0 && score(id) > best_score) {
-        best_score = score(id);
-        best_id = id;
+    for (std::size_t i = 0; i < merges.size(); ++i) {
+      if (merges[i] >= 0 && score(merges[i]) > best_score) {
+        best_score = score(merges[i]);
+        best_id = merges[i];
         best_index = i;
       }
     }
     if (best_id < 0) break;
     tokens[best_index] = best_id;
     tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_index) + 1);
+    merges.erase(merges.begin() + static_cast<std::ptrdiff_t>(best_index));
+    if (best_index < merges.size()) merges[best_index] = merged_id(best_index);
+    if (best_index > 0) merges[best_index - 1] = merged_id(best_index - 1);
   }
   if (add_eos) tokens.push_back(eos);
   return tokens;

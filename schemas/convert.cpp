@@ -135,10 +135,6 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
           r.getPromptLength(),          r.getMaxTokens(), sampling_from(r.getSampling()),
           text_of(r.getWriter())};
     }
-    case gen::Envelope::Body::RESERVE: {
-      auto r = b.getReserve();
-      return reserve{request_id{r.getRequestId()}, r.getAttempt(), kv_from(r.getKv())};
-    }
     case gen::Envelope::Body::PREFILL: {
       auto r = b.getPrefill();
       return prefill{request_id{r.getRequestId()},
@@ -156,8 +152,14 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
     }
     case gen::Envelope::Body::TOKENS: {
       auto r = b.getTokens();
+      std::optional<finish_reason> ends;
+      if (r.getFinished()) {
+        auto reason = enum_from(r.getReason(), finish_reason::cancelled, "tokens.reason");
+        if (!reason) return tl::unexpected(reason.error());
+        ends = *reason;
+      }
       return token_batch{request_id{r.getRequestId()}, r.getAttempt(), r.getFirstPosition(),
-                         list_of<std::uint32_t>(r.getTokens())};
+                         list_of<std::uint32_t>(r.getTokens()), ends};
     }
     default: break;
   }
@@ -221,7 +223,6 @@ checked<body> body_from(gen::Envelope::Body::Reader b) {
     case gen::Envelope::Body::HEARTBEAT:
     case gen::Envelope::Body::LEAVE: return membership_from(b);
     case gen::Envelope::Body::ADMIT:
-    case gen::Envelope::Body::RESERVE:
     case gen::Envelope::Body::PREFILL:
     case gen::Envelope::Body::PREFILL_DONE:
     case gen::Envelope::Body::TOKENS: return inference_from(b);

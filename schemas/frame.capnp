@@ -15,7 +15,7 @@ struct Envelope {
   messageId @3 :UInt64;
   deadlineUnixUs @4 :UInt64;   # 0 = no deadline
   authTag @5 :Data;            # reserved for message authentication; empty for now
-  inReplyTo @18 :UInt64;       # the messageId this frame answers; 0 = not a reply
+  inReplyTo @17 :UInt64;       # the messageId this frame answers; 0 = not a reply
 
   body :union {
     join @6 :Membership.Join;
@@ -23,17 +23,16 @@ struct Envelope {
     heartbeat @8 :Membership.Heartbeat;
     leave @9 :Membership.Leave;
     admit @10 :Inference.Admit;
-    reserve @11 :Inference.Reserve;
-    prefill @12 :Inference.Prefill;
-    prefillDone @13 :Inference.PrefillDone;
-    tokens @14 :Inference.Tokens;
-    finish @15 :Inference.Finish;
-    cancel @16 :Inference.Cancel;
-    abort @17 :Inference.Abort;
-    monitor @19 :Runtime.Monitor;
-    down @20 :Runtime.Down;
-    failure @21 :Runtime.Failure;
-    credit @22 :Runtime.Credit;
-    window @23 :Inference.Window;
+    prefill @11 :Inference.Prefill;
+    prefillDone @12 :Inference.PrefillDone;
+    tokens @13 :Inference.Tokens;
+    finish @14 :Inference.Finish;
+    cancel @15 :Inference.Cancel;
+    abort @16 :Inference.Abort;
+    monitor @18 :Runtime.Monitor;
+    down @19 :Runtime.Down;
+    failure @20 :Runtime.Failure;
+    credit @21 :Runtime.Credit;
+    window @22 :Inference.Window;
   }
 }

@@ -13,8 +13,10 @@ struct Sampling {
   seed @2 :UInt64;
 }
 
-# Router -> decode: reserve KV for a request and grant `writer` RMA access to it.
-# `tokens` holds the prompt followed by any tokens already delivered to the client.
+# Router -> decode: reserve KV for a request. With a `writer`, the decode node sends the
+# prefill job (below) to the prefill actor on that node, granting it RMA writes into the
+# reserved blocks; without one, it computes the prompt itself. `tokens` holds the prompt
+# followed by any tokens already delivered to the client.
 struct Admit {
   requestId @0 :UInt64;
   attempt @1 :UInt32;
@@ -25,14 +27,7 @@ struct Admit {
   writer @6 :Text;             # node granted RMA writes into the reserved blocks
 }
 
-# Decode -> router: the blocks reserved for an attempt.
-struct Reserve {
-  requestId @0 :UInt64;
-  attempt @1 :UInt32;
-  kv @2 :Common.KvDescriptor;
-}
-
-# Router -> prefill: compute `tokens` and write their KV into `target`.
+# Decode -> prefill: compute `tokens` and write their KV into `target`.
 struct Prefill {
   requestId @0 :UInt64;
   attempt @1 :UInt32;
@@ -52,12 +47,15 @@ struct PrefillDone {
   checksums @4 :List(UInt64);  # xxh3-64 per written block, in blockIds order
 }
 
-# Decode -> router: tokens at positions firstPosition, firstPosition + 1, ...
+# Decode -> router: tokens at positions firstPosition, firstPosition + 1, ... When
+# `finished`, the attempt ends after them for `reason` (no Finish follows).
 struct Tokens {
   requestId @0 :UInt64;
   attempt @1 :UInt32;
   firstPosition @2 :UInt32;
   tokens @3 :List(UInt32);
+  finished @4 :Bool;
+  reason @5 :FinishReason;
 }
 
 enum FinishReason {

@@ -4,6 +4,7 @@
 // the request and its attempt; a retry or migration is a new attempt.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,10 @@ struct sampling {
   bool operator==(const sampling&) const = default;
 };
 
-/// Router -> decode: reserve KV and grant `writer` RMA access. `tokens` is the prompt
-/// followed by tokens already delivered; decoded values have prompt_length <= tokens.size().
+/// Router -> decode: reserve KV; with a `writer` (a node), send the prefill job to its
+/// prefill actor and grant it RMA writes into the blocks; without one, compute the prompt
+/// on the decode node. `tokens` is the prompt followed by tokens already delivered;
+/// decoded values have prompt_length <= tokens.size().
 struct admit {
   request_id request{};
   std::uint32_t attempt = 0;
@@ -33,15 +36,7 @@ struct admit {
   bool operator==(const admit&) const = default;
 };
 
-/// Decode -> router: the blocks reserved for an attempt.
-struct reserve {
-  request_id request{};
-  std::uint32_t attempt = 0;
-  kv_descriptor kv;
-  bool operator==(const reserve&) const = default;
-};
-
-/// Router -> prefill: compute `tokens` and write their KV into `target`.
+/// Decode -> prefill: compute `tokens` and write their KV into `target`.
 struct prefill {
   request_id request{};
   std::uint32_t attempt = 0;
@@ -63,12 +58,14 @@ struct prefill_done {
   bool operator==(const prefill_done&) const = default;
 };
 
-/// Decode -> router: tokens at first_position, first_position + 1, ...
+/// Decode -> router: tokens at first_position, first_position + 1, ...; with `finish`, the
+/// attempt ends after them for that reason (the last token and the end in one message).
 struct token_batch {
   request_id request{};
   std::uint32_t attempt = 0;
   std::uint32_t first_position = 0;
   std::vector<std::uint32_t> tokens;
+  std::optional<finish_reason> finish;
   bool operator==(const token_batch&) const = default;
 };
 

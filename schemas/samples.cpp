@@ -54,11 +54,11 @@ std::vector<frame> sample_frames() {
   frames.push_back(envelope(heartbeat{17, false, 2, 480, members}));
   frames.push_back(envelope(leave{"drained for maintenance"}));
   frames.push_back(envelope(admit{request_id{1}, 0, prompt, 5, 95, params, "prefill-0"}));
-  frames.push_back(envelope(reserve{request_id{1}, 0, sample_kv()}));
   frames.push_back(envelope(prefill{request_id{1}, 0, prompt, 5, params, sample_kv(),
                                     actor_address{"decode-0", "decode"}}));
   frames.push_back(envelope(prefill_done{request_id{1}, 0, 365, 5, {0x1111, 0x2222, 0x3333}}));
-  frames.push_back(envelope(token_batch{request_id{1}, 0, 6, {261, 3434, 278}}));
+  frames.push_back(
+      envelope(token_batch{request_id{1}, 0, 6, {261, 3434, 278}, finish_reason::length}));
   frames.push_back(envelope(finish{request_id{1}, 0, finish_reason::length, 95}));
   frames.push_back(envelope(cancel{request_id{1}, "client disconnected"}));
   frames.push_back(envelope(
@@ -70,6 +70,7 @@ std::vector<frame> sample_frames() {
   frames.back().in_reply_to = 41;
   frames.push_back(envelope(credit{128}));
   frames.push_back(envelope(stream_window{request_id{1}, 0, 70}));
+
   return frames;
 }
 

@@ -105,12 +105,6 @@ struct body_filler {
     fill(a.params, r.initSampling());
     r.setWriter(text(a.writer));
   }
-  void operator()(const reserve& v) {
-    auto r = b.initReserve();
-    r.setRequestId(static_cast<std::uint64_t>(v.request));
-    r.setAttempt(v.attempt);
-    fill(v.kv, r.initKv());
-  }
   void operator()(const prefill& p) {
     auto r = b.initPrefill();
     r.setRequestId(static_cast<std::uint64_t>(p.request));
@@ -135,6 +129,8 @@ struct body_filler {
     r.setAttempt(t.attempt);
     r.setFirstPosition(t.first_position);
     fill_list(t.tokens, r.initTokens(size_of(t.tokens)));
+    r.setFinished(t.finish.has_value());
+    if (t.finish) r.setReason(static_cast<gen::FinishReason>(*t.finish));
   }
   void operator()(const finish& f) {
     auto r = b.initFinish();

@@ -129,7 +129,6 @@ struct body_checker {
     if (auto ok = check_sampling(a.params, "admit.sampling"); !ok) return ok;
     return check_name(a.writer, l, "admit.writer", false);
   }
-  checked<> operator()(const reserve& r) const { return check_kv(r.kv, l, "reserve.kv"); }
   checked<> operator()(const prefill& p) const {
     if (auto ok = check_tokens(p.tokens, p.prompt_length, l, "prefill.tokens"); !ok) return ok;
     if (auto ok = check_sampling(p.params, "prefill.sampling"); !ok) return ok;

@@ -211,7 +211,7 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
   auto future = done->get_future();
   auto send = [&ctx, echo, tokens](caf::event_based_actor* self, std::uint64_t seq,
                                    std::function<void()> on_reply) {
-    echo.request(self, "bench", wire::token_batch{wire::request_id{seq}, 0, 0, tokens}, 10s)
+    echo.request(self, "bench", wire::token_batch{wire::request_id{seq}, 0, 0, tokens, {}}, 10s)
         .then([on_reply](runtime::inbound&) { on_reply(); },
               [](caf::error& e) { spdlog::error("bench request failed: {}", caf::to_string(e)); });
   };

@@ -218,6 +218,10 @@ class fleet {
     }
   }
 
+  /// `node`'s actor takes no messages (it is restarting): each sender learns its message
+  /// was not delivered, as the runtime's failure reply would tell it.
+  void refuse(const std::string& node) { refused_.insert(node); }
+
   void client_gone(wire::request_id id) { dispatch("router-0", router_->on_client_gone(id)); }
   /// The client of `id` reads slowly (no room) or catches up again.
   void slow_client(wire::request_id id, bool slow) {
@@ -273,6 +277,7 @@ class fleet {
   std::map<std::string, decode_node> decodes_;
   std::map<std::string, prefill_node> prefills_;
   std::set<std::string> dead_;
+  std::set<std::string> refused_;
   std::set<wire::request_id> slow_;
   std::deque<std::function<void()>> tasks_;
   std::vector<std::pair<std::string, timer>> timers_;
@@ -323,13 +328,19 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
   if (dead_.contains(m.to.node) || dead_.contains(from.node)) return;
   ++counts_[wire::body_name(m.body)];
   const std::string& to = m.to.node;
+  if (refused_.contains(to)) {
+    if (from.node == "router-0") {
+      dispatch(from.node, router_->on_undeliverable(to, now_));
+    } else if (decodes_.contains(from.node)) {
+      dispatch(from.node, decodes_.at(from.node).state->on_undeliverable(m.to));
+    }
+    return;
+  }
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
         if (to == "router-0") {
-          if constexpr (std::is_same_v<T, wire::reserve>) {
-            dispatch(to, router_->on_reserve(from, body));
-          } else if constexpr (std::is_same_v<T, wire::token_batch>) {
+          if constexpr (std::is_same_v<T, wire::token_batch>) {
             dispatch(to, router_->on_tokens(from, body, !slow_.contains(body.request)));
           } else if constexpr (std::is_same_v<T, wire::finish>) {
             dispatch(to, router_->on_finish(from, body));

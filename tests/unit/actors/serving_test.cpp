@@ -27,6 +27,13 @@ TEST(Serving, GreedyDisaggregatedMatchesLlama2c) {
   EXPECT_EQ(log.accepted->placement, "disaggregated");
   EXPECT_EQ(log.accepted->prefill_node.rfind("prefill-", 0), 0u);
   EXPECT_GT(f.messages("prefillDone"), 0u);
+  // The router sends one admit; the decode node sends the job to the prefill node itself,
+  // and a request that ends by length ends on its last tokens message (no finish).
+  EXPECT_EQ(f.messages("admit"), 1u);
+  EXPECT_EQ(f.messages("prefill"), 1u);
+  if (log.finished->reason == wire::finish_reason::length) {
+    EXPECT_EQ(f.messages("finish"), 0u);
+  }
 }
 
 TEST(Serving, SeededDisaggregatedMatchesLlama2c) {
@@ -231,6 +238,25 @@ TEST(Serving, PrefillNodeDeathBeforeDoneRetriesOnTheOther) {
   ASSERT_TRUE(f.log(id).finished);
   EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
   EXPECT_EQ(f.decode(f.log(id).accepted->decode_node).quarantined_blocks(), 0u);
+}
+
+TEST(Serving, APrefillJobThatIsNotDeliveredIsRetriedOnTheOtherPrefill) {
+  fleet f;
+  f.refuse("prefill-0");
+  const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  const auto b = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump();
+  ASSERT_TRUE(f.log(a).finished);
+  ASSERT_TRUE(f.log(b).finished);
+  EXPECT_EQ(f.log(a).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.log(b).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  // The decode node sent each job itself; the one prefill-0 did not take ended its attempt.
+  EXPECT_GE(f.router().stats().retries, 1u);
+  EXPECT_EQ(f.prefill("prefill-0").stats().jobs, 0u);
+  for (const auto* node : {"decode-0", "decode-1"}) {
+    EXPECT_EQ(f.decode(node).active(), 0u) << node;
+    EXPECT_EQ(f.decode(node).uncommitted_blocks(), f.decode_engine(node).pool().n_blocks()) << node;
+  }
 }
 
 TEST(Serving, ShortPromptsPrefillOnTheDecodeNodeByPolicy) {

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -35,6 +37,53 @@ TEST(Tokenizer, EncodesReadmePrompt) {
   EXPECT_EQ(t.encode("Once upon a time", true, false),
             (std::vector<std::int32_t>{1, 403, 407, 261, 378}));
   EXPECT_EQ(t.encode("", true, true), (std::vector<std::int32_t>{1, 2}));
+}
+
+/// llama2.c's merge loop as it is written there (every pair looked up on every pass), over
+/// the tokens encode() starts from: the reference for encode()'s incremental loop.
+std::vector<std::int32_t> merge_like_llama2c(const tokenizer& t,
+                                             const std::map<std::string, std::int32_t>& ids,
+                                             std::vector<std::int32_t> tokens) {
+  while (true) {
+    float best_score = -1e10f;
+    std::int32_t best_id = -1;
+    std::size_t best = 0;
+    for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
+      auto it = ids.find(t.piece(tokens[i]) + t.piece(tokens[i + 1]));
+      if (it != ids.end() && t.score(it->second) > best_score) {
+        best_score = t.score(it->second);
+        best_id = it->second;
+        best = i;
+      }
+    }
+    if (best_id < 0) return tokens;
+    tokens[best] = best_id;
+    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+  }
+}
+
+TEST(Tokenizer, MergesExactlyAsLlama2cDoes) {
+  const tokenizer t = load_tok512();
+  std::map<std::string, std::int32_t> ids;
+  for (std::int32_t id = 0; id < t.vocab_size(); ++id) ids.emplace(t.piece(id), id);
+  const std::uint64_t seed = 1129;
+  std::mt19937_64 rng(seed);
+  const std::string alphabet = "abcdeilnorstuy ,.!?\nLBO";
+  for (int round = 0; round < 300; ++round) {
+    std::string text;
+    const auto length = rng() % 120;
+    for (std::uint64_t i = 0; i < length; ++i) text += alphabet[rng() % alphabet.size()];
+    // The unmerged start: BOS, the leading space, one token per character (ASCII only).
+    std::vector<std::int32_t> start{tokenizer::bos};
+    if (!text.empty()) start.push_back(ids.at(" "));
+    for (const char c : text) {
+      auto it = ids.find(std::string(1, c));
+      start.push_back(it != ids.end() ? it->second
+                                      : tokenizer::byte_offset + static_cast<unsigned char>(c));
+    }
+    EXPECT_EQ(t.encode(text, true, false), merge_like_llama2c(t, ids, start))
+        << "seed " << seed << " round " << round << ": '" << text << "'";
+  }
 }
 
 TEST(Tokenizer, RoundTripsText) {

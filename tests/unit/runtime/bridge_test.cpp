@@ -112,7 +112,7 @@ class BridgeTest : public ::testing::Test {
   }
 
   static wire::token_batch tokens(std::uint32_t position) {
-    return {wire::request_id{1}, 0, position, {42}};
+    return {wire::request_id{1}, 0, position, {42}, {}};
   }
 
   caf::actor_system_config cfg_;
