@@ -70,6 +70,35 @@ TEST_F(ClusterTest, ThreeNodesJoinAndAKilledOneIsDeclaredDead) {
                                << cluster.process("n1").log();
 }
 
+TEST_F(ClusterTest, AKilledNodeRestartedUnderItsNameRejoinsWithANewIncarnation) {
+  start_three();
+  const auto incarnation_of = [&](const std::string& observer, const std::string& node) {
+    auto s = cluster.status(observer);
+    if (s) {
+      for (const auto& m : (*s)["members"]) {
+        if (m.value("node", "") == node) return m.value("incarnation", std::uint64_t{0});
+      }
+    }
+    return std::uint64_t{0};
+  };
+  const auto before = incarnation_of("n0", "n2");
+  ASSERT_NE(before, 0u);
+  cluster.process("n2").signal(SIGKILL);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return cluster.state_of("n0", "n2") == "dead" && cluster.state_of("n1", "n2") == "dead";
+      },
+      3s));
+  cluster.start("n2");
+  const auto took = wait_until([&] { return all_alive(cluster, {"n0", "n1", "n2"}); }, 10s);
+  ASSERT_TRUE(took) << "n0 sees n2 " << cluster.state_of("n0", "n2") << "\n"
+                    << cluster.process("n2").log();
+  EXPECT_GT(incarnation_of("n0", "n2"), before);
+  EXPECT_GT(incarnation_of("n1", "n2"), before);
+  std::printf("restarted node alive again for every node after %lld ms\n",
+              static_cast<long long>(took->count()));
+}
+
 TEST_F(ClusterTest, ANewNodeJoinsARunningClusterAndEveryNodeSeesIt) {
   start_three();
   cluster.start("n3", {"--join", "n1"});  // any member can be the seed

@@ -279,6 +279,35 @@ TEST(ServingCluster, ADecodeNodeKilledMidStreamLosesAndDuplicatesNothing) {
     EXPECT_EQ(o.output(), expected);
   }
   EXPECT_GE(metric(c, "router-0", "baton_router_retries_total"), 1.0) << c.metrics("router-0");
+
+  // The node comes back under its name (a new incarnation): every node takes it in again
+  // and the router places on it, with the same text.
+  c.start("decode-0");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric(c, "router-0", R"(baton_router_workers{role="decode"})") == 2.0 &&
+               c.state_of("prefill-0", "decode-0") == "alive" &&
+               c.state_of("prefill-1", "decode-0") == "alive" &&
+               c.state_of("decode-0", "prefill-0") == "alive" &&
+               c.state_of("decode-0", "prefill-1") == "alive";
+      },
+      15s))
+      << c.process("decode-0").log();
+  std::vector<outcome> again(4);
+  threads.clear();
+  for (auto& o : again) {
+    threads.emplace_back([&c, &o] {
+      o = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 500);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::size_t on_restarted = 0;
+  for (const auto& o : again) {
+    ASSERT_TRUE(o.result) << o.result.error().to_string();
+    EXPECT_EQ(o.output(), expected);
+    on_restarted += o.result->decode_node == "decode-0" ? 1 : 0;
+  }
+  EXPECT_GE(on_restarted, 1u) << "the router never placed on the restarted node";
 }
 
 }  // namespace
