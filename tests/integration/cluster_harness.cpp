@@ -8,9 +8,33 @@
 
 #include <fmt/format.h>
 
+#include "engine/cpu_engine.hpp"
+#include "engine/generate.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "runtime/admin_server.hpp"
 
 namespace baton::testing {
+
+std::string shared(const char* name) {
+  return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
+}
+
+reference::reference() {
+  model_ = std::make_unique<engine::model>(*engine::model::load(shared("stories260K.bin")));
+  tok_ = std::make_unique<engine::tokenizer>(
+      *engine::tokenizer::load(shared("tok512.bin"), model_->config().vocab_size));
+  engine::engine_options o;
+  o.max_sequences = 1;
+  engine_ = std::move(*engine::cpu_engine::create(*model_, o));
+}
+
+reference::~reference() = default;
+
+std::string reference::operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
+                                  int steps) {
+  return *engine::generate_text(*engine_, *tok_, prompt, {t, p, seed, steps});
+}
 
 test_cluster::test_cluster(const std::vector<node_def>& nodes, const std::string& checkpoint,
                            std::string sections)

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,10 +20,36 @@
 #include "runtime/admin_server.hpp"
 #include "runtime/child_process.hpp"
 
+namespace baton::engine {
+class cpu_engine;
+class model;
+class tokenizer;
+}  // namespace baton::engine
+
 namespace baton::testing {
 
 using runtime::child_process;
 using runtime::free_port;
+
+/// `name` in ../shared/models.
+[[nodiscard]] std::string shared(const char* name);
+
+/// The single-process output of stories260K for a request (the oracle served text is
+/// compared with): what `baton generate` prints for `steps` positions.
+class reference {
+ public:
+  reference();
+  ~reference();
+  reference(const reference&) = delete;
+  reference& operator=(const reference&) = delete;
+  std::string operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
+                         int steps);
+
+ private:
+  std::unique_ptr<engine::model> model_;
+  std::unique_ptr<engine::tokenizer> tok_;
+  std::unique_ptr<engine::cpu_engine> engine_;
+};
 
 struct node_def {
   std::string name;

@@ -30,35 +30,6 @@ namespace {
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
-std::string shared(const char* name) {
-  return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
-}
-
-/// The single-process output for the same request (the oracle).
-class reference {
- public:
-  reference() {
-    model_ = std::make_unique<engine::model>(*engine::model::load(shared("stories260K.bin")));
-    tok_ = std::make_unique<engine::tokenizer>(
-        *engine::tokenizer::load(shared("tok512.bin"), model_->config().vocab_size));
-    engine::engine_options o;
-    o.max_sequences = 1;
-    engine_ = std::move(*engine::cpu_engine::create(*model_, o));
-  }
-  /// What llama2.c prints for `max_tokens` new tokens after a prompt of `prompt_tokens`
-  /// (BOS included): its -n counts positions, the prompt's included.
-  std::string operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
-                         int prompt_tokens, int max_tokens) {
-    return *engine::generate_text(*engine_, *tok_, prompt,
-                                  {t, p, seed, prompt_tokens + max_tokens - 1});
-  }
-
- private:
-  std::unique_ptr<engine::model> model_;
-  std::unique_ptr<engine::tokenizer> tok_;
-  std::unique_ptr<engine::cpu_engine> engine_;
-};
-
 struct command_result {
   int status = -1;
   std::string out;
@@ -148,7 +119,8 @@ class HttpCluster : public ::testing::Test {
 
   /// Checks a completion's echoed prompt + text against the single-process output.
   void expect_reference(const std::string& echoed, int prompt_tokens, int max_tokens) {
-    EXPECT_EQ(echoed + "\n", reference_(prompt_, 0.8f, 0.95f, 7, prompt_tokens, max_tokens));
+    // llama2.c's -n counts positions, the prompt's (BOS included) among them.
+    EXPECT_EQ(echoed + "\n", reference_(prompt_, 0.8f, 0.95f, 7, prompt_tokens + max_tokens - 1));
   }
 
   [[nodiscard]] std::string completion_body(bool stream, int max_tokens = 60) const {

@@ -26,36 +26,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string shared(const char* name) {
-  return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
-
-/// The single-process output for the same request (the oracle).
-class reference {
- public:
-  reference() {
-    model_ = std::make_unique<engine::model>(*engine::model::load(shared("stories260K.bin")));
-    tok_ = std::make_unique<engine::tokenizer>(
-        *engine::tokenizer::load(shared("tok512.bin"), model_->config().vocab_size));
-    engine::engine_options o;
-    o.max_sequences = 1;
-    engine_ = std::move(*engine::cpu_engine::create(*model_, o));
-  }
-  std::string operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
-                         int steps) {
-    return *engine::generate_text(*engine_, *tok_, prompt, {t, p, seed, steps});
-  }
-
- private:
-  std::unique_ptr<engine::model> model_;
-  std::unique_ptr<engine::tokenizer> tok_;
-  std::unique_ptr<engine::cpu_engine> engine_;
-};
 
 struct outcome {
   expected<client::generate_result> result = fail(errc::failed, "not run");
