@@ -5,11 +5,9 @@
 #include <chrono>
 #include <ctime>
 #include <deque>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <sstream>
-#include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -1083,47 +1081,25 @@ bool http_stream::send(response r) {
 class server_impl final : public http_server {
  public:
   server_impl(http_options options, generate_handler& handler)
-      : core_{std::move(options), handler, {}, {}, {1}, nullptr}, acceptor_(io_) {
-    core_.posts = std::make_shared<gate>(io_.get_executor());
+      : core_{std::move(options), handler, {}, {}, {1}, nullptr} {
+    core_.posts = std::make_shared<gate>(server_.io().get_executor());
   }
 
   expected<void> listen() {
-    auto endpoints = detail::resolve(io_, core_.options.address);
-    if (!endpoints) return tl::unexpected(endpoints.error());
-    error_code ec;
-    const auto at = endpoints->front();
-    acceptor_.open(at.protocol(), ec);
-    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(at, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return fail(errc::failed,
-                  fmt::format("http address {}: {}", core_.options.address, ec.message()));
-    }
-    port_ = acceptor_.local_endpoint().port();
-    accept();
-    thread_ = std::thread([this] { io_.run(); });
-    return {};
+    return server_.listen(core_.options.address,
+                          [this](tcp::socket socket) { on_accept(std::move(socket)); });
   }
 
   ~server_impl() override {
-    if (!thread_.joinable()) return;
-    std::promise<void> stopped;
-    asio::post(io_, [this, &stopped] {
-      error_code ignored;
-      acceptor_.close(ignored);
+    server_.stop([this] {
       for (auto& [ptr, weak] : sessions_) {
         if (auto s = weak.lock()) s->close(cancel_reason::server_stopping);
       }
-      stopped.set_value();
+      core_.posts->close();
     });
-    stopped.get_future().wait();
-    core_.posts->close();
-    io_.stop();
-    thread_.join();
   }
 
-  [[nodiscard]] std::uint16_t local_port() const override { return port_; }
+  [[nodiscard]] std::uint16_t local_port() const override { return server_.port(); }
 
   [[nodiscard]] http_stats stats() const override {
     const auto& c = core_.stats;
@@ -1133,17 +1109,7 @@ class server_impl final : public http_server {
   }
 
  private:
-  void accept() {
-    acceptor_.async_accept([this](error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) on_accept(std::move(socket));
-      accept();
-    });
-  }
-
   void on_accept(tcp::socket socket) {
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
     std::erase_if(sessions_, [](const auto& entry) { return entry.second.expired(); });
     auto s = std::make_shared<session>(std::move(socket), core_);
     sessions_.emplace(s.get(), s);
@@ -1157,11 +1123,8 @@ class server_impl final : public http_server {
   }
 
   server_core core_;
-  asio::io_context io_{1};
-  tcp::acceptor acceptor_;
-  std::uint16_t port_ = 0;
   std::unordered_map<session*, std::weak_ptr<session>> sessions_;  // io thread only
-  std::thread thread_;
+  detail::acceptor_thread server_{"http"};                         // last: its thread stops first
 };
 
 }  // namespace
