@@ -137,20 +137,15 @@ tcp_sink::~tcp_sink() {
 expected<double> tcp_sink::measure(std::uint64_t size, std::uint64_t total) {
   std::vector<char> buffer(size, 'x');
   const std::uint64_t count = std::max<std::uint64_t>(4, total / size);
-  std::vector<double> reps;
-  for (int rep = 0; rep < 3; ++rep) {
-    std::uint64_t header[2] = {size, count * size};
-    auto start = clock::now();
-    if (!write_all(fd_, header, sizeof(header))) return fail(errc::disconnected, "tcp sink");
-    for (std::uint64_t i = 0; i < count; ++i)
-      if (!write_all(fd_, buffer.data(), size)) return fail(errc::disconnected, "tcp sink");
-    char ack = 0;
-    if (!read_all(fd_, &ack, 1)) return fail(errc::disconnected, "tcp sink: no ack");
-    const double s = std::chrono::duration<double>(clock::now() - start).count();
-    reps.push_back(static_cast<double>(count * size) / s / 1e9);
-  }
-  std::sort(reps.begin(), reps.end());
-  return reps[1];
+  std::uint64_t header[2] = {size, count * size};
+  auto start = clock::now();
+  if (!write_all(fd_, header, sizeof(header))) return fail(errc::disconnected, "tcp sink");
+  for (std::uint64_t i = 0; i < count; ++i)
+    if (!write_all(fd_, buffer.data(), size)) return fail(errc::disconnected, "tcp sink");
+  char ack = 0;
+  if (!read_all(fd_, &ack, 1)) return fail(errc::disconnected, "tcp sink: no ack");
+  const double s = std::chrono::duration<double>(clock::now() - start).count();
+  return static_cast<double>(count * size) / s / 1e9;
 }
 
 expected<tcp_sink> start_tcp_sink() {

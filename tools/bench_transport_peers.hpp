@@ -38,8 +38,8 @@ class tcp_sink {
   }
   tcp_sink& operator=(tcp_sink&&) = delete;
 
-  /// Streams `total` bytes in send() calls of `size` bytes; median GB/s of 3 runs, each
-  /// timed until the sink acknowledges the last byte.
+  /// Streams `total` bytes (at least 4 sends) in send() calls of `size` bytes; GB/s of
+  /// that one repetition, timed until the sink acknowledges the last byte.
   [[nodiscard]] expected<double> measure(std::uint64_t size, std::uint64_t total);
 
  private:

@@ -85,6 +85,9 @@ struct endpoint_limits {
   std::size_t max_grants_per_peer = 65536;
   std::size_t max_pending_events = 4096;  ///< unpolled incoming messages; beyond: dropped, counted
   std::size_t receive_depth = 32;         ///< receive buffers posted (fabric)
+  /// Registered send buffers (fabric, when local memory must be registered, FI_MR_LOCAL);
+  /// a send waits for a free one.
+  std::size_t send_depth = 64;
   std::uint64_t max_rma_bytes = std::uint64_t{1} << 30;  ///< one write/read at most
 };
 
@@ -105,6 +108,9 @@ struct endpoint_config {
   address bind;          ///< where to listen (see address)
   endpoint_limits limits{};
   std::uint64_t seed = 0;  ///< seeds region keys and node id; 0 draws from the OS
+  /// For tests: behave as if the provider required FI_MR_LOCAL (verbs, efa), so tcp and
+  /// shm run the path that gives a registered descriptor for every local buffer.
+  bool require_local_mr = false;
 };
 
 }  // namespace baton::transport

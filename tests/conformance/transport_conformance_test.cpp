@@ -19,14 +19,32 @@ namespace {
 using namespace std::chrono_literals;
 using testing::await_event;
 
+// local_mr: the endpoints behave as if the provider required FI_MR_LOCAL (as verbs and
+// efa do), so every frame and RMA buffer goes with a registered descriptor.
 struct loopback_kind {
   static constexpr const char* provider = "loopback";
+  static constexpr const char* name = "loopback";
+  static constexpr bool local_mr = false;
 };
 struct tcp_kind {
   static constexpr const char* provider = "tcp";
+  static constexpr const char* name = "tcp";
+  static constexpr bool local_mr = false;
 };
 struct shm_kind {
   static constexpr const char* provider = "shm";
+  static constexpr const char* name = "shm";
+  static constexpr bool local_mr = false;
+};
+struct tcp_local_mr_kind {
+  static constexpr const char* provider = "tcp";
+  static constexpr const char* name = "tcp_local_mr";
+  static constexpr bool local_mr = true;
+};
+struct shm_local_mr_kind {
+  static constexpr const char* provider = "shm";
+  static constexpr const char* name = "shm_local_mr";
+  static constexpr bool local_mr = true;
 };
 
 deadline in(std::chrono::milliseconds ms) {
@@ -65,6 +83,7 @@ class TransportConformance : public ::testing::Test {
     endpoint_config config;
     config.provider = Kind::provider;
     config.limits = limits;
+    config.require_local_mr = Kind::local_mr;
     if (config.provider == "tcp") config.bind.text = "127.0.0.1:0";
     if (config.provider == "shm") config.bind.text = testing::shm_name(role);
     if (config.provider == "loopback") config.bind.text = role;
@@ -97,12 +116,13 @@ class TransportConformance : public ::testing::Test {
   peer_id b_to_a_{};
 };
 
-using Kinds = ::testing::Types<loopback_kind, tcp_kind, shm_kind>;
+using Kinds =
+    ::testing::Types<loopback_kind, tcp_kind, shm_kind, tcp_local_mr_kind, shm_local_mr_kind>;
 class KindNames {
  public:
   template <class T>
   static std::string GetName(int) {
-    return T::provider;
+    return T::name;
   }
 };
 TYPED_TEST_SUITE(TransportConformance, Kinds, KindNames);
@@ -334,7 +354,7 @@ TYPED_TEST(TransportConformance, SendsFromManyThreadsArriveInEachThreadsOrder) {
     record(e);
     return true;
   });
-  std::printf("%s: event handler %s\n", TypeParam::provider, handler ? "installed" : "unsupported");
+  std::printf("%s: event handler %s\n", TypeParam::name, handler ? "installed" : "unsupported");
   std::atomic<std::uint64_t> done{0};
   std::vector<std::thread> senders;
   for (std::uint64_t t = 0; t < threads; ++t) {
@@ -377,6 +397,25 @@ TYPED_TEST(TransportConformance, SendsFromManyThreadsArriveInEachThreadsOrder) {
   for (std::uint64_t t = 0; t < threads; ++t) {
     ASSERT_EQ(got[t].size(), per_thread) << "thread " << t;
     for (std::uint64_t i = 0; i < per_thread; ++i) ASSERT_EQ(got[t][i], i) << "thread " << t;
+  }
+}
+
+// verbs and efa (which require FI_MR_LOCAL) are chosen by the same code as tcp and shm;
+// without their hardware they fail at once, by name, and are never replaced by another.
+TEST(FabricProviders, WithoutTheirDeviceVerbsAndEfaFailAtOnce) {
+  for (const char* provider : {"verbs", "efa"}) {
+    endpoint_config config;
+    config.provider = provider;
+    const auto start = clock::now();
+    auto ep = make_endpoint(config);
+    if (ep) {
+      std::printf("%s: a device is present, opened\n", provider);
+      continue;
+    }
+    EXPECT_EQ(ep.error().code, errc::not_found) << provider;
+    EXPECT_NE(ep.error().message.find("provider not available"), std::string::npos)
+        << ep.error().to_string();
+    EXPECT_LT(clock::now() - start, 2s) << provider;
   }
 }
 

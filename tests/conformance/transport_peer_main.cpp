@@ -1,5 +1,5 @@
 // The peer process of the two-process transport tests:
-//   transport_peer <provider> <parent address> <bind address>
+//   transport_peer <provider> <parent address> <bind address> [local-mr|plain]
 // Joins the parent, grants it a 64 MiB write region and a 64 MiB read region filled with
 // testing::fill(.., 77), announces both, then answers every notify (and every digest
 // request) with the digest of the written prefix until told to quit, 60 s pass or the
@@ -51,13 +51,15 @@ int serve(endpoint& ep, peer_id parent, region_id written) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: transport_peer <provider> <parent address> <bind>\n");
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr,
+                 "usage: transport_peer <provider> <parent address> <bind> [local-mr|plain]\n");
     return 1;
   }
   endpoint_config config;
   config.provider = argv[1];
   config.bind.text = argv[3];
+  config.require_local_mr = argc == 5 && std::string(argv[4]) == "local-mr";
   auto ep = make_endpoint(config);
   if (!ep) {
     std::fprintf(stderr, "transport_peer: %s\n", ep.error().to_string().c_str());

@@ -66,11 +66,26 @@ class child_process {
   pid_t pid_ = -1;
 };
 
+// local_mr: both processes behave as if the provider required FI_MR_LOCAL.
 struct tcp_kind {
   static constexpr const char* provider = "tcp";
+  static constexpr const char* name = "tcp";
+  static constexpr bool local_mr = false;
 };
 struct shm_kind {
   static constexpr const char* provider = "shm";
+  static constexpr const char* name = "shm";
+  static constexpr bool local_mr = false;
+};
+struct tcp_local_mr_kind {
+  static constexpr const char* provider = "tcp";
+  static constexpr const char* name = "tcp_local_mr";
+  static constexpr bool local_mr = true;
+};
+struct shm_local_mr_kind {
+  static constexpr const char* provider = "shm";
+  static constexpr const char* name = "shm_local_mr";
+  static constexpr bool local_mr = true;
 };
 
 template <class Kind>
@@ -79,14 +94,16 @@ class TransportTwoProcess : public ::testing::Test {
   void SetUp() override {
     endpoint_config config;
     config.provider = Kind::provider;
+    config.require_local_mr = Kind::local_mr;
     const bool tcp = config.provider == "tcp";
     config.bind.text = tcp ? "127.0.0.1:0" : testing::shm_name("parent");
     auto ep = make_endpoint(config);
     ASSERT_TRUE(ep.has_value()) << ep.error().to_string();
     ep_ = std::move(*ep);
     peer_name_ = tcp ? "127.0.0.1:0" : testing::shm_name("peer");
-    peer_ = std::make_unique<child_process>(std::vector<std::string>{
-        BATON_TRANSPORT_PEER, Kind::provider, ep_->local_address().text, peer_name_});
+    peer_ = std::make_unique<child_process>(
+        std::vector<std::string>{BATON_TRANSPORT_PEER, Kind::provider, ep_->local_address().text,
+                                 peer_name_, Kind::local_mr ? "local-mr" : "plain"});
     ASSERT_TRUE(peer_->started());
     auto ready = await_event(
         *ep_, [](const event& e) { return e.kind == event_kind::message; }, 20000ms);
@@ -151,12 +168,12 @@ class TransportTwoProcess : public ::testing::Test {
   std::vector<event> stash_;
 };
 
-using Kinds = ::testing::Types<tcp_kind, shm_kind>;
+using Kinds = ::testing::Types<tcp_kind, shm_kind, tcp_local_mr_kind, shm_local_mr_kind>;
 class KindNames {
  public:
   template <class T>
   static std::string GetName(int) {
-    return T::provider;
+    return T::name;
   }
 };
 TYPED_TEST_SUITE(TransportTwoProcess, Kinds, KindNames);
@@ -272,6 +289,7 @@ TYPED_TEST(TransportBadInput, MalformedFramesAreCountedAndTheEndpointKeepsServin
   auto make = [&](const std::string& role) {
     endpoint_config config;
     config.provider = TypeParam::provider;
+    config.require_local_mr = TypeParam::local_mr;
     config.bind.text = tcp ? "127.0.0.1:0" : testing::shm_name(role);
     return make_endpoint(config);
   };

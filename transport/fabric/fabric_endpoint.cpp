@@ -157,33 +157,17 @@ expected<region_id> fabric_endpoint::allocate_region(std::size_t bytes) {
   mem->bytes = bytes;
   expected<region_id> id = fail(errc::failed, "allocate_region: not run");
   run_on_progress([&] {
-    int rc = -FI_ENOKEY;
-    fid_mr* mr = nullptr;
-    for (int attempt = 0; attempt < 8 && rc == -FI_ENOKEY; ++attempt) {
-      std::uint64_t requested = 0;
-      {
-        std::lock_guard lock(state_mu_);
-        requested = rng_();
-      }
-      rc = fi_mr_reg(domain_.get(), mem->memory.get(), bytes,
-                     FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE, 0,
-                     requested, 0, &mr, nullptr);
-    }
-    if (rc != 0) {
-      id = fail(errc::failed, fmt::format("fi_mr_reg: {}", fi_strerror(-rc)));
+    auto mr =
+        register_memory(*domain_, mr_endpoint_ ? ep_.get() : nullptr, mem->memory.get(), bytes,
+                        FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE,
+                        [this] { return next_key(); });
+    if (!mr) {
+      id = tl::unexpected(mr.error());
       return;
     }
-    mem->mr.reset(mr);
-    if (mr_endpoint_) {
-      rc = fi_mr_bind(mr, &ep_->fid, 0);
-      if (rc == 0) rc = fi_mr_enable(mr);
-      if (rc != 0) {
-        id = fail(errc::failed, fmt::format("fi_mr_bind/enable: {}", fi_strerror(-rc)));
-        return;
-      }
-    }
-    mem->desc = fi_mr_desc(mr);
-    mem->key = fi_mr_key(mr);
+    mem->mr = std::move(*mr);
+    mem->desc = fi_mr_desc(mem->mr.get());
+    mem->key = fi_mr_key(mem->mr.get());
     std::lock_guard lock(state_mu_);
     id = static_cast<region_id>(next_region_++);
     regions_[*id] = mem;

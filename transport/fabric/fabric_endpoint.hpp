@@ -16,9 +16,11 @@
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
 
+#include "base/check.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/fabric/fabric_types.hpp"
 #include "transport/fabric/fid.hpp"
+#include "transport/fabric/registration.hpp"
 #include "transport/frame.hpp"
 #include "transport/grant_table.hpp"
 
@@ -60,6 +62,11 @@ class fabric_endpoint final : public endpoint {
   // Set-up (fabric_setup.cpp).
   [[nodiscard]] expected<void> open_fids();
   [[nodiscard]] expected<void> learn_local_address();
+  /// Allocates (and with mr_local_ registers) the receive and send slabs, then posts
+  /// every receive buffer.
+  [[nodiscard]] expected<void> open_buffers();
+  /// A fresh requested key for fi_mr_reg (see key_source).
+  [[nodiscard]] std::uint64_t next_key();
 
   // Owner-thread helpers (fabric_endpoint.cpp).
   void run_on_progress(std::function<void()> command);
@@ -80,6 +87,12 @@ class fabric_endpoint final : public endpoint {
   /// was posted (or failed at once).
   bool post_pending();
   [[nodiscard]] int post(op& operation);
+  [[nodiscard]] int post_send(op& operation);
+  /// `desc` for a data-transfer call; with mr_local_ it must be a registration's.
+  [[nodiscard]] void* local_desc(void* desc) const {
+    BATON_CHECK(!mr_local_ || desc != nullptr, "FI_MR_LOCAL: a local buffer without descriptor");
+    return desc;
+  }
   /// Reads every completion available, first blocking up to `block_ms` in fi_cq_sread
   /// unless it is negative. True if anything was read.
   bool read_completions(int block_ms);
@@ -101,6 +114,9 @@ class fabric_endpoint final : public endpoint {
   bool virt_addr_ = false;
   bool prov_key_ = false;
   bool mr_endpoint_ = false;
+  /// Every local buffer of a data transfer needs a descriptor (FI_MR_LOCAL, or
+  /// config.require_local_mr): frames go through the registered slabs below.
+  bool mr_local_ = false;
   /// fi_cq_sread sleeps on tcp; on shm it spins and ignores its timeout (measured: 67% of
   /// a core, no return in 2 s), so shm polls with a backoff and sleeps on wake_cv_.
   bool blocking_wait_ = true;
@@ -149,6 +165,10 @@ class fabric_endpoint final : public endpoint {
 
   // Progress thread only.
   std::function<bool(event&)> handler_;  // set through run_on_progress
+  // Declared before the operations and slots that use them; their registrations close
+  // before domain_ (declared earlier) does.
+  slab rx_memory_;  ///< receive_depth receive buffers, registered if mr_local_
+  slab tx_memory_;  ///< send_depth send buffers, only with mr_local_
   std::unordered_map<op*, std::unique_ptr<op>> live_;
   std::deque<op*> pending_;
   std::vector<std::unique_ptr<rx_slot>> rx_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
@@ -150,12 +151,10 @@ bool fabric_endpoint::post_pending() {
 int fabric_endpoint::post(op& o) {
   switch (o.kind) {
     case op_kind::send:
-    case op_kind::internal:
-      return static_cast<int>(
-          fi_tsend(ep_.get(), o.frame.data(), o.frame.size(), nullptr, o.addr, 0, &o.ctx.raw));
+    case op_kind::internal: return post_send(o);
     case op_kind::write: {
       iovec iov{o.local, o.length};
-      void* desc = o.mem->desc;
+      void* desc = local_desc(o.mem->desc);
       fi_rma_iov rma{o.remote_addr, o.length, o.remote_key};
       fi_msg_rma msg{&iov, &desc, 1, o.addr, &rma, 1, &o.ctx.raw, o.notify.value_or(0)};
       // Delivery complete, so the completion means the data landed. shm in VIRT_ADDR mode
@@ -168,13 +167,35 @@ int fabric_endpoint::post(op& o) {
     }
     case op_kind::read: {
       iovec iov{o.local, o.length};
-      void* desc = o.mem->desc;
+      void* desc = local_desc(o.mem->desc);
       fi_rma_iov rma{o.remote_addr, o.length, o.remote_key};
       fi_msg_rma msg{&iov, &desc, 1, o.addr, &rma, 1, &o.ctx.raw, 0};
       return static_cast<int>(fi_readmsg(ep_.get(), &msg, FI_COMPLETION));
     }
   }
   return -FI_EINVAL;
+}
+
+int fabric_endpoint::post_send(op& o) {
+  if (!mr_local_)
+    return static_cast<int>(
+        fi_tsend(ep_.get(), o.frame.data(), o.frame.size(), nullptr, o.addr, 0, &o.ctx.raw));
+  // The frame is copied into a registered send buffer, which stays with the operation
+  // until the provider completes it. None free: wait like a full queue (only posted
+  // sends hold one, so a peer that refuses everything cannot starve the others).
+  if (o.frame.size() > tx_memory_.slot_bytes()) return -FI_EMSGSIZE;
+  auto index = tx_memory_.acquire();
+  if (!index) return -FI_EAGAIN;
+  auto buffer = tx_memory_.slot(*index);
+  std::memcpy(buffer.data(), o.frame.data(), o.frame.size());
+  auto rc = static_cast<int>(fi_tsend(ep_.get(), buffer.data(), o.frame.size(),
+                                      local_desc(tx_memory_.desc()), o.addr, 0, &o.ctx.raw));
+  if (rc == 0) {
+    o.send_slot = *index;
+  } else {
+    tx_memory_.release(*index);
+  }
+  return rc;
 }
 
 int fabric_endpoint::next_timeout_ms() const {
@@ -268,8 +289,8 @@ void fabric_endpoint::repost(rx_slot& slot) {
   // The receive queue holds receive_depth slots and each is reposted once, so this
   // cannot see -FI_EAGAIN for long; retry a bounded number of times with progress.
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    ssize_t rc = fi_trecv(ep_.get(), slot.buffer.data(), slot.buffer.size(), nullptr,
-                          FI_ADDR_UNSPEC, 0, 0, &slot.ctx.raw);
+    ssize_t rc = fi_trecv(ep_.get(), slot.buffer.data(), slot.buffer.size(),
+                          local_desc(rx_memory_.desc()), FI_ADDR_UNSPEC, 0, 0, &slot.ctx.raw);
     if (rc != -FI_EAGAIN) return;
     fi_cq_tagged_entry scratch;
     (void)fi_cq_read(cq_.get(), &scratch, 0);
@@ -363,6 +384,7 @@ void fabric_endpoint::finish(op* operation, expected<void> status) {
   if (it == live_.end()) return;
   std::unique_ptr<op> owned = std::move(it->second);
   live_.erase(it);
+  if (owned->send_slot) tx_memory_.release(*owned->send_slot);  // the provider let go
   if (owned->expired) {
     counters_.expired_ops_held.fetch_sub(1);  // the provider let go: buffers may go now
     return;

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -44,8 +45,9 @@ info_ptr make_hints(const provider_choice& choice) {
   hints->ep_attr->type = FI_EP_RDM;
   hints->caps = FI_MSG | FI_TAGGED | FI_RMA | FI_SOURCE;
   hints->mode = FI_CONTEXT | FI_CONTEXT2;
-  // The app supports every mode bit except FI_MR_LOCAL; obey what comes back.
-  hints->domain_attr->mr_mode = FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  // The app supports every mode bit (verbs and efa need FI_MR_LOCAL); obey what comes back.
+  hints->domain_attr->mr_mode =
+      FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   hints->domain_attr->threading = FI_THREAD_DOMAIN;
   hints->tx_attr->msg_order = FI_ORDER_SAS;
   hints->fabric_attr->prov_name = strdup(choice.libfabric_name);  // freed by fi_freeinfo
@@ -107,8 +109,9 @@ expected<void> fabric_endpoint::open(info_ptr info) {
   info_ = std::move(info);
   auto mode = info_->domain_attr->mr_mode;
   if (mode == FI_MR_BASIC) mode = FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ALLOCATED;
-  if ((mode & FI_MR_LOCAL) != 0)
-    return fail(errc::not_found, "provider needs FI_MR_LOCAL, which Baton does not support yet");
+  // FI_LOCAL_MR is the pre-1.5 spelling of FI_MR_LOCAL, as a mode bit.
+  mr_local_ =
+      (mode & FI_MR_LOCAL) != 0 || (info_->mode & FI_LOCAL_MR) != 0 || config_.require_local_mr;
   blocking_wait_ = config_.provider != "shm";
   virt_addr_ = (mode & FI_MR_VIRT_ADDR) != 0;
   shm_direct_write_ = config_.provider == "shm" && virt_addr_;
@@ -116,18 +119,43 @@ expected<void> fabric_endpoint::open(info_ptr info) {
   mr_endpoint_ = (mode & FI_MR_ENDPOINT) != 0;
   if (auto ok = open_fids(); !ok) return ok;
   if (auto ok = learn_local_address(); !ok) return ok;
-  for (std::size_t i = 0; i < config_.limits.receive_depth; ++i) {
+  if (auto ok = open_buffers(); !ok) return ok;
+  progress_ = std::thread([this] { progress_loop(); });
+  return {};
+}
+
+std::uint64_t fabric_endpoint::next_key() {
+  std::lock_guard lock(state_mu_);
+  return rng_();
+}
+
+expected<void> fabric_endpoint::open_buffers() {
+  // With mr_local_ both slabs are registered here, once; without it the receive slab is
+  // plain memory and sends go from the operation's own frame (no copy, no descriptor).
+  fid_domain* domain = mr_local_ ? domain_.get() : nullptr;
+  fid_ep* bind_to = mr_endpoint_ ? ep_.get() : nullptr;
+  const key_source keys = [this] { return next_key(); };
+  const std::size_t frame_bytes = frame::header_bytes + config_.limits.max_message_bytes;
+  auto rx = slab::make(config_.limits.receive_depth, frame_bytes, domain, bind_to, FI_RECV, keys);
+  if (!rx) return tl::unexpected(rx.error());
+  rx_memory_ = std::move(*rx);
+  if (mr_local_) {
+    // Internal frames (a hello carries our raw address) fit even with a tiny message limit.
+    constexpr std::size_t internal_frame_bytes = 1024;
+    auto tx = slab::make(config_.limits.send_depth, std::max(frame_bytes, internal_frame_bytes),
+                         domain, bind_to, FI_SEND, keys);
+    if (!tx) return tl::unexpected(tx.error());
+    tx_memory_ = std::move(*tx);
+  }
+  for (std::uint32_t i = 0; i < rx_memory_.slots(); ++i) {
     auto slot = std::make_unique<rx_slot>();
     slot->ctx.as_rx = slot.get();
-    slot->buffer.resize(frame::header_bytes + config_.limits.max_message_bytes);
-    rx_.push_back(std::move(slot));
-  }
-  for (auto& slot : rx_) {
-    int rc = fi_trecv(ep_.get(), slot->buffer.data(), slot->buffer.size(), nullptr, FI_ADDR_UNSPEC,
-                      0, 0, &slot->ctx.raw);
+    slot->buffer = rx_memory_.slot(i);
+    int rc = fi_trecv(ep_.get(), slot->buffer.data(), slot->buffer.size(),
+                      local_desc(rx_memory_.desc()), FI_ADDR_UNSPEC, 0, 0, &slot->ctx.raw);
+    rx_.push_back(std::move(slot));  // posted or not, it must outlive the endpoint
     if (auto ok = check(rc, "fi_trecv"); !ok) return ok;
   }
-  progress_ = std::thread([this] { progress_loop(); });
   return {};
 }
 

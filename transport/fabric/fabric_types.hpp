@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -64,14 +65,17 @@ struct op {
   std::uint64_t remote_addr = 0;
   std::uint64_t remote_key = 0;
   std::optional<std::uint64_t> notify;
+  /// The registered send buffer holding a copy of `frame` while the provider has it
+  /// (FI_MR_LOCAL only); returned when the operation finishes.
+  std::optional<std::uint32_t> send_slot;
   bool posted = false;
   bool expired = false;
 };
 
-/// One posted receive buffer.
+/// One posted receive buffer: a slot of the endpoint's receive slab.
 struct rx_slot {
   context ctx;
-  std::vector<std::byte> buffer;
+  std::span<std::byte> buffer;
 };
 
 struct peer_entry {
