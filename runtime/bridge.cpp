@@ -1,5 +1,6 @@
 #include "runtime/bridge.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <vector>
@@ -37,7 +38,12 @@ struct bridge_state {
   std::optional<wire::decoder> decoder;  // optional: decoders are not movable
   std::optional<flow_control> flow;
   std::deque<std::pair<wire::encoded_frame, wire::actor_address>> waiting;  // for credit
-  std::map<std::uint64_t, caf::response_promise> pending;                   // requests
+  struct pending_request {
+    caf::response_promise promise;
+    clock::time_point deadline;
+  };
+  std::map<std::uint64_t, pending_request> pending;  // requests by message id
+  bool sweep_scheduled = false;                      // an expire_atom is on its way
   // Remote actors on the peer that local actors watch: remote name -> local watchers.
   std::map<std::string, std::vector<std::string>> watching;
   // Local actors the peer watches: local actor -> (its name, remote watchers).
@@ -163,9 +169,9 @@ void dispatch(bridge_actor* self, inbound in) {
     auto it = st.pending.find(f->in_reply_to);
     if (it != st.pending.end()) {
       if (const auto* failed = std::get_if<wire::failure>(&body)) {
-        it->second.deliver(to_caf(error{failed->code, failed->message}));
+        it->second.promise.deliver(to_caf(error{failed->code, failed->message}));
       } else {
-        it->second.deliver(in);
+        it->second.promise.deliver(in);
       }
       st.pending.erase(it);
       if (flow_controlled(body)) {
@@ -189,9 +195,22 @@ void dispatch(bridge_actor* self, inbound in) {
   deliver_app_frame(self, std::move(in));
 }
 
+/// One timer for all requests, not one each (each would wake CAF's clock thread): it
+/// fires at the earliest deadline, expires what is due and sets itself again.
+void schedule_sweep(bridge_actor* self) {
+  auto& st = self->state;
+  if (st.sweep_scheduled || st.pending.empty()) return;
+  auto earliest = clock::time_point::max();
+  for (const auto& [id, request] : st.pending) earliest = std::min(earliest, request.deadline);
+  st.sweep_scheduled = true;
+  self->delayed_send(
+      self, std::max<clock::duration>(earliest - clock::now(), std::chrono::milliseconds(1)),
+      expire_atom::value);
+}
+
 void fail_everything(bridge_actor* self, const error& reason) {
   auto& st = self->state;
-  for (auto& [id, promise] : st.pending) promise.deliver(to_caf(reason));
+  for (auto& [id, request] : st.pending) request.promise.deliver(to_caf(reason));
   st.pending.clear();
   for (const auto& [remote, watchers] : st.watching) {
     for (const auto& watcher : watchers) {
@@ -242,17 +261,24 @@ caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer) {
         const auto deadline = o.deadline;
         auto id = post(self, make_frame(self, o));
         if (!id) return to_caf(id.error());
-        self->state.pending.emplace(*id, rp);
-        const auto left = deadline - clock::now();
-        self->delayed_send(self, std::max<clock::duration>(left, std::chrono::milliseconds(1)),
-                           expire_atom::value, *id);
+        self->state.pending.emplace(*id, bridge_state::pending_request{rp, deadline});
+        schedule_sweep(self);
         return caf::delegated<inbound>{};
       },
-      [self](expire_atom, std::uint64_t id) {
-        auto it = self->state.pending.find(id);
-        if (it == self->state.pending.end()) return;
-        it->second.deliver(to_caf(error{errc::timed_out, "no reply before the deadline"}));
-        self->state.pending.erase(it);
+      [self](expire_atom) {
+        auto& s = self->state;
+        s.sweep_scheduled = false;
+        const auto now = clock::now();
+        for (auto it = s.pending.begin(); it != s.pending.end();) {
+          if (it->second.deadline > now) {
+            ++it;
+            continue;
+          }
+          it->second.promise.deliver(
+              to_caf(error{errc::timed_out, "no reply before the deadline"}));
+          it = s.pending.erase(it);
+        }
+        schedule_sweep(self);
       },
       [self](raw_frame& r) {
         auto& s = self->state;
