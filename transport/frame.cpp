@@ -36,6 +36,10 @@ expected<void> check_payload(kind type, std::size_t n, std::size_t max_message_b
     case kind::revoke:
       if (n != revoke_bytes) return fail(errc::invalid_argument, "frame: bad revoke size");
       return {};
+    case kind::batch:
+      if (n < header_bytes || n > max_message_bytes)
+        return fail(errc::invalid_argument, fmt::format("frame: batch of {} bytes", n));
+      return {};
   }
   return fail(errc::invalid_argument, "frame: unknown kind");
 }
@@ -62,7 +66,7 @@ expected<view> decode(std::span<const std::byte> bytes, std::size_t max_message_
   if (get<std::uint8_t>(bytes.data() + 5) != version)
     return fail(errc::invalid_argument, "frame: unsupported version");
   auto raw_kind = get<std::uint8_t>(bytes.data() + 4);
-  if (raw_kind < 1 || raw_kind > 4) return fail(errc::invalid_argument, "frame: unknown kind");
+  if (raw_kind < 1 || raw_kind > 5) return fail(errc::invalid_argument, "frame: unknown kind");
   auto length = get<std::uint32_t>(bytes.data() + 16);
   if (length != bytes.size() - header_bytes)
     return fail(errc::invalid_argument, fmt::format("frame: length field {} but {} payload bytes",
@@ -72,6 +76,26 @@ expected<view> decode(std::span<const std::byte> bytes, std::size_t max_message_
   if (auto ok = check_payload(v.type, v.payload.size(), max_message_bytes); !ok)
     return tl::unexpected(ok.error());
   return v;
+}
+
+expected<std::vector<view>> split_batch(std::span<const std::byte> payload, node_id sender,
+                                        std::size_t max_message_bytes) {
+  std::vector<view> out;
+  while (!payload.empty()) {
+    if (payload.size() < header_bytes)
+      return fail(errc::invalid_argument, "frame: batch ends inside a header");
+    const std::size_t length = header_bytes + get<std::uint32_t>(payload.data() + 16);
+    if (length > payload.size())
+      return fail(errc::invalid_argument, "frame: batch ends inside a message");
+    auto inner = decode(payload.first(length), max_message_bytes);
+    if (!inner) return tl::unexpected(inner.error());
+    if (inner->type != kind::message || inner->sender != sender)
+      return fail(errc::invalid_argument, "frame: a batch holds only its sender's messages");
+    out.push_back(*inner);
+    payload = payload.subspan(length);
+  }
+  if (out.empty()) return fail(errc::invalid_argument, "frame: empty batch");
+  return out;
 }
 
 std::vector<std::byte> encode_hello(const hello_payload& hello) {

@@ -16,12 +16,13 @@
 ///   u32 magic 'BTN1' | u8 kind | u8 version (1) | u16 zero | u64 sender node |
 ///   u32 payload bytes | u32 zero
 /// Payloads: hello = u64 the sender's max_message_bytes, then its raw provider address;
-/// message = user bytes;
+/// message = user bytes; batch = message frames (header and payload each) back to back,
+/// at least one, sent together to save a provider message each;
 /// grant = u64 key, u64 base, u64 offset, u64 length; revoke = u64 key, u64 offset,
 /// u64 length.
 namespace baton::transport::frame {
 
-enum class kind : std::uint8_t { hello = 1, message = 2, grant = 3, revoke = 4 };
+enum class kind : std::uint8_t { hello = 1, message = 2, grant = 3, revoke = 4, batch = 5 };
 
 inline constexpr std::size_t header_bytes = 24;
 inline constexpr std::uint32_t magic = 0x314e5442;  // "BTN1" read as little-endian
@@ -41,9 +42,16 @@ struct view {
                                             std::span<const std::byte> payload);
 
 /// Checks magic, version, kind, the length field against `bytes` and the per-kind payload
-/// size (messages at most `max_message_bytes`); errc::invalid_argument says what is wrong.
+/// size (messages and batches at most `max_message_bytes`); errc::invalid_argument says
+/// what is wrong.
 [[nodiscard]] expected<view> decode(std::span<const std::byte> bytes,
                                     std::size_t max_message_bytes);
+
+/// The message frames of a batch's payload, each checked as decode() checks a frame; all
+/// must be messages from `sender`, or the whole batch is refused.
+[[nodiscard]] expected<std::vector<view>> split_batch(std::span<const std::byte> payload,
+                                                      node_id sender,
+                                                      std::size_t max_message_bytes);
 
 struct hello_payload {
   std::uint64_t max_message_bytes = 0;

@@ -100,6 +100,7 @@ struct endpoint_stats {
   std::uint64_t ops_expired = 0;
   std::uint64_t expired_ops_held = 0;  ///< currently held for the provider (a gauge)
   std::uint64_t progress_wakeups = 0;
+  std::uint64_t batches_sent = 0;  ///< provider messages that carried several sends (fabric)
 };
 
 /// Creation parameters of an endpoint.

@@ -368,6 +368,7 @@ endpoint_stats fabric_endpoint::stats() const {
   s.ops_expired = counters_.ops_expired.load();
   s.expired_ops_held = counters_.expired_ops_held.load();
   s.progress_wakeups = counters_.progress_wakeups.load();
+  s.batches_sent = counters_.batches_sent.load();
   return s;
 }
 

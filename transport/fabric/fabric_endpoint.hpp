@@ -86,6 +86,10 @@ class fabric_endpoint final : public endpoint {
   /// Posts queued operations in order until the provider says -FI_EAGAIN; true if any
   /// was posted (or failed at once).
   bool post_pending();
+  /// How many sends from `first` on can leave together as one batch frame (1: just it).
+  [[nodiscard]] std::size_t batchable(std::deque<op*>::iterator first);
+  /// The batch operation carrying the `count` sends from `first` on.
+  [[nodiscard]] std::unique_ptr<op> make_batch(std::deque<op*>::iterator first, std::size_t count);
   [[nodiscard]] int post(op& operation);
   [[nodiscard]] int post_send(op& operation);
   /// `desc` for a data-transfer call; with mr_local_ it must be a registration's.

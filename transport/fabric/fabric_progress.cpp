@@ -19,6 +19,10 @@ namespace {
 
 constexpr int idle_wakeup_ms = 1000;
 constexpr std::size_t completion_batch = 32;
+/// Sends to one peer that wait back to back leave as one batch frame of at most this
+/// many bytes: inside the provider's eager protocol (rxm's default eager limit is
+/// 16 KiB), so a batch never needs the receiver's progress for a rendezvous.
+constexpr std::size_t max_batch_bytes = 8192;
 
 errc classify(int err) {
   switch (std::abs(err)) {
@@ -123,6 +127,8 @@ bool fabric_endpoint::post_pending() {
   // FIFO per peer: a later operation to a peer never overtakes one that got -FI_EAGAIN,
   // which keeps messages to a peer in order, while a peer that cannot take more (say a
   // dead one, to which rxm answers -FI_EAGAIN for ever) does not hold up the others.
+  // Sends that wait back to back for one peer leave as one batch frame: one provider
+  // message, one syscall and one completion on each side instead of one each.
   bool progressed = false;
   std::vector<peer_id> blocked;
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -131,21 +137,71 @@ bool fabric_endpoint::post_pending() {
       ++it;
       continue;
     }
-    int rc = post(*operation);
+    const auto count = static_cast<std::ptrdiff_t>(batchable(it));
+    auto batch = count > 1 ? make_batch(it, static_cast<std::size_t>(count)) : nullptr;
+    int rc = post(batch ? *batch : *operation);
     if (rc == -FI_EAGAIN) {
       blocked.push_back(operation->peer);
-      ++it;
+      it += count;
       continue;
     }
     progressed = true;
-    it = pending_.erase(it);
+    const std::vector<op*> sent(it, it + count);
+    it = pending_.erase(it, it + count);
     if (rc == 0) {
-      operation->posted = true;
+      for (op* s : sent) s->posted = true;
+      if (batch) {
+        counters_.batches_sent.fetch_add(1);
+        batch->posted = true;
+        op* raw = batch.get();
+        live_.emplace(raw, std::move(batch));
+      }
     } else {
-      finish(operation, fail(classify(rc), fmt::format("post: {}", fi_strerror(-rc))));
+      for (op* s : sent) finish(s, fail(classify(rc), fmt::format("post: {}", fi_strerror(-rc))));
     }
   }
   return progressed;
+}
+
+std::size_t fabric_endpoint::batchable(std::deque<op*>::iterator first) {
+  const op* head = *first;
+  if (head->kind != op_kind::send) return 1;
+  std::size_t limit = max_batch_bytes;
+  if (mr_local_) limit = std::min(limit, tx_memory_.slot_bytes());
+  {
+    std::lock_guard lock(state_mu_);
+    limit = std::min<std::size_t>(
+        limit,
+        frame::header_bytes + peers_[static_cast<std::uint32_t>(head->peer)].max_message_bytes);
+  }
+  std::size_t bytes = frame::header_bytes + head->frame.size();
+  if (bytes > limit) return 1;
+  std::size_t count = 1;
+  for (auto next = std::next(first); next != pending_.end(); ++next) {
+    const op* o = *next;
+    if (o->kind != op_kind::send || o->peer != head->peer || bytes + o->frame.size() > limit) break;
+    bytes += o->frame.size();
+    ++count;
+  }
+  return count;
+}
+
+std::unique_ptr<op> fabric_endpoint::make_batch(std::deque<op*>::iterator first,
+                                                std::size_t count) {
+  auto batch = std::make_unique<op>();
+  batch->ctx.as_op = batch.get();
+  batch->kind = op_kind::send;
+  batch->peer = (*first)->peer;
+  batch->addr = (*first)->addr;
+  batch->until = (*first)->until;
+  std::vector<std::byte> payload;
+  for (auto it = first; it != std::next(first, static_cast<std::ptrdiff_t>(count)); ++it) {
+    payload.insert(payload.end(), (*it)->frame.begin(), (*it)->frame.end());
+    batch->until = std::min(batch->until, (*it)->until);
+    batch->members.push_back(*it);
+  }
+  batch->frame = frame::encode(frame::kind::batch, node_, payload);
+  return batch;
 }
 
 int fabric_endpoint::post(op& o) {
@@ -330,6 +386,24 @@ void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
       push_event(std::move(ev));
       return;
     }
+    case frame::kind::batch: {
+      auto messages = frame::split_batch(f.payload, f.sender, config_.limits.max_message_bytes);
+      if (!messages) {
+        counters_.bad_frames.fetch_add(1);
+        return;
+      }
+      const peer_id from = sender->second;
+      lock.unlock();
+      for (const auto& m : *messages) {
+        counters_.messages_received.fetch_add(1);
+        event ev;
+        ev.kind = event_kind::message;
+        ev.peer = from;
+        ev.payload.assign(m.payload.begin(), m.payload.end());
+        push_event(std::move(ev));
+      }
+      return;
+    }
     case frame::kind::grant:
       if (!grants_.add(f.sender, frame::decode_grant(f.payload))) counters_.bad_frames.fetch_add(1);
       return;
@@ -385,6 +459,10 @@ void fabric_endpoint::finish(op* operation, expected<void> status) {
   std::unique_ptr<op> owned = std::move(it->second);
   live_.erase(it);
   if (owned->send_slot) tx_memory_.release(*owned->send_slot);  // the provider let go
+  if (!owned->members.empty()) {
+    for (op* member : owned->members) finish(member, status);
+    return;
+  }
   if (owned->expired) {
     counters_.expired_ops_held.fetch_sub(1);  // the provider let go: buffers may go now
     return;
@@ -418,7 +496,10 @@ void fabric_endpoint::expire(clock::time_point now) {
     finish(operation, fail(errc::timed_out, "deadline passed before the operation was posted"));
   }
   for (auto& [ptr, operation] : live_) {
-    if (operation->expired || !operation->posted || operation->until > now) continue;
+    // A batch's sends expire (and are reported) on their own.
+    if (operation->expired || !operation->posted || operation->until > now ||
+        !operation->members.empty())
+      continue;
     operation->expired = true;
     counters_.ops_expired.fetch_add(1);
     counters_.expired_ops_held.fetch_add(1);

@@ -68,6 +68,9 @@ struct op {
   /// The registered send buffer holding a copy of `frame` while the provider has it
   /// (FI_MR_LOCAL only); returned when the operation finishes.
   std::optional<std::uint32_t> send_slot;
+  /// A batch: the sends its frame carries, which finish when it does (it has no id of its
+  /// own and reports nothing itself).
+  std::vector<op*> members;
   bool posted = false;
   bool expired = false;
 };
@@ -100,6 +103,7 @@ struct counters {
   std::atomic<std::uint64_t> ops_expired{0};
   std::atomic<std::uint64_t> expired_ops_held{0};
   std::atomic<std::uint64_t> progress_wakeups{0};
+  std::atomic<std::uint64_t> batches_sent{0};
 };
 
 }  // namespace baton::transport::fabric

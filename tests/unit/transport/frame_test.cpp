@@ -60,5 +60,37 @@ TEST(Frame, RoundTripsGrantsAndRevokes) {
   EXPECT_EQ(r.length, 7u);
 }
 
+TEST(Frame, ABatchSplitsIntoItsMessagesAndAnythingElseIsRefused) {
+  auto one = frame::encode(frame::kind::message, node_id{7}, bytes_of({1, 2, 3}));
+  auto two = frame::encode(frame::kind::message, node_id{7}, bytes_of({}));
+  auto three = frame::encode(frame::kind::message, node_id{7}, bytes_of({4, 5, 6, 7, 8}));
+  std::vector<std::byte> payload;
+  for (const auto* f : {&one, &two, &three}) payload.insert(payload.end(), f->begin(), f->end());
+  auto batch = frame::encode(frame::kind::batch, node_id{7}, payload);
+  auto outer = frame::decode(batch, 1024);
+  ASSERT_TRUE(outer.has_value()) << outer.error().to_string();
+  ASSERT_EQ(outer->type, frame::kind::batch);
+  auto inner = frame::split_batch(outer->payload, node_id{7}, 16);
+  ASSERT_TRUE(inner.has_value()) << inner.error().to_string();
+  ASSERT_EQ(inner->size(), 3u);
+  EXPECT_EQ(std::vector<std::byte>((*inner)[0].payload.begin(), (*inner)[0].payload.end()),
+            bytes_of({1, 2, 3}));
+  EXPECT_TRUE((*inner)[1].payload.empty());
+  EXPECT_EQ((*inner)[2].payload.size(), 5u);
+
+  EXPECT_FALSE(frame::split_batch(outer->payload, node_id{7}, 4).has_value()) << "over the limit";
+  EXPECT_FALSE(frame::split_batch(std::span(payload).first(payload.size() - 1), node_id{7}, 16))
+      << "truncated";
+  EXPECT_FALSE(frame::split_batch(std::span(payload).first(10), node_id{7}, 16))
+      << "inside a header";
+  EXPECT_FALSE(frame::split_batch({}, node_id{7}, 16)) << "empty";
+  EXPECT_FALSE(frame::split_batch(outer->payload, node_id{8}, 16)) << "another sender's messages";
+  auto grant = frame::encode(frame::kind::grant, node_id{7}, std::vector<std::byte>(32));
+  EXPECT_FALSE(frame::split_batch(grant, node_id{7}, 64)) << "only messages";
+  EXPECT_FALSE(frame::split_batch(batch, node_id{7}, 1024)) << "no batch in a batch";
+  EXPECT_FALSE(frame::decode(frame::encode(frame::kind::batch, node_id{7}, bytes_of({1})), 1024))
+      << "a batch shorter than one header";
+}
+
 }  // namespace
 }  // namespace baton::transport
