@@ -193,4 +193,32 @@ std::string_view printable(std::string_view piece) {
   return piece;
 }
 
+expected<void> write_synthetic_tokenizer(const std::string& path, std::int32_t vocab) {
+  if (vocab < tokenizer::byte_offset + 256 || vocab > tokenizer::byte_offset + 256 + 95 + 26 * 26) {
+    return fail(errc::invalid_argument,
+                fmt::format("synthetic tokenizer: vocab {} outside [259, 1030]", vocab));
+  }
+  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) pieces.push_back(fmt::format("<0x{:02X}>", b));
+  for (char c = ' '; c <= '~'; ++c) pieces.emplace_back(1, c);
+  for (char a = 'a'; a <= 'z'; ++a) {
+    for (char b = 'a'; b <= 'z'; ++b) pieces.push_back(std::string{a, b});
+  }
+  pieces.resize(static_cast<std::size_t>(vocab));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(path.c_str(), "wb"), &std::fclose);
+  if (!out) return fail(errc::failed, fmt::format("{}: {}", path, std::strerror(errno)));
+  const auto put = [&](const void* p, std::size_t n) {
+    return std::fwrite(p, 1, n, out.get()) == n;
+  };
+  const std::int32_t max_length = 6;  // "<0xNN>"
+  bool ok = put(&max_length, 4);
+  for (std::size_t i = 0; i < pieces.size() && ok; ++i) {
+    const float score = -static_cast<float>(i);  // earlier pieces merge first
+    const auto length = static_cast<std::int32_t>(pieces[i].size());
+    ok = put(&score, 4) && put(&length, 4) && put(pieces[i].data(), pieces[i].size());
+  }
+  if (!ok) return fail(errc::failed, fmt::format("{}: write failed", path));
+  return {};
+}
+
 }  // namespace baton::engine

@@ -61,4 +61,9 @@ class tokenizer {
 /// whitespace prints as nothing; everything else prints unchanged.
 [[nodiscard]] std::string_view printable(std::string_view piece);
 
+/// Writes a llama2.c tokenizer of `vocab` distinct pieces (vocab >= 259): <unk>, <s>,
+/// </s>, the 256 byte tokens, then printable ASCII characters and two-letter pieces. Any
+/// text encodes (bytes fall back); for synthetic models, whose text means nothing.
+[[nodiscard]] expected<void> write_synthetic_tokenizer(const std::string& path, std::int32_t vocab);
+
 }  // namespace baton::engine

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -238,6 +239,19 @@ void read_node(const toml::table& t, std::size_t index, const std::string& provi
       r.integer("max_batch", 1, 4096).value_or(node.has_role(wire::role::decode) ? 32 : 0);
 }
 
+/// A `[model]` value: a bare name found in `search` (or, if nowhere, named in the first
+/// folder, so the error shows a full path), or a path relative to `base`.
+std::filesystem::path model_file(const std::string& value, const std::filesystem::path& base,
+                                 const std::vector<std::filesystem::path>& search) {
+  const std::filesystem::path p(value);
+  if (p.has_parent_path() || value.empty()) return (base / p).lexically_normal();
+  for (const auto& dir : search) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(dir / p, ec)) return (dir / p).lexically_normal();
+  }
+  return (search.front() / p).lexically_normal();
+}
+
 void read_sections(const toml::table& root, const std::filesystem::path& file, diagnostics& diag,
                    topology& topo) {
   table_reader top(root, "topology", diag,
@@ -260,8 +274,17 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
   if (const auto* t = top.table("model")) {
     table_reader r(*t, "model", diag, {"checkpoint", "tokenizer"});
     const auto base = std::filesystem::absolute(file).parent_path();
-    topo.model.checkpoint = (base / r.string("checkpoint", true).value_or("")).lexically_normal();
-    topo.model.tokenizer = (base / r.string("tokenizer", true).value_or("")).lexically_normal();
+    const auto checkpoint = r.string("checkpoint", true).value_or("");
+    const auto tokenizer = r.string("tokenizer", true).value_or("");
+    const auto search = model_search_path(base);
+    topo.model.checkpoint = model_file(checkpoint, base, search);
+    topo.model.tokenizer = model_file(tokenizer, base, search);
+    const auto bare = [](const std::string& v) {
+      return !v.empty() && !std::filesystem::path(v).has_parent_path();
+    };
+    topo.model.checkpoint_named = bare(checkpoint);
+    topo.model.tokenizer_named = bare(tokenizer);
+    if (topo.model.checkpoint_named || topo.model.tokenizer_named) topo.model.searched = search;
   } else {
     diag.fail(root.source(), "topology: missing required table [model]");
   }
@@ -442,6 +465,50 @@ expected<topology> load_topology(const std::filesystem::path& file) {
   std::ostringstream text;
   text << in.rdbuf();
   return parse_topology(text.str(), file);
+}
+
+std::vector<std::filesystem::path> model_search_path(const std::filesystem::path& topology_dir) {
+  std::vector<std::filesystem::path> dirs;
+  const auto add = [&](const std::filesystem::path& dir) {
+    const auto normal = std::filesystem::absolute(dir).lexically_normal();
+    if (std::find(dirs.begin(), dirs.end(), normal) == dirs.end()) dirs.push_back(normal);
+  };
+  if (const char* env = std::getenv("BATON_MODEL_PATH")) {
+    std::string_view rest(env);
+    while (!rest.empty()) {
+      const auto colon = rest.find(':');
+      const auto dir = rest.substr(0, colon);
+      if (!dir.empty()) add(std::filesystem::path(dir));
+      rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+    }
+  }
+  add("models");
+  add("../shared/models");
+  add(topology_dir / "models");
+  add(topology_dir / "../shared/models");
+  return dirs;
+}
+
+std::string model_spec::missing() const {
+  std::string out;
+  for (const auto* file : {&checkpoint, &tokenizer}) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(*file, ec)) continue;
+    if (!out.empty()) out += "; ";
+    const bool is_checkpoint = file == &checkpoint;
+    out += fmt::format("no {} '{}'", is_checkpoint ? "checkpoint" : "tokenizer",
+                       file->filename().string());
+    if (!(is_checkpoint ? checkpoint_named : tokenizer_named)) {
+      out += fmt::format(" at {}", file->string());
+    } else {
+      out += " in the model search path (";
+      for (std::size_t i = 0; i < searched.size(); ++i) {
+        out += (i == 0 ? "" : ", ") + searched[i].string();
+      }
+      out += ")";
+    }
+  }
+  return out;
 }
 
 }  // namespace baton::runtime

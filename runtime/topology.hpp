@@ -35,10 +35,26 @@ struct node_spec {
   [[nodiscard]] bool emulated() const { return device.starts_with("emulated:"); }
 };
 
+/// `[model]` checkpoint and tokenizer: a bare file name ("stories260K.bin") is looked up
+/// in the model search path, the first folder holding it wins; a path with a folder is
+/// relative to the topology file's folder.
 struct model_spec {
-  std::filesystem::path checkpoint;  ///< resolved against the topology file's folder
+  std::filesystem::path checkpoint;
   std::filesystem::path tokenizer;
+  /// Where names were looked up (empty when both are paths).
+  std::vector<std::filesystem::path> searched;
+  bool checkpoint_named = false;  ///< given as a name, looked up in `searched`
+  bool tokenizer_named = false;
+
+  /// Empty when both files exist; else which is missing and where it was looked for.
+  [[nodiscard]] std::string missing() const;
 };
+
+/// Where model files named in a topology are looked up, in order: each folder of the
+/// BATON_MODEL_PATH environment variable (':'-separated), then ./models and
+/// ../shared/models from the current folder, then the same two beside `topology_dir`.
+[[nodiscard]] std::vector<std::filesystem::path> model_search_path(
+    const std::filesystem::path& topology_dir);
 
 /// How routers place requests (actors/router_state.hpp).
 struct router_spec {

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "runtime/admin_server.hpp"
 #include "runtime/node.hpp"
 #include "runtime/remote_actor.hpp"
@@ -143,21 +144,8 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
     return tl::unexpected(ok.error());
   }
   const auto tokenizer = dir / "tiny-tokenizer.bin";
-  {
-    std::ofstream out(tokenizer, std::ios::binary);
-    const auto put = [&](std::int32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
-    put(6);  // max_token_length
-    for (std::int32_t id = 0; id < vocab; ++id) {
-      const std::string piece = id == 0    ? "<unk>"
-                                : id == 1  ? "<s>"
-                                : id == 2  ? "</s>"
-                                : id < 259 ? fmt::format("<0x{:02X}>", id - 3)
-                                           : std::string("a");
-      put(0);  // score 0.0f
-      put(static_cast<std::int32_t>(piece.size()));
-      out.write(piece.data(), static_cast<std::streamsize>(piece.size()));
-    }
-    if (!out) return fail(errc::failed, fmt::format("cannot write {}", tokenizer.string()));
+  if (auto ok = engine::write_synthetic_tokenizer(tokenizer.string(), vocab); !ok) {
+    return tl::unexpected(ok.error());
   }
   const int ports[] = {runtime::free_port(), runtime::free_port(), runtime::free_port(),
                        runtime::free_port()};

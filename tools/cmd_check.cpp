@@ -44,6 +44,10 @@ int run_check(const std::string& path) {
     fmt::print(stderr, "baton check: {}\n", topo.error().message);
     return 1;
   }
+  if (const auto missing = topo->model.missing(); !missing.empty()) {
+    fmt::print(stderr, "baton check: {}: [model]: {}\n", path, missing);
+    return 1;
+  }
   auto model = engine::model::load(topo->model.checkpoint.string());
   if (!model) {
     fmt::print(stderr, "baton check: {}: [model] checkpoint: {}\n", path, model.error().message);

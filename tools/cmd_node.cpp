@@ -32,6 +32,8 @@ struct node_args {
   std::uint64_t seed = 0;
   actors::prefill_faults faults;  ///< chaos tests only
   bool kv_after_compute = false;  ///< the serial baseline of `baton bench disagg`
+  std::string checkpoint;         ///< overrides the topology's [model] (baton up's stand-in)
+  std::string tokenizer;
 };
 
 nlohmann::json status_json(runtime::node& n) {
@@ -159,6 +161,12 @@ int run_node(const node_args& args) {
     spdlog::error("{}", topology.error().message);
     return 2;
   }
+  if (!args.checkpoint.empty())
+    topology->model = {args.checkpoint, args.tokenizer, {}, false, false};
+  if (const auto missing = topology->model.missing(); !missing.empty()) {
+    spdlog::error("{}: {}", args.config, missing);
+    return 2;
+  }
   auto identity = node_identity(*topology);
   if (!identity) {
     spdlog::error("{}", identity.error().message);
@@ -257,6 +265,10 @@ void add_node_command(CLI::App& app, int& exit_code) {
       "Chaos: post every KV slice write this much later");
   cmd->add_flag("--kv-after-compute", args.kv_after_compute,
                 "Ship a prompt's KV only once it is fully computed (the serial baseline)");
+  auto* checkpoint = cmd->add_option("--checkpoint", args.checkpoint,
+                                     "Use this checkpoint instead of the topology's [model]");
+  cmd->add_option("--tokenizer", args.tokenizer, "... and this tokenizer")->needs(checkpoint);
+  checkpoint->needs(cmd->get_option("--tokenizer"));
   cmd->callback([&exit_code] { exit_code = run_node(args); });
 }
 

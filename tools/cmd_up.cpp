@@ -1,20 +1,25 @@
 // `baton up [cluster.toml]`: runs every node of a topology on this machine as child
 // processes (`baton node`), prefixes their output with the node name, and on SIGINT or
 // SIGTERM asks each to leave, then stops them all; no process is left behind, even if
-// `baton up` itself is killed (children die with their parent).
+// `baton up` itself is killed (children die with their parent). When the topology's model
+// is not found, it says so loudly and serves a synthetic model of stories260K's shape.
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include <fmt/format.h>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
 
 #include <boost/asio.hpp>
 
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "runtime/topology.hpp"
 #include "tools/commands.hpp"
 
@@ -32,7 +37,8 @@ struct child {
 };
 
 /// Forks and execs `baton node` for `name`, its stdout and stderr into one pipe.
-expected<pid_t> spawn_node(const std::string& config, const std::string& name, int& read_fd) {
+expected<pid_t> spawn_node(const std::string& config, const std::string& name,
+                           const std::vector<std::string>& extra, int& read_fd) {
   int fds[2];
   if (pipe(fds) != 0) return fail(errc::failed, "pipe failed");
   const pid_t parent = getpid();
@@ -45,9 +51,11 @@ expected<pid_t> spawn_node(const std::string& config, const std::string& name, i
     dup2(fds[1], STDERR_FILENO);
     close(fds[0]);
     close(fds[1]);
-    const char* argv[] = {"baton",  "node",       "--config", config.c_str(),
-                          "--name", name.c_str(), nullptr};
-    execv("/proc/self/exe", const_cast<char* const*>(argv));
+    std::vector<const char*> argv = {"baton",        "node",   "--config",
+                                     config.c_str(), "--name", name.c_str()};
+    for (const auto& e : extra) argv.push_back(e.c_str());
+    argv.push_back(nullptr);
+    execv("/proc/self/exe", const_cast<char* const*>(argv.data()));
     _exit(127);
   }
   close(fds[1]);
@@ -172,6 +180,31 @@ int run_up(const std::string& config) {
     fmt::print(stderr, "baton up: {}\n", topology.error().message);
     return 2;
   }
+  // No real checkpoint: say so loudly and serve a synthetic one, never silently.
+  std::vector<std::string> model_args;
+  const auto synthetic =
+      std::filesystem::temp_directory_path() / fmt::format("baton-up-synthetic-{}", getpid());
+  if (const auto missing = topology->model.missing(); !missing.empty()) {
+    std::filesystem::create_directories(synthetic);
+    const auto checkpoint = (synthetic / "synthetic-stories260K-shape.bin").string();
+    const auto tokenizer = (synthetic / "synthetic-tok512.bin").string();
+    const engine::model_config shape{64, 172, 5, 8, 4, 512, 512, true};
+    if (auto ok = engine::write_synthetic_model(checkpoint, shape, 1); !ok) {
+      fmt::print(stderr, "baton up: {}\n", ok.error().message);
+      return 2;
+    }
+    if (auto ok = engine::write_synthetic_tokenizer(tokenizer, shape.vocab_size); !ok) {
+      fmt::print(stderr, "baton up: {}\n", ok.error().message);
+      return 2;
+    }
+    fmt::print(stderr,
+               "baton up: WARNING: {}\n"
+               "baton up: WARNING: serving a SYNTHETIC model instead (random weights, seed 1, "
+               "stories260K's shape): its text means nothing. Put the checkpoint in a folder "
+               "of BATON_MODEL_PATH, ./models or ../shared/models.\n",
+               missing);
+    model_args = {"--checkpoint", checkpoint, "--tokenizer", tokenizer};
+  }
   asio::io_context io;
   std::size_t width = 2;
   for (const auto& n : topology->nodes) width = std::max(width, n.name.size());
@@ -179,7 +212,7 @@ int run_up(const std::string& config) {
   sup.watch_signals();
   for (const auto& n : topology->nodes) {
     int fd = -1;
-    auto pid = spawn_node(config, n.name, fd);
+    auto pid = spawn_node(config, n.name, model_args, fd);
     if (!pid) {
       fmt::print(stderr, "baton up: {}: {}\n", n.name, pid.error().message);
       sup.stop_all(SIGTERM);
@@ -188,6 +221,8 @@ int run_up(const std::string& config) {
     sup.add(n.name, *pid, fd);
   }
   io.run();
+  std::error_code ignored;
+  std::filesystem::remove_all(synthetic, ignored);
   return sup.exit_code();
 }
 

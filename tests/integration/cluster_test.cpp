@@ -99,6 +99,28 @@ TEST_F(ClusterTest, AKilledNodeRestartedUnderItsNameRejoinsWithANewIncarnation) 
               static_cast<long long>(took->count()));
 }
 
+TEST_F(ClusterTest, UpServesASyntheticModelLoudlyWhenNoCheckpointIsFoundAndStopsEveryNode) {
+  // The checkpoint is a name no folder of the model search path holds.
+  const auto config = cluster.write_variant("missing-model.toml", "no-such-model.bin");
+  child_process up({BATON_BINARY, "up", config.string()}, cluster.dir() / "up.log");
+  const auto ready =
+      wait_until([&] { return up.log().find("ready: router native=") != std::string::npos; }, 30s);
+  ASSERT_TRUE(ready) << up.log();
+  auto log = up.log();
+  EXPECT_NE(log.find("WARNING: no checkpoint 'no-such-model.bin' in the model search path ("),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("serving a SYNTHETIC model"), std::string::npos) << log;
+  up.signal(SIGTERM);
+  const auto status = up.wait(20s);
+  ASSERT_TRUE(status) << "baton up did not stop";
+  log = up.log();
+  for (const auto& n : four_nodes) {
+    EXPECT_NE(log.find(n.name + " exited"), std::string::npos) << n.name << " left behind\n" << log;
+  }
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << log;
+}
+
 TEST_F(ClusterTest, ANewNodeJoinsARunningClusterAndEveryNodeSeesIt) {
   start_three();
   cluster.start("n3", {"--join", "n1"});  // any member can be the seed

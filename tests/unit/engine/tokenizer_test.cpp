@@ -86,6 +86,17 @@ TEST(Tokenizer, MergesExactlyAsLlama2cDoes) {
   }
 }
 
+TEST(Tokenizer, ASyntheticTokenizerLoadsAndRoundTripsAnyText) {
+  const auto path = write_temp("synthetic-tok.bin", {});
+  ASSERT_TRUE(write_synthetic_tokenizer(path, 512));
+  auto t = tokenizer::load(path, 512);
+  ASSERT_TRUE(t) << t.error().to_string();
+  for (const std::string text : {"Once upon a time", "caf\xC3\xA9 \xE2\x9C\x93", "zz top"}) {
+    EXPECT_EQ(decode_all(*t, t->encode(text, true, false)), text) << text;
+  }
+  EXPECT_FALSE(write_synthetic_tokenizer(path, 258)) << "too small for the byte tokens";
+}
+
 TEST(Tokenizer, RoundTripsText) {
   const tokenizer t = load_tok512();
   for (const std::string text :

@@ -1,5 +1,11 @@
 #include "runtime/topology.hpp"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 namespace baton::runtime {
@@ -221,6 +227,38 @@ TEST(Topology, MissingSectionsAndFiles) {
   auto missing = load_topology("/nonexistent/cluster.toml");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, errc::not_found);
+}
+
+TEST(Topology, ModelNamesAreLookedUpInTheSearchPathAndPathsBesideTheFile) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("baton-model-path-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "m.bin") << "x";
+  std::ofstream(dir / "t.bin") << "x";
+  ::setenv("BATON_MODEL_PATH", ("/nonexistent:" + dir.string()).c_str(), 1);
+  auto named = parse_topology(edit("checkpoint = \"models/m.bin\"\ntokenizer = \"models/t.bin\"",
+                                   "checkpoint = \"m.bin\"\ntokenizer = \"t.bin\""),
+                              "/etc/baton/cluster.toml");
+  ASSERT_TRUE(named) << named.error().message;
+  EXPECT_EQ(named->model.checkpoint, dir / "m.bin");
+  EXPECT_EQ(named->model.tokenizer, dir / "t.bin");
+  EXPECT_EQ(named->model.missing(), "");
+  ASSERT_GE(named->model.searched.size(), 5u);
+  EXPECT_EQ(named->model.searched[0], "/nonexistent");
+  EXPECT_EQ(named->model.searched[1], dir);
+  EXPECT_EQ(named->model.searched.back(), "/etc/shared/models");
+
+  auto absent = parse_topology(edit("checkpoint = \"models/m.bin\"", "checkpoint = \"gone.bin\""),
+                               "/etc/baton/cluster.toml");
+  ASSERT_TRUE(absent) << absent.error().message;
+  const auto why = absent->model.missing();
+  EXPECT_NE(
+      why.find("no checkpoint 'gone.bin' in the model search path (/nonexistent, " + dir.string()),
+      std::string::npos)
+      << why;
+  EXPECT_NE(why.find("no tokenizer 't.bin' at /etc/baton/models/t.bin"), std::string::npos) << why;
+  ::unsetenv("BATON_MODEL_PATH");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
