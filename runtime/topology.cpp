@@ -239,10 +239,8 @@ void read_node(const toml::table& t, std::size_t index, const std::string& provi
       r.integer("max_batch", 1, 4096).value_or(node.has_role(wire::role::decode) ? 32 : 0);
 }
 
-/// A `[model]` value: a bare name found in `search` (or, if nowhere, named in the first
-/// folder, so the error shows a full path), or a path relative to `base`.
-std::filesystem::path model_file(const std::string& value, const std::filesystem::path& base,
-                                 const std::vector<std::filesystem::path>& search) {
+std::filesystem::path find_model_file(const std::string& value, const std::filesystem::path& base,
+                                      const std::vector<std::filesystem::path>& search) {
   const std::filesystem::path p(value);
   if (p.has_parent_path() || value.empty()) return (base / p).lexically_normal();
   for (const auto& dir : search) {
@@ -277,8 +275,8 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
     const auto checkpoint = r.string("checkpoint", true).value_or("");
     const auto tokenizer = r.string("tokenizer", true).value_or("");
     const auto search = model_search_path(base);
-    topo.model.checkpoint = model_file(checkpoint, base, search);
-    topo.model.tokenizer = model_file(tokenizer, base, search);
+    topo.model.checkpoint = find_model_file(checkpoint, base, search);
+    topo.model.tokenizer = find_model_file(tokenizer, base, search);
     const auto bare = [](const std::string& v) {
       return !v.empty() && !std::filesystem::path(v).has_parent_path();
     };
@@ -487,6 +485,10 @@ std::vector<std::filesystem::path> model_search_path(const std::filesystem::path
   add(topology_dir / "models");
   add(topology_dir / "../shared/models");
   return dirs;
+}
+
+std::filesystem::path model_file(const std::string& value, const std::filesystem::path& base) {
+  return find_model_file(value, base, model_search_path(base));
 }
 
 std::string model_spec::missing() const {

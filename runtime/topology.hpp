@@ -56,6 +56,12 @@ struct model_spec {
 [[nodiscard]] std::vector<std::filesystem::path> model_search_path(
     const std::filesystem::path& topology_dir);
 
+/// A model file as `[model]` names it: a bare name ("tok512.bin") is the first match in
+/// model_search_path(base) (or, found nowhere, that name in the first folder); a path with
+/// a folder is relative to `base`.
+[[nodiscard]] std::filesystem::path model_file(const std::string& value,
+                                               const std::filesystem::path& base);
+
 /// How routers place requests (actors/router_state.hpp).
 struct router_spec {
   /// Prompts of at most this many tokens are prefilled on the decode node; 0: never.

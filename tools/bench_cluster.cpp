@@ -71,21 +71,27 @@ double bench_cluster::metric(const std::string& name, const std::string& series)
   return at == std::string::npos ? -1 : std::stod(text->substr(at + series.size() + 2));
 }
 
-bool bench_cluster::ready(std::chrono::seconds timeout) const {
+expected<void> bench_cluster::ready(std::chrono::seconds timeout) {
   std::size_t prefill = 0;
   std::size_t decode = 0;
   for (const auto& w : options_.workers) (w.role == "prefill" ? prefill : decode) += 1;
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {
+    for (auto& [name, proc] : procs_) {
+      if (proc->wait(std::chrono::milliseconds(0))) {
+        return fail(errc::failed, fmt::format("node {} exited:\n{}", name, log(name)));
+      }
+    }
     if (metric("router-0", R"(baton_router_workers{role="prefill"})") ==
             static_cast<double>(prefill) &&
         metric("router-0", R"(baton_router_workers{role="decode"})") ==
             static_cast<double>(decode)) {
-      return true;
+      return {};
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return false;
+  return fail(errc::timed_out, fmt::format("not ready within {} s; the router's log:\n{}",
+                                           timeout.count(), log("router-0")));
 }
 
 std::string bench_cluster::log(const std::string& name) const {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/error.hpp"
 #include "runtime/child_process.hpp"
 
 namespace baton::tools {
@@ -51,8 +52,9 @@ class bench_cluster {
 
   /// A metric's value on node `name` (its admin port), or -1.
   [[nodiscard]] double metric(const std::string& name, const std::string& series) const;
-  /// Waits until the router places on every prefill and decode worker of the topology.
-  [[nodiscard]] bool ready(std::chrono::seconds timeout) const;
+  /// Waits until the router places on every prefill and decode worker of the topology;
+  /// fails at once, with its log, when a node exits meanwhile.
+  [[nodiscard]] expected<void> ready(std::chrono::seconds timeout);
 
   /// The router's native port, "127.0.0.1:PORT".
   [[nodiscard]] const std::string& native() const { return native_; }

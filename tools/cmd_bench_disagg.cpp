@@ -148,15 +148,15 @@ int run_disagg(const disagg_args& a) {
                     {"decode-0", "wafer-scale", "decode", "cpu", kv_blocks}},
                    ""});
   c.start_all();
-  if (!c.ready(std::chrono::seconds(30))) {
-    return fail_with("the cluster did not become ready:\n" + c.log("router-0"));
+  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
+    return fail_with("the cluster did not become ready: " + ok.error().message);
   }
   auto pipelined = measure(c, *m, tokens, prompt, a.runs);
   if (!pipelined) return fail_with("pipelined: " + pipelined.error().to_string());
   c.stop("prefill-0");
   c.start("prefill-0", {"--kv-after-compute"});
-  if (!c.ready(std::chrono::seconds(30))) {
-    return fail_with("the restarted prefill node did not join:\n" + c.log("prefill-0"));
+  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
+    return fail_with("the restarted prefill node did not join: " + ok.error().message);
   }
   auto serial = measure(c, *m, tokens, prompt, a.runs);
   if (!serial) return fail_with("serial: " + serial.error().to_string());

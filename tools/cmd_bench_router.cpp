@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <random>
 #include <string>
@@ -23,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/router_client.hpp"
+#include "runtime/topology.hpp"
 #include "tools/bench_cluster.hpp"
 #include "tools/commands.hpp"
 #include "tools/serve_load.hpp"
@@ -40,8 +42,8 @@ struct router_args {
   std::size_t prompt_len = 16;
   std::uint32_t output_len = 1;
   std::uint64_t seed = 0;
-  std::string model = "../shared/models/stories260K.bin";
-  std::string tokenizer = "../shared/models/tok512.bin";
+  std::string model = "stories260K.bin";  // names: looked up in the model search path
+  std::string tokenizer = "tok512.bin";
   bool json = false;
 };
 
@@ -130,16 +132,26 @@ int run_router(const router_args& a) {
   }
   const std::uint64_t seed = a.seed != 0 ? a.seed : std::random_device{}();
   fmt::print(stderr, "seed {} (replay with --seed {})\n", seed, seed);
+  const auto here = std::filesystem::current_path();
+  const auto model = runtime::model_file(a.model, here);
+  const auto tokenizer = runtime::model_file(a.tokenizer, here);
+  for (const auto& file : {model, tokenizer}) {
+    if (!std::filesystem::is_regular_file(file)) {
+      return fail_with(
+          fmt::format("no {} (names are looked up in BATON_MODEL_PATH, ./models, ../shared/models)",
+                      file.string()));
+    }
+  }
   bench_cluster c({"router",
-                   a.model,
-                   a.tokenizer,
+                   model,
+                   tokenizer,
                    {{"prefill-0", "trainium", "prefill", "emulated:trn2", 4096},
                     {"decode-0", "wafer-scale", "decode", "emulated:cs3", 4096}},
                    "[emulated]\ntime_scale = 0    # zero compute: only the serving path\n\n"
                    "[limits]\nmax_queued_requests = 4096\n"});
   c.start_all();
-  if (!c.ready(std::chrono::seconds(30))) {
-    return fail_with("the cluster did not become ready:\n" + c.log("router-0"));
+  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
+    return fail_with("the cluster did not become ready: " + ok.error().message);
   }
   std::size_t failures = 0;
   std::string first_error;
