@@ -262,6 +262,12 @@ effects decode_state::on_cancel(const wire::cancel& m) {
   }
   for (const key& k : keys) {
     ++stats_.cancelled;
+    // The job went from here, so a cancel from here reaches its prefill after it (the
+    // router's own cancel may overtake the job); the blocks stay quarantined meanwhile.
+    const attempt& a = attempts_.at(k);
+    if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+      out.send({a.writer, prefill_name}, wire::cancel{k.first, m.reason});
+    }
     quarantine_or_release(k);
   }
   return out;

@@ -72,7 +72,8 @@ class decode_state {
   /// adds the sequence to the batch.
   effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m,
                           time_point now);
-  /// Ends every attempt of the request; remote-written blocks go to quarantine.
+  /// Ends every attempt of the request; remote-written blocks go to quarantine, and a
+  /// prefill still computing for it is told (after the job this node sent it).
   effects on_cancel(const wire::cancel& m);
   /// Raises the attempt's window: a sequence never generates at or past its limit.
   void on_window(const wire::stream_window& m);

@@ -196,6 +196,23 @@ TEST(Serving, ClientGoneMidStreamFreesItsBlocks) {
   EXPECT_EQ(f.router().stats().client_gone, 1u);
 }
 
+TEST(Serving, AClientGoneBeforeThePrefillStartsCancelsTheJobTheDecodeNodeSent) {
+  fleet f;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 200);
+  const std::string p = f.log(id).accepted->prefill_node;
+  const std::string d = f.log(id).accepted->decode_node;
+  // Gone before anything is delivered: the router's cancel reaches the prefill node before
+  // the job does (they come from different nodes); the decode node's own cancel follows
+  // its job, so the job is dropped before any compute or write.
+  f.client_gone(id);
+  f.pump();
+  EXPECT_EQ(f.prefill(p).stats().jobs, 0u) << "never computed";
+  EXPECT_EQ(f.prefill(p).stats().aborted, 1u);
+  EXPECT_EQ(f.prefill(p).stats().slices, 0u);
+  EXPECT_EQ(f.decode(d).active(), 0u);
+  EXPECT_EQ(f.decode(d).uncommitted_blocks(), 512u);
+}
+
 TEST(Serving, OverloadIsAnsweredAtOnceAndTheRouterRecovers) {
   fleet_options o;
   o.router.max_inflight = 2;
