@@ -496,10 +496,11 @@ void fabric_endpoint::expire(clock::time_point now) {
     finish(operation, fail(errc::timed_out, "deadline passed before the operation was posted"));
   }
   for (auto& [ptr, operation] : live_) {
-    // A batch's sends expire (and are reported) on their own.
-    if (operation->expired || !operation->posted || operation->until > now ||
-        !operation->members.empty())
+    if (operation->expired || !operation->posted || operation->until > now) continue;
+    if (!operation->members.empty()) {
+      operation->expired = true;  // its sends expire (and are reported) on their own
       continue;
+    }
     operation->expired = true;
     counters_.ops_expired.fetch_add(1);
     counters_.expired_ops_held.fetch_add(1);
