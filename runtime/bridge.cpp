@@ -195,8 +195,10 @@ void dispatch(bridge_actor* self, inbound in) {
   deliver_app_frame(self, std::move(in));
 }
 
-/// One timer for all requests, not one each (each would wake CAF's clock thread): it
-/// fires at the earliest deadline, expires what is due and sets itself again.
+/// One timer for all requests, not one each (each would wake CAF's clock thread): set for
+/// the earliest deadline pending when it is set, it expires what is due and sets itself
+/// again. A later request with an earlier deadline waits for it; its caller's own request
+/// timeout (remote_actor::request) still fires on time, so this only reclaims the entry.
 void schedule_sweep(bridge_actor* self) {
   auto& st = self->state;
   if (st.sweep_scheduled || st.pending.empty()) return;
