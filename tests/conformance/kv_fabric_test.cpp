@@ -24,16 +24,9 @@ namespace {
 using namespace std::chrono_literals;
 using transport::local_slice;
 using transport::remote_slice;
-
-struct loopback_kind {
-  static constexpr const char* provider = "loopback";
-};
-struct tcp_kind {
-  static constexpr const char* provider = "tcp";
-};
-struct shm_kind {
-  static constexpr const char* provider = "shm";
-};
+using transport::testing::loopback_kind;
+using transport::testing::shm_kind;
+using transport::testing::tcp_kind;
 
 transport::deadline in(std::chrono::milliseconds ms) {
   return transport::clock::now() + ms;

@@ -18,34 +18,11 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::await_event;
-
-// local_mr: the endpoints behave as if the provider required FI_MR_LOCAL (as verbs and
-// efa do), so every frame and RMA buffer goes with a registered descriptor.
-struct loopback_kind {
-  static constexpr const char* provider = "loopback";
-  static constexpr const char* name = "loopback";
-  static constexpr bool local_mr = false;
-};
-struct tcp_kind {
-  static constexpr const char* provider = "tcp";
-  static constexpr const char* name = "tcp";
-  static constexpr bool local_mr = false;
-};
-struct shm_kind {
-  static constexpr const char* provider = "shm";
-  static constexpr const char* name = "shm";
-  static constexpr bool local_mr = false;
-};
-struct tcp_local_mr_kind {
-  static constexpr const char* provider = "tcp";
-  static constexpr const char* name = "tcp_local_mr";
-  static constexpr bool local_mr = true;
-};
-struct shm_local_mr_kind {
-  static constexpr const char* provider = "shm";
-  static constexpr const char* name = "shm_local_mr";
-  static constexpr bool local_mr = true;
-};
+using testing::loopback_kind;
+using testing::shm_kind;
+using testing::shm_local_mr_kind;
+using testing::tcp_kind;
+using testing::tcp_local_mr_kind;
 
 deadline in(std::chrono::milliseconds ms) {
   return clock::now() + ms;

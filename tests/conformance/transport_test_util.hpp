@@ -17,6 +17,35 @@
 
 namespace baton::transport::testing {
 
+// What the conformance suites run against: a provider, and whether the endpoints behave
+// as if it required FI_MR_LOCAL (as verbs and efa do), so that every frame and RMA buffer
+// goes with a registered descriptor.
+struct loopback_kind {
+  static constexpr const char* provider = "loopback";
+  static constexpr const char* name = "loopback";
+  static constexpr bool local_mr = false;
+};
+struct tcp_kind {
+  static constexpr const char* provider = "tcp";
+  static constexpr const char* name = "tcp";
+  static constexpr bool local_mr = false;
+};
+struct shm_kind {
+  static constexpr const char* provider = "shm";
+  static constexpr const char* name = "shm";
+  static constexpr bool local_mr = false;
+};
+struct tcp_local_mr_kind {
+  static constexpr const char* provider = "tcp";
+  static constexpr const char* name = "tcp_local_mr";
+  static constexpr bool local_mr = true;
+};
+struct shm_local_mr_kind {
+  static constexpr const char* provider = "shm";
+  static constexpr const char* name = "shm_local_mr";
+  static constexpr bool local_mr = true;
+};
+
 /// Deterministic content: byte i of a buffer filled with `seed`.
 inline std::byte pattern_byte(std::uint64_t seed, std::uint64_t i) {
   return static_cast<std::byte>((i * 131 + seed * 7 + (i >> 12)) & 0xff);

@@ -19,6 +19,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::await_event;
+using testing::shm_kind;
+using testing::shm_local_mr_kind;
+using testing::tcp_kind;
+using testing::tcp_local_mr_kind;
 
 constexpr std::uint64_t quit_word = 0xdead;
 
@@ -64,28 +68,6 @@ class child_process {
 
  private:
   pid_t pid_ = -1;
-};
-
-// local_mr: both processes behave as if the provider required FI_MR_LOCAL.
-struct tcp_kind {
-  static constexpr const char* provider = "tcp";
-  static constexpr const char* name = "tcp";
-  static constexpr bool local_mr = false;
-};
-struct shm_kind {
-  static constexpr const char* provider = "shm";
-  static constexpr const char* name = "shm";
-  static constexpr bool local_mr = false;
-};
-struct tcp_local_mr_kind {
-  static constexpr const char* provider = "tcp";
-  static constexpr const char* name = "tcp_local_mr";
-  static constexpr bool local_mr = true;
-};
-struct shm_local_mr_kind {
-  static constexpr const char* provider = "shm";
-  static constexpr const char* name = "shm_local_mr";
-  static constexpr bool local_mr = true;
 };
 
 template <class Kind>
