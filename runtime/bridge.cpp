@@ -186,10 +186,10 @@ void dispatch(bridge_actor* self, inbound in) {
     }
   }
   if (!flow_controlled(body)) {
-    // Membership frames go to the membership actor whatever they name; a stray failure
+    // Membership frames go to the membership driver whatever they name; a stray failure
     // (its request long expired) has nobody left to tell.
     if (std::holds_alternative<wire::failure>(body)) return;
-    if (auto membership = st.ctx->lookup("membership")) self->send(membership, std::move(in));
+    st.ctx->to_membership(*f);
     return;
   }
   deliver_app_frame(self, std::move(in));

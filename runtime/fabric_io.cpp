@@ -17,6 +17,8 @@ using namespace std::chrono_literals;
 // probe: each attempt waits briefly, and an unfinished connection is retried.
 constexpr auto connect_attempt = 10ms;
 constexpr auto connect_retry = 50ms;
+using steady = std::chrono::steady_clock;
+constexpr steady::rep never = steady::time_point::max().time_since_epoch().count();
 constexpr auto connect_give_up = 10s;
 constexpr auto send_timeout = 5s;
 constexpr std::size_t max_backlog_frames = 8192;  // per peer, waiting to be sent
@@ -39,7 +41,8 @@ fabric_io::fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_regi
                                         "RMA writes refused, expired or failed.")),
       thread_([this] { run(); }) {
   // Frames and send completions bypass the fabric thread where the transport allows it.
-  (void)endpoint_->set_event_handler([this](transport::event& e) { return on_event(e); });
+  progress_thread_ =
+      endpoint_->set_event_handler([this](transport::event& e) { return on_event(e); });
 }
 
 fabric_io::~fabric_io() {
@@ -72,6 +75,33 @@ fabric_io::~fabric_io() {
   for (auto& [op, reply] : writes_in_flight_) {
     if (reply.reply_to) caf::anon_send(reply.reply_to, rma_done{reply.tag, gone()});
   }
+}
+
+void fabric_io::set_filter(frame_filter filter) {
+  auto shared = std::make_shared<const frame_filter>(std::move(filter));
+  std::lock_guard lock(routes_mu_);
+  filter_ = std::move(shared);
+}
+
+void fabric_io::set_ticker(std::function<void()> tick) {
+  auto shared = std::make_shared<const std::function<void()>>(std::move(tick));
+  std::lock_guard lock(routes_mu_);
+  ticker_ = std::move(shared);
+}
+
+void fabric_io::tick_at(std::chrono::steady_clock::time_point at) {
+  if (progress_thread_ && endpoint_->set_timer(at)) return;
+  const auto ticks = at.time_since_epoch().count();
+  if (ticks < tick_at_.exchange(ticks)) endpoint_->interrupt();
+}
+
+void fabric_io::tick() {
+  std::shared_ptr<const std::function<void()>> ticker;
+  {
+    std::lock_guard lock(routes_mu_);
+    ticker = ticker_;
+  }
+  if (ticker && *ticker) (*ticker)();
 }
 
 void fabric_io::set_hub(caf::actor hub) {
@@ -365,14 +395,19 @@ void fabric_io::send_backlogs() {
 void fabric_io::route(transport::event& e) {
   frames_received_.add();
   // The moment the frame leaves the transport (the router's latency figures start here).
-  raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)),
-                  std::chrono::steady_clock::now()};
+  const auto received = std::chrono::steady_clock::now();
+  caf::actor bridge;
+  std::shared_ptr<const frame_filter> filter;
   {
     std::lock_guard lock(routes_mu_);
-    if (auto it = routes_.find(e.peer); it != routes_.end()) {
-      caf::anon_send(it->second, std::move(frame));
-      return;
-    }
+    if (auto it = routes_.find(e.peer); it != routes_.end()) bridge = it->second;
+    filter = filter_;
+  }
+  if (bridge && filter && (*filter)(e.payload)) return;
+  raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)), received};
+  if (bridge) {
+    caf::anon_send(bridge, std::move(frame));
+    return;
   }
   std::lock_guard lock(mutex_);
   if (hub_) caf::anon_send(hub_, std::move(frame), e.peer);
@@ -387,6 +422,10 @@ bool fabric_io::on_event(transport::event& e) {
   if (e.kind == event_kind::send_done) {
     if (!e.status) send_failures_.add();
     if (endpoint_full_.load()) endpoint_->interrupt();  // room for what waits
+    return true;
+  }
+  if (e.kind == event_kind::timer) {
+    tick();
     return true;
   }
   return false;  // RMA completions and notifies: the fabric thread's poll loop
@@ -540,7 +579,20 @@ void fabric_io::run() {
     retry_connects();
     const bool waiting =
         !connecting_.empty() || !waiting_grants_.empty() || !waiting_writes_.empty();
-    if (idle) (void)endpoint_->wait(waiting ? connect_retry : 500ms);
+    std::chrono::milliseconds timeout = waiting ? connect_retry : 500ms;
+    if (!progress_thread_) {  // the ticker's time is kept here
+      const auto now = steady::now().time_since_epoch().count();
+      auto at = tick_at_.load();
+      if (at <= now && tick_at_.compare_exchange_strong(at, never)) {
+        tick();
+        continue;
+      }
+      if (at != never) {
+        timeout = std::min(timeout,
+                           std::chrono::ceil<std::chrono::milliseconds>(steady::duration(at - now)));
+      }
+    }
+    if (idle) (void)endpoint_->wait(timeout);
   }
 }
 

@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +48,19 @@ class fabric_io final : public frame_sink, public kv_fabric {
 
   /// Where frames from unknown peers go; set before any peer can reach this node.
   void set_hub(caf::actor hub);
+  /// Takes a frame from an attached peer before it is routed to the peer's bridge (true:
+  /// taken). Runs on the thread that receives frames (the endpoint's progress thread), so
+  /// it must be quick and never block; it lets membership answer a probe without waking
+  /// a CAF worker. Frames it leaves go to the bridge as usual.
+  using frame_filter = std::function<bool(std::span<const std::byte> frame)>;
+  void set_filter(frame_filter filter);
+  /// Keeps time for `tick`: it runs once the time last given to tick_at() has passed, on
+  /// the endpoint's progress thread where there is one (it wakes for frames anyway, so a
+  /// time moved later costs no wake-up), else on the fabric thread. It must be quick and
+  /// never block. Set it before the first tick_at().
+  void set_ticker(std::function<void()> tick);
+  /// When the ticker runs next (replacing the time given before); from any thread.
+  void tick_at(std::chrono::steady_clock::time_point at);
   void attach(const std::string& node, const std::string& fabric_address,
               caf::actor bridge) override;
   void post(const std::string& node, wire::encoded_frame frame) override;
@@ -116,6 +130,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
   /// The endpoint's event handler (its progress thread): takes frames and send completions.
   bool on_event(transport::event& e);
   void route(transport::event& e);
+  void tick();
 
   std::unique_ptr<transport::endpoint> endpoint_;
   transport::address local_address_;
@@ -141,6 +156,12 @@ class fabric_io final : public frame_sink, public kv_fabric {
   // Where arriving frames go, read by the endpoint's progress thread.
   std::mutex routes_mu_;
   std::map<transport::peer_id, caf::actor> routes_;
+  std::shared_ptr<const frame_filter> filter_;
+  std::shared_ptr<const std::function<void()>> ticker_;
+  bool progress_thread_ = false;  // the endpoint delivers on its own thread (set_event_handler)
+  // Without one, the fabric thread runs the ticker at this time (steady_clock ticks).
+  std::atomic<std::chrono::steady_clock::rep> tick_at_{
+      std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
   // Owned by the thread.
   std::map<std::string, transport::peer_id> peers_;                 // the id we connected with
   std::map<std::string, std::vector<transport::peer_id>> aliases_;  // ids it reached us by

@@ -7,7 +7,7 @@
 
 #include "runtime/bridge.hpp"
 #include "runtime/fabric_io.hpp"
-#include "runtime/membership_actor.hpp"
+#include "runtime/membership_driver.hpp"
 #include "runtime/messages.hpp"
 #include "runtime/remote_actor.hpp"
 
@@ -120,14 +120,16 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   membership_hooks hooks;
   hooks.refused = [this](const std::string& reason) { stop(reason); };
   hooks.left = [this] { stop("left the cluster"); };
-  hooks.changed = [this](const std::vector<wire::member>& members) {
-    std::lock_guard lock(mutex_);
-    members_ = members;
-  };
+  hooks.tick_at = [io = io_.get()](time_point at) { io->tick_at(at); };
   spdlog::info("node {} ({} on {}) incarnation {}, probe seed {}", spec_.name,
                to_string(spec_.kind), spec_.device, context_->incarnation(), options.random_seed);
-  membership_ = spawn_membership(*context_, std::move(self), seeds_of(options), mc,
-                                 options.random_seed, std::move(hooks));
+  membership_ = std::make_unique<membership_driver>(*context_, std::move(self), seeds_of(options),
+                                                    mc, options.random_seed, std::move(hooks));
+  auto* membership = membership_.get();
+  context_->set_membership([membership](const wire::frame& f) { membership->on_frame(f); });
+  io_->set_filter([membership](std::span<const std::byte> f) { return membership->take(f); });
+  io_->set_ticker([membership] { membership->tick(); });
+  membership->start();
   (void)spawn_echo(*context_);
   supervisor_ = spawn_supervisor(*context_, std::move(options.actors), options.budget,
                                  [this](const std::string& why) { stop(why); });
@@ -135,7 +137,7 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
 
 node::~node() {
   caf::anon_send_exit(supervisor_, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(membership_, caf::exit_reason::user_shutdown);
+  membership_->stop();
   // The role actors use the fabric (RMA) until they are gone: wait for them before it goes.
   auto stopped = context_->shutdown();
   {
@@ -144,20 +146,14 @@ node::~node() {
   }
   context_->set_rma(nullptr);
   io_.reset();
-  membership_ = nullptr;
+  membership_.reset();  // nothing calls it now: the bridges and the progress thread are gone
   supervisor_ = nullptr;
   // system_'s destructor waits for every actor to finish.
 }
 
-std::vector<wire::member> node::members() const {
-  std::lock_guard lock(mutex_);
-  return members_;
-}
+std::vector<wire::member> node::members() const { return membership_->members(); }
 
-void node::leave() {
-  // The membership actor calls the `left` hook once the news has spread.
-  caf::anon_send(membership_, leave_atom::value);
-}
+void node::leave() { membership_->leave(); }  // its `left` hook stops the node
 
 void node::stop(std::string reason) {
   {

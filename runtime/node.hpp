@@ -24,6 +24,7 @@
 namespace baton::runtime {
 
 class fabric_io;
+class membership_driver;
 
 struct node_options {
   runtime::topology topology;
@@ -50,7 +51,7 @@ class node {
   [[nodiscard]] caf::actor_system& system() { return system_; }
   [[nodiscard]] metrics_registry& metrics() { return metrics_; }
   [[nodiscard]] const node_spec& spec() const { return spec_; }
-  /// The membership table as this node last saw it.
+  /// The membership table as this node sees it.
   [[nodiscard]] std::vector<wire::member> members() const;
 
   /// Applies the CAF settings every node uses (scheduler threads, hand-off latency).
@@ -72,12 +73,11 @@ class node {
   node_spec spec_;
   std::unique_ptr<fabric_io> io_;
   std::unique_ptr<node_context> context_;
-  caf::actor membership_;
+  std::unique_ptr<membership_driver> membership_;
   caf::actor supervisor_;
   mutable std::mutex mutex_;
   std::condition_variable stopped_cv_;
   std::optional<std::string> stopped_;
-  std::vector<wire::member> members_;
 };
 
 }  // namespace baton::runtime

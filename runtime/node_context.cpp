@@ -60,6 +60,21 @@ std::optional<wire::member> node_context::member(const std::string& node) const 
   return it == directory_.end() ? std::nullopt : std::optional(it->second);
 }
 
+void node_context::set_membership(std::function<void(const wire::frame&)> handler) {
+  auto shared = std::make_shared<const std::function<void(const wire::frame&)>>(std::move(handler));
+  std::lock_guard lock(mutex_);
+  membership_ = std::move(shared);
+}
+
+void node_context::to_membership(const wire::frame& f) const {
+  std::shared_ptr<const std::function<void(const wire::frame&)>> handler;
+  {
+    std::lock_guard lock(mutex_);
+    handler = membership_;
+  }
+  if (handler && *handler) (*handler)(f);
+}
+
 bool node_context::accepts(const std::string& node, std::uint64_t incarnation) const {
   std::lock_guard lock(mutex_);
   auto it = directory_.find(node);

@@ -1,11 +1,12 @@
 #pragma once
 
 // What every actor of a node shares: the node's identity, its local actors by name, the
-// directory of other nodes (kept current by the membership actor), and one bridge actor
+// directory of other nodes (kept current by the membership driver), and one bridge actor
 // per peer node. Thread-safe: actors on any scheduler thread and the fabric thread use it.
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -63,6 +64,13 @@ class node_context {
   [[nodiscard]] std::optional<wire::member> member(const std::string& node) const;
   [[nodiscard]] bool accepts(const std::string& node, std::uint64_t incarnation) const;
 
+  /// Where membership frames (join, joinReply, heartbeat, leave) go: the node's
+  /// membership driver. Set it before peers can reach the node; frames that arrive
+  /// before, or with none set, are dropped.
+  void set_membership(std::function<void(const wire::frame&)> handler);
+  /// Hands `f` to the membership handler on the calling thread.
+  void to_membership(const wire::frame& f) const;
+
   /// The bridge to `node`, spawned (and connected) on first use. `fabric_address` is
   /// needed only for a node not in the directory yet. Invalid if the address is unknown.
   [[nodiscard]] caf::actor bridge(const std::string& node, const std::string& fabric_address = {});
@@ -87,6 +95,7 @@ class node_context {
   std::map<std::string, wire::member> directory_;
   std::vector<caf::actor_addr> member_watchers_;
   std::map<std::string, caf::actor> bridges_;
+  std::shared_ptr<const std::function<void(const wire::frame&)>> membership_;
 };
 
 }  // namespace baton::runtime

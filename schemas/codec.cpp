@@ -118,6 +118,24 @@ expected<encoded_frame> encode(const frame& f, const codec_limits& limits) {
   }
 }
 
+bool is_membership(std::span<const std::byte> bytes) noexcept {
+  if (!check_framing(bytes, codec_limits{})) return false;
+  try {
+    const auto* first = reinterpret_cast<const capnp::word*>(bytes.data() + frame_header_bytes);
+    capnp::FlatArrayMessageReader reader(
+        kj::arrayPtr(first, (bytes.size() - frame_header_bytes) / sizeof(capnp::word)));
+    switch (reader.getRoot<gen::Envelope>().getBody().which()) {
+      case gen::Envelope::Body::JOIN:
+      case gen::Envelope::Body::JOIN_REPLY:
+      case gen::Envelope::Body::HEARTBEAT:
+      case gen::Envelope::Body::LEAVE: return true;
+      default: return false;
+    }
+  } catch (const kj::Exception&) {
+    return false;
+  }
+}
+
 expected<frame> decoder::decode(std::span<const std::byte> bytes) {
   checked<frame> result = check_framing(bytes, limits_).and_then([&]() -> checked<frame> {
     const auto* first = reinterpret_cast<const capnp::word*>(bytes.data() + frame_header_bytes);

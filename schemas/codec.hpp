@@ -64,6 +64,11 @@ struct encoded_frame {
 /// sends is always one its peers accept.
 [[nodiscard]] expected<encoded_frame> encode(const frame& f, const codec_limits& limits = {});
 
+/// Whether `bytes` holds a membership frame (join, joinReply, heartbeat or leave): a
+/// cheap look at the body's tag, for routing. It checks nothing else: decode() decides
+/// whether the frame is valid. False for anything it cannot read.
+[[nodiscard]] bool is_membership(std::span<const std::byte> bytes) noexcept;
+
 /// Decodes untrusted frames and counts what it rejects. decode() may be called from one
 /// thread at a time; the counters may be read from any thread.
 class decoder {

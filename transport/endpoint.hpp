@@ -107,6 +107,17 @@ class endpoint {
     (void)handler;
     return false;
   }
+
+  /// With an event handler set: offers it one `timer` event, on the progress thread, once
+  /// `at` has passed (a later call replaces the time; clock::time_point::max() cancels).
+  /// The handler's owner then keeps time on the thread that wakes for its frames anyway,
+  /// not on a thread of its own: a timer moved later costs no wake-up. May be called
+  /// from any thread, the handler included. Returns false, and changes nothing, where
+  /// set_event_handler() does.
+  [[nodiscard]] virtual bool set_timer(deadline at) {
+    (void)at;
+    return false;
+  }
 };
 
 namespace loopback {

@@ -63,6 +63,7 @@ enum class event_kind : std::uint8_t {
   read_done,   ///< a read() landed in the local slice
   message,     ///< a message arrived from `peer`; bytes in `payload`
   notify,      ///< a peer's write with notify landed here; its value in `data`
+  timer,       ///< the time given to endpoint::set_timer() has passed
 };
 
 /// One completion. `status` carries the error of a failed or expired operation.

@@ -217,6 +217,32 @@ TYPED_TEST(KvFabric, WriteWithNotifyLandsAndIsReported) {
                           [](std::byte x) { return x == std::byte{0}; }));
 }
 
+TYPED_TEST(KvFabric, TheTickerRunsOnceAtTheLatestTimeAskedFor) {
+  // On the endpoint's progress thread where there is one (tcp, shm), else on the fabric
+  // thread (loopback): either way once, at the time asked for last.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<transport::clock::time_point> ran;
+  this->a_->set_ticker([&] {
+    std::lock_guard lock(mu);
+    ran.push_back(transport::clock::now());
+    cv.notify_all();
+  });
+  const auto start = transport::clock::now();
+  this->a_->tick_at(start + 20ms);
+  this->a_->tick_at(start + 300ms);
+  this->a_->tick_at(start + 50ms);
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, 5000ms, [&] { return !ran.empty(); }));
+  EXPECT_GE(ran[0], start + 50ms);
+  EXPECT_FALSE(cv.wait_for(lock, 400ms, [&] { return ran.size() > 1; }))
+      << "the replaced times must not run it again";
+  lock.unlock();
+  this->a_->tick_at(transport::clock::now());
+  lock.lock();
+  EXPECT_TRUE(cv.wait_for(lock, 5000ms, [&] { return ran.size() == 2; }));
+}
+
 TYPED_TEST(KvFabric, WriteOutsideTheGrantIsRefusedAndTheLinkSurvives) {
   auto ra = this->a_->allocate_region(4096);
   auto rb = this->b_->allocate_region(4096);

@@ -379,6 +379,58 @@ TYPED_TEST(TransportConformance, SendsFromManyThreadsArriveInEachThreadsOrder) {
   }
 }
 
+TYPED_TEST(TransportConformance, TheTimerFiresOnceOnTheHandlersThreadAtItsLatestTime) {
+  std::mutex mu;
+  std::vector<clock::time_point> fired;
+  std::thread::id handler_thread;
+  const bool handler = this->b_->set_event_handler([&](event& e) {
+    if (e.kind != event_kind::timer) return false;
+    std::lock_guard lock(mu);
+    fired.push_back(clock::now());
+    handler_thread = std::this_thread::get_id();
+    return true;
+  });
+  if (!handler) {
+    EXPECT_FALSE(this->b_->set_timer(clock::now())) << "a timer needs the handler's thread";
+    return;
+  }
+  auto count = [&] {
+    std::lock_guard lock(mu);
+    return fired.size();
+  };
+  // A later time replaces an earlier one (nothing fires at the first), and an earlier
+  // one replaces a later one.
+  const auto start = clock::now();
+  ASSERT_TRUE(this->b_->set_timer(start + 30ms));
+  ASSERT_TRUE(this->b_->set_timer(start + 400ms));
+  ASSERT_TRUE(this->b_->set_timer(start + 60ms));
+  while (count() == 0 && clock::now() < start + 5000ms) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(500ms);  // past the replaced time: it must not fire as well
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(fired.size(), 1u);
+    EXPECT_GE(fired[0], start + 60ms);
+    EXPECT_NE(handler_thread, std::this_thread::get_id());
+  }
+  // Cancelled: nothing fires.
+  ASSERT_TRUE(this->b_->set_timer(clock::now() + 20ms));
+  ASSERT_TRUE(this->b_->set_timer(clock::time_point::max()));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(count(), 1u);
+  // Set from the handler's own thread (as the handler does): fires again.
+  ASSERT_TRUE(this->b_->set_event_handler([&](event& e) {
+    if (e.kind != event_kind::timer) return false;
+    std::lock_guard lock(mu);
+    fired.push_back(clock::now());
+    if (fired.size() == 2) (void)this->b_->set_timer(clock::now() + 10ms);
+    return true;
+  }));
+  ASSERT_TRUE(this->b_->set_timer(clock::now()));
+  while (count() < 3 && clock::now() < start + 10000ms) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(count(), 3u);
+  EXPECT_TRUE(this->b_->set_event_handler({}));
+}
+
 // verbs and efa (which require FI_MR_LOCAL) are chosen by the same code as tcp and shm;
 // without their hardware they fail at once, by name, and are never replaced by another.
 TEST(FabricProviders, WithoutTheirDeviceVerbsAndEfaFailAtOnce) {

@@ -359,6 +359,13 @@ bool fabric_endpoint::set_event_handler(std::function<bool(event&)> handler) {
   return true;
 }
 
+bool fabric_endpoint::set_timer(deadline at) {
+  const auto ticks = at.time_since_epoch().count();
+  // Only an earlier time needs the progress thread to look again before it sleeps on.
+  if (ticks < timer_at_.exchange(ticks)) wake();
+  return true;
+}
+
 endpoint_stats fabric_endpoint::stats() const {
   endpoint_stats s;
   s.messages_received = counters_.messages_received.load();

@@ -57,6 +57,7 @@ class fabric_endpoint final : public endpoint {
   void interrupt() override;
   endpoint_stats stats() const override;
   bool set_event_handler(std::function<bool(event&)> handler) override;
+  bool set_timer(deadline at) override;
 
  private:
   // Set-up (fabric_setup.cpp).
@@ -109,6 +110,8 @@ class fabric_endpoint final : public endpoint {
   void expire(clock::time_point now);
   void repost(rx_slot& slot);
   void push_event(event ev);
+  /// Offers the timer event once set_timer()'s time has passed.
+  void fire_timer(clock::time_point now);
   [[nodiscard]] int next_timeout_ms() const;
 
   endpoint_config config_;
@@ -165,6 +168,7 @@ class fabric_endpoint final : public endpoint {
   std::atomic<std::uint64_t> next_op_{1};
   std::atomic<bool> stop_{false};
   std::atomic<bool> sleeping_{false};  ///< the progress thread is (about to be) in fi_cq_sread
+  std::atomic<clock::rep> timer_at_{clock::time_point::max().time_since_epoch().count()};
   counters counters_;
 
   // Progress thread only.

@@ -59,8 +59,21 @@ void fabric_endpoint::progress_loop() {
     } else {
       poll_with_backoff(posted);
     }
-    expire(clock::now());
+    const auto now = clock::now();
+    expire(now);
+    fire_timer(now);
   }
+}
+
+void fabric_endpoint::fire_timer(clock::time_point now) {
+  auto at = timer_at_.load();
+  if (now.time_since_epoch().count() < at) return;
+  // A set_timer() racing with us wins: its time stays armed.
+  if (!timer_at_.compare_exchange_strong(at, clock::time_point::max().time_since_epoch().count()))
+    return;
+  event ev;
+  ev.kind = event_kind::timer;
+  push_event(std::move(ev));
 }
 
 void fabric_endpoint::progress_blocking(bool posted) {
@@ -256,6 +269,7 @@ int fabric_endpoint::post_send(op& o) {
 
 int fabric_endpoint::next_timeout_ms() const {
   auto nearest = clock::now() + std::chrono::milliseconds(idle_wakeup_ms);
+  nearest = std::min(nearest, clock::time_point(clock::duration(timer_at_.load())));
   for (const auto& [ptr, operation] : live_)
     if (!operation->expired && operation->until < nearest) nearest = operation->until;
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(nearest - clock::now()).count();

@@ -2,10 +2,13 @@
 // recording sink, frames in as raw bytes, no threads and no network.
 #include "runtime/bridge.hpp"
 
+#include <thread>
+
 #include <gtest/gtest.h>
 #include <caf/all.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 
+#include "runtime/membership_driver.hpp"
 #include "runtime/messages.hpp"
 
 namespace baton::runtime {
@@ -275,6 +278,101 @@ TEST_F(BridgeTest, ALocalActorWatchedByAPeerReportsItsTermination) {
   arrive(wire::monitor{{"b", "x"}}, "ghost");
   ASSERT_EQ(sink_.frames.size(), 2u);
   EXPECT_EQ(std::get<wire::down>(sink_.frames[1].frame.body).code, errc::not_found);
+}
+
+/// What node `name` (incarnation 5 for b, as the directory has it) must match to join.
+wire::join identity(const std::string& name, std::uint64_t incarnation) {
+  wire::join j;
+  j.member = {name, incarnation, wire::member_state::alive, wire::node_kind::cpu, "cpu",
+              {wire::role::decode}, "fabric-" + name, ""};
+  j.wire_version = wire::wire_version;
+  j.model_hash = 0xabc;
+  j.numerics_fingerprint = "baton-cpu/1";
+  return j;
+}
+
+/// Node a's membership driver, a the first seed, beside a's bridge to b: frames reach it
+/// through the bridge (on_frame) or as bytes on the receiving thread (take), and it asks
+/// for its ticks through the tick_at hook.
+class MembershipDriverTest : public BridgeTest {
+ protected:
+  void SetUp() override {
+    BridgeTest::SetUp();
+    membership_hooks hooks;
+    hooks.tick_at = [this](time_point at) { ticks_.push_back(at); };
+    driver_.emplace(*ctx_, identity("a", 7), std::vector<seed_node>{{"a", "fabric-a"}},
+                    membership_config{}, 1, std::move(hooks));
+    ctx_->set_membership([this](const wire::frame& f) { driver_->on_frame(f); });
+    driver_->start();
+  }
+
+  static wire::encoded_frame from_b(wire::body body, std::uint64_t incarnation = 5) {
+    wire::frame f;
+    f.source = {"b", "membership"};
+    f.target = {"a", "membership"};
+    f.sender_incarnation = incarnation;
+    f.message_id = 9;
+    f.body = std::move(body);
+    auto encoded = wire::encode(f);
+    EXPECT_TRUE(encoded);
+    return std::move(*encoded);
+  }
+
+  std::vector<time_point> ticks_;
+  std::optional<membership_driver> driver_;
+};
+
+TEST_F(MembershipDriverTest, AnswersFramesFromEitherPathAndProbesWhenItsTickComes) {
+  EXPECT_TRUE(sink_.frames.empty()) << "the first seed forms the cluster alone";
+  // b joins through the bridge: the reply goes straight to the sink, not through a bridge.
+  arrive(identity("b", 5), "membership");
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  EXPECT_EQ(sink_.frames[0].node, "b");
+  EXPECT_EQ(sink_.frames[0].frame.source, (wire::actor_address{"a", "membership"}));
+  EXPECT_EQ(sink_.frames[0].frame.sender_incarnation, 7u);
+  const auto* reply = std::get_if<wire::join_reply>(&sink_.frames[0].frame.body);
+  ASSERT_NE(reply, nullptr);
+  EXPECT_TRUE(reply->accepted) << reply->reason;
+  ASSERT_EQ(driver_->members().size(), 2u);
+
+  // A probe from b, taken as bytes on the receiving thread, is acknowledged at once.
+  auto probe = from_b(wire::heartbeat{41, false, 0, 0, {}});
+  EXPECT_TRUE(driver_->take(probe.bytes()));
+  ASSERT_EQ(sink_.frames.size(), 2u);
+  const auto* ack = std::get_if<wire::heartbeat>(&sink_.frames[1].frame.body);
+  ASSERT_NE(ack, nullptr);
+  EXPECT_TRUE(ack->is_ack);
+  EXPECT_EQ(ack->sequence, 41u);
+  // Everything else is left to the bridge, which counts what it rejects.
+  EXPECT_FALSE(driver_->take(from_b(tokens(1)).bytes())) << "not membership";
+  EXPECT_FALSE(driver_->take(from_b(wire::heartbeat{42, false, 0, 0, {}}, 4).bytes()))
+      << "an old incarnation of b";
+  auto cut = from_b(wire::heartbeat{43, false, 0, 0, {}});
+  cut.words.resize(cut.words.size() - 1);
+  EXPECT_FALSE(driver_->take(cut.bytes())) << "truncated";
+  EXPECT_EQ(sink_.frames.size(), 2u);
+
+  // It asked for a tick at its next probe; a tick before then sends nothing, one after
+  // it probes b.
+  ASSERT_FALSE(ticks_.empty());
+  const auto probe_at = ticks_.back();
+  EXPECT_GT(probe_at, std::chrono::steady_clock::now());
+  driver_->tick();
+  EXPECT_EQ(sink_.frames.size(), 2u);
+  std::this_thread::sleep_until(probe_at);
+  driver_->tick();
+  ASSERT_EQ(sink_.frames.size(), 3u);
+  const auto* ping = std::get_if<wire::heartbeat>(&sink_.frames[2].frame.body);
+  ASSERT_NE(ping, nullptr);
+  EXPECT_FALSE(ping->is_ack);
+  EXPECT_GT(ticks_.back(), probe_at) << "and asked for the next tick (its retry)";
+
+  // Stopped: frames are taken and dropped, ticks do nothing.
+  driver_->stop();
+  EXPECT_TRUE(driver_->take(probe.bytes()));
+  std::this_thread::sleep_until(ticks_.back());
+  driver_->tick();
+  EXPECT_EQ(sink_.frames.size(), 3u);
 }
 
 }  // namespace

@@ -59,6 +59,25 @@ TEST(Codec, KvDescriptorCarriesTheFabricNode) {
             std::get<prefill>(f.body).target.fabric_node);
 }
 
+TEST(Codec, IsMembershipTellsMembershipFramesFromEveryOtherKind) {
+  for (const auto& f : sample_frames()) {
+    auto encoded = encode(f);
+    ASSERT_TRUE(encoded);
+    const bool membership = std::holds_alternative<join>(f.body) ||
+                            std::holds_alternative<join_reply>(f.body) ||
+                            std::holds_alternative<heartbeat>(f.body) ||
+                            std::holds_alternative<leave>(f.body);
+    EXPECT_EQ(is_membership(encoded->bytes()), membership) << body_name(f.body);
+    // Damaged: never an exception, never a membership frame it cannot read.
+    EXPECT_FALSE(is_membership(encoded->bytes().first(16))) << body_name(f.body);
+    auto words = encoded->words;
+    words[0] ^= 1;  // magic
+    EXPECT_FALSE(is_membership(as_bytes(words))) << body_name(f.body);
+  }
+  const std::vector<std::uint64_t> garbage(8, 0x5a5a5a5a5a5a5a5aULL);
+  EXPECT_FALSE(is_membership(as_bytes(garbage)));
+}
+
 TEST(Codec, EveryTruncationIsRejectedAndCounted) {
   decoder dec;
   for (const auto& f : sample_frames()) {

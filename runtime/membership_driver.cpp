@@ -1,0 +1,124 @@
+#include "runtime/membership_driver.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "runtime/messages.hpp"
+
+namespace baton::runtime {
+namespace {
+
+/// How long a leaving node keeps probing, so that its departure spreads.
+constexpr auto leave_spread = std::chrono::milliseconds(300);
+
+}  // namespace
+
+membership_driver::membership_driver(node_context& ctx, wire::join self,
+                                     std::vector<seed_node> seeds, membership_config config,
+                                     std::uint64_t random_seed, membership_hooks hooks)
+    : ctx_(ctx),
+      hooks_(std::move(hooks)),
+      state_(std::move(self), std::move(seeds), config, random_seed),
+      decoder_(ctx.config().limits) {}
+
+void membership_driver::start() {
+  std::lock_guard lock(mutex_);
+  ctx_.update_member(state_.self());
+  const auto now = clock::now();
+  apply(state_.start(now), now);
+}
+
+void membership_driver::stop() {
+  std::lock_guard lock(mutex_);
+  stopped_ = true;
+}
+
+void membership_driver::tick() {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return;
+  armed_ = time_point::max();  // this was it
+  const auto now = clock::now();
+  if (left_at_ && now >= *left_at_) {
+    stopped_ = true;
+    if (hooks_.left) hooks_.left();
+    return;
+  }
+  if (now < state_.next_deadline()) return arm(now);  // the deadline moved since it was asked for
+  apply(state_.on_tick(now), now + std::chrono::milliseconds(1));  // never a busy loop
+}
+
+void membership_driver::on_frame(const wire::frame& f) {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return;
+  const auto now = clock::now();
+  apply(state_.on_message(f.source.node, f.body, now), now);
+}
+
+bool membership_driver::take(std::span<const std::byte> bytes) {
+  if (!wire::is_membership(bytes)) return false;
+  std::lock_guard lock(mutex_);
+  if (stopped_) return true;  // the node is stopping: nobody is left to answer
+  auto f = decoder_.decode(bytes);
+  if (!f || !ctx_.accepts(f->source.node, f->sender_incarnation)) return false;
+  const auto now = clock::now();
+  apply(state_.on_message(f->source.node, f->body, now), now);
+  return true;
+}
+
+void membership_driver::leave() {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return;
+  const auto now = clock::now();
+  left_at_ = now + leave_spread;
+  apply(state_.leave(now), now);
+}
+
+std::vector<wire::member> membership_driver::members() const {
+  std::lock_guard lock(mutex_);
+  return state_.members();
+}
+
+void membership_driver::arm(time_point not_before) {
+  auto at = std::max(state_.next_deadline(), not_before);
+  if (left_at_) at = std::min(at, *left_at_);
+  if (at == armed_ || !hooks_.tick_at) return;
+  armed_ = at;
+  hooks_.tick_at(at);
+}
+
+void membership_driver::apply(membership_output out, time_point not_before) {
+  ctx_.set_incarnation(state_.self().incarnation);
+  for (auto& s : out.sends) {
+    if (!ctx_.bridge(s.node, s.fabric_address)) continue;  // attaches the peer on first use
+    wire::frame f;
+    f.source = {ctx_.name(), "membership"};
+    f.target = {s.node, "membership"};
+    f.sender_incarnation = ctx_.incarnation();
+    f.message_id = ctx_.next_message_id();
+    f.body = std::move(s.body);
+    auto encoded = wire::encode(f, ctx_.config().limits);
+    if (!encoded) {
+      spdlog::error("membership frame to {} not sent: {}", s.node, encoded.error().message);
+      continue;
+    }
+    ctx_.sink().post(s.node, std::move(*encoded));
+  }
+  for (const auto& m : out.changes) {
+    ctx_.update_member(m);
+    spdlog::info("member {} is {} (incarnation {})", m.node, to_string(m.state), m.incarnation);
+    if (m.state != wire::member_state::dead && m.state != wire::member_state::left) continue;
+    if (auto bridge = ctx_.bridge(m.node)) {
+      const bool dead = m.state == wire::member_state::dead;
+      caf::anon_send(bridge, node_gone{m.node, error{errc::disconnected,
+                                                     fmt::format("node {} {}", m.node,
+                                                                 dead ? "was declared dead"
+                                                                      : "left the cluster")}});
+      ctx_.drop_bridge(m.node);
+    }
+  }
+  if (out.refused && hooks_.refused) hooks_.refused(*out.refused);
+  arm(not_before);
+}
+
+}  // namespace baton::runtime
