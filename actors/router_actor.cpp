@@ -1,6 +1,8 @@
 #include "actors/router_actor.hpp"
 
 #include <algorithm>
+#include <deque>
+#include <map>
 #include <set>
 #include <unordered_map>
 
@@ -9,27 +11,7 @@
 
 #include "actors/shell.hpp"
 #include "runtime/messages.hpp"
-
-namespace baton::actors {
-namespace {
-
-/// A client request handed over by the native server.
-struct start_request {
-  wire::generate_request request;
-  std::shared_ptr<client::response_stream> stream;
-  std::chrono::steady_clock::time_point received;  ///< off the client's socket
-};
-
-/// The server ended a request (client cancel, disconnect, slow reader, shutdown).
-struct stop_request {
-  std::uint64_t stream = 0;
-};
-
-}  // namespace
-}  // namespace baton::actors
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::actors::start_request)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(baton::actors::stop_request)
+#include "runtime/peer_link.hpp"
 
 namespace baton::actors {
 namespace {
@@ -59,65 +41,104 @@ struct open_request {
   }
 };
 
-struct router_shell {
-  runtime::node_context* ctx = nullptr;
-  std::unique_ptr<router_state> state;
-  router_options options;
-  std::unordered_map<std::uint64_t, open_request> open;           // by request id
-  std::unordered_map<std::uint64_t, wire::request_id> by_stream;  // stream id -> request
-  runtime::histogram* ttft = nullptr;
-  runtime::histogram* e2e = nullptr;
-  runtime::gauge* inflight = nullptr;
-  runtime::gauge* prefill_workers = nullptr;
-  runtime::gauge* decode_workers = nullptr;
-  bool announced = false;
-  std::set<std::uint64_t> slow;  ///< requests whose client has no room (by request id)
-  std::optional<stat_counters> counters;
-  /// When the message being handled reached this process (its socket or transport).
-  clock::time_point received;
+}  // namespace
+
+/// The router's state and its shell behind one lock, run on the thread each event arrives
+/// on: a client's I/O thread (requests, cancellations), the transport's progress thread
+/// (workers' frames, through node_context::set_taker), or the router actor (timers,
+/// membership, delivery failures, frames that came through a bridge). Frames leave
+/// through peer links on the same thread, so no message of a request waits for a CAF
+/// worker to wake. The actor remains the router's identity (published, supervised,
+/// restarted) and keeps its timers.
+class router_core {
+ public:
+  router_core(runtime::node_context& ctx, const engine::tokenizer& tok, router_options options);
+  /// Where timers and slow-client checks go; an invalid handle once the actor is gone.
+  void attach(const caf::actor& self);
+
+  void start(const wire::generate_request& request,
+             std::shared_ptr<client::response_stream> stream, clock::time_point received);
+  void stop(std::uint64_t stream);
+  /// A frame from a worker; false if it is not one the router handles.
+  bool take(const wire::frame& f, clock::time_point received);
+  /// The actor's timer: runs the state's timers that are due.
+  void on_timer();
+  void on_drain();
+  void on_member(const wire::member& m);
+  void on_failure(const runtime::delivery_failure& f);
+
+ private:
+  // The lock is held for all of these.
+  void after(router_effects out);
+  void deliver(client_event& e);
+  void charge(std::uint64_t id);
+  void learn(const wire::member& m);
+  void mirror_stats();
+  /// Asks the actor for a timer message at the earliest timer due, unless one comes by then.
+  void arm();
+
+  std::mutex mutex_;
+  runtime::node_context& ctx_;
+  router_options options_;
+  router_state state_;
+  caf::actor_addr self_;
+  std::unordered_map<std::uint64_t, open_request> open_;           // by request id
+  std::unordered_map<std::uint64_t, wire::request_id> by_stream_;  // stream id -> request
+  runtime::histogram& ttft_;
+  runtime::histogram& e2e_;
+  runtime::gauge& inflight_;
+  runtime::gauge& prefill_workers_;
+  runtime::gauge& decode_workers_;
+  bool announced_ = false;
+  std::set<std::uint64_t> slow_;  ///< requests whose client has no room (by request id)
+  stat_counters counters_;
+  /// When the event being handled reached this process (its socket or transport).
+  clock::time_point received_;
+  /// The state's timers (one per request: its deadline), kept here rather than one CAF
+  /// delayed message each, each of which would wake CAF's clock thread.
+  std::multimap<clock::time_point, std::uint64_t> timers_;
+  clock::time_point armed_ = clock::time_point::max();
 };
-using router_actor = caf::stateful_actor<router_shell>;
 
-void deliver(router_shell& st, client_event& e) {
-  const auto key = static_cast<std::uint64_t>(e.request);
-  auto it = st.open.find(key);
-  if (it == st.open.end()) return;
-  auto& o = it->second;
-  const auto now = clock::now();
-  const double seconds = std::chrono::duration<double>(now - o.started).count();
-  if (std::holds_alternative<wire::token_chunk>(e.what) && !o.first_token) {
-    o.first_token = true;
-    st.ttft->observe(seconds);
-  }
-  if (auto* f = std::get_if<wire::finished>(&e.what)) {
-    o.count(st.received, now);
-    const auto spent = o.in_router;
-    f->router_us = static_cast<std::uint32_t>(std::min<std::int64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(spent).count(), UINT32_MAX));
-  }
-  const bool last = std::holds_alternative<wire::finished>(e.what) ||
-                    std::holds_alternative<wire::rejected>(e.what);
-  (void)o.stream->send(std::move(e.what));
-  if (last) {
-    st.e2e->observe(seconds);
-    st.by_stream.erase(o.stream->id());
-    st.open.erase(it);
-  }
+namespace {
+
+const auto latency_bounds = runtime::exponential_bounds(0.001, 2, 16);
+
+}  // namespace
+
+router_core::router_core(runtime::node_context& ctx, const engine::tokenizer& tok,
+                         router_options options)
+    : ctx_(ctx),
+      options_(std::move(options)),
+      state_(tok, options_.seq_len, options_.block_tokens,
+             wire::actor_address{ctx.name(), router_name}, options_.config),
+      ttft_(ctx.metrics().get_histogram("baton_router_ttft_seconds",
+                                        "Time from request to its first token", latency_bounds)),
+      e2e_(ctx.metrics().get_histogram("baton_router_request_seconds",
+                                       "Time from request to its end", latency_bounds)),
+      inflight_(ctx.metrics().get_gauge("baton_router_requests_inflight", "Requests admitted")),
+      prefill_workers_(ctx.metrics().get_gauge(
+          "baton_router_workers", "Workers the router places on", {{"role", "prefill"}})),
+      decode_workers_(ctx.metrics().get_gauge(
+          "baton_router_workers", "Workers the router places on", {{"role", "decode"}})),
+      counters_(ctx.metrics()) {
+  mirror_stats();
 }
 
-void after(router_actor* self, router_effects out) {
-  auto& st = self->state;
-  for (auto& e : out.events) deliver(st, e);
-  perform(*st.ctx, self, router_name, std::move(out));
-  st.inflight->set(static_cast<double>(st.state->inflight()));
-  st.prefill_workers->set(static_cast<double>(st.state->workers(wire::role::prefill)));
-  st.decode_workers->set(static_cast<double>(st.state->workers(wire::role::decode)));
-  st.counters->publish();
+void router_core::attach(const caf::actor& self) {
+  std::lock_guard lock(mutex_);
+  self_ = self.address();
+  received_ = clock::now();
+  for (const auto& m : ctx_.watch_members(self)) learn(m);
+  after({});
+  spdlog::info("router: sampling seeds from seed {}, {} prefill and {} decode workers known",
+               state_.seed(), state_.workers(wire::role::prefill),
+               state_.workers(wire::role::decode));
 }
 
-void mirror_stats(router_shell& st) {
-  const auto& s = st.state->stats();
-  auto& c = *st.counters;
+void router_core::mirror_stats() {
+  const auto& s = state_.stats();
+  auto& c = counters_;
   const std::string requests = "baton_router_requests_total";
   const std::string help = "Requests by outcome";
   c.mirror(s.accepted, requests, help, {{"outcome", "accepted"}});
@@ -139,156 +160,253 @@ void mirror_stats(router_shell& st) {
            "Messages from old attempts, dropped");
 }
 
-/// Charges the time since the current message reached this process to request `id`
-/// (after its effects were handed on).
-void charge(router_shell& st, std::uint64_t id) {
-  if (auto it = st.open.find(id); it != st.open.end()) {
-    it->second.count(st.received, clock::now());
+void router_core::deliver(client_event& e) {
+  const auto key = static_cast<std::uint64_t>(e.request);
+  auto it = open_.find(key);
+  if (it == open_.end()) return;
+  auto& o = it->second;
+  const auto now = clock::now();
+  const double seconds = std::chrono::duration<double>(now - o.started).count();
+  if (std::holds_alternative<wire::token_chunk>(e.what) && !o.first_token) {
+    o.first_token = true;
+    ttft_.observe(seconds);
+  }
+  if (auto* f = std::get_if<wire::finished>(&e.what)) {
+    o.count(received_, now);
+    f->router_us = static_cast<std::uint32_t>(std::min<std::int64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(o.in_router).count(), UINT32_MAX));
+  }
+  const bool last = std::holds_alternative<wire::finished>(e.what) ||
+                    std::holds_alternative<wire::rejected>(e.what);
+  (void)o.stream->send(std::move(e.what));
+  if (last) {
+    e2e_.observe(seconds);
+    by_stream_.erase(o.stream->id());
+    open_.erase(it);
   }
 }
 
-void on_member(router_actor* self, const wire::member& m) {
-  auto& st = self->state;
+void router_core::after(router_effects out) {
+  // A frame that cannot leave (its node is not a member, or has too much waiting) ends
+  // its attempt, whose retry may send more: carry on until nothing is left.
+  std::deque<router_effects> todo;
+  todo.push_back(std::move(out));
+  while (!todo.empty()) {
+    auto next = std::move(todo.front());
+    todo.pop_front();
+    for (auto& e : next.events) deliver(e);
+    for (auto& s : next.sends) {
+      if (s.to.node == ctx_.name()) {
+        if (auto local = ctx_.lookup(s.to.actor)) {
+          auto f = std::make_shared<wire::frame>();
+          f->source = {ctx_.name(), router_name};
+          f->target = s.to;
+          f->sender_incarnation = ctx_.incarnation();
+          f->message_id = ctx_.next_message_id();
+          f->body = std::move(s.body);
+          caf::anon_send(local, runtime::inbound{std::move(f), clock::now()});
+        }
+        continue;
+      }
+      const auto node = s.to.node;
+      expected<std::uint64_t> sent = fail(errc::not_found, "not a member");
+      if (auto link = ctx_.link(node)) {
+        sent = link->send({ctx_.name(), router_name}, std::move(s.to), std::move(s.body));
+      }
+      if (!sent) {
+        spdlog::warn("router: to {}: {}", node, sent.error().message);
+        todo.push_back(state_.on_undeliverable(node, clock::now()));
+      }
+    }
+    for (const auto& t : next.timers) timers_.emplace(t.at, t.id);
+  }
+  arm();
+  inflight_.set(static_cast<double>(state_.inflight()));
+  prefill_workers_.set(static_cast<double>(state_.workers(wire::role::prefill)));
+  decode_workers_.set(static_cast<double>(state_.workers(wire::role::decode)));
+  counters_.publish();
+}
+
+void router_core::arm() {
+  if (timers_.empty() || timers_.begin()->first >= armed_) return;
+  auto self = caf::actor_cast<caf::actor>(self_);
+  if (!self) return;
+  armed_ = timers_.begin()->first;
+  const auto now = clock::now();
+  caf::delayed_anon_send(self, armed_ > now ? armed_ - now : clock::duration::zero(),
+                         timer_atom::value, std::uint64_t{0});
+}
+
+/// Charges the time since the current event reached this process to request `id` (after
+/// its effects were handed on).
+void router_core::charge(std::uint64_t id) {
+  if (auto it = open_.find(id); it != open_.end()) it->second.count(received_, clock::now());
+}
+
+void router_core::start(const wire::generate_request& request,
+                        std::shared_ptr<client::response_stream> stream,
+                        clock::time_point received) {
+  std::lock_guard lock(mutex_);
+  received_ = received;
+  auto out = state_.on_generate(request, clock::now());
+  std::uint64_t key = 0;
+  if (!out.events.empty()) {
+    const auto id = out.events.front().request;
+    key = static_cast<std::uint64_t>(id);
+    open_[key] = {stream, received, false, {}, {}};
+    by_stream_[stream->id()] = id;
+  }
+  after(std::move(out));
+  charge(key);
+}
+
+void router_core::stop(std::uint64_t stream) {
+  std::lock_guard lock(mutex_);
+  received_ = clock::now();
+  auto it = by_stream_.find(stream);
+  if (it == by_stream_.end()) return;
+  const auto id = it->second;
+  by_stream_.erase(it);
+  open_.erase(static_cast<std::uint64_t>(id));
+  after(state_.on_client_gone(id));
+}
+
+bool router_core::take(const wire::frame& f, clock::time_point received) {
+  const auto* tokens = std::get_if<wire::token_batch>(&f.body);
+  const auto* finish = std::get_if<wire::finish>(&f.body);
+  const auto* abort = std::get_if<wire::abort_attempt>(&f.body);
+  if (tokens == nullptr && finish == nullptr && abort == nullptr) return false;
+  std::lock_guard lock(mutex_);
+  received_ = received;
+  const auto& from = f.source;
+  if (tokens != nullptr) {
+    const auto key = static_cast<std::uint64_t>(tokens->request);
+    auto o = open_.find(key);
+    const bool room = o == open_.end() || o->second.stream->queued_bytes() < slow_client_bytes;
+    if (!room && slow_.insert(key).second && slow_.size() == 1) {
+      if (auto self = caf::actor_cast<caf::actor>(self_)) {
+        caf::delayed_anon_send(self, drain_check, drain_atom::value);
+      }
+    }
+    after(state_.on_tokens(from, *tokens, room));
+    charge(key);
+  } else if (finish != nullptr) {
+    after(state_.on_finish(from, *finish));
+  } else {
+    after(state_.on_abort(from, *abort, clock::now()));
+    charge(static_cast<std::uint64_t>(abort->request));
+  }
+  return true;
+}
+
+void router_core::on_timer() {
+  std::lock_guard lock(mutex_);
+  received_ = clock::now();
+  armed_ = clock::time_point::max();  // this was it (a later one still on its way is harmless)
+  router_effects out;
+  while (!timers_.empty() && timers_.begin()->first <= received_) {
+    out.append(state_.on_timer(timers_.begin()->second, received_));
+    timers_.erase(timers_.begin());
+  }
+  after(std::move(out));
+}
+
+void router_core::on_drain() {
+  std::lock_guard lock(mutex_);
+  received_ = clock::now();
+  for (auto it = slow_.begin(); it != slow_.end();) {
+    auto o = open_.find(*it);
+    if (o != open_.end() && o->second.stream->queued_bytes() >= slow_client_bytes) {
+      ++it;
+      continue;
+    }
+    if (o != open_.end()) after(state_.on_client_ready(wire::request_id{*it}));
+    it = slow_.erase(it);
+  }
+  if (slow_.empty()) return;
+  if (auto self = caf::actor_cast<caf::actor>(self_)) {
+    caf::delayed_anon_send(self, drain_check, drain_atom::value);
+  }
+}
+
+void router_core::on_member(const wire::member& m) {
+  std::lock_guard lock(mutex_);
+  received_ = clock::now();
+  learn(m);
+}
+
+void router_core::on_failure(const runtime::delivery_failure& f) {
+  std::lock_guard lock(mutex_);
+  spdlog::warn("router: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+  received_ = clock::now();
+  after(state_.on_undeliverable(f.target.node, clock::now()));
+}
+
+void router_core::learn(const wire::member& m) {
   if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
-    after(self, st.state->on_node_gone(m.node, clock::now()));
+    after(state_.on_node_gone(m.node, clock::now()));
     return;
   }
   if (m.state != wire::member_state::alive) return;
   for (const wire::role r : m.roles) {
     if (r == wire::role::prefill) {
-      st.state->add_worker({m.node, prefill_name}, r, m.kind, 0);
+      state_.add_worker({m.node, prefill_name}, r, m.kind, 0);
     } else if (r == wire::role::decode) {
-      const auto blocks = st.options.kv_blocks.find(m.node);
-      st.state->add_worker({m.node, decode_name}, r, m.kind,
-                           blocks == st.options.kv_blocks.end() ? 0 : blocks->second);
+      const auto blocks = options_.kv_blocks.find(m.node);
+      state_.add_worker({m.node, decode_name}, r, m.kind,
+                        blocks == options_.kv_blocks.end() ? 0 : blocks->second);
     }
   }
-  const bool prefill_ok = st.state->workers(wire::role::prefill) > 0 ||
-                          st.options.config.when_no_prefill != no_prefill_policy::fail;
-  if (!st.announced && prefill_ok && st.state->workers(wire::role::decode) > 0) {
-    st.announced = true;
+  const bool prefill_ok = state_.workers(wire::role::prefill) > 0 ||
+                          options_.config.when_no_prefill != no_prefill_policy::fail;
+  if (!announced_ && prefill_ok && state_.workers(wire::role::decode) > 0) {
+    announced_ = true;
     spdlog::info("router ready native={}{} ({} prefill, {} decode workers)",
-                 st.options.native_address.empty() ? "-" : st.options.native_address,
-                 st.options.http_address.empty() ? std::string()
-                                                 : fmt::format(" http={}", st.options.http_address),
-                 st.state->workers(wire::role::prefill), st.state->workers(wire::role::decode));
+                 options_.native_address.empty() ? "-" : options_.native_address,
+                 options_.http_address.empty() ? std::string()
+                                               : fmt::format(" http={}", options_.http_address),
+                 state_.workers(wire::role::prefill), state_.workers(wire::role::decode));
   }
+  after({});
 }
+
+namespace {
+
+struct router_shell {
+  std::shared_ptr<router_core> core;
+};
+using router_actor = caf::stateful_actor<router_shell>;
 
 caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
                               const engine::tokenizer* tok, router_options options) {
-  auto& st = self->state;
-  st.ctx = ctx;
-  st.options = options;
-  st.counters.emplace(ctx->metrics());
-  st.state =
-      std::make_unique<router_state>(*tok, options.seq_len, options.block_tokens,
-                                     wire::actor_address{ctx->name(), router_name}, options.config);
-  mirror_stats(st);
-  auto& metrics = ctx->metrics();
-  const auto latency = runtime::exponential_bounds(0.001, 2, 16);
-  st.ttft = &metrics.get_histogram("baton_router_ttft_seconds",
-                                   "Time from request to its first token", latency);
-  st.e2e = &metrics.get_histogram("baton_router_request_seconds", "Time from request to its end",
-                                  latency);
-  st.inflight = &metrics.get_gauge("baton_router_requests_inflight", "Requests admitted");
-  st.prefill_workers = &metrics.get_gauge("baton_router_workers", "Workers the router places on",
-                                          {{"role", "prefill"}});
-  st.decode_workers = &metrics.get_gauge("baton_router_workers", "Workers the router places on",
-                                         {{"role", "decode"}});
-  st.received = clock::now();
-  for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
-    on_member(self, m);
+  auto entry = options.entry;
+  auto core = std::make_shared<router_core>(*ctx, *tok, std::move(options));
+  self->state.core = core;
+  core->attach(caf::actor_cast<caf::actor>(self->address()));
+  ctx->set_taker(router_name, [core](const wire::frame& f, clock::time_point received) {
+    return core->take(f, received);
+  });
+  if (entry) {
+    std::lock_guard lock(entry->mutex);
+    entry->core = core;
   }
-  after(self, {});
-  spdlog::info("router: sampling seeds from seed {}, {} prefill and {} decode workers known",
-               st.state->seed(), st.state->workers(wire::role::prefill),
-               st.state->workers(wire::role::decode));
+  // Gone: the fast paths stop reaching this core (a restarted router installs its own).
+  self->attach_functor([ctx, entry, weak = std::weak_ptr<router_core>(core)] {
+    ctx->set_taker(router_name, {});
+    if (!entry) return;
+    std::lock_guard lock(entry->mutex);
+    if (entry->core == weak.lock()) entry->core.reset();
+  });
   return {
-      [self](start_request& r) {
-        auto& s = self->state;
-        s.received = r.received;
-        auto out = s.state->on_generate(r.request, clock::now());
-        std::uint64_t key = 0;
-        if (!out.events.empty()) {
-          const auto id = out.events.front().request;
-          key = static_cast<std::uint64_t>(id);
-          s.open[key] = {r.stream, r.received, false, {}, {}};
-          s.by_stream[r.stream->id()] = id;
-        }
-        after(self, std::move(out));
-        charge(s, key);
-      },
-      [self](stop_request& r) {
-        auto& s = self->state;
-        s.received = clock::now();
-        auto it = s.by_stream.find(r.stream);
-        if (it == s.by_stream.end()) return;
-        const auto id = it->second;
-        s.by_stream.erase(it);
-        s.open.erase(static_cast<std::uint64_t>(id));
-        after(self, s.state->on_client_gone(id));
-      },
+      [self](timer_atom, std::uint64_t) { self->state.core->on_timer(); },
+      [self](drain_atom) { self->state.core->on_drain(); },
+      [self](runtime::member_update& u) { self->state.core->on_member(u.member); },
+      [self](runtime::delivery_failure& f) { self->state.core->on_failure(f); },
       [self](runtime::inbound& in) {
-        auto& s = *self->state.state;
-        const auto& from = in.frame->source;
-        const auto now = clock::now();
-        self->state.received = in.received;
-        std::visit(
-            [&](const auto& body) {
-              using T = std::decay_t<decltype(body)>;
-              if constexpr (std::is_same_v<T, wire::token_batch>) {
-                auto& shell = self->state;
-                const auto key = static_cast<std::uint64_t>(body.request);
-                auto o = shell.open.find(key);
-                const bool room =
-                    o == shell.open.end() || o->second.stream->queued_bytes() < slow_client_bytes;
-                if (!room && shell.slow.insert(key).second && shell.slow.size() == 1) {
-                  self->delayed_send(self, drain_check, drain_atom::value);
-                }
-                after(self, s.on_tokens(from, body, room));
-                charge(shell, key);
-              } else if constexpr (std::is_same_v<T, wire::finish>) {
-                after(self, s.on_finish(from, body));
-              } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
-                after(self, s.on_abort(from, body, now));
-                charge(self->state, static_cast<std::uint64_t>(body.request));
-              } else {
-                spdlog::warn("router: ignoring {} from {}/{}", wire::body_name(in.frame->body),
-                             from.node, from.actor);
-              }
-            },
-            in.frame->body);
-      },
-      [self](timer_atom, std::uint64_t id) {
-        self->state.received = clock::now();
-        after(self, self->state.state->on_timer(id, clock::now()));
-      },
-      [self](drain_atom) {
-        auto& shell = self->state;
-        shell.received = clock::now();
-        for (auto it = shell.slow.begin(); it != shell.slow.end();) {
-          auto o = shell.open.find(*it);
-          if (o != shell.open.end() && o->second.stream->queued_bytes() >= slow_client_bytes) {
-            ++it;
-            continue;
-          }
-          if (o != shell.open.end()) {
-            after(self, shell.state->on_client_ready(wire::request_id{*it}));
-          }
-          it = shell.slow.erase(it);
+        if (!self->state.core->take(*in.frame, in.received)) {
+          spdlog::warn("router: ignoring {} from {}/{}", wire::body_name(in.frame->body),
+                       in.frame->source.node, in.frame->source.actor);
         }
-        if (!shell.slow.empty()) self->delayed_send(self, drain_check, drain_atom::value);
-      },
-      [self](runtime::member_update& u) {
-        self->state.received = clock::now();
-        on_member(self, u.member);
-        after(self, {});
-      },
-      [self](runtime::delivery_failure& f) {
-        spdlog::warn("router: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
-        self->state.received = clock::now();
-        after(self, self->state.state->on_undeliverable(f.target.node, clock::now()));
       },
   };
 }
@@ -302,17 +420,27 @@ caf::actor spawn_router(runtime::node_context& ctx, const engine::tokenizer& tok
 
 void router_gateway::start(const wire::generate_request& request,
                            std::shared_ptr<client::response_stream> stream) {
-  auto router = ctx_.lookup(router_name);
-  if (!router) {
+  const auto received = clock::now();
+  std::shared_ptr<router_core> core;
+  {
+    std::lock_guard lock(entry_->mutex);
+    core = entry_->core;
+  }
+  if (!core) {
     (void)stream->send(
         wire::rejected{request.client_tag, errc::overloaded, "the router is not running"});
     return;
   }
-  caf::anon_send(router, start_request{request, std::move(stream), clock::now()});
+  core->start(request, std::move(stream), received);
 }
 
 void router_gateway::cancel(const client::response_stream& stream, client::cancel_reason) {
-  if (auto router = ctx_.lookup(router_name)) caf::anon_send(router, stop_request{stream.id()});
+  std::shared_ptr<router_core> core;
+  {
+    std::lock_guard lock(entry_->mutex);
+    core = entry_->core;
+  }
+  if (core) core->stop(stream.id());
 }
 
 }  // namespace baton::actors

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -13,6 +14,15 @@
 
 namespace baton::actors {
 
+class router_core;
+
+/// The node's running router, where its client servers find it: set by the router actor
+/// while it runs (a restarted router takes over).
+struct router_entry {
+  std::mutex mutex;
+  std::shared_ptr<router_core> core;
+};
+
 struct router_options {
   router_config config;
   std::int32_t seq_len = 0;                      ///< the model's context
@@ -23,25 +33,30 @@ struct router_options {
   std::string native_address;
   /// The HTTP API's address ("http://HOST:PORT"), added to that line; empty: none.
   std::string http_address;
+  /// Where the router registers for the client servers (router_gateway); may be null.
+  std::shared_ptr<router_entry> entry;
 };
 
 /// Spawns the router actor of this node: a thin shell around router_state that learns its
-/// workers from membership and talks to clients through response streams. `tok` must
-/// outlive the actor.
+/// workers from membership and talks to clients through response streams. The state runs
+/// on the thread each event arrives on (a client's I/O thread, the transport's progress
+/// thread, the actor), under a lock, so a request never waits for a CAF worker to wake.
+/// `tok` must outlive the actor.
 [[nodiscard]] caf::actor spawn_router(runtime::node_context& ctx, const engine::tokenizer& tok,
                                       router_options options);
 
-/// The native server's view of a router actor: hands requests and cancellations to it.
-/// The router is looked up by name on every call, so a restarted router takes over.
+/// The client servers' view of the router: hands requests and cancellations to it on the
+/// server's I/O thread. The router is looked up in `entry` on every call, so a restarted
+/// router takes over.
 class router_gateway final : public client::generate_handler {
  public:
-  explicit router_gateway(runtime::node_context& ctx) : ctx_(ctx) {}
+  explicit router_gateway(std::shared_ptr<router_entry> entry) : entry_(std::move(entry)) {}
   void start(const wire::generate_request& request,
              std::shared_ptr<client::response_stream> stream) override;
   void cancel(const client::response_stream& stream, client::cancel_reason reason) override;
 
  private:
-  runtime::node_context& ctx_;
+  std::shared_ptr<router_entry> entry_;
 };
 
 }  // namespace baton::actors

@@ -9,22 +9,14 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
-#include "runtime/flow_control.hpp"
 #include "runtime/messages.hpp"
+#include "runtime/peer_link.hpp"
 
 namespace baton::runtime {
 namespace {
 
 using expire_atom = caf::atom_constant<caf::atom("b_expire")>;
 using clock = std::chrono::steady_clock;
-
-std::uint64_t unix_us(clock::time_point deadline) {
-  if (deadline == clock::time_point{}) return 0;
-  const auto left = deadline - clock::now();
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(now + left).count());
-}
 
 caf::error to_caf(const error& e) {
   return caf::make_error(caf::sec::runtime_error, e.to_string());
@@ -36,8 +28,7 @@ struct bridge_state {
   node_context* ctx = nullptr;
   std::string peer;
   std::optional<wire::decoder> decoder;  // optional: decoders are not movable
-  std::optional<flow_control> flow;
-  std::deque<std::pair<wire::encoded_frame, wire::actor_address>> waiting;  // for credit
+  std::shared_ptr<peer_link> link;
   struct pending_request {
     caf::response_promise promise;
     clock::time_point deadline;
@@ -63,45 +54,17 @@ void report_failure(bridge_actor* self, const wire::actor_address& source,
   }
 }
 
-/// Encodes and posts `f`; returns its id, or the error that kept it from leaving.
-expected<std::uint64_t> post(bridge_actor* self, wire::frame f) {
-  auto& st = self->state;
-  auto encoded = wire::encode(f, st.ctx->config().limits);
-  if (!encoded) return tl::unexpected(encoded.error());
-  if (!flow_controlled(f.body)) {
-    st.ctx->sink().post(st.peer, std::move(*encoded));
-    return f.message_id;
-  }
-  switch (st.flow->admit()) {
-    case flow_control::verdict::send: st.ctx->sink().post(st.peer, std::move(*encoded)); break;
-    case flow_control::verdict::queue:
-      st.waiting.emplace_back(std::move(*encoded), f.source);
-      break;
-    case flow_control::verdict::overloaded:
-      return fail(errc::overloaded,
-                  fmt::format("{} frames wait for credit to {}", st.waiting.size(), st.peer));
-  }
-  return f.message_id;
-}
-
-wire::frame make_frame(bridge_actor* self, outbound& o) {
-  auto& ctx = *self->state.ctx;
-  wire::frame f;
-  f.source = std::move(o.source);
-  f.target = std::move(o.target);
-  f.sender_incarnation = ctx.incarnation();
-  f.message_id = ctx.next_message_id();
-  f.deadline_unix_us = unix_us(o.deadline);
-  f.in_reply_to = o.in_reply_to;
-  f.body = std::move(o.body);
-  return f;
+/// Sends what a local actor asked for; returns the frame's id, or why it did not leave.
+expected<std::uint64_t> post(bridge_actor* self, outbound& o) {
+  return self->state.link->send(std::move(o.source), std::move(o.target), std::move(o.body),
+                                o.in_reply_to, o.deadline);
 }
 
 /// Sends a runtime control frame from this node's runtime to `target` on the peer.
 void control(bridge_actor* self, const wire::actor_address& target, wire::body body,
              std::uint64_t in_reply_to = 0) {
-  outbound o{{self->state.ctx->name(), "runtime"}, target, std::move(body), in_reply_to, {}};
-  (void)post(self, make_frame(self, o));
+  (void)self->state.link->send({self->state.ctx->name(), "runtime"}, target, std::move(body),
+                                in_reply_to);
 }
 
 void deliver_app_frame(bridge_actor* self, inbound in) {
@@ -116,15 +79,7 @@ void deliver_app_frame(bridge_actor* self, inbound in) {
                           fmt::format("no actor '{}' on node {}", f->target.actor, st.ctx->name())},
             f->message_id);
   }
-  if (auto credit = st.flow->on_delivered()) control(self, f->source, wire::credit{*credit});
-}
-
-void on_credit(bridge_actor* self, std::uint32_t frames) {
-  auto& st = self->state;
-  for (auto n = st.flow->on_credit(frames); n > 0 && !st.waiting.empty(); --n) {
-    st.ctx->sink().post(st.peer, std::move(st.waiting.front().first));
-    st.waiting.pop_front();
-  }
+  st.link->delivered();
 }
 
 void on_monitor(bridge_actor* self, const wire::frame& f, const wire::monitor& m) {
@@ -162,7 +117,7 @@ void dispatch(bridge_actor* self, inbound in) {
     return;
   }
   const auto& body = f->body;
-  if (const auto* c = std::get_if<wire::credit>(&body)) return on_credit(self, c->frames);
+  if (const auto* c = std::get_if<wire::credit>(&body)) return st.link->on_credit(c->frames);
   if (const auto* m = std::get_if<wire::monitor>(&body)) return on_monitor(self, *f, *m);
   if (const auto* d = std::get_if<wire::down>(&body)) return on_down(self, *d);
   if (f->in_reply_to != 0) {
@@ -174,9 +129,7 @@ void dispatch(bridge_actor* self, inbound in) {
         it->second.promise.deliver(in);
       }
       st.pending.erase(it);
-      if (flow_controlled(body)) {
-        if (auto credit = st.flow->on_delivered()) control(self, f->source, wire::credit{*credit});
-      }
+      if (flow_controlled(body)) st.link->delivered();
       return;
     }
     if (const auto* failed = std::get_if<wire::failure>(&body)) {
@@ -222,16 +175,18 @@ void fail_everything(bridge_actor* self, const error& reason) {
     }
   }
   st.watching.clear();
-  for (auto& [bytes, source] : st.waiting) report_failure(self, source, {st.peer, ""}, 0, reason);
-  st.waiting.clear();
+  for (const auto& source : st.link->drop_waiting()) {
+    report_failure(self, source, {st.peer, ""}, 0, reason);
+  }
 }
 
-caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer) {
+caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer,
+                     std::shared_ptr<peer_link> link) {
   auto& st = self->state;
   st.ctx = ctx;
   st.peer = std::move(peer);
   st.decoder.emplace(ctx->config().limits);
-  st.flow.emplace(ctx->config().credit_window, ctx->config().max_queued);
+  st.link = std::move(link);
   auto& m = ctx->metrics();
   st.stale = &m.get_counter("baton_frames_stale_total",
                             "Frames dropped because they came from an old incarnation.",
@@ -255,13 +210,13 @@ caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer) {
       [self](outbound& o) {
         const auto source = o.source;
         const auto target = o.target;
-        auto id = post(self, make_frame(self, o));
+        auto id = post(self, o);
         if (!id) report_failure(self, source, target, 0, id.error());
       },
       [self](request_atom, outbound& o) -> caf::result<inbound> {
         auto rp = self->make_response_promise();
         const auto deadline = o.deadline;
-        auto id = post(self, make_frame(self, o));
+        auto id = post(self, o);
         if (!id) return to_caf(id.error());
         self->state.pending.emplace(*id, bridge_state::pending_request{rp, deadline});
         schedule_sweep(self);
@@ -317,8 +272,9 @@ bool flow_controlled(const wire::body& body) {
       std::holds_alternative<wire::failure>(body) || std::holds_alternative<wire::credit>(body));
 }
 
-caf::actor spawn_bridge(node_context& ctx, const std::string& peer) {
-  return ctx.system().spawn(bridge, &ctx, peer);
+caf::actor spawn_bridge(node_context& ctx, const std::string& peer,
+                        std::shared_ptr<peer_link> link) {
+  return ctx.system().spawn(bridge, &ctx, peer, std::move(link));
 }
 
 }  // namespace baton::runtime

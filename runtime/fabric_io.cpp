@@ -403,7 +403,7 @@ void fabric_io::route(transport::event& e) {
     if (auto it = routes_.find(e.peer); it != routes_.end()) bridge = it->second;
     filter = filter_;
   }
-  if (bridge && filter && (*filter)(e.payload)) return;
+  if (bridge && filter && (*filter)(e.payload, received)) return;
   raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)), received};
   if (bridge) {
     caf::anon_send(bridge, std::move(frame));

@@ -49,10 +49,12 @@ class fabric_io final : public frame_sink, public kv_fabric {
   /// Where frames from unknown peers go; set before any peer can reach this node.
   void set_hub(caf::actor hub);
   /// Takes a frame from an attached peer before it is routed to the peer's bridge (true:
-  /// taken). Runs on the thread that receives frames (the endpoint's progress thread), so
-  /// it must be quick and never block; it lets membership answer a probe without waking
-  /// a CAF worker. Frames it leaves go to the bridge as usual.
-  using frame_filter = std::function<bool(std::span<const std::byte> frame)>;
+  /// taken), with the time it left the transport. Runs on the thread that receives frames
+  /// (the endpoint's progress thread), so it must be quick and never block; it lets
+  /// membership answer a probe, and an actor with a fast path (node_context::set_taker)
+  /// take its frames, without waking a CAF worker. Frames it leaves go to the bridge.
+  using frame_filter = std::function<bool(std::span<const std::byte> frame,
+                                          std::chrono::steady_clock::time_point received)>;
   void set_filter(frame_filter filter);
   /// Keeps time for `tick`: it runs once the time last given to tick_at() has passed, on
   /// the endpoint's progress thread where there is one (it wakes for frames anyway, so a

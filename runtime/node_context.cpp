@@ -5,6 +5,7 @@
 #include "runtime/bridge.hpp"
 #include "runtime/membership.hpp"
 #include "runtime/messages.hpp"
+#include "runtime/peer_link.hpp"
 
 namespace baton::runtime {
 
@@ -15,7 +16,8 @@ node_context::node_context(std::string name, std::uint64_t incarnation, caf::act
       system_(system),
       sink_(sink),
       metrics_(metrics),
-      config_(config) {}
+      config_(config),
+      take_decoder_(config.limits) {}
 
 void node_context::publish(const std::string& name, caf::actor actor) {
   std::lock_guard lock(mutex_);
@@ -82,10 +84,19 @@ bool node_context::accepts(const std::string& node, std::uint64_t incarnation) c
 }
 
 caf::actor node_context::bridge(const std::string& node, const std::string& fabric_address) {
+  auto link_to = link(node, fabric_address);
+  if (!link_to) return {};
+  std::lock_guard lock(mutex_);
+  auto it = bridges_.find(node);
+  return it == bridges_.end() ? caf::actor{} : it->second.actor;
+}
+
+std::shared_ptr<peer_link> node_context::link(const std::string& node,
+                                              const std::string& fabric_address) {
   std::string address = fabric_address;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = bridges_.find(node); it != bridges_.end()) return it->second;
+    if (auto it = bridges_.find(node); it != bridges_.end()) return it->second.link;
     if (address.empty()) {
       auto known = directory_.find(node);
       if (known == directory_.end()) return {};
@@ -93,15 +104,57 @@ caf::actor node_context::bridge(const std::string& node, const std::string& fabr
     }
   }
   // Spawn outside the lock; if two threads race, the first one to insert wins.
-  auto fresh = spawn_bridge(*this, node);
+  auto fresh_link = std::make_shared<peer_link>(*this, node);
+  auto fresh = spawn_bridge(*this, node, fresh_link);
   std::lock_guard lock(mutex_);
-  auto [it, inserted] = bridges_.emplace(node, fresh);
+  auto [it, inserted] = bridges_.emplace(node, bridge_entry{fresh, fresh_link});
   if (inserted) {
     sink_.attach(node, address, fresh);
   } else {
     caf::anon_send_exit(fresh, caf::exit_reason::user_shutdown);
   }
-  return it->second;
+  return it->second.link;
+}
+
+void node_context::set_taker(const std::string& actor, frame_taker taker) {
+  std::lock_guard lock(mutex_);
+  if (taker) {
+    takers_[actor] = std::make_shared<const frame_taker>(std::move(taker));
+  } else {
+    takers_.erase(actor);
+  }
+  any_taker_.store(!takers_.empty());
+}
+
+bool node_context::take(std::span<const std::byte> bytes,
+                        std::chrono::steady_clock::time_point received) {
+  if (!any_taker_.load()) return false;
+  std::optional<wire::frame> f;
+  {
+    std::lock_guard lock(take_mutex_);
+    auto decoded = take_decoder_.decode(bytes);
+    if (!decoded) return false;
+    f.emplace(std::move(*decoded));
+  }
+  if (f->in_reply_to != 0 || !flow_controlled(f->body)) return false;
+  std::shared_ptr<const frame_taker> taker;
+  std::shared_ptr<peer_link> from;
+  {
+    std::lock_guard lock(mutex_);
+    auto t = takers_.find(f->target.actor);
+    if (t == takers_.end()) return false;
+    auto b = bridges_.find(f->source.node);
+    if (b == bridges_.end()) return false;
+    auto known = directory_.find(f->source.node);
+    if (!accepts_incarnation(known == directory_.end() ? nullptr : &known->second,
+                             f->sender_incarnation))
+      return false;
+    taker = t->second;
+    from = b->second.link;
+  }
+  if (!(*taker)(*f, received)) return false;
+  from->delivered();
+  return true;
 }
 
 std::vector<caf::actor> node_context::shutdown() {
@@ -109,7 +162,10 @@ std::vector<caf::actor> node_context::shutdown() {
   {
     std::lock_guard lock(mutex_);
     actors.swap(actors_);
-    bridges.swap(bridges_);
+    for (auto& [name, entry] : bridges_) bridges.emplace(name, entry.actor);
+    bridges_.clear();
+    takers_.clear();
+    any_taker_.store(false);
   }
   std::vector<caf::actor> stopped;
   for (auto* table : {&actors, &bridges}) {

@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,8 @@
 #include "schemas/membership.hpp"
 
 namespace baton::runtime {
+
+class peer_link;
 
 struct bridge_config {
   std::uint32_t credit_window = 256;                ///< application frames in flight per peer
@@ -74,8 +78,25 @@ class node_context {
   /// The bridge to `node`, spawned (and connected) on first use. `fabric_address` is
   /// needed only for a node not in the directory yet. Invalid if the address is unknown.
   [[nodiscard]] caf::actor bridge(const std::string& node, const std::string& fabric_address = {});
+  /// The sending half of the bridge to `node` (runtime/peer_link.hpp), for actors that
+  /// send from other threads; spawns the bridge like bridge(). Null if the address is
+  /// unknown.
+  [[nodiscard]] std::shared_ptr<peer_link> link(const std::string& node,
+                                                const std::string& fabric_address = {});
   /// Forgets the bridge to `node` (it stops itself after failing its pending work).
   void drop_bridge(const std::string& node);
+
+  /// An actor's fast path: takes frames addressed to it on the thread that receives them
+  /// (true: taken), instead of through the peer's bridge and the actor's mailbox. It must
+  /// be quick and never block. Only frames under flow control that answer no request are
+  /// offered; credit for those taken is returned here. An empty taker removes it.
+  using frame_taker =
+      std::function<bool(const wire::frame& f, std::chrono::steady_clock::time_point received)>;
+  void set_taker(const std::string& actor, frame_taker taker);
+  /// Offers an encoded frame from a peer to the taker of the actor it names; false (left
+  /// to the bridge, which counts what it rejects) when none takes it.
+  [[nodiscard]] bool take(std::span<const std::byte> bytes,
+                          std::chrono::steady_clock::time_point received);
 
   /// Stops every published actor and bridge and forgets them (node shutdown); returns
   /// them, so the caller can wait until they are gone.
@@ -94,7 +115,15 @@ class node_context {
   std::map<std::string, caf::actor> actors_;
   std::map<std::string, wire::member> directory_;
   std::vector<caf::actor_addr> member_watchers_;
-  std::map<std::string, caf::actor> bridges_;
+  struct bridge_entry {
+    caf::actor actor;
+    std::shared_ptr<peer_link> link;
+  };
+  std::map<std::string, bridge_entry> bridges_;
+  std::map<std::string, std::shared_ptr<const frame_taker>> takers_;
+  std::atomic<bool> any_taker_{false};
+  std::mutex take_mutex_;  // the decoder below
+  wire::decoder take_decoder_;
   std::shared_ptr<const std::function<void(const wire::frame&)>> membership_;
 };
 

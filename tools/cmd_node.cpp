@@ -68,10 +68,12 @@ expected<std::unique_ptr<serving_model>> load_serving_model(const runtime::topol
   return std::make_unique<serving_model>(serving_model{std::move(*m), std::move(*tok)});
 }
 
-/// The node's role actors, as the topology gives them, for the supervisor to start.
+/// The node's role actors, as the topology gives them, for the supervisor to start. A
+/// router registers in `router` for the client servers.
 std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
                                              const runtime::node_spec& spec,
-                                             const serving_model& sm, const node_args& args) {
+                                             const serving_model& sm, const node_args& args,
+                                             std::shared_ptr<actors::router_entry> router) {
   std::vector<runtime::child_spec> out;
   const auto block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);
   if (spec.has_role(wire::role::decode)) {
@@ -108,6 +110,7 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
     o.seq_len = sm.model.config().seq_len;
     o.block_tokens = block_tokens;
     o.native_address = spec.native_address;
+    o.entry = std::move(router);
     if (!spec.http_address.empty()) o.http_address = fmt::format("http://{}", spec.http_address);
     for (const auto& n : t.nodes) {
       if (n.has_role(wire::role::decode)) o.kv_blocks[n.name] = n.kv_blocks;
@@ -185,7 +188,8 @@ int run_node(const node_args& args) {
   options.join = args.join;
   options.identity = *identity;
   options.random_seed = seed;
-  if (spec != nullptr) options.actors = role_actors(*topology, *spec, **sm, args);
+  auto router = std::make_shared<actors::router_entry>();
+  if (spec != nullptr) options.actors = role_actors(*topology, *spec, **sm, args, router);
   auto n = runtime::node::start(std::move(options));
   if (!n) {
     spdlog::error("{}", n.error().message);
@@ -202,8 +206,8 @@ int run_node(const node_args& args) {
   }
   spdlog::info("node {} serving: fabric {} ({}), admin {}", args.name, node.spec().fabric_address,
                topology->provider, node.spec().admin_address);
-  // A router's client port: requests go to the router actor through the gateway.
-  actors::router_gateway gateway(node.context());
+  // A router's client port: requests go to the router through the gateway.
+  actors::router_gateway gateway(router);
   std::unique_ptr<client::native_server> native;
   if (node.spec().has_role(wire::role::router) && !node.spec().native_address.empty()) {
     client::server_options so;

@@ -10,6 +10,7 @@
 
 #include "runtime/membership_driver.hpp"
 #include "runtime/messages.hpp"
+#include "runtime/peer_link.hpp"
 
 namespace baton::runtime {
 namespace {
@@ -278,6 +279,70 @@ TEST_F(BridgeTest, ALocalActorWatchedByAPeerReportsItsTermination) {
   arrive(wire::monitor{{"b", "x"}}, "ghost");
   ASSERT_EQ(sink_.frames.size(), 2u);
   EXPECT_EQ(std::get<wire::down>(sink_.frames[1].frame.body).code, errc::not_found);
+}
+
+TEST_F(BridgeTest, SendsFromOtherThreadsShareTheBridgesCreditWindow) {
+  // Window 4: two frames through the bridge, two straight through the link.
+  send_from_worker(tokens(1));
+  send_from_worker(tokens(2));
+  auto link = ctx_->link("b");
+  ASSERT_NE(link, nullptr);
+  std::thread other([&] {
+    for (std::uint32_t i = 3; i <= 5; ++i) {
+      auto sent = link->send({"a", "router"}, {"b", "decode"}, tokens(i));
+      EXPECT_TRUE(sent) << sent.error().message;
+    }
+  });
+  other.join();
+  ASSERT_EQ(sink_.frames.size(), 4u) << "the fifth waits for credit";
+  EXPECT_EQ(sink_.frames[3].frame.source, (wire::actor_address{"a", "router"}));
+  EXPECT_EQ(sink_.frames[3].frame.sender_incarnation, 7u);
+  arrive(wire::credit{1});  // through the bridge: releases what the link queued
+  ASSERT_EQ(sink_.frames.size(), 5u);
+  EXPECT_EQ(std::get<wire::token_batch>(sink_.frames[4].frame.body).first_position, 5u);
+}
+
+TEST_F(BridgeTest, AnActorsFastPathTakesItsFramesAndReturnsTheirCredit) {
+  std::vector<wire::frame> taken;
+  ctx_->set_taker("worker", [&](const wire::frame& f, std::chrono::steady_clock::time_point) {
+    taken.push_back(f);
+    return std::holds_alternative<wire::token_batch>(f.body);
+  });
+  auto bytes = [](wire::body body, std::string actor = "worker", std::uint64_t incarnation = 5,
+                  std::uint64_t in_reply_to = 0) {
+    wire::frame f;
+    f.source = {"b", "x"};
+    f.target = {"a", std::move(actor)};
+    f.sender_incarnation = incarnation;
+    f.message_id = 100;
+    f.in_reply_to = in_reply_to;
+    f.body = std::move(body);
+    auto encoded = wire::encode(f);
+    EXPECT_TRUE(encoded);
+    return std::move(*encoded);
+  };
+  const auto now = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ctx_->take(bytes(tokens(1)).bytes(), now));
+  // Left to the bridge: another actor, an old incarnation, a reply, a control frame,
+  // what the taker refuses, and what does not decode.
+  EXPECT_FALSE(ctx_->take(bytes(tokens(2), "nobody").bytes(), now));
+  EXPECT_FALSE(ctx_->take(bytes(tokens(3), "worker", 4).bytes(), now));
+  EXPECT_FALSE(ctx_->take(bytes(tokens(4), "worker", 5, 99).bytes(), now));
+  EXPECT_FALSE(ctx_->take(bytes(wire::credit{1}).bytes(), now));
+  EXPECT_FALSE(ctx_->take(bytes(wire::finish{}).bytes(), now));
+  auto cut = bytes(tokens(5));
+  cut.words.resize(cut.words.size() - 1);
+  EXPECT_FALSE(ctx_->take(cut.bytes(), now));
+  ASSERT_EQ(taken.size(), 2u) << "only the frames for it, current and not replies";
+  EXPECT_TRUE(sink_.frames.empty());
+  // Half a window (2) taken: credit goes back to b.
+  EXPECT_TRUE(ctx_->take(bytes(tokens(6)).bytes(), now));
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  EXPECT_EQ(sink_.frames[0].node, "b");
+  EXPECT_EQ(std::get<wire::credit>(sink_.frames[0].frame.body).frames, 2u);
+  EXPECT_TRUE(log_->inbound.empty()) << "taken frames never reach the mailbox as well";
+  ctx_->set_taker("worker", {});
+  EXPECT_FALSE(ctx_->take(bytes(tokens(7)).bytes(), now));
 }
 
 /// What node `name` (incarnation 5 for b, as the directory has it) must match to join.
