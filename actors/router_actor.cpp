@@ -56,8 +56,8 @@ class router_core {
   /// Where timers and slow-client checks go; an invalid handle once the actor is gone.
   void attach(const caf::actor& self);
 
-  void start(const wire::generate_request& request,
-             std::shared_ptr<client::response_stream> stream, clock::time_point received);
+  void start(const wire::generate_request& request, std::shared_ptr<client::response_stream> stream,
+             clock::time_point received);
   void stop(std::uint64_t stream);
   /// A frame from a worker; false if it is not one the router handles.
   bool take(const wire::frame& f, clock::time_point received);

@@ -64,7 +64,7 @@ expected<std::uint64_t> post(bridge_actor* self, outbound& o) {
 void control(bridge_actor* self, const wire::actor_address& target, wire::body body,
              std::uint64_t in_reply_to = 0) {
   (void)self->state.link->send({self->state.ctx->name(), "runtime"}, target, std::move(body),
-                                in_reply_to);
+                               in_reply_to);
 }
 
 void deliver_app_frame(bridge_actor* self, inbound in) {

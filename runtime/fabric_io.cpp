@@ -588,8 +588,8 @@ void fabric_io::run() {
         continue;
       }
       if (at != never) {
-        timeout = std::min(timeout,
-                           std::chrono::ceil<std::chrono::milliseconds>(steady::duration(at - now)));
+        timeout = std::min(
+            timeout, std::chrono::ceil<std::chrono::milliseconds>(steady::duration(at - now)));
       }
     }
     if (idle) (void)endpoint_->wait(timeout);

@@ -110,10 +110,11 @@ void membership_driver::apply(membership_output out, time_point not_before) {
     if (m.state != wire::member_state::dead && m.state != wire::member_state::left) continue;
     if (auto bridge = ctx_.bridge(m.node)) {
       const bool dead = m.state == wire::member_state::dead;
-      caf::anon_send(bridge, node_gone{m.node, error{errc::disconnected,
-                                                     fmt::format("node {} {}", m.node,
-                                                                 dead ? "was declared dead"
-                                                                      : "left the cluster")}});
+      caf::anon_send(
+          bridge,
+          node_gone{m.node, error{errc::disconnected,
+                                  fmt::format("node {} {}", m.node,
+                                              dead ? "was declared dead" : "left the cluster")}});
       ctx_.drop_bridge(m.node);
     }
   }

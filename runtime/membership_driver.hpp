@@ -7,9 +7,9 @@
 // go straight to the frame sink. A probe is then sent and answered without waking a CAF
 // worker, CAF's clock thread or a timer thread, and a probe answered in time costs its
 // retry deadline no wake-up: the deadline simply moves before the progress thread
-// sleeps again. Those wake-ups were most of what an idle node cost. It keeps the node's directory current and tells the bridge of a dead or
-// departed node, which then delivers a down message to every local actor watching an
-// actor there.
+// sleeps again. Those wake-ups were most of what an idle node cost. It keeps the node's directory
+// current and tells the bridge of a dead or departed node, which then delivers a down message to
+// every local actor watching an actor there.
 
 #include <functional>
 #include <mutex>

@@ -127,10 +127,11 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
                                                     mc, options.random_seed, std::move(hooks));
   auto* membership = membership_.get();
   context_->set_membership([membership](const wire::frame& f) { membership->on_frame(f); });
-  io_->set_filter([membership, ctx = context_.get()](std::span<const std::byte> f,
-                                                     std::chrono::steady_clock::time_point received) {
-    return membership->take(f) || ctx->take(f, received);
-  });
+  io_->set_filter(
+      [membership, ctx = context_.get()](std::span<const std::byte> f,
+                                         std::chrono::steady_clock::time_point received) {
+        return membership->take(f) || ctx->take(f, received);
+      });
   io_->set_ticker([membership] { membership->tick(); });
   membership->start();
   (void)spawn_echo(*context_);
@@ -154,9 +155,13 @@ node::~node() {
   // system_'s destructor waits for every actor to finish.
 }
 
-std::vector<wire::member> node::members() const { return membership_->members(); }
+std::vector<wire::member> node::members() const {
+  return membership_->members();
+}
 
-void node::leave() { membership_->leave(); }  // its `left` hook stops the node
+void node::leave() {
+  membership_->leave();
+}  // its `left` hook stops the node
 
 void node::stop(std::string reason) {
   {

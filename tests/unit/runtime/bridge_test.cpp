@@ -348,8 +348,8 @@ TEST_F(BridgeTest, AnActorsFastPathTakesItsFramesAndReturnsTheirCredit) {
 /// What node `name` (incarnation 5 for b, as the directory has it) must match to join.
 wire::join identity(const std::string& name, std::uint64_t incarnation) {
   wire::join j;
-  j.member = {name, incarnation, wire::member_state::alive, wire::node_kind::cpu, "cpu",
-              {wire::role::decode}, "fabric-" + name, ""};
+  j.member = {name,  incarnation,          wire::member_state::alive, wire::node_kind::cpu,
+              "cpu", {wire::role::decode}, "fabric-" + name,          ""};
   j.wire_version = wire::wire_version;
   j.model_hash = 0xabc;
   j.numerics_fingerprint = "baton-cpu/1";

@@ -63,10 +63,9 @@ TEST(Codec, IsMembershipTellsMembershipFramesFromEveryOtherKind) {
   for (const auto& f : sample_frames()) {
     auto encoded = encode(f);
     ASSERT_TRUE(encoded);
-    const bool membership = std::holds_alternative<join>(f.body) ||
-                            std::holds_alternative<join_reply>(f.body) ||
-                            std::holds_alternative<heartbeat>(f.body) ||
-                            std::holds_alternative<leave>(f.body);
+    const bool membership =
+        std::holds_alternative<join>(f.body) || std::holds_alternative<join_reply>(f.body) ||
+        std::holds_alternative<heartbeat>(f.body) || std::holds_alternative<leave>(f.body);
     EXPECT_EQ(is_membership(encoded->bytes()), membership) << body_name(f.body);
     // Damaged: never an exception, never a membership frame it cannot read.
     EXPECT_FALSE(is_membership(encoded->bytes().first(16))) << body_name(f.body);
