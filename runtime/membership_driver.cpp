@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include "runtime/messages.hpp"
+#include "runtime/peer_link.hpp"
 
 namespace baton::runtime {
 namespace {
@@ -90,19 +91,10 @@ void membership_driver::arm(time_point not_before) {
 void membership_driver::apply(membership_output out, time_point not_before) {
   ctx_.set_incarnation(state_.self().incarnation);
   for (auto& s : out.sends) {
-    if (!ctx_.bridge(s.node, s.fabric_address)) continue;  // attaches the peer on first use
-    wire::frame f;
-    f.source = {ctx_.name(), "membership"};
-    f.target = {s.node, "membership"};
-    f.sender_incarnation = ctx_.incarnation();
-    f.message_id = ctx_.next_message_id();
-    f.body = std::move(s.body);
-    auto encoded = wire::encode(f, ctx_.config().limits);
-    if (!encoded) {
-      spdlog::error("membership frame to {} not sent: {}", s.node, encoded.error().message);
-      continue;
-    }
-    ctx_.sink().post(s.node, std::move(*encoded));
+    auto link = ctx_.link(s.node, s.fabric_address);  // attaches the peer on first use
+    if (!link) continue;
+    auto sent = link->send({ctx_.name(), "membership"}, {s.node, "membership"}, std::move(s.body));
+    if (!sent) spdlog::error("membership frame to {} not sent: {}", s.node, sent.error().message);
   }
   for (const auto& m : out.changes) {
     ctx_.update_member(m);
