@@ -114,6 +114,11 @@ void dispatch(bridge_actor* self, inbound in) {
   const auto f = in.frame;
   if (!st.ctx->accepts(f->source.node, f->sender_incarnation)) {
     st.stale->add();
+    // Membership still reads what a buried incarnation says of this node (a partition may
+    // have buried both sides): it answers nothing.
+    if (!flow_controlled(f->body) && !std::holds_alternative<wire::failure>(f->body)) {
+      st.ctx->to_membership(*f);
+    }
     return;
   }
   const auto& body = f->body;

@@ -150,7 +150,10 @@ void fabric_io::attach(const std::string& node, const std::string& fabric_addres
   push(std::move(c));
 }
 
-void fabric_io::post(const std::string& node, wire::encoded_frame frame) {
+void fabric_io::post(const std::string& node, wire::encoded_frame frame,
+                     std::chrono::steady_clock::time_point until) {
+  const auto latest = transport::clock::now() + send_timeout;
+  until = until == transport::deadline{} ? latest : std::min(until, latest);
   {
     std::lock_guard lock(send_mu_);
     if (sending_closed_) {
@@ -161,8 +164,7 @@ void fabric_io::post(const std::string& node, wire::encoded_frame frame) {
     if (queue.empty()) {
       // Connected and nothing waits before it: straight into the endpoint, on this thread.
       if (auto peer = connected_.find(node); peer != connected_.end()) {
-        auto sent =
-            endpoint_->send(peer->second, frame.bytes(), transport::clock::now() + send_timeout);
+        auto sent = endpoint_->send(peer->second, frame.bytes(), until);
         if (sent) {
           frames_sent_.add();
           return;
@@ -178,7 +180,7 @@ void fabric_io::post(const std::string& node, wire::encoded_frame frame) {
       send_failures_.add();
       return;
     }
-    queue.push_back(std::move(frame));
+    queue.push_back({std::move(frame), until});
   }
   endpoint_->interrupt();  // the fabric thread sends it once connected or there is room
 }
@@ -367,8 +369,13 @@ bool fabric_io::send_backlog_locked(const std::string& node) {
   auto queue = backlog_.find(node);
   if (queue == backlog_.end()) return true;
   while (!queue->second.empty()) {
-    auto sent = endpoint_->send(peer->second, queue->second.front().bytes(),
-                                transport::clock::now() + send_timeout);
+    const auto& next = queue->second.front();
+    if (next.until <= transport::clock::now()) {  // waited past its deadline
+      send_failures_.add();
+      queue->second.pop_front();
+      continue;
+    }
+    auto sent = endpoint_->send(peer->second, next.frame.bytes(), next.until);
     if (!sent && sent.error().code == errc::overloaded) {
       endpoint_full_.store(true);  // a completion wakes us to retry
       return false;

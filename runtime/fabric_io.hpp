@@ -65,7 +65,8 @@ class fabric_io final : public frame_sink, public kv_fabric {
   void tick_at(std::chrono::steady_clock::time_point at);
   void attach(const std::string& node, const std::string& fabric_address,
               caf::actor bridge) override;
-  void post(const std::string& node, wire::encoded_frame frame) override;
+  void post(const std::string& node, wire::encoded_frame frame,
+            std::chrono::steady_clock::time_point until = {}) override;
   void detach(const std::string& node) override;
   /// Routes frames that arrive from `peer` (a peer that reached us first) to `node`'s bridge.
   void bind(const std::string& node, transport::peer_id peer);
@@ -152,7 +153,11 @@ class fabric_io final : public frame_sink, public kv_fabric {
   // (for the connection, or for room in the endpoint), in order per node.
   std::mutex send_mu_;
   std::map<std::string, transport::peer_id> connected_;
-  std::map<std::string, std::deque<wire::encoded_frame>> backlog_;
+  struct waiting_frame {
+    wire::encoded_frame frame;
+    transport::deadline until;
+  };
+  std::map<std::string, std::deque<waiting_frame>> backlog_;
   bool sending_closed_ = false;
   std::atomic<bool> endpoint_full_{false};  // a send found no room: wake us on a completion
   // Where arriving frames go, read by the endpoint's progress thread.

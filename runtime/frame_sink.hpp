@@ -3,6 +3,7 @@
 // Where bridges hand encoded frames for the network: the fabric thread in a node
 // process (runtime/fabric_io.hpp), a recording double in tests.
 
+#include <chrono>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -22,8 +23,10 @@ class frame_sink {
                       caf::actor bridge) = 0;
 
   /// Queues one frame to `node`; frames to one node leave in the order posted. A frame
-  /// to a node that is not attached is dropped and counted.
-  virtual void post(const std::string& node, wire::encoded_frame frame) = 0;
+  /// to a node that is not attached is dropped and counted. One the transport has not
+  /// taken by `until` (default, and at most: the sink's own send timeout) is dropped.
+  virtual void post(const std::string& node, wire::encoded_frame frame,
+                    std::chrono::steady_clock::time_point until = {}) = 0;
 
   /// Forgets `node`: no more frames go to or come from it.
   virtual void detach(const std::string& node) = 0;

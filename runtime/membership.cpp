@@ -109,9 +109,19 @@ void membership_state::handle_join(const wire::join& j, time_point now, membersh
       {j.member.node, j.member.fabric_address, wire::join_reply{true, "", std::move(table)}});
 }
 
-membership_output membership_state::on_message(const std::string& from, const wire::body& body,
-                                               time_point now) {
+membership_output membership_state::on_message(const std::string& from, std::uint64_t incarnation,
+                                               const wire::body& body, time_point now) {
   membership_output out;
+  if (!accepts(from, incarnation)) {
+    // An incarnation this node buried, perhaps alive behind a partition that has healed:
+    // it may be telling this node that it was buried too. Refute that, answer nothing.
+    if (const auto* hb = std::get_if<wire::heartbeat>(&body)) {
+      for (const auto& m : hb->updates) {
+        if (m.node == self_.member.node) apply(m, now, out);
+      }
+    }
+    return out;
+  }
   if (const auto* j = std::get_if<wire::join>(&body)) {
     handle_join(*j, now, out);
   } else if (const auto* reply = std::get_if<wire::join_reply>(&body)) {
@@ -126,7 +136,8 @@ membership_output membership_state::on_message(const std::string& from, const wi
     for (const auto& m : hb->updates) apply(m, now, out);
     const auto* sender = find(from);
     if (!hb->is_ack && sender != nullptr) {
-      out.sends.push_back({from, sender->fabric_address, make_heartbeat(hb->sequence, true)});
+      out.sends.push_back({from, sender->fabric_address, make_heartbeat(hb->sequence, true),
+                           now + config_.suspect_after});
     } else if (hb->is_ack) {
       std::erase_if(probes_,
                     [&](const probe& p) { return p.target == from && p.sequence == hb->sequence; });
@@ -160,6 +171,9 @@ void membership_state::apply(const wire::member& update, time_point now, members
     r.next_reprobe = now;  // tell it at once: an alive suspect refutes in its ack
   }
   if (joins || !live(update.state)) probe_order_.clear();  // rebuilt at the next probe
+  if (update.state == member_state::dead && next_reconnect_ == time_point::max()) {
+    next_reconnect_ = now + config_.reconnect_interval;
+  }
   out.changes.push_back(update);
   spread(update);
 }
@@ -220,8 +234,8 @@ void membership_state::start_probe(time_point now, membership_output& out) {
     auto it = members_.find(target);
     if (it == members_.end() || !live(it->second.info.state)) continue;
     probes_.push_back(probe{target, ++probe_sequence_, now, now + config_.probe_retry});
-    out.sends.push_back(
-        {target, it->second.info.fabric_address, make_heartbeat(probe_sequence_, false)});
+    out.sends.push_back({target, it->second.info.fabric_address,
+                         make_heartbeat(probe_sequence_, false), now + config_.suspect_after});
     return;
   }
 }
@@ -252,15 +266,34 @@ void membership_state::retry_probes(time_point now, membership_output& out) {
     p.next_retry = now + config_.probe_retry;
     auto it = members_.find(p.target);
     if (it == members_.end() || !live(it->second.info.state)) continue;
-    out.sends.push_back(
-        {p.target, it->second.info.fabric_address, make_heartbeat(p.sequence, false)});
+    out.sends.push_back({p.target, it->second.info.fabric_address,
+                         make_heartbeat(p.sequence, false), now + config_.suspect_after});
   }
   for (auto& [name, r] : members_) {
     if (r.info.state != member_state::suspect || now < r.next_reprobe) continue;
     r.next_reprobe = now + config_.probe_retry;
     // Not tracked as a probe: its ack matters only for the refutation it carries.
-    out.sends.push_back({name, r.info.fabric_address, make_heartbeat(++probe_sequence_, false)});
+    out.sends.push_back({name, r.info.fabric_address, make_heartbeat(++probe_sequence_, false),
+                         now + config_.suspect_after});
   }
+}
+
+void membership_state::reconnect(time_point now, membership_output& out) {
+  std::vector<const record*> dead;
+  for (const auto& [name, r] : members_) {
+    if (r.info.state == member_state::dead) dead.push_back(&r);
+  }
+  if (dead.empty()) {
+    next_reconnect_ = time_point::max();
+    return;
+  }
+  next_reconnect_ = now + config_.reconnect_interval;
+  const auto& target = dead[reconnect_index_++ % dead.size()]->info;
+  // Not tracked as a probe: what matters is that it tells the target it was buried.
+  auto hb = make_heartbeat(++probe_sequence_, false);
+  hb.updates.push_back(target);
+  out.sends.push_back(
+      {target.node, target.fabric_address, std::move(hb), now + config_.probe_retry});
 }
 
 membership_output membership_state::on_tick(time_point now) {
@@ -272,6 +305,7 @@ membership_output membership_state::on_tick(time_point now) {
   expire(now, out);
   retry_probes(now, out);
   if (now >= next_probe_) start_probe(now, out);
+  if (now >= next_reconnect_ && !leaving_) reconnect(now, out);
   return out;
 }
 
@@ -293,7 +327,7 @@ membership_output membership_state::leave(time_point now) {
 
 time_point membership_state::next_deadline() const {
   if (!joined_) return join_deadline_;
-  time_point next = next_probe_;
+  time_point next = std::min(next_probe_, next_reconnect_);
   if (!probes_.empty()) next = std::min(next, probes_.front().sent + config_.suspect_after);
   for (const auto& p : probes_) next = std::min(next, p.next_retry);
   for (const auto& [name, r] : members_) {

@@ -7,7 +7,12 @@
 // with the news until it refutes (by gossiping a higher incarnation) or, in time, is
 // declared dead. (Retries stand in for SWIM's indirect probes: they cover lost messages,
 // not a link that is down while the nodes are alive.) Joining goes through a seed, which
-// refuses a node whose wire version, model or numerics do not match.
+// refuses a node whose wire version, model or numerics do not match. A partition longer
+// than the dead timeout buries nodes that are alive, on both sides; frames from a buried
+// incarnation are not accepted, so each node also sends a reconnect probe to one dead
+// member now and then (as Serf reconnects to failed members), telling it it was declared
+// dead. A live node that hears so refutes with a higher incarnation, whose frames the
+// other side accepts again; a frame from a buried incarnation is read for that news alone.
 //
 // An event-driven state class: no threads, no clock, no I/O. Each call takes the time and
 // returns the messages to send; the caller owns delivery and calls on_tick() by
@@ -38,6 +43,8 @@ struct membership_config {
   /// a lost message alone then rarely makes a node suspect, and a suspect that is alive
   /// learns of the suspicion (and refutes it) within a round trip.
   milliseconds probe_retry{20};
+  /// One dead member (not one that left) is sent a reconnect probe this often.
+  milliseconds reconnect_interval{1000};
   int gossip_multiplier = 3;      ///< an update rides on multiplier*log2(n) messages
   std::size_t max_piggyback = 8;  ///< updates per message
 };
@@ -53,6 +60,10 @@ struct membership_output {
     std::string node;
     std::string fabric_address;
     wire::body body;
+    /// When the transport should give up sending it (none: its default). A probe, or its
+    /// answer, that has not left by the time its target would be suspected is of no use,
+    /// and one to a node that is really dead must not keep the transport retrying.
+    time_point until{};
   };
   std::vector<send> sends;
   std::vector<wire::member> changes;   ///< members whose state or incarnation changed
@@ -75,9 +86,11 @@ class membership_state {
                    std::uint64_t random_seed);
 
   [[nodiscard]] membership_output start(time_point now);
-  /// A membership message (join, joinReply, heartbeat, leave) from `from`.
-  [[nodiscard]] membership_output on_message(const std::string& from, const wire::body& body,
-                                             time_point now);
+  /// A membership message (join, joinReply, heartbeat, leave) from incarnation
+  /// `incarnation` of `from`. From an incarnation accepts() refuses, only what it says of
+  /// this node is read (a refutation), and nothing is answered.
+  [[nodiscard]] membership_output on_message(const std::string& from, std::uint64_t incarnation,
+                                             const wire::body& body, time_point now);
   [[nodiscard]] membership_output on_tick(time_point now);
   /// Announces that this node leaves; the caller keeps ticking briefly so it spreads.
   [[nodiscard]] membership_output leave(time_point now);
@@ -121,6 +134,7 @@ class membership_state {
   void start_probe(time_point now, membership_output& out);
   void retry_probes(time_point now, membership_output& out);
   void expire(time_point now, membership_output& out);
+  void reconnect(time_point now, membership_output& out);
 
   wire::join self_;
   std::vector<seed_node> seeds_;
@@ -137,6 +151,8 @@ class membership_state {
   std::uint64_t probe_sequence_ = 0;
   std::vector<probe> probes_;  // unanswered, oldest first
   time_point next_probe_{};
+  time_point next_reconnect_ = time_point::max();  // while some member is dead
+  std::size_t reconnect_index_ = 0;
 };
 
 }  // namespace baton::runtime

@@ -53,7 +53,7 @@ void membership_driver::on_frame(const wire::frame& f) {
   std::lock_guard lock(mutex_);
   if (stopped_) return;
   const auto now = clock::now();
-  apply(state_.on_message(f.source.node, f.body, now), now);
+  apply(state_.on_message(f.source.node, f.sender_incarnation, f.body, now), now);
 }
 
 bool membership_driver::take(std::span<const std::byte> bytes) {
@@ -61,9 +61,10 @@ bool membership_driver::take(std::span<const std::byte> bytes) {
   std::lock_guard lock(mutex_);
   if (stopped_) return true;  // the node is stopping: nobody is left to answer
   auto f = decoder_.decode(bytes);
-  if (!f || !ctx_.accepts(f->source.node, f->sender_incarnation)) return false;
+  // A buried incarnation's frame goes by the bridge, which counts it (and hands it back).
+  if (!f || !state_.accepts(f->source.node, f->sender_incarnation)) return false;
   const auto now = clock::now();
-  apply(state_.on_message(f->source.node, f->body, now), now);
+  apply(state_.on_message(f->source.node, f->sender_incarnation, f->body, now), now);
   return true;
 }
 
@@ -93,7 +94,8 @@ void membership_driver::apply(membership_output out, time_point not_before) {
   for (auto& s : out.sends) {
     auto link = ctx_.link(s.node, s.fabric_address);  // attaches the peer on first use
     if (!link) continue;
-    auto sent = link->send({ctx_.name(), "membership"}, {s.node, "membership"}, std::move(s.body));
+    auto sent = link->send({ctx_.name(), "membership"}, {s.node, "membership"}, std::move(s.body),
+                           0, s.until);
     if (!sent) spdlog::error("membership frame to {} not sent: {}", s.node, sent.error().message);
   }
   for (const auto& m : out.changes) {

@@ -40,11 +40,11 @@ expected<std::uint64_t> peer_link::send(wire::actor_address from, wire::actor_ad
   if (!encoded) return tl::unexpected(encoded.error());
   std::lock_guard lock(mutex_);
   if (!flow_controlled(f.body)) {
-    ctx_.sink().post(peer_, std::move(*encoded));
+    ctx_.sink().post(peer_, std::move(*encoded), deadline);
     return f.message_id;
   }
   switch (flow_.admit()) {
-    case flow_control::verdict::send: ctx_.sink().post(peer_, std::move(*encoded)); break;
+    case flow_control::verdict::send: ctx_.sink().post(peer_, std::move(*encoded), deadline); break;
     case flow_control::verdict::queue: waiting_.emplace_back(std::move(*encoded), f.source); break;
     case flow_control::verdict::overloaded:
       return fail(errc::overloaded,

@@ -30,7 +30,8 @@ class peer_link {
 
   /// Sends `body` from `from` (an actor of this node) to `to` (on the peer). Frames under
   /// flow control wait for credit beyond the window; the message id it went with, or
-  /// invalid_argument (it does not encode) or overloaded (too many wait).
+  /// invalid_argument (it does not encode) or overloaded (too many wait). A `deadline`
+  /// travels in the frame and also bounds how long the transport may try to send it.
   [[nodiscard]] expected<std::uint64_t> send(wire::actor_address from, wire::actor_address to,
                                              wire::body body, std::uint64_t in_reply_to = 0,
                                              std::chrono::steady_clock::time_point deadline = {});

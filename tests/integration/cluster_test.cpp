@@ -42,6 +42,16 @@ class ClusterTest : public ::testing::Test {
     ASSERT_TRUE(took) << cluster.process("n1").log();
     std::printf("three nodes joined in %lld ms\n", static_cast<long long>(took->count()));
   }
+  /// The incarnation `observer` knows of `node`; 0 if it does not know it.
+  std::uint64_t incarnation_of(const std::string& observer, const std::string& node) {
+    auto s = cluster.status(observer);
+    if (s) {
+      for (const auto& m : (*s)["members"]) {
+        if (m.value("node", "") == node) return m.value("incarnation", std::uint64_t{0});
+      }
+    }
+    return 0;
+  }
   test_cluster cluster{four_nodes};
 };
 
@@ -72,15 +82,6 @@ TEST_F(ClusterTest, ThreeNodesJoinAndAKilledOneIsDeclaredDead) {
 
 TEST_F(ClusterTest, AKilledNodeRestartedUnderItsNameRejoinsWithANewIncarnation) {
   start_three();
-  const auto incarnation_of = [&](const std::string& observer, const std::string& node) {
-    auto s = cluster.status(observer);
-    if (s) {
-      for (const auto& m : (*s)["members"]) {
-        if (m.value("node", "") == node) return m.value("incarnation", std::uint64_t{0});
-      }
-    }
-    return std::uint64_t{0};
-  };
   const auto before = incarnation_of("n0", "n2");
   ASSERT_NE(before, 0u);
   cluster.process("n2").signal(SIGKILL);
@@ -96,6 +97,30 @@ TEST_F(ClusterTest, AKilledNodeRestartedUnderItsNameRejoinsWithANewIncarnation) 
   EXPECT_GT(incarnation_of("n0", "n2"), before);
   EXPECT_GT(incarnation_of("n1", "n2"), before);
   std::printf("restarted node alive again for every node after %lld ms\n",
+              static_cast<long long>(took->count()));
+}
+
+TEST_F(ClusterTest, ANodePausedPastTheDeadTimeoutIsAliveAgainOnceItResumes) {
+  // The others bury n2 while it is stopped; resumed, n2 often buries one of them too (its
+  // own probes timed out meanwhile), and the two then drop each other's frames. Reconnect
+  // probes tell each side it was buried; it refutes with a higher incarnation, which the
+  // other accepts. Without them this failed in about half the runs here.
+  start_three();
+  const auto before = incarnation_of("n0", "n2");
+  cluster.process("n2").signal(SIGSTOP);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return cluster.state_of("n0", "n2") == "dead" && cluster.state_of("n1", "n2") == "dead";
+      },
+      5s));
+  std::this_thread::sleep_for(300ms);
+  cluster.process("n2").signal(SIGCONT);
+  const auto took = wait_until([&] { return all_alive(cluster, {"n0", "n1", "n2"}); }, 15s);
+  ASSERT_TRUE(took) << "n0 sees n2 " << cluster.state_of("n0", "n2") << ", n2 sees n0 "
+                    << cluster.state_of("n2", "n0") << "\n"
+                    << cluster.process("n2").log();
+  EXPECT_GT(incarnation_of("n0", "n2"), before) << "n2 refuted its burial";
+  std::printf("resumed node alive again for every node after %lld ms\n",
               static_cast<long long>(took->count()));
 }
 
@@ -190,12 +215,11 @@ TEST_F(ClusterTest, AFrameFromAnOldIncarnationIsDropped) {
   EXPECT_EQ(cluster.state_of("n0", "n1"), "alive");
 }
 
-TEST_F(ClusterTest, AnIdleClusterUsesLittleCpu) {
-  start_three();
-  // CPU time of the three processes, every thread, in ns (/proc/PID/task/TID/schedstat).
+/// Cores the processes of `nodes` use together over 5 s (every thread's schedstat).
+double cores_used(test_cluster& cluster, const std::vector<std::string>& nodes) {
   auto cpu_ns = [&] {
     double total = 0;
-    for (const auto* n : {"n0", "n1", "n2"}) {
+    for (const auto& n : nodes) {
       const auto tasks =
           std::filesystem::path(fmt::format("/proc/{}/task", cluster.process(n).pid()));
       for (const auto& task : std::filesystem::directory_iterator(tasks)) {
@@ -207,18 +231,39 @@ TEST_F(ClusterTest, AnIdleClusterUsesLittleCpu) {
     }
     return total;
   };
-  std::this_thread::sleep_for(1s);  // let joining settle
   const double before = cpu_ns();
   const auto start = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(5s);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double cores = (cpu_ns() - before) / 1e9 / seconds;
+  return (cpu_ns() - before) / 1e9 / seconds;
+}
+
+TEST_F(ClusterTest, AnIdleClusterUsesLittleCpu) {
+  start_three();
+  std::this_thread::sleep_for(1s);  // let joining settle
+  const double cores = cores_used(cluster, {"n0", "n1", "n2"});
   std::printf("idle three-node cluster: %.2f%% of one core in total\n", cores * 100);
   // Under 5%, as issue 4 asks. Probes cost wake-ups, not computing: membership runs on
   // each node's progress thread (membership_driver), which keeps its timer too, so a probe
   // and its answer wake one thread per node and nothing else. 2.5-3.3% here, quiet or
   // beside a build (5.1-5.7% when membership was a CAF actor with CAF timers).
+  EXPECT_LT(cores, 0.05);
+}
+
+TEST_F(ClusterTest, ADeadMemberCostsTheOthersLittleCpu) {
+  // The survivors keep sending the dead member a reconnect probe every second; a send to
+  // a dead peer must not keep their transports retrying (it did: 7% of a core each).
+  start_three();
+  cluster.process("n2").signal(SIGKILL);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return cluster.state_of("n0", "n2") == "dead" && cluster.state_of("n1", "n2") == "dead";
+      },
+      3s));
+  std::this_thread::sleep_for(500ms);
+  const double cores = cores_used(cluster, {"n0", "n1"});
+  std::printf("two nodes beside a dead one: %.2f%% of one core in total\n", cores * 100);
   EXPECT_LT(cores, 0.05);
 }
 

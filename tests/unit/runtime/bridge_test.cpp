@@ -28,7 +28,8 @@ class recording_sink final : public frame_sink {
   void attach(const std::string& node, const std::string& address, caf::actor) override {
     attached.emplace_back(node, address);
   }
-  void post(const std::string& node, wire::encoded_frame frame) override {
+  void post(const std::string& node, wire::encoded_frame frame,
+            std::chrono::steady_clock::time_point) override {
     auto decoded = wire::decoder{}.decode(frame.bytes());
     ASSERT_TRUE(decoded) << decoded.error().message;
     frames.push_back({node, std::move(*decoded)});

@@ -142,7 +142,8 @@ class sim_cluster {
         auto f = decoder_.decode(ev.payload);
         ASSERT_TRUE(f.has_value()) << f.error().message;
         ASSERT_EQ(f->target.node, name);
-        deliver(name, n.state->on_message(f->source.node, f->body, now), now);
+        deliver(name, n.state->on_message(f->source.node, f->sender_incarnation, f->body, now),
+                now);
       }
     }
   }
@@ -264,14 +265,15 @@ TEST(Membership, ARetriedJoinIsAnsweredAgainButANameInUseIsRefused) {
     return reply != nullptr && reply->accepted;
   };
   const auto join = identity("n1");
-  EXPECT_TRUE(accepted(seed.on_message("n1", join, now)));
+  EXPECT_TRUE(accepted(seed.on_message("n1", 1, join, now)));
   // Its reply was lost (or the join duplicated): the same join is answered again.
-  EXPECT_TRUE(accepted(seed.on_message("n1", join, now + 1ms)));
+  EXPECT_TRUE(accepted(seed.on_message("n1", 1, join, now + 1ms)));
   // Another process under the same name and incarnation is not.
   auto impostor = identity("n1");
   impostor.member.fabric_address = "fabric-elsewhere";
-  EXPECT_FALSE(accepted(seed.on_message("n1", impostor, now + 2ms)));
-  EXPECT_FALSE(accepted(seed.on_message("n1", identity("n1", 0), now + 3ms)));
+  EXPECT_FALSE(accepted(seed.on_message("n1", 1, impostor, now + 2ms)));
+  EXPECT_TRUE(seed.on_message("n1", 0, identity("n1", 0), now + 3ms).sends.empty())
+      << "an older incarnation is not even answered";
 }
 
 TEST(Membership, ASuspectedNodeRefutesAndStaysAMember) {
@@ -412,6 +414,27 @@ TEST(MembershipFaults, APartitionShorterThanTheTimeoutHealsWithoutDeaths) {
     }
   }
   EXPECT_GT(sim->at("n4").self().incarnation, before) << "n4 was suspected and refuted";
+}
+
+TEST(MembershipFaults, APartitionLongerThanTheDeadTimeoutHealsWhenItEnds) {
+  time_point now{};
+  auto sim = five_nodes(23, {}, 1s, now);
+  const auto before = sim->at("n4").self().incarnation;
+  sim->cut("n4", true);
+  sim->run(now, now + 1s);
+  // Both sides buried the other: neither accepts the other's frames any more.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(sim->view(node_name(i), "n4"), member_state::dead) << i;
+    ASSERT_EQ(sim->view("n4", node_name(i)), member_state::dead) << i;
+  }
+  sim->cut("n4", false);
+  sim->run(now, now + 4s);  // reconnect probes every second tell each side it was buried
+  for (int i = 0; i < 5; ++i) {
+    for (const auto& m : sim->at(node_name(i)).members()) {
+      EXPECT_EQ(m.state, member_state::alive) << node_name(i) << " sees " << m.node;
+    }
+  }
+  EXPECT_GT(sim->at("n4").self().incarnation, before) << "n4 refuted its burial";
 }
 
 TEST(MembershipFaults, APartitionedNodeIsDeadToTheOthersAndTheRestAgree) {

@@ -12,7 +12,8 @@ using crash_atom = caf::atom_constant<caf::atom("t_crash")>;
 class null_sink final : public frame_sink {
  public:
   void attach(const std::string&, const std::string&, caf::actor) override {}
-  void post(const std::string&, wire::encoded_frame) override {}
+  void post(const std::string&, wire::encoded_frame,
+            std::chrono::steady_clock::time_point) override {}
   void detach(const std::string&) override {}
 };
 
