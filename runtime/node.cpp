@@ -160,8 +160,8 @@ std::vector<wire::member> node::members() const {
 }
 
 void node::leave() {
-  membership_->leave();
-}  // its `left` hook stops the node
+  membership_->leave();  // its `left` hook stops the node once the news has spread
+}
 
 void node::stop(std::string reason) {
   {

@@ -251,21 +251,5 @@ TEST_F(ClusterTest, AnIdleClusterUsesLittleCpu) {
   EXPECT_LT(cores, 0.05);
 }
 
-TEST_F(ClusterTest, ADeadMemberCostsTheOthersLittleCpu) {
-  // The survivors keep sending the dead member a reconnect probe every second; a send to
-  // a dead peer must not keep their transports retrying (it did: 7% of a core each).
-  start_three();
-  cluster.process("n2").signal(SIGKILL);
-  ASSERT_TRUE(wait_until(
-      [&] {
-        return cluster.state_of("n0", "n2") == "dead" && cluster.state_of("n1", "n2") == "dead";
-      },
-      3s));
-  std::this_thread::sleep_for(500ms);
-  const double cores = cores_used(cluster, {"n0", "n1"});
-  std::printf("two nodes beside a dead one: %.2f%% of one core in total\n", cores * 100);
-  EXPECT_LT(cores, 0.05);
-}
-
 }  // namespace
 }  // namespace baton::testing
