@@ -196,18 +196,7 @@ void router_core::after(router_effects out) {
     todo.pop_front();
     for (auto& e : next.events) deliver(e);
     for (auto& s : next.sends) {
-      if (s.to.node == ctx_.name()) {
-        if (auto local = ctx_.lookup(s.to.actor)) {
-          auto f = std::make_shared<wire::frame>();
-          f->source = {ctx_.name(), router_name};
-          f->target = s.to;
-          f->sender_incarnation = ctx_.incarnation();
-          f->message_id = ctx_.next_message_id();
-          f->body = std::move(s.body);
-          caf::anon_send(local, runtime::inbound{std::move(f), clock::now()});
-        }
-        continue;
-      }
+      if (send_local(ctx_, router_name, s)) continue;
       const auto node = s.to.node;
       expected<std::uint64_t> sent = fail(errc::not_found, "not a member");
       if (auto link = ctx_.link(node)) {

@@ -9,21 +9,24 @@
 
 namespace baton::actors {
 
+bool send_local(runtime::node_context& ctx, const std::string& name, outgoing& s) {
+  if (s.to.node != ctx.name()) return false;
+  if (auto local = ctx.lookup(s.to.actor)) {
+    auto f = std::make_shared<wire::frame>();
+    f->source = {ctx.name(), name};
+    f->target = s.to;
+    f->sender_incarnation = ctx.incarnation();
+    f->message_id = ctx.next_message_id();
+    f->body = std::move(s.body);
+    caf::anon_send(local, runtime::inbound{std::move(f), clock::now()});
+  }
+  return true;
+}
+
 void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& name,
              effects out) {
   for (auto& s : out.sends) {
-    if (s.to.node == ctx.name()) {
-      if (auto local = ctx.lookup(s.to.actor)) {
-        auto f = std::make_shared<wire::frame>();
-        f->source = {ctx.name(), name};
-        f->target = s.to;
-        f->sender_incarnation = ctx.incarnation();
-        f->message_id = ctx.next_message_id();
-        f->body = std::move(s.body);
-        self->send(local, runtime::inbound{std::move(f), clock::now()});
-      }
-      continue;
-    }
+    if (send_local(ctx, name, s)) continue;
     runtime::remote_actor(ctx, std::move(s.to)).send(self, name, std::move(s.body));
   }
   const auto now = clock::now();

@@ -23,6 +23,10 @@ using step_atom = caf::atom_constant<caf::atom("s_step")>;
 /// A timer a state class asked for is due: (timer_atom, id).
 using timer_atom = caf::atom_constant<caf::atom("s_timer")>;
 
+/// Delivers `s` to the actor of this node it names (as an inbound frame from `name`), on
+/// any thread; false if `s` is for another node. One that names no actor is dropped.
+bool send_local(runtime::node_context& ctx, const std::string& name, outgoing& s);
+
 /// Sends `out.sends` from `self` (published as `name`) and schedules `out.timers`.
 /// Messages to an actor of this node skip the network.
 void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& name,

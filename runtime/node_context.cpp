@@ -84,19 +84,20 @@ bool node_context::accepts(const std::string& node, std::uint64_t incarnation) c
 }
 
 caf::actor node_context::bridge(const std::string& node, const std::string& fabric_address) {
-  auto link_to = link(node, fabric_address);
-  if (!link_to) return {};
-  std::lock_guard lock(mutex_);
-  auto it = bridges_.find(node);
-  return it == bridges_.end() ? caf::actor{} : it->second.actor;
+  return entry(node, fabric_address).actor;
 }
 
 std::shared_ptr<peer_link> node_context::link(const std::string& node,
                                               const std::string& fabric_address) {
+  return entry(node, fabric_address).link;
+}
+
+node_context::bridge_entry node_context::entry(const std::string& node,
+                                               const std::string& fabric_address) {
   std::string address = fabric_address;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = bridges_.find(node); it != bridges_.end()) return it->second.link;
+    if (auto it = bridges_.find(node); it != bridges_.end()) return it->second;
     if (address.empty()) {
       auto known = directory_.find(node);
       if (known == directory_.end()) return {};
@@ -113,7 +114,7 @@ std::shared_ptr<peer_link> node_context::link(const std::string& node,
   } else {
     caf::anon_send_exit(fresh, caf::exit_reason::user_shutdown);
   }
-  return it->second.link;
+  return it->second;
 }
 
 void node_context::set_taker(const std::string& actor, frame_taker taker) {

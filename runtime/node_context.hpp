@@ -120,6 +120,9 @@ class node_context {
     std::shared_ptr<peer_link> link;
   };
   std::map<std::string, bridge_entry> bridges_;
+  /// The bridge to `node` and its link, spawned (and connected) on first use; empty if
+  /// the address is unknown.
+  [[nodiscard]] bridge_entry entry(const std::string& node, const std::string& fabric_address);
   std::map<std::string, std::shared_ptr<const frame_taker>> takers_;
   std::atomic<bool> any_taker_{false};
   std::mutex take_mutex_;  // the decoder below
