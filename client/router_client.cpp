@@ -7,15 +7,34 @@
 
 #include <fmt/format.h>
 
-#include "client/stream_io.hpp"
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
+
+#include <boost/asio.hpp>
+
+#include "base/address.hpp"
 
 namespace baton::client {
 namespace {
 
 namespace asio = boost::asio;
-using detail::tcp;
+using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using clock = std::chrono::steady_clock;
+
+/// The endpoints of a router's "host:port".
+expected<tcp::resolver::results_type> resolve(asio::io_context& io, const std::string& address) {
+  auto parsed = parse_host_port(address);
+  if (!parsed) return tl::unexpected(parsed.error());
+  error_code ec;
+  tcp::resolver resolver(io);
+  auto found = resolver.resolve(parsed->host, std::to_string(parsed->port),
+                                tcp::resolver::numeric_service, ec);
+  if (ec || found.empty()) {
+    return fail(errc::not_found,
+                fmt::format("address \"{}\": {}", address, ec ? ec.message() : "no such host"));
+  }
+  return found;
+}
 
 /// What one generate() is doing; touched only by the thread running the io_context.
 struct call_state {
@@ -65,7 +84,7 @@ struct router_client::impl {
   }
 
   expected<void> connect_one(const std::string& address, clock::time_point deadline) {
-    auto endpoints = detail::resolve(io, address);
+    auto endpoints = resolve(io, address);
     if (!endpoints) return tl::unexpected(endpoints.error());
     error_code result = asio::error::would_block;
     bool expired = false;

@@ -8,9 +8,9 @@
 
 #include "engine/device.hpp"
 #include "engine/model.hpp"
+#include "launcher/node_identity.hpp"
 #include "runtime/topology.hpp"
 #include "tools/commands.hpp"
-#include "tools/node_identity.hpp"
 
 namespace baton::tools {
 namespace {
@@ -55,7 +55,7 @@ int run_check(const std::string& path) {
   }
   for (const auto& node : topo->nodes) {
     if (!node.emulated()) continue;
-    const auto device = device_options_for(*topo, node);
+    const auto device = launcher::device_options_for(*topo, node);
     auto setup = engine::resolve_emulated(device.device, device.shape, model->config(),
                                           device.checkpoint, device.emulated);
     if (setup) {

@@ -9,18 +9,18 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "actors/decode_actor.hpp"
-#include "actors/prefill_actor.hpp"
-#include "actors/router_actor.hpp"
-#include "client/http_server.hpp"
-#include "client/native_server.hpp"
+#include "actors/decode/decode_actor.hpp"
+#include "actors/prefill/prefill_actor.hpp"
+#include "actors/router/router_actor.hpp"
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
+#include "frontend/http_server.hpp"
+#include "frontend/native_server.hpp"
+#include "launcher/node_identity.hpp"
 #include "runtime/admin_server.hpp"
 #include "runtime/membership.hpp"
 #include "runtime/node.hpp"
 #include "tools/commands.hpp"
-#include "tools/node_identity.hpp"
 
 namespace baton::tools {
 namespace {
@@ -78,7 +78,7 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
   const auto block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);
   if (spec.has_role(wire::role::decode)) {
     actors::decode_options o;
-    o.device = device_options_for(t, spec);
+    o.device = launcher::device_options_for(t, spec);
     o.device.engine.kv_blocks = spec.kv_blocks;
     o.device.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
     o.config.max_batch = spec.max_batch;
@@ -88,7 +88,7 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
   }
   if (spec.has_role(wire::role::prefill)) {
     actors::prefill_options o;
-    o.device = device_options_for(t, spec);
+    o.device = launcher::device_options_for(t, spec);
     o.device.engine.kv_blocks = spec.kv_blocks;
     o.faults = args.faults;
     o.config.pipeline = !args.kv_after_compute;
@@ -170,7 +170,7 @@ int run_node(const node_args& args) {
     spdlog::error("{}: {}", args.config, missing);
     return 2;
   }
-  auto identity = node_identity(*topology);
+  auto identity = launcher::node_identity(*topology);
   if (!identity) {
     spdlog::error("{}", identity.error().message);
     return 2;
@@ -208,12 +208,12 @@ int run_node(const node_args& args) {
                topology->provider, node.spec().admin_address);
   // A router's client port: requests go to the router through the gateway.
   actors::router_gateway gateway(router);
-  std::unique_ptr<client::native_server> native;
+  std::unique_ptr<frontend::native_server> native;
   if (node.spec().has_role(wire::role::router) && !node.spec().native_address.empty()) {
-    client::server_options so;
+    frontend::server_options so;
     so.address = node.spec().native_address;
     so.default_timeout_ms = topology->timeouts.request_ms;
-    auto server = client::native_server::start(so, gateway);
+    auto server = frontend::native_server::start(so, gateway);
     if (!server) {
       spdlog::error("node {}: native port: {}", args.name, server.error().message);
       return 2;
@@ -221,16 +221,16 @@ int run_node(const node_args& args) {
     native = std::move(*server);
   }
   // The OpenAI-compatible HTTP API (docs/http-api.md), through the same gateway.
-  std::unique_ptr<client::http_server> http;
+  std::unique_ptr<frontend::http_server> http;
   if (node.spec().has_role(wire::role::router) && !node.spec().http_address.empty()) {
-    client::http_options ho;
+    frontend::http_options ho;
     ho.address = node.spec().http_address;
     ho.model = topology->model.checkpoint.stem().string();
     ho.max_tokens_limit = topology->limits.max_new_tokens;
     ho.default_timeout_ms = topology->timeouts.request_ms;
     ho.metrics_text = [&node] { return node.metrics().prometheus_text() + worker_metrics(node); };
     ho.healthy = [&node] { return static_cast<bool>(node.context().lookup(actors::router_name)); };
-    auto server = client::http_server::start(std::move(ho), gateway);
+    auto server = frontend::http_server::start(std::move(ho), gateway);
     if (!server) {
       spdlog::error("node {}: http port: {}", args.name, server.error().message);
       return 2;

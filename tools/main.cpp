@@ -2,26 +2,14 @@
 // status, bench, ...). See README.md.
 #include <CLI/CLI.hpp>
 
+#include "bench/bench.hpp"
 #include "tools/commands.hpp"
-
-namespace baton::tools {
-
-CLI::App& bench_command(CLI::App& app) {
-  const auto found = app.get_subcommands([](CLI::App* sub) { return sub->get_name() == "bench"; });
-  if (!found.empty()) return *found.front();
-  auto* bench = app.add_subcommand("bench", "Benchmarks that print figures (and JSON)");
-  bench->require_subcommand(1);
-  return *bench;
-}
-
-}  // namespace baton::tools
 
 int main(int argc, char** argv) {
   CLI::App app{"Baton: a runtime for disaggregated LLM inference"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "baton 0.1.0");
   int exit_code = 0;
-  baton::tools::add_bench_actors_command(app, exit_code);
   baton::tools::add_check_command(app, exit_code);
   baton::tools::add_node_command(app, exit_code);
   baton::tools::add_status_command(app, exit_code);
@@ -29,11 +17,7 @@ int main(int argc, char** argv) {
   baton::tools::add_selfcheck_command(app, exit_code);
   baton::tools::add_model_command(app, exit_code);
   baton::tools::add_generate_command(app, exit_code);
-  baton::tools::add_bench_engine_command(app, exit_code);
-  baton::tools::add_bench_disagg_command(app, exit_code);
-  baton::tools::add_bench_router_command(app, exit_code);
-  baton::tools::add_bench_transport_command(app, exit_code);
-  baton::tools::add_bench_serve_command(app, exit_code);
+  baton::bench::add_bench_commands(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

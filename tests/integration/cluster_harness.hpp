@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "launcher/child_process.hpp"
 #include "runtime/admin_server.hpp"
-#include "runtime/child_process.hpp"
 
 namespace baton::engine {
 class cpu_engine;
@@ -28,7 +28,7 @@ class tokenizer;
 
 namespace baton::testing {
 
-using runtime::child_process;
+using launcher::child_process;
 using runtime::free_port;
 
 /// `name` in ../shared/models.

@@ -1,7 +1,5 @@
 #include "runtime/metrics.hpp"
 
-#include <thread>
-
 #include <gtest/gtest.h>
 
 namespace baton::runtime {
@@ -47,26 +45,6 @@ TEST(Metrics, LabelValuesAreEscaped) {
   EXPECT_NE(registry.prometheus_text().find(R"(x_total{reason="bad \"quote\"\\\n"} 1)"),
             std::string::npos)
       << registry.prometheus_text();
-}
-
-TEST(Metrics, UpdatesFromManyThreadsAreNotLost) {
-  metrics_registry registry;
-  auto& c = registry.get_counter("hits_total", "h");
-  auto& h = registry.get_histogram("lat_seconds", "h", exponential_bounds(0.001, 10, 3));
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      for (int i = 0; i < 10000; ++i) {
-        c.add();
-        h.observe(0.5);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(c.value(), 40000u);
-  EXPECT_EQ(h.cumulative_count(h.bounds().size()), 40000u);
-  EXPECT_EQ(h.cumulative_count(1), 0u);
-  EXPECT_EQ(h.bounds(), (std::vector<double>{0.001, 0.01, 0.1}));
 }
 
 TEST(Metrics, WorkerMetricsMergeOnceWithANodeLabel) {

@@ -1,0 +1,184 @@
+#include "actors/decode/decode_actor.hpp"
+
+#include <map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "actors/shell.hpp"
+#include "runtime/messages.hpp"
+
+namespace baton::actors {
+namespace {
+
+struct decode_shell {
+  runtime::node_context* ctx = nullptr;
+  std::optional<runtime::kv_fabric::region> region;
+  std::unique_ptr<engine::device> engine;
+  std::unique_ptr<decode_state> state;
+  /// Writer nodes granted the whole pool, with the incarnation granted to: a restarted
+  /// node is a new endpoint and needs a new grant.
+  std::map<std::string, std::uint64_t> granted;
+  bool step_queued = false;
+  runtime::gauge* free_blocks = nullptr;
+  std::optional<stat_counters> counters;
+};
+using decode_actor = caf::stateful_actor<decode_shell>;
+
+void publish_metrics(decode_shell& st) {
+  st.free_blocks->set(static_cast<double>(st.state->uncommitted_blocks()));
+  st.counters->publish();
+}
+
+void mirror_stats(decode_shell& st) {
+  const auto& s = st.state->stats();
+  auto& c = *st.counters;
+  c.mirror(s.admitted, "baton_decode_admitted_total", "Attempts admitted");
+  c.mirror(s.refused, "baton_decode_refused_total", "Admits refused (overloaded or invalid)");
+  c.mirror(s.local_prefills, "baton_decode_local_prefills_total",
+           "Prompts prefilled on this decode node by policy");
+  c.mirror(s.checksum_failures, "baton_decode_checksum_failures_total",
+           "Prefill-done whose KV blocks did not verify");
+  c.mirror(s.recomputed, "baton_decode_recomputed_total",
+           "Prompts recomputed here after a bad transfer");
+  c.mirror(s.finished, "baton_decode_finished_total", "Attempts that finished");
+  c.mirror(s.cancelled, "baton_decode_cancelled_total", "Attempts cancelled");
+  c.mirror(s.slices_landed, "baton_decode_slices_landed_total",
+           "KV slices written into this node (notifications)");
+  c.mirror(s.tokens, "baton_decode_tokens_total", "Tokens generated");
+}
+
+/// Grants `writer` RMA access to the whole pool (once per node incarnation). Blocks are
+/// protected by decode_state's reservations and quarantine, not by the grant.
+expected<void> grant(decode_shell& st, const std::string& writer) {
+  if (writer.empty()) return {};
+  const auto member = st.ctx->member(writer);
+  const std::uint64_t incarnation = member ? member->incarnation : 0;
+  if (auto it = st.granted.find(writer); it != st.granted.end() && it->second == incarnation) {
+    return {};
+  }
+  if (!st.ctx->bridge(writer)) {
+    // Not yet known here (membership still converging) or gone: the router may retry.
+    return fail(errc::disconnected, fmt::format("writer {} is not a member", writer));
+  }
+  const auto bytes = st.engine->pool().bytes();
+  transport::local_slice all{st.region->id,
+                             static_cast<std::uint64_t>(bytes.data() - st.region->bytes.data()),
+                             bytes.size()};
+  auto slice = st.ctx->rma()->grant(writer, all, transport::clock::now() + std::chrono::seconds(2));
+  if (!slice) return tl::unexpected(slice.error());
+  st.granted[writer] = incarnation;
+  st.state->set_region(
+      {static_cast<std::uint64_t>(st.ctx->rma()->local_node()), slice->key, slice->offset});
+  return {};
+}
+
+void after(decode_actor* self, effects out) {
+  auto& st = self->state;
+  perform(*st.ctx, self, decode_name, std::move(out));
+  if (st.state->has_work() && !st.step_queued) {
+    st.step_queued = true;
+    self->send(self, step_atom::value);
+  }
+  publish_metrics(st);
+}
+
+void on_frame(decode_actor* self, const runtime::inbound& in) {
+  auto& st = self->state;
+  const auto& from = in.frame->source;
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, wire::admit>) {
+          if (auto g = grant(st, body.writer); !g) {
+            after(self, effects{{{from, wire::abort_attempt{body.request, body.attempt,
+                                                            g.error().code, g.error().message}}},
+                                {}});
+            return;
+          }
+          after(self, st.state->on_admit(from, body, clock::now()));
+        } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
+          after(self, st.state->on_prefill_done(from, body, clock::now()));
+        } else if constexpr (std::is_same_v<T, wire::cancel>) {
+          after(self, st.state->on_cancel(body));
+        } else if constexpr (std::is_same_v<T, wire::stream_window>) {
+          st.state->on_window(body);
+          after(self, {});
+        } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
+          // A writer that failed may have missed its grant (a restarted node reached over
+          // a stale connection): grant it again on its next admit.
+          st.granted.erase(from.node);
+          after(self, st.state->on_abort(from, body));
+        } else {
+          spdlog::warn("decode: ignoring {} from {}/{}", wire::body_name(in.frame->body), from.node,
+                       from.actor);
+        }
+      },
+      in.frame->body);
+}
+
+caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
+                              const engine::model* model, decode_options options) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  auto& metrics = ctx->metrics();
+  st.counters.emplace(metrics);
+  st.free_blocks = &metrics.get_gauge("baton_decode_kv_free_blocks",
+                                      "KV blocks neither held nor promised to a request");
+  auto made = make_registered_device(*ctx, self, *model, options.device);
+  if (!made) {
+    spdlog::error("decode: {}", made.error().message);
+    self->quit(caf::make_error(caf::sec::runtime_error));
+    return {};
+  }
+  st.region = made->region;
+  st.engine = std::move(made->device);
+  st.state = std::make_unique<decode_state>(
+      *st.engine, wire::actor_address{ctx->name(), decode_name},
+      kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
+  mirror_stats(st);
+  publish_metrics(st);
+  ctx->rma()->set_notify_sink(caf::actor_cast<caf::actor>(self->address()));
+  // Writers are granted on their first admit; a node that dies or leaves is forgotten.
+  (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
+  spdlog::info("decode: {} KV blocks of {} tokens ({} MiB, registered), engine {}",
+               st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
+               st.region->bytes.size() >> 20, st.engine->describe());
+  return {
+      [self](runtime::inbound& in) { on_frame(self, in); },
+      [self](step_atom) {
+        auto& s = self->state;
+        s.step_queued = false;
+        after(self, s.state->step(clock::now()));
+      },
+      [self](timer_atom, std::uint64_t id) {
+        after(self, self->state.state->on_timer(id, clock::now()));
+      },
+      [self](runtime::rma_notify& n) {
+        self->state.state->on_slice_landed(n.data);
+        publish_metrics(self->state);
+      },
+      [self](runtime::member_update& u) {
+        auto& s = self->state;
+        const auto& m = u.member;
+        if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
+          s.granted.erase(m.node);
+          after(self, s.state->on_node_gone(m.node));
+        }
+      },
+      [self](runtime::delivery_failure& f) {
+        spdlog::warn("decode: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+        after(self, self->state.state->on_undeliverable(f.target));
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_decode(runtime::node_context& ctx, const engine::model& model,
+                        decode_options options) {
+  return ctx.system().spawn<caf::detached>(decode_behavior, &ctx, &model, std::move(options));
+}
+
+}  // namespace baton::actors

@@ -1,0 +1,390 @@
+#include "actors/decode/decode_state.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "engine/kv_transfer.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace baton::actors {
+
+decode_state::decode_state(engine::device& engine, wire::actor_address self, kv_region region,
+                           decode_config config)
+    : engine_(engine), self_(std::move(self)), region_(region), config_(config) {}
+
+std::size_t decode_state::blocks_for(std::size_t positions) const {
+  const std::size_t per_block = engine_.pool().layout().block_tokens;
+  return (positions + per_block - 1) / per_block;
+}
+
+std::size_t decode_state::uncommitted_blocks() const {
+  return engine_.pool().n_blocks() - committed_;
+}
+
+std::size_t decode_state::quarantined_blocks() const {
+  std::size_t n = 0;
+  for (const auto& [k, a] : attempts_) {
+    if (a.state == phase::quarantined) n += a.committed;
+  }
+  return n;
+}
+
+effects decode_state::on_admit(const wire::actor_address& from, const wire::admit& m,
+                               time_point now) {
+  effects out;
+  const key k{m.request, m.attempt};
+  if (attempts_.contains(k)) return out;  // a duplicate admit: the first one is answered
+  auto refuse = [&](errc code, std::string message) {
+    ++stats_.refused;
+    out.send(from, wire::abort_attempt{m.request, m.attempt, code, std::move(message)});
+    return out;
+  };
+  const std::size_t seq_len = engine_.max_context();
+  const std::size_t delivered = m.tokens.size() - m.prompt_length;
+  if (m.tokens.empty() || m.max_tokens <= delivered) {
+    return refuse(errc::invalid_argument,
+                  fmt::format("admit: {} tokens with prompt length {} and max_tokens {}",
+                              m.tokens.size(), m.prompt_length, m.max_tokens));
+  }
+  // The last token sampled is never fed back, so the sequence holds at most this many.
+  const std::size_t positions = m.tokens.size() + (m.max_tokens - delivered) - 1;
+  if (m.tokens.size() > seq_len) {
+    return refuse(errc::invalid_argument,
+                  fmt::format("admit: {} tokens exceed seq_len {}", m.tokens.size(), seq_len));
+  }
+  const std::size_t need = blocks_for(std::min(std::max(positions, m.tokens.size()), seq_len));
+  if (need > uncommitted_blocks()) {
+    return refuse(errc::overloaded, fmt::format("kv pool: {} blocks needed, {} uncommitted", need,
+                                                uncommitted_blocks()));
+  }
+  attempt a;
+  a.router = from;
+  a.writer = m.writer;
+  a.tokens.assign(m.tokens.begin(), m.tokens.end());
+  a.prompt_length = m.prompt_length;
+  a.max_tokens = m.max_tokens;
+  a.params = m.params;
+  a.generated = static_cast<std::uint32_t>(delivered);
+  a.committed = need;
+  a.limit = static_cast<std::uint32_t>(m.tokens.size()) + wire::initial_stream_window;
+  for (const std::int32_t t : a.tokens) {
+    if (t < 0 || t >= engine_.vocab_size()) {
+      return refuse(errc::invalid_argument, fmt::format("admit: token {} out of range", t));
+    }
+  }
+  if (m.writer.empty()) {
+    auto [it, inserted] = attempts_.emplace(k, std::move(a));
+    committed_ += need;
+    ++stats_.admitted;
+    ++stats_.local_prefills;
+    out.append(prefill_here(k, it->second, now));
+    return out;
+  }
+  auto sequence = engine_.reserve_sequence(a.tokens.size());
+  if (!sequence) return refuse(sequence.error().code, sequence.error().message);
+  a.sequence = *sequence;
+  a.holds_sequence = true;
+  a.timer = ++next_timer_;
+  timers_.emplace(a.timer, k);
+  out.timers.push_back({a.timer, now + config_.kv_timeout});
+
+  const auto blocks = engine_.blocks(a.sequence);
+  const auto block_bytes =
+      static_cast<std::uint32_t>(engine_.pool().layout().block_floats() * sizeof(float));
+  wire::kv_descriptor kv;
+  kv.node = self_.node;
+  kv.fabric_node = region_.fabric_node;
+  kv.region_key = region_.key;
+  kv.offset = region_.pool_offset;
+  kv.block_bytes = block_bytes;
+  for (const engine::block_id b : blocks) kv.block_ids.push_back(static_cast<std::uint32_t>(b));
+  kv.length = std::uint64_t{block_bytes} * kv.block_ids.size();
+  // The job goes straight to the prefill actor (not back through the router): one hop less
+  // on the way to the first token.
+  wire::prefill job;
+  job.request = m.request;
+  job.attempt = m.attempt;
+  job.tokens = m.tokens;
+  job.prompt_length = m.prompt_length;
+  job.params = m.params;
+  job.target = std::move(kv);
+  job.decode = self_;
+  attempts_.emplace(k, std::move(a));
+  committed_ += need;
+  ++stats_.admitted;
+  out.send({m.writer, prefill_name}, std::move(job));
+  return out;
+}
+
+effects decode_state::prefill_here(const key& k, attempt& a, time_point now) {
+  auto sequence = engine_.add_sequence();
+  if (!sequence) return fail(k, sequence.error().code, sequence.error().message);
+  a.sequence = *sequence;
+  a.holds_sequence = true;
+  a.pick = engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated);
+  auto step = engine_.prefill(a.sequence, a.tokens, *a.pick, nullptr);
+  if (!step) return fail(k, step.error().code, step.error().message);
+  const std::int32_t token = step->tokens[0];
+  a.state = phase::running;
+  running_.push_back(k);
+  return publish(emit(k, a, token), step->modelled, now);
+}
+
+effects decode_state::publish(effects out, std::chrono::nanoseconds modelled, time_point now) {
+  if (modelled.count() <= 0) return out;
+  const std::uint64_t id = ++next_timer_;
+  held_.emplace(id, std::move(out.sends));
+  out.sends.clear();
+  out.timers.push_back({id, now + std::chrono::duration_cast<clock::duration>(modelled)});
+  return out;
+}
+
+effects decode_state::on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m,
+                                      time_point now) {
+  effects out;
+  const key k{m.request, m.attempt};
+  auto it = attempts_.find(k);
+  if (it == attempts_.end() || from.node != it->second.writer) return out;  // stale
+  attempt& a = it->second;
+  if (a.state == phase::quarantined) {  // the writer's attempt has ended: blocks are safe
+    release(k);
+    return out;
+  }
+  if (a.state != phase::awaiting_kv) return out;
+  timers_.erase(a.timer);
+  const auto blocks = engine_.blocks(a.sequence);
+  bool good = m.checksums.size() == blocks.size() && m.position == a.tokens.size() &&
+              m.first_token < static_cast<std::uint32_t>(engine_.vocab_size());
+  for (std::size_t i = 0; good && i < blocks.size(); ++i) {
+    good = engine::verify_block(engine_, a.sequence, i, m.checksums[i]).has_value();
+  }
+  if (!good) {
+    // Wrong bytes never decode: recompute the prompt here from its tokens.
+    ++stats_.checksum_failures;
+    ++stats_.recomputed;
+    engine_.remove_sequence(a.sequence);
+    a.holds_sequence = false;
+    return prefill_here(k, a, now);
+  }
+  a.pick =
+      engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated + 1);
+  a.state = phase::running;
+  running_.push_back(k);
+  return emit(k, a, static_cast<std::int32_t>(m.first_token));
+}
+
+effects decode_state::emit(const key& k, attempt& a, std::int32_t token) {
+  effects out;
+  const std::size_t position = engine_.length(a.sequence);
+  if (token == engine::tokenizer::bos) {
+    ++stats_.finished;
+    out.send(a.router,
+             wire::finish{k.first, k.second, wire::finish_reason::end_of_text, a.generated});
+    release(k);
+    return out;
+  }
+  ++a.generated;
+  ++stats_.tokens;
+  wire::token_batch batch{k.first,
+                          k.second,
+                          static_cast<std::uint32_t>(position),
+                          {static_cast<std::uint32_t>(token)},
+                          {}};
+  if (a.generated >= a.max_tokens || position >= engine_.max_context()) {
+    ++stats_.finished;
+    batch.finish = wire::finish_reason::length;  // the last token and the end in one message
+    out.send(a.router, std::move(batch));
+    release(k);
+    return out;
+  }
+  out.send(a.router, std::move(batch));
+  a.last_token = token;
+  return out;
+}
+
+bool decode_state::may_step(const attempt& a) const {
+  return engine_.length(a.sequence) + 1 < a.limit;
+}
+
+bool decode_state::has_work() const {
+  if (!held_.empty()) return false;  // the device is busy for a modelled time
+  return std::any_of(running_.begin(), running_.end(),
+                     [&](const key& k) { return may_step(attempts_.at(k)); });
+}
+
+std::size_t decode_state::parked() const {
+  return static_cast<std::size_t>(std::count_if(
+      running_.begin(), running_.end(), [&](const key& k) { return !may_step(attempts_.at(k)); }));
+}
+
+void decode_state::on_window(const wire::stream_window& m) {
+  auto it = attempts_.find({m.request, m.attempt});
+  if (it != attempts_.end()) it->second.limit = std::max(it->second.limit, m.limit);
+}
+
+effects decode_state::step(time_point now) {
+  effects out;
+  if (running_.empty()) return out;
+  if (next_ >= running_.size()) next_ = 0;
+  std::vector<key> batch;
+  std::vector<engine::decode_input> inputs;
+  std::vector<engine::sampler*> picks;
+  std::size_t scanned = 0;
+  for (; scanned < running_.size() && batch.size() < config_.max_batch; ++scanned) {
+    const key& k = running_[(next_ + scanned) % running_.size()];
+    const attempt& a = attempts_.at(k);
+    if (!may_step(a)) continue;  // parked: its client has not made room yet
+    batch.push_back(k);
+    inputs.push_back({a.sequence, a.last_token});
+    picks.push_back(&*attempts_.at(k).pick);
+  }
+  next_ = (next_ + scanned) % running_.size();
+  if (batch.empty()) return out;
+  auto step = engine_.decode(inputs, picks);
+  if (!step) {
+    for (const key& k : batch) out.append(fail(k, step.error().code, step.error().message));
+    return out;
+  }
+  // Copy first: emit() may finish sequences, and the span lives until the next engine call.
+  const std::vector<std::int32_t> tokens(step->tokens.begin(), step->tokens.end());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    out.append(emit(batch[i], attempts_.at(batch[i]), tokens[i]));
+  }
+  return publish(std::move(out), step->modelled, now);
+}
+
+effects decode_state::on_cancel(const wire::cancel& m) {
+  effects out;
+  std::vector<key> keys;
+  for (const auto& [k, a] : attempts_) {
+    if (k.first == m.request && a.state != phase::quarantined) keys.push_back(k);
+  }
+  for (const key& k : keys) {
+    ++stats_.cancelled;
+    // The job went from here, so a cancel from here reaches its prefill after it (the
+    // router's own cancel may overtake the job); the blocks stay quarantined meanwhile.
+    const attempt& a = attempts_.at(k);
+    if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+      out.send({a.writer, prefill_name}, wire::cancel{k.first, m.reason});
+    }
+    quarantine_or_release(k);
+  }
+  return out;
+}
+
+effects decode_state::on_abort(const wire::actor_address& from, const wire::abort_attempt& m) {
+  effects out;
+  const key k{m.request, m.attempt};
+  auto it = attempts_.find(k);
+  if (it == attempts_.end() || from.node != it->second.writer) return out;
+  if (it->second.state == phase::awaiting_kv) {
+    out.send(it->second.router, wire::abort_attempt{m.request, m.attempt, m.code,
+                                                    fmt::format("prefill: {}", m.message)});
+  }
+  if (it->second.state != phase::running) release(k);
+  return out;
+}
+
+effects decode_state::on_node_gone(const std::string& node) {
+  effects out;
+  std::vector<key> writer_gone;
+  std::vector<key> router_gone;
+  for (const auto& [k, a] : attempts_) {
+    if (a.writer == node && a.state != phase::running) {
+      writer_gone.push_back(k);
+    } else if (a.router.node == node && a.state != phase::quarantined) {
+      router_gone.push_back(k);
+    }
+  }
+  for (const key& k : writer_gone) {
+    const attempt& a = attempts_.at(k);
+    if (a.state == phase::awaiting_kv) {
+      out.send(a.router, wire::abort_attempt{k.first, k.second, errc::disconnected,
+                                             fmt::format("prefill node {} is gone", node)});
+    }
+    release(k);
+  }
+  for (const key& k : router_gone) {
+    ++stats_.cancelled;
+    quarantine_or_release(k);
+  }
+  return out;
+}
+
+effects decode_state::on_undeliverable(const wire::actor_address& to) {
+  effects out;
+  if (to.actor != prefill_name) return out;
+  std::vector<key> refused;
+  for (const auto& [k, a] : attempts_) {
+    if (a.writer == to.node && a.state == phase::awaiting_kv) refused.push_back(k);
+  }
+  for (const key& k : refused) {
+    // The job never reached the prefill actor, so nothing writes into these blocks.
+    const attempt& a = attempts_.at(k);
+    out.send(a.router,
+             wire::abort_attempt{k.first, k.second, errc::disconnected,
+                                 fmt::format("prefill on {} did not take the job", to.node)});
+    release(k);
+  }
+  return out;
+}
+
+effects decode_state::on_timer(std::uint64_t id, time_point) {
+  effects out;
+  if (auto h = held_.find(id); h != held_.end()) {  // a modelled step has taken its time
+    out.sends = std::move(h->second);
+    held_.erase(h);
+    return out;
+  }
+  auto t = timers_.find(id);
+  if (t == timers_.end()) return out;
+  const key k = t->second;
+  timers_.erase(t);
+  auto it = attempts_.find(k);
+  if (it == attempts_.end() || it->second.state != phase::awaiting_kv) return out;
+  out.send(it->second.router,
+           wire::abort_attempt{k.first, k.second, errc::timed_out,
+                               fmt::format("no prefill-done from {} within {} ms",
+                                           it->second.writer, config_.kv_timeout.count())});
+  quarantine_or_release(k);
+  return out;
+}
+
+void decode_state::on_slice_landed(std::uint64_t) {
+  ++stats_.slices_landed;
+}
+
+effects decode_state::fail(const key& k, errc code, std::string message) {
+  effects out;
+  auto it = attempts_.find(k);
+  if (it == attempts_.end()) return out;
+  out.send(it->second.router, wire::abort_attempt{k.first, k.second, code, std::move(message)});
+  release(k);
+  return out;
+}
+
+void decode_state::quarantine_or_release(const key& k) {
+  attempt& a = attempts_.at(k);
+  if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+    a.state = phase::quarantined;
+    timers_.erase(a.timer);
+    return;
+  }
+  release(k);
+}
+
+void decode_state::release(const key& k) {
+  auto it = attempts_.find(k);
+  if (it == attempts_.end()) return;
+  attempt& a = it->second;
+  if (a.holds_sequence) engine_.remove_sequence(a.sequence);
+  timers_.erase(a.timer);
+  committed_ -= a.committed;
+  if (auto r = std::find(running_.begin(), running_.end(), k); r != running_.end()) {
+    running_.erase(r);
+  }
+  attempts_.erase(it);
+}
+
+}  // namespace baton::actors

@@ -1,0 +1,162 @@
+#pragma once
+
+// Internal to frontend/: one HTTP connection of the OpenAI-compatible server, and what
+// every connection of one server shares. Includes Asio and Beast, so no public header
+// includes it.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "frontend/acceptor.hpp"  // Asio, <utility> first
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "frontend/bounded_stream.hpp"
+#include "frontend/http_server.hpp"
+#include "frontend/openai_response.hpp"
+
+namespace baton::frontend::detail {
+
+/// Prometheus series the HTTP layer adds to the node's registry text. io thread only.
+struct http_metrics {
+  static constexpr std::array<double, 14> bounds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                                    0.1,    0.2,   0.5,   1,     2,    5,    10};
+  std::array<std::uint64_t, 600> by_status{};
+  std::array<std::uint64_t, bounds.size() + 1> gap_counts{};
+  double gap_sum = 0;
+
+  void observe_gap(double seconds);
+  [[nodiscard]] std::string text(const http_stats& stats) const;
+};
+
+struct http_counters {
+  std::atomic<std::uint64_t> connections_accepted{0};
+  std::atomic<std::uint64_t> connections_open{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> generations_started{0};
+  std::atomic<std::uint64_t> generations_open{0};
+  std::atomic<std::uint64_t> cancelled{0};
+  std::atomic<std::uint64_t> client_errors{0};
+  std::atomic<std::uint64_t> server_errors{0};
+  std::atomic<std::uint64_t> handler_failures{0};
+
+  [[nodiscard]] http_stats snapshot() const;
+};
+
+/// What every session of one server shares; the server joins its thread before
+/// destroying it.
+struct http_core {
+  http_options options;
+  request_limits limits;
+  generate_handler& handler;
+  http_counters stats;
+  http_metrics metrics;  // io thread only
+  std::atomic<std::uint64_t> next_stream_id{1};
+  std::shared_ptr<io_gate> gate;
+};
+
+/// One generation request in progress on a session.
+struct exchange {
+  exchange(openai_request r, std::shared_ptr<bounded_stream> s)
+      : request(std::move(r)), stream(std::move(s)), filter(request.stops) {}
+
+  openai_request request;
+  std::shared_ptr<bounded_stream> stream;
+  text_filter filter;
+  completion_context context;
+  bool accepted = false;
+  bool headers_sent = false;
+  std::string text;  // not streamed: the whole answer
+  std::uint32_t completion_tokens = 0;
+  std::optional<std::chrono::steady_clock::time_point> last_piece;
+};
+
+/// One connection: reads requests one at a time, answers them (a generation through the
+/// router's service), watches for the client going away while a request runs. Runs on
+/// the server's io thread only. A handler that fails (an exception from the router, the
+/// JSON library or a bug) ends this connection with a counted 500, never the process.
+class http_session : public stream_sink, public std::enable_shared_from_this<http_session> {
+ public:
+  http_session(tcp::socket socket, http_core& core);
+  http_session(const http_session&) = delete;
+  http_session& operator=(const http_session&) = delete;
+
+  void start();
+  /// Over max_connections: 429, then closed.
+  void refuse();
+  /// Ends the open request (telling the handler why) and closes the connection.
+  void close(cancel_reason why);
+
+  void on_response(const std::shared_ptr<bounded_stream>& stream, response r) override;
+  void on_slow(const std::shared_ptr<bounded_stream>& stream) override;
+
+ private:
+  template <class F>
+  void guarded(const char* where, F&& f);
+  void failed(const char* where, const char* what);
+
+  void read_request();
+  void on_header(error_code ec);
+  void on_body(error_code ec);
+  void read_failed(error_code ec);
+  void watch();
+  void on_watched(error_code ec, std::size_t n);
+
+  void handle(boost::beast::http::request<boost::beast::http::string_body> req);
+  void start_generation(api_kind kind, const std::string& body);
+  void arm_deadline(std::uint64_t id);
+
+  void on_message(const wire::accepted& a);
+  void on_message(const wire::token_chunk& t);
+  void on_message(const wire::finished& f);
+  void on_message(const wire::rejected& r);
+  void emit(const std::string& text);
+  void complete(const char* reason, token_usage usage);
+  void end_exchange(std::optional<cancel_reason> why);
+
+  void write_event(const std::string& data);
+  void end_body();
+  void respond(unsigned status, const char* type, std::string body);
+  void respond_error(const api_error& e);
+  void count_status(unsigned status);
+  void next_request();
+  void write_raw(std::string bytes, std::shared_ptr<bounded_stream> owner);
+  void write_next();
+  void on_written(error_code ec);
+  void linger();
+  void drain();
+
+  struct pending {
+    std::string bytes;
+    std::shared_ptr<bounded_stream> owner;
+  };
+
+  tcp::socket socket_;
+  boost::asio::steady_timer timer_;  // idle timeout, the request's deadline, the linger bound
+  http_core& core_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  std::unique_ptr<exchange> current_;
+  std::deque<pending> out_;
+  std::array<char, 16384> scratch_{};
+  std::size_t drained_ = 0;
+  bool counted_ = false;
+  bool keep_alive_ = true;
+  bool http11_ = true;
+  bool waiting_ = false;      // for a request: the idle timer applies
+  bool watching_ = false;     // a read-ahead is outstanding
+  bool next_wanted_ = false;  // read the next request once the read-ahead completes
+  bool writing_ = false;
+  bool finishing_ = false;  // close once everything queued is written
+  bool lingering_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace baton::frontend::detail

@@ -1,0 +1,417 @@
+#pragma once
+
+// An in-process fleet of serving state classes (one router, prefill and decode workers on
+// the real stories260K model, or on emulated devices of its shape) joined by a
+// deterministic message queue instead of CAF and the fabric: the unit-level twin of the
+// integration tests. Slice writes are copies between the devices' KV pools, and can be
+// held back or corrupted on purpose.
+
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "actors/decode/decode_state.hpp"
+#include "actors/prefill/prefill_state.hpp"
+#include "actors/router/router_state.hpp"
+#include "engine/cpu_engine.hpp"
+#include "engine/device.hpp"
+#include "engine/generate.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
+
+namespace baton::actors::testing {
+
+inline std::string shared_model(const char* name) {
+  return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
+}
+
+/// What a client saw of one request.
+struct client_log {
+  std::optional<wire::accepted> accepted;
+  std::string text;  ///< prompt echo plus every chunk's text
+  std::vector<std::uint32_t> positions;
+  std::vector<std::int32_t> tokens;
+  std::optional<wire::finished> finished;
+  std::optional<wire::rejected> rejected;
+  [[nodiscard]] bool done() const { return finished || rejected; }
+  /// What `baton generate` prints for the same request.
+  [[nodiscard]] std::string output() const { return text + "\n"; }
+};
+
+class fleet;
+
+/// The fleet's slice writer for one prefill node: copies into the target decode pool.
+class copy_writer final : public slice_writer {
+ public:
+  copy_writer(fleet& f, std::string node) : fleet_(f), node_(std::move(node)) {}
+  void post(const slice_write& w) override;
+  bool hold = false;                   ///< keep writes (and their completions) back
+  std::optional<std::size_t> corrupt;  ///< flip a byte of the n-th write from now
+  std::vector<slice_write> held;
+  void release_held();
+
+ private:
+  void apply(const slice_write& w);
+  fleet& fleet_;
+  std::string node_;
+};
+
+struct fleet_options {
+  std::size_t prefill_nodes = 2;
+  std::size_t decode_nodes = 2;
+  std::size_t kv_blocks = 512;
+  router_config router;
+  prefill_config prefill;
+  /// Every worker's device: "cpu" or "emulated:PROFILE" (the checkpoint's shape).
+  std::string device = "cpu";
+  double time_scale = 0.0;  ///< emulated: modelled time x this (0: none)
+};
+
+class fleet {
+ public:
+  explicit fleet(fleet_options options = {}) : options_(options) {
+    auto m = engine::model::load(shared_model("stories260K.bin"));
+    EXPECT_TRUE(m.has_value());
+    model_ = std::make_unique<engine::model>(std::move(*m));
+    auto t = engine::tokenizer::load(shared_model("tok512.bin"), model_->config().vocab_size);
+    EXPECT_TRUE(t.has_value());
+    tok_ = std::make_unique<engine::tokenizer>(std::move(*t));
+    router_ =
+        std::make_unique<router_state>(*tok_, model_->config().seq_len, 16,
+                                       wire::actor_address{"router-0", "router"}, options.router);
+    for (std::size_t i = 0; i < options.decode_nodes; ++i) {
+      const std::string name = "decode-" + std::to_string(i);
+      auto& d = decodes_[name];
+      d.engine = make_engine(options.kv_blocks);
+      d.state = std::make_unique<decode_state>(*d.engine, wire::actor_address{name, "decode"},
+                                               kv_region{100 + i, 7, 0});
+      router_->add_worker({name, "decode"}, wire::role::decode, wire::node_kind::wafer_scale,
+                          options.kv_blocks);
+    }
+    for (std::size_t i = 0; i < options.prefill_nodes; ++i) {
+      const std::string name = "prefill-" + std::to_string(i);
+      auto& p = prefills_[name];
+      p.engine = make_engine(options.kv_blocks);
+      p.writer = std::make_unique<copy_writer>(*this, name);
+      p.state = std::make_unique<prefill_state>(*p.engine, wire::actor_address{name, "prefill"},
+                                                *p.writer, options.prefill);
+      router_->add_worker({name, "prefill"}, wire::role::prefill, wire::node_kind::trainium, 0);
+    }
+  }
+
+  std::unique_ptr<engine::cpu_engine> make_cpu_engine(std::size_t kv_blocks) {
+    engine::engine_options o;
+    o.threads = 1;
+    o.max_sequences = 64;
+    o.kv_blocks = kv_blocks;
+    auto e = engine::cpu_engine::create(*model_, o);
+    EXPECT_TRUE(e.has_value());
+    return std::move(*e);
+  }
+
+  std::unique_ptr<engine::device> make_engine(std::size_t kv_blocks) {
+    if (options_.device == "cpu") return engine::make_device(make_cpu_engine(kv_blocks));
+    engine::emulated_options o;
+    o.max_sequences = 64;
+    o.kv_blocks = kv_blocks;
+    o.time_scale = options_.time_scale;
+    auto setup = engine::resolve_emulated(options_.device, "", model_->config(),
+                                          shared_model("stories260K.bin"), o);
+    EXPECT_TRUE(setup.has_value()) << setup.error().message;
+    auto e = engine::emulated_engine::create(setup->profile, setup->shape, setup->options);
+    EXPECT_TRUE(e.has_value()) << e.error().message;
+    return engine::make_device(std::move(*e));
+  }
+
+  /// The single-process reference output for the same request (CPU engine).
+  std::string reference(const std::string& prompt, float temperature, float top_p,
+                        std::uint64_t seed, std::int32_t steps) {
+    auto e = make_cpu_engine(0);
+    auto text = engine::generate_text(*e, *tok_, prompt, {temperature, top_p, seed, steps});
+    EXPECT_TRUE(text.has_value());
+    return *text;
+  }
+
+  wire::request_id submit(const std::string& prompt, float temperature, float top_p,
+                          std::optional<std::uint64_t> seed, std::uint32_t steps,
+                          std::uint32_t timeout_ms = 0) {
+    wire::generate_request r;
+    r.client_tag = ++tags_;
+    r.prompt = prompt;
+    r.max_positions = steps;
+    r.params = {temperature, top_p, seed.value_or(0)};
+    r.has_seed = seed.has_value();
+    r.timeout_ms = timeout_ms;
+    auto out = router_->on_generate(r, now_);
+    const wire::request_id id = out.events.empty() ? wire::request_id{} : out.events[0].request;
+    dispatch("router-0", std::move(out));
+    return id;
+  }
+
+  /// Delivers messages and runs prefill jobs and decode steps until nothing is left to do
+  /// or `until` holds.
+  void pump(const std::function<bool()>& until = {}) {
+    for (int guard = 0; guard < 1'000'000; ++guard) {
+      if (until && until()) return;
+      if (!tasks_.empty()) {
+        auto task = std::move(tasks_.front());
+        tasks_.pop_front();
+        task();
+        continue;
+      }
+      bool worked = false;
+      for (auto& [name, p] : prefills_) {
+        if (!dead_.contains(name) && p.state->has_work()) {
+          dispatch(name, p.state->run_next(now_));
+          worked = true;
+        }
+      }
+      for (auto& [name, d] : decodes_) {
+        if (!dead_.contains(name) && d.state->has_work()) {
+          dispatch(name, d.state->step(now_));
+          worked = true;
+        }
+      }
+      if (!worked) return;
+    }
+    FAIL() << "the fleet never went quiet";
+  }
+
+  /// Moves the clock and fires due timers.
+  void advance(std::chrono::milliseconds by) {
+    now_ += by;
+    auto due = std::move(timers_);
+    timers_.clear();
+    for (auto& [node, t] : due) {
+      if (t.at > now_) {
+        timers_.emplace_back(node, t);
+        continue;
+      }
+      if (dead_.contains(node)) continue;
+      if (node == "router-0") {
+        dispatch(node, router_->on_timer(t.id, now_));
+      } else if (decodes_.contains(node)) {
+        dispatch(node, decodes_.at(node).state->on_timer(t.id, now_));
+      } else {
+        dispatch(node, prefills_.at(node).state->on_timer(t.id));
+      }
+    }
+  }
+
+  /// `node` stops; every survivor learns it is gone (as membership would tell them).
+  void kill(const std::string& node) {
+    dead_.insert(node);
+    dispatch("router-0", router_->on_node_gone(node, now_));
+    for (auto& [name, d] : decodes_) {
+      if (!dead_.contains(name)) dispatch(name, d.state->on_node_gone(node));
+    }
+    for (auto& [name, p] : prefills_) {
+      if (!dead_.contains(name)) dispatch(name, p.state->on_node_gone(node));
+    }
+  }
+
+  /// `node`'s actor takes no messages (it is restarting): each sender learns its message
+  /// was not delivered, as the runtime's failure reply would tell it.
+  void refuse(const std::string& node) { refused_.insert(node); }
+
+  void client_gone(wire::request_id id) { dispatch("router-0", router_->on_client_gone(id)); }
+  /// The client of `id` reads slowly (no room) or catches up again.
+  void slow_client(wire::request_id id, bool slow) {
+    if (slow) {
+      slow_.insert(id);
+    } else {
+      slow_.erase(id);
+      dispatch("router-0", router_->on_client_ready(id));
+    }
+  }
+
+  [[nodiscard]] const client_log& log(wire::request_id id) { return logs_[id]; }
+  [[nodiscard]] router_state& router() { return *router_; }
+  [[nodiscard]] const engine::tokenizer& tokenizer() const { return *tok_; }
+  [[nodiscard]] decode_state& decode(const std::string& n) { return *decodes_.at(n).state; }
+  [[nodiscard]] engine::device& decode_engine(const std::string& n) {
+    return *decodes_.at(n).engine;
+  }
+  [[nodiscard]] prefill_state& prefill(const std::string& n) { return *prefills_.at(n).state; }
+  [[nodiscard]] copy_writer& writer(const std::string& n) { return *prefills_.at(n).writer; }
+  [[nodiscard]] std::size_t messages(const std::string& type) const {
+    auto it = counts_.find(type);
+    return it == counts_.end() ? 0 : it->second;
+  }
+
+  /// Runs `f` as a later task (a write completion arriving).
+  void later(std::function<void()> f) { tasks_.push_back(std::move(f)); }
+  /// Dispatches `out` as sent by `node`.
+  void dispatch(const std::string& node, effects out);
+  void dispatch(const std::string& node, router_effects out);
+  [[nodiscard]] std::span<std::byte> decode_pool(std::uint64_t fabric_node);
+  [[nodiscard]] std::span<std::byte> prefill_pool(const std::string& node) {
+    return prefills_.at(node).engine->pool().bytes();
+  }
+  [[nodiscard]] bool dead(const std::string& node) const { return dead_.contains(node); }
+
+ private:
+  struct decode_node {
+    std::unique_ptr<engine::device> engine;
+    std::unique_ptr<decode_state> state;
+  };
+  struct prefill_node {
+    std::unique_ptr<engine::device> engine;
+    std::unique_ptr<copy_writer> writer;
+    std::unique_ptr<prefill_state> state;
+  };
+  void deliver(const wire::actor_address& from, const outgoing& m);
+
+  fleet_options options_;
+  std::unique_ptr<engine::model> model_;
+  std::unique_ptr<engine::tokenizer> tok_;
+  std::unique_ptr<router_state> router_;
+  std::map<std::string, decode_node> decodes_;
+  std::map<std::string, prefill_node> prefills_;
+  std::set<std::string> dead_;
+  std::set<std::string> refused_;
+  std::set<wire::request_id> slow_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::pair<std::string, timer>> timers_;
+  std::map<wire::request_id, client_log> logs_;
+  std::map<std::string, std::size_t> counts_;
+  time_point now_{};
+  std::uint64_t tags_ = 0;
+};
+
+inline void fleet::dispatch(const std::string& node, effects out) {
+  const std::string actor = node.starts_with("router")    ? "router"
+                            : node.starts_with("prefill") ? "prefill"
+                                                          : "decode";
+  for (auto& t : out.timers) timers_.emplace_back(node, t);
+  for (auto& s : out.sends) {
+    tasks_.push_back(
+        [this, from = wire::actor_address{node, actor}, m = std::move(s)] { deliver(from, m); });
+  }
+}
+
+inline void fleet::dispatch(const std::string& node, router_effects out) {
+  for (auto& e : out.events) {
+    client_log& log = logs_[e.request];
+    std::visit(
+        [&](auto& what) {
+          using T = std::decay_t<decltype(what)>;
+          if constexpr (std::is_same_v<T, wire::accepted>) {
+            log.accepted = what;
+            log.text += what.prompt_text;
+          } else if constexpr (std::is_same_v<T, wire::token_chunk>) {
+            log.text += what.text;
+            for (std::size_t i = 0; i < what.tokens.size(); ++i) {
+              log.positions.push_back(what.first_position + static_cast<std::uint32_t>(i));
+              log.tokens.push_back(static_cast<std::int32_t>(what.tokens[i]));
+            }
+          } else if constexpr (std::is_same_v<T, wire::finished>) {
+            log.finished = what;
+          } else {
+            log.rejected = what;
+          }
+        },
+        e.what);
+  }
+  dispatch(node, static_cast<effects&&>(std::move(out)));
+}
+
+inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
+  if (dead_.contains(m.to.node) || dead_.contains(from.node)) return;
+  ++counts_[wire::body_name(m.body)];
+  const std::string& to = m.to.node;
+  if (refused_.contains(to)) {
+    if (from.node == "router-0") {
+      dispatch(from.node, router_->on_undeliverable(to, now_));
+    } else if (decodes_.contains(from.node)) {
+      dispatch(from.node, decodes_.at(from.node).state->on_undeliverable(m.to));
+    }
+    return;
+  }
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if (to == "router-0") {
+          if constexpr (std::is_same_v<T, wire::token_batch>) {
+            dispatch(to, router_->on_tokens(from, body, !slow_.contains(body.request)));
+          } else if constexpr (std::is_same_v<T, wire::finish>) {
+            dispatch(to, router_->on_finish(from, body));
+          } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
+            dispatch(to, router_->on_abort(from, body, now_));
+          } else {
+            ADD_FAILURE() << "router got " << wire::body_name(m.body);
+          }
+        } else if (decodes_.contains(to)) {
+          decode_state& d = *decodes_.at(to).state;
+          if constexpr (std::is_same_v<T, wire::admit>) {
+            dispatch(to, d.on_admit(from, body, now_));
+          } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
+            dispatch(to, d.on_prefill_done(from, body, now_));
+          } else if constexpr (std::is_same_v<T, wire::cancel>) {
+            dispatch(to, d.on_cancel(body));
+          } else if constexpr (std::is_same_v<T, wire::stream_window>) {
+            d.on_window(body);
+          } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
+            dispatch(to, d.on_abort(from, body));
+          } else {
+            ADD_FAILURE() << "decode got " << wire::body_name(m.body);
+          }
+        } else {
+          prefill_state& p = *prefills_.at(to).state;
+          if constexpr (std::is_same_v<T, wire::prefill>) {
+            dispatch(to, p.on_prefill(from, body));
+          } else if constexpr (std::is_same_v<T, wire::cancel>) {
+            dispatch(to, p.on_cancel(body));
+          } else {
+            ADD_FAILURE() << "prefill got " << wire::body_name(m.body);
+          }
+        }
+      },
+      m.body);
+}
+
+inline std::span<std::byte> fleet::decode_pool(std::uint64_t fabric_node) {
+  return decodes_.at("decode-" + std::to_string(fabric_node - 100)).engine->pool().bytes();
+}
+
+inline void copy_writer::post(const slice_write& w) {
+  if (hold) {
+    held.push_back(w);
+    return;
+  }
+  apply(w);
+}
+
+inline void copy_writer::apply(const slice_write& w) {
+  const auto target = fleet_.decode_pool(w.target_fabric_node);
+  const auto source = fleet_.prefill_pool(node_);
+  ASSERT_LE(w.target_offset + w.length, target.size());
+  ASSERT_LE(w.source_offset + w.length, source.size());
+  std::memcpy(target.data() + w.target_offset, source.data() + w.source_offset, w.length);
+  if (corrupt && (*corrupt)-- == 0) {
+    target[w.target_offset + w.length / 2] ^= std::byte{0x40};
+    corrupt.reset();
+  }
+  const std::string node = node_;
+  const std::uint64_t tag = w.tag;
+  fleet_.later([this, node, tag] {
+    if (!fleet_.dead(node)) fleet_.dispatch(node, fleet_.prefill(node).on_write_done(tag, {}));
+  });
+}
+
+inline void copy_writer::release_held() {
+  auto writes = std::move(held);
+  held.clear();
+  hold = false;
+  for (const auto& w : writes) apply(w);
+}
+
+}  // namespace baton::actors::testing

@@ -1,0 +1,405 @@
+// The serving state classes together, in one process: router, prefill and decode on the
+// real stories260K model, joined by serving_fleet's message queue.
+
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "tests/simulation/actors/serving_fleet.hpp"
+#include "tests/support/test_seeds.hpp"
+
+namespace baton::actors::testing {
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(Serving, GreedyDisaggregatedMatchesLlama2c) {
+  fleet f;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  const client_log& log = f.log(id);
+  ASSERT_TRUE(log.finished) << (log.rejected ? log.rejected->message : "no end");
+  EXPECT_EQ(log.output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(log.accepted->placement, "disaggregated");
+  EXPECT_EQ(log.accepted->prefill_node.rfind("prefill-", 0), 0u);
+  EXPECT_GT(f.messages("prefillDone"), 0u);
+  // The router sends one admit; the decode node sends the job to the prefill node itself,
+  // and a request that ends by length ends on its last tokens message (no finish).
+  EXPECT_EQ(f.messages("admit"), 1u);
+  EXPECT_EQ(f.messages("prefill"), 1u);
+  if (log.finished->reason == wire::finish_reason::length) {
+    EXPECT_EQ(f.messages("finish"), 0u);
+  }
+}
+
+TEST(Serving, SeededDisaggregatedMatchesLlama2c) {
+  fleet f;
+  const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_EQ(f.log(id).accepted->seed, 7u);
+}
+
+TEST(Serving, SlicesShippedAfterTheComputeGiveTheSameText) {
+  fleet_options o;
+  o.prefill.pipeline = false;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.prefill("prefill-0").stats().slices, 5u);  // one block x 5 layers
+}
+
+TEST(Serving, ThirtyTwoConcurrentRequestsEachMatchSingleProcess) {
+  fleet f;
+  const std::uint64_t seed = baton::testing::test_seeds(20261129, 1).front();
+  SCOPED_TRACE(baton::testing::replay_hint(seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<std::string> prompts = {
+      "Once upon a time",        "Lily and Ben",       "The dog",
+      "A little girl named Sue", "Tom had a red ball", "One day"};
+  struct job {
+    wire::request_id id;
+    std::string expected;
+  };
+  std::vector<job> jobs;
+  for (int i = 0; i < 32; ++i) {
+    const std::string& prompt = prompts[rng() % prompts.size()];
+    const float temperature = i % 3 == 0 ? 0.0f : 0.5f + 0.1f * static_cast<float>(rng() % 6);
+    const float top_p = i % 2 == 0 ? 0.9f : 1.0f;
+    const std::uint64_t s = rng() % 1000;
+    const auto steps = static_cast<std::uint32_t>(20 + rng() % 180);
+    jobs.push_back({f.submit(prompt, temperature, top_p, s, steps),
+                    f.reference(prompt, temperature, top_p, s, static_cast<int>(steps))});
+  }
+  f.pump();
+  for (const auto& j : jobs) {
+    ASSERT_TRUE(f.log(j.id).finished);
+    EXPECT_EQ(f.log(j.id).output(), j.expected);
+  }
+  // Both decode nodes served, and every block came back.
+  for (const char* d : {"decode-0", "decode-1"}) {
+    EXPECT_GT(f.decode(d).stats().tokens, 0u) << d;
+    EXPECT_EQ(f.decode(d).active(), 0u);
+    EXPECT_EQ(f.decode(d).uncommitted_blocks(), 512u);
+    EXPECT_EQ(f.decode_engine(d).pool().free_blocks(), 512u);
+  }
+  EXPECT_EQ(f.router().inflight(), 0u);
+}
+
+TEST(Serving, RouterAssignsAndReportsASeedWhenTheRequestHasNone) {
+  fleet f;
+  const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, std::nullopt, 60);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  const std::uint64_t seed = f.log(id).accepted->seed;
+  EXPECT_EQ(f.log(id).output(), f.reference("Lily and Ben", 0.8f, 0.95f, seed, 60));
+}
+
+TEST(Serving, CorruptedSliceIsCaughtAndRecomputed) {
+  fleet f;
+  f.writer("prefill-0").corrupt = 3;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  const auto& d = f.decode(f.log(id).accepted->decode_node).stats();
+  EXPECT_EQ(d.checksum_failures, 1u);
+  EXPECT_EQ(d.recomputed, 1u);
+}
+
+TEST(Serving, LateWritesAfterTimeoutAndRetryTouchNoOtherRequest) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  // prefill-0 is picked first; its writes stall past the decode node's KV timeout.
+  f.writer("prefill-0").hold = true;
+  const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  EXPECT_FALSE(f.log(a).done());
+  ASSERT_FALSE(f.writer("prefill-0").held.empty());
+  f.advance(std::chrono::milliseconds(10'001));  // timeout -> quarantine, retry on prefill-1
+  EXPECT_GT(f.decode("decode-0").quarantined_blocks(), 0u);
+  const auto b = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  // Let b decode a few tokens, then let the stale writes land.
+  f.pump([&] { return f.log(b).positions.size() >= 5; });
+  f.writer("prefill-0").release_held();
+  f.pump();
+  ASSERT_TRUE(f.log(a).finished);
+  ASSERT_TRUE(f.log(b).finished);
+  EXPECT_EQ(f.log(a).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.log(b).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_EQ(f.decode("decode-0").quarantined_blocks(), 0u);
+  EXPECT_EQ(f.decode("decode-0").uncommitted_blocks(), 512u);
+  EXPECT_GE(f.router().stats().retries, 1u);
+}
+
+TEST(Serving, CancelWhileWritesAreHeldKeepsBlocksQuarantined) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  f.writer("prefill-0").hold = true;
+  const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  f.client_gone(a);
+  f.pump();
+  EXPECT_GT(f.decode("decode-0").quarantined_blocks(), 0u);  // the writer is still writing
+  f.writer("prefill-0").release_held();
+  f.pump();
+  EXPECT_EQ(f.decode("decode-0").quarantined_blocks(), 0u);
+  EXPECT_EQ(f.decode("decode-0").active(), 0u);
+  EXPECT_EQ(f.decode_engine("decode-0").pool().free_blocks(), 512u);
+}
+
+TEST(Serving, ASlowClientPausesItsDecodeAndNotTheOthers) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  const auto slow = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 400);
+  f.slow_client(slow, true);
+  const auto other = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump();
+  // The other request finished; the slow one stopped at its window and holds its blocks.
+  ASSERT_TRUE(f.log(other).finished);
+  EXPECT_EQ(f.log(other).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  EXPECT_FALSE(f.log(slow).done());
+  const std::size_t prompt = f.log(slow).accepted->prompt_tokens;
+  ASSERT_FALSE(f.log(slow).positions.empty());
+  EXPECT_EQ(f.log(slow).positions.back() + 1, prompt + wire::initial_stream_window);
+  EXPECT_EQ(f.decode("decode-0").parked(), 1u);
+  EXPECT_FALSE(f.decode("decode-0").has_work());
+  // It catches up: generation resumes and the text is whole.
+  f.slow_client(slow, false);
+  f.pump();
+  ASSERT_TRUE(f.log(slow).finished);
+  EXPECT_EQ(f.log(slow).output(), f.reference("Once upon a time", 0.0f, 0.9f, 1, 400));
+}
+
+TEST(Serving, ClientGoneMidStreamFreesItsBlocks) {
+  fleet f;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 200);
+  f.pump([&] { return f.log(id).positions.size() >= 10; });
+  const std::string d = f.log(id).accepted->decode_node;
+  EXPECT_LT(f.decode(d).uncommitted_blocks(), 512u);
+  f.client_gone(id);
+  f.pump();
+  EXPECT_FALSE(f.log(id).finished);
+  EXPECT_EQ(f.decode(d).active(), 0u);
+  EXPECT_EQ(f.decode(d).uncommitted_blocks(), 512u);
+  EXPECT_EQ(f.decode_engine(d).pool().free_blocks(), 512u);
+  EXPECT_EQ(f.router().stats().client_gone, 1u);
+}
+
+TEST(Serving, AClientGoneBeforeThePrefillStartsCancelsTheJobTheDecodeNodeSent) {
+  fleet f;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 200);
+  const std::string p = f.log(id).accepted->prefill_node;
+  const std::string d = f.log(id).accepted->decode_node;
+  // Gone before anything is delivered: the router's cancel reaches the prefill node before
+  // the job does (they come from different nodes); the decode node's own cancel follows
+  // its job, so the job is dropped before any compute or write.
+  f.client_gone(id);
+  f.pump();
+  EXPECT_EQ(f.prefill(p).stats().jobs, 0u) << "never computed";
+  EXPECT_EQ(f.prefill(p).stats().aborted, 1u);
+  EXPECT_EQ(f.prefill(p).stats().slices, 0u);
+  EXPECT_EQ(f.decode(d).active(), 0u);
+  EXPECT_EQ(f.decode(d).uncommitted_blocks(), 512u);
+}
+
+TEST(Serving, OverloadIsAnsweredAtOnceAndTheRouterRecovers) {
+  fleet_options o;
+  o.router.max_inflight = 2;
+  fleet f(o);
+  f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 50);
+  f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 50);
+  const auto third = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 50);
+  ASSERT_TRUE(f.log(third).rejected);  // before any message moved
+  EXPECT_EQ(f.log(third).rejected->code, errc::overloaded);
+  f.pump();
+  const auto again = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(again).finished);
+  EXPECT_EQ(f.log(again).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.router().stats().overloaded, 1u);
+}
+
+TEST(Serving, DecodeNodeDeathMidStreamRetriesWithoutLossOrDuplication) {
+  fleet f;
+  const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump([&] { return f.log(id).positions.size() >= 20; });
+  const std::string first = f.log(id).accepted->decode_node;
+  f.kill(first);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  // Positions arrive exactly once and in order.
+  const auto& pos = f.log(id).positions;
+  for (std::size_t i = 1; i < pos.size(); ++i) EXPECT_EQ(pos[i], pos[i - 1] + 1);
+  EXPECT_EQ(f.router().stats().retries, 1u);
+}
+
+TEST(Serving, PrefillNodeDeathBeforeDoneRetriesOnTheOther) {
+  fleet f;
+  f.writer("prefill-0").hold = true;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  f.kill("prefill-0");
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.decode(f.log(id).accepted->decode_node).quarantined_blocks(), 0u);
+}
+
+TEST(Serving, APrefillJobThatIsNotDeliveredIsRetriedOnTheOtherPrefill) {
+  fleet f;
+  f.refuse("prefill-0");
+  const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  const auto b = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
+  f.pump();
+  ASSERT_TRUE(f.log(a).finished);
+  ASSERT_TRUE(f.log(b).finished);
+  EXPECT_EQ(f.log(a).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.log(b).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
+  // The decode node sent each job itself; the one prefill-0 did not take ended its attempt.
+  EXPECT_GE(f.router().stats().retries, 1u);
+  EXPECT_EQ(f.prefill("prefill-0").stats().jobs, 0u);
+  for (const auto* node : {"decode-0", "decode-1"}) {
+    EXPECT_EQ(f.decode(node).active(), 0u) << node;
+    EXPECT_EQ(f.decode(node).uncommitted_blocks(), f.decode_engine(node).pool().n_blocks()) << node;
+  }
+}
+
+TEST(Serving, ShortPromptsPrefillOnTheDecodeNodeByPolicy) {
+  fleet_options o;
+  o.router.prefill_on_decode_max_tokens = 8;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).accepted->placement, "prefill-on-decode");
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.router().stats().prefill_on_decode, 1u);
+  EXPECT_EQ(f.messages("prefill"), 0u);
+}
+
+TEST(Serving, NoPrefillWorkerFailsOrFallsBackAsConfigured) {
+  fleet_options o;
+  o.prefill_nodes = 0;
+  {
+    fleet f(o);
+    const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    ASSERT_TRUE(f.log(id).rejected);
+    EXPECT_EQ(f.log(id).rejected->code, errc::overloaded);
+  }
+  o.router.when_no_prefill = no_prefill_policy::prefill_on_decode;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+  EXPECT_EQ(f.router().stats().no_prefill_fallback, 1u);
+}
+
+TEST(Serving, RequestDeadlineCancelsTheWorkers) {
+  fleet f;
+  f.writer("prefill-0").hold = true;
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100, 500);
+  f.pump();
+  f.advance(std::chrono::milliseconds(501));
+  f.pump();
+  ASSERT_TRUE(f.log(id).rejected);
+  EXPECT_EQ(f.log(id).rejected->code, errc::timed_out);
+  f.writer("prefill-0").release_held();
+  f.pump();
+  for (const char* d : {"decode-0", "decode-1"}) EXPECT_EQ(f.decode(d).active(), 0u);
+}
+
+TEST(Serving, PlacementPrefersTheRightKindAndSpreadsLoad) {
+  fleet f;
+  std::set<std::string> decodes;
+  std::set<std::string> prefills;
+  for (int i = 0; i < 4; ++i) {
+    const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 30);
+    decodes.insert(f.log(id).accepted->decode_node);
+    prefills.insert(f.log(id).accepted->prefill_node);
+  }
+  EXPECT_EQ(decodes.size(), 2u);
+  EXPECT_EQ(prefills.size(), 2u);
+  f.pump();
+}
+
+/// The tokens one emulated engine (no split, no router) generates after `prompt`.
+std::vector<std::int32_t> emulated_reference(fleet& f, const std::string& prompt,
+                                             std::size_t steps) {
+  auto device = f.make_engine(0);
+  auto sequence = device->add_sequence();
+  EXPECT_TRUE(sequence);
+  engine::sampler unused(0.0f, 0.9f, 1);
+  auto step =
+      device->prefill(*sequence, f.tokenizer().encode(prompt, true, false), unused, nullptr);
+  EXPECT_TRUE(step);
+  std::vector<std::int32_t> tokens{step->tokens[0]};
+  while (tokens.size() < steps) {
+    const engine::decode_input in{*sequence, tokens.back()};
+    engine::sampler* pick = &unused;
+    auto next = device->decode(std::span(&in, 1), std::span(&pick, 1));
+    EXPECT_TRUE(next);
+    tokens.push_back(next->tokens[0]);
+  }
+  return tokens;
+}
+
+TEST(Serving, EmulatedDevicesServeTheTokensOfOneEmulatedEngine) {
+  fleet_options o;
+  o.device = "emulated:trn2";
+  fleet f(o);
+  const auto split = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 40);
+  f.pump();
+  ASSERT_TRUE(f.log(split).finished)
+      << (f.log(split).rejected ? f.log(split).rejected->message : "");
+  EXPECT_EQ(f.log(split).accepted->placement, "disaggregated");
+  EXPECT_GT(f.prefill("prefill-0").stats().slices + f.prefill("prefill-1").stats().slices, 0u);
+  ASSERT_GE(f.log(split).tokens.size(), 30u);
+  const auto expected = emulated_reference(f, "Once upon a time", f.log(split).tokens.size());
+  EXPECT_EQ(f.log(split).tokens, expected);
+  // The KV moved by slices is what the decode node draws from: a corrupted slice is caught.
+  f.writer("prefill-0").corrupt = 0;
+  f.writer("prefill-1").corrupt = 0;
+  const auto again = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 40);
+  f.pump();
+  ASSERT_TRUE(f.log(again).finished);
+  EXPECT_EQ(f.log(again).tokens, expected);
+  EXPECT_EQ(f.decode("decode-0").stats().checksum_failures +
+                f.decode("decode-1").stats().checksum_failures,
+            1u);
+}
+
+TEST(Serving, ModelledTimeHoldsTheOutputUntilItHasPassed) {
+  fleet_options o;
+  o.device = "emulated:trn2";
+  o.time_scale = 1.0;
+  fleet f(o);
+  const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 8);
+  f.pump();
+  // The prefill device is busy for its modelled time: nothing reached the decode node.
+  EXPECT_EQ(f.messages("prefillDone"), 0u);
+  EXPECT_TRUE(f.log(id).tokens.empty());
+  for (int ms = 0; ms < 1000 && !f.log(id).done(); ++ms) {
+    f.advance(std::chrono::milliseconds(1));
+    f.pump();
+  }
+  ASSERT_TRUE(f.log(id).finished);
+  ASSERT_GE(f.log(id).tokens.size(), 3u);
+  EXPECT_EQ(f.log(id).tokens, emulated_reference(f, "Once upon a time", f.log(id).tokens.size()));
+}
+
+}  // namespace
+}  // namespace baton::actors::testing

@@ -1,0 +1,458 @@
+// Membership state machines wired through the loopback transport with a simulated clock:
+// joins, failure detection, refutation, leave, refusal, dissemination at scale, and the
+// same under the network's faults (drop, duplicate, delay, reorder, partition, kill).
+#include "runtime/membership.hpp"
+
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "schemas/codec.hpp"
+#include "tests/support/test_seeds.hpp"
+#include "transport/endpoint.hpp"
+#include "transport/loopback/network.hpp"
+
+namespace baton::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+using wire::member_state;
+
+// fmt, not operator+: g++ 12 at -O3 warns falsely (-Wrestrict) on string concatenation.
+std::string node_name(int i) {
+  return fmt::format("n{}", i);
+}
+
+wire::join identity(const std::string& name, std::uint64_t incarnation = 1) {
+  wire::join j;
+  j.member = {name,
+              incarnation,
+              member_state::alive,
+              wire::node_kind::cpu,
+              "cpu",
+              {wire::role::decode},
+              fmt::format("fabric-{}", name),
+              ""};
+  j.wire_version = wire::wire_version;
+  j.model_hash = 0xabc;
+  j.layout = {16, 5, 4, 8, 4};
+  j.numerics_fingerprint = "baton-cpu/1 avx2";
+  return j;
+}
+
+/// Membership state machines talking through loopback endpoints (transport/loopback) on
+/// a simulated clock: every message is encoded as a frame, sent, delayed, possibly dropped,
+/// duplicated or reordered by the network, received and decoded, as between real nodes.
+/// The network, every node's state and the fault choices are seeded from `seed`, and
+/// nothing depends on wall time or threads, so a run replays exactly from its seed
+/// (printed on construction).
+class sim_cluster {
+ public:
+  explicit sim_cluster(std::uint64_t seed, transport::loopback::fault_plan faults = {})
+      : seed_(seed), net_(std::make_shared<transport::loopback::network>(seed)) {
+    std::printf("membership over loopback, seed %llu\n", static_cast<unsigned long long>(seed));
+    net_->use_manual_clock(time_point{});
+    // Messages take 1 ms unless the plan says otherwise.
+    if (faults.max_delay == 0us) faults.min_delay = faults.max_delay = 1000us;
+    net_->set_faults(faults);
+  }
+
+  membership_state& add(const wire::join& self, time_point now) {
+    const auto& name = self.member.node;
+    auto ep = transport::make_endpoint({"loopback", {self.member.fabric_address}}, net_);
+    EXPECT_TRUE(ep.has_value()) << (ep ? "" : ep.error().message);
+    auto& n = nodes_[name];
+    n.endpoint = std::move(*ep);
+    n.state = std::make_unique<membership_state>(self, std::vector<seed_node>{{"n0", "fabric-n0"}},
+                                                 membership_config{}, seed_ + nodes_.size());
+    deliver(name, n.state->start(now), now);
+    return *n.state;
+  }
+  membership_state& at(const std::string& name) { return *nodes_.at(name).state; }
+  /// The node's endpoint dies (the network's kill) and its state machine stops.
+  void kill(const std::string& name) {
+    net_->kill({address_of(name)});
+    nodes_.at(name).dead = true;
+  }
+  /// Partitions `name` from every other node, or heals that partition.
+  void cut(const std::string& name, bool cut) {
+    for (const auto& [other, n] : nodes_) {
+      if (other == name) continue;
+      if (cut) {
+        net_->partition({address_of(name)}, {address_of(other)});
+      } else {
+        net_->heal({address_of(name)}, {address_of(other)});
+      }
+    }
+  }
+  void set_faults(const transport::loopback::fault_plan& faults) { net_->set_faults(faults); }
+  /// `name` announces that it leaves; returns how many nodes it told directly.
+  std::size_t leave(const std::string& name, time_point now) {
+    auto out = at(name).leave(now);
+    const auto told = out.sends.size();
+    deliver(name, std::move(out), now);
+    return told;
+  }
+
+  /// Runs until `until`, in 1 ms steps: the network delivers what is due, every live
+  /// node handles its messages, then ticks if its deadline passed.
+  void run(time_point& now, time_point until) {
+    for (; now < until; now += 1ms) {
+      net_->advance_to(now);
+      for (auto& [name, n] : nodes_) {
+        if (n.dead) continue;
+        receive(name, n, now);
+      }
+      for (auto& [name, n] : nodes_) {
+        if (n.dead || n.state->next_deadline() > now) continue;
+        deliver(name, n.state->on_tick(now), now);
+      }
+    }
+  }
+  /// The state `observer` holds for `node`, or nullopt if it does not know it.
+  std::optional<member_state> view(const std::string& observer, const std::string& node) {
+    const auto* m = at(observer).find(node);
+    return m ? std::optional(m->state) : std::nullopt;
+  }
+  std::map<std::string, int> sent;  // messages sent per node
+  std::map<std::string, std::string> refusals;
+  /// Every change any node saw, in order: "<ms> <observer>: <node> <state> <incarnation>".
+  std::vector<std::string> trace;
+
+ private:
+  struct sim_node {
+    std::unique_ptr<transport::endpoint> endpoint;
+    std::unique_ptr<membership_state> state;
+    std::map<std::string, transport::peer_id> peers;  // by fabric address
+    bool dead = false;
+  };
+
+  static std::string address_of(const std::string& name) { return fmt::format("fabric-{}", name); }
+
+  void receive(const std::string& name, sim_node& n, time_point now) {
+    std::vector<transport::event> batch(64);
+    while (true) {
+      const auto count = n.endpoint->poll(batch);
+      if (count == 0) return;
+      for (std::size_t i = 0; i < count; ++i) {
+        auto& ev = batch[i];
+        if (ev.kind != transport::event_kind::message) continue;
+        auto f = decoder_.decode(ev.payload);
+        ASSERT_TRUE(f.has_value()) << f.error().message;
+        ASSERT_EQ(f->target.node, name);
+        deliver(name, n.state->on_message(f->source.node, f->sender_incarnation, f->body, now),
+                now);
+      }
+    }
+  }
+
+  void deliver(const std::string& from, membership_output out, time_point now) {
+    if (out.refused) refusals[from] = *out.refused;
+    for (const auto& m : out.changes) {
+      trace.push_back(fmt::format("{} {}: {} {} {}", (now - time_point{}) / 1ms, from, m.node,
+                                  to_string(m.state), m.incarnation));
+    }
+    auto& n = nodes_.at(from);
+    for (auto& s : out.sends) {
+      ++sent[from];
+      auto peer = n.peers.find(s.fabric_address);
+      if (peer == n.peers.end()) {
+        // Unreachable now (partitioned or dead): the message is lost, as on a fabric.
+        auto id = n.endpoint->add_peer({s.fabric_address}, now + 1s);
+        if (!id) continue;
+        peer = n.peers.emplace(s.fabric_address, *id).first;
+      }
+      wire::frame f;
+      f.source = {from, "membership"};
+      f.target = {s.node, "membership"};
+      f.sender_incarnation = at(from).self().incarnation;
+      f.body = std::move(s.body);
+      auto bytes = wire::encode(f);
+      ASSERT_TRUE(bytes.has_value()) << bytes.error().message;
+      (void)n.endpoint->send(peer->second, bytes->bytes(), now + 1s);
+    }
+  }
+
+  std::uint64_t seed_;
+  std::shared_ptr<transport::loopback::network> net_;
+  std::map<std::string, sim_node> nodes_;
+  wire::decoder decoder_;
+};
+
+TEST(Membership, NodesJoinThroughTheSeed) {
+  sim_cluster sim(baton::testing::test_seeds(11, 1).front());
+  time_point now{};
+  for (int i = 0; i < 3; ++i) sim.add(identity(node_name(i)), now);
+  sim.run(now, now + 1s);
+  for (int i = 0; i < 3; ++i) {
+    auto& node = sim.at(node_name(i));
+    EXPECT_TRUE(node.joined());
+    ASSERT_EQ(node.members().size(), 3u) << "n" << i;
+    for (const auto& m : node.members()) EXPECT_EQ(m.state, member_state::alive) << m.node;
+  }
+}
+
+TEST(Membership, AKilledNodeIsDeclaredDeadWithin300ms) {
+  for (const auto seed : baton::testing::test_seeds(1, 20)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    sim_cluster sim(seed);
+    time_point now{};
+    for (int i = 0; i < 3; ++i) sim.add(identity(node_name(i)), now);
+    sim.run(now, now + 1s);
+    sim.kill("n2");
+    const auto killed_at = now;
+    while (sim.view("n0", "n2") != member_state::dead ||
+           sim.view("n1", "n2") != member_state::dead) {
+      ASSERT_LT(now - killed_at, 300ms) << "seed " << seed;
+      sim.run(now, now + 1ms);
+    }
+  }
+}
+
+TEST(Membership, ANewNodeJoinsARunningClusterAndEveryoneSeesIt) {
+  sim_cluster sim(baton::testing::test_seeds(5, 1).front());
+  time_point now{};
+  for (int i = 0; i < 4; ++i) sim.add(identity(node_name(i)), now);
+  sim.run(now, now + 1s);
+  sim.add(identity("n9"), now);
+  sim.run(now, now + 1s);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(sim.view(node_name(i), "n9"), member_state::alive) << i;
+  }
+  EXPECT_EQ(sim.at("n9").members().size(), 5u);
+}
+
+TEST(Membership, ALeavingNodeIsSeenAsLeft) {
+  sim_cluster sim(baton::testing::test_seeds(6, 1).front());
+  time_point now{};
+  for (int i = 0; i < 4; ++i) sim.add(identity(node_name(i)), now);
+  sim.run(now, now + 1s);
+  ASSERT_GT(sim.leave("n3", now), 0u);
+  sim.run(now, now + 500ms);
+  sim.kill("n3");
+  sim.run(now, now + 1s);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(sim.view(node_name(i), "n3"), member_state::left) << i;
+  }
+}
+
+TEST(Membership, AMismatchedNodeIsRefusedWithAReason) {
+  sim_cluster sim(baton::testing::test_seeds(7, 1).front());
+  time_point now{};
+  sim.add(identity("n0"), now);
+  auto odd = identity("n1");
+  odd.numerics_fingerprint = "baton-cpu/1 scalar";
+  sim.add(odd, now);
+  auto old = identity("n2");
+  old.wire_version = 0;
+  sim.add(old, now);
+  sim.run(now, now + 1s);
+  EXPECT_FALSE(sim.at("n1").joined());
+  EXPECT_NE(sim.refusals["n1"].find("numerics fingerprint 'baton-cpu/1 scalar' differs"),
+            std::string::npos)
+      << sim.refusals["n1"];
+  EXPECT_NE(sim.refusals["n2"].find("wire version 0 differs"), std::string::npos);
+  EXPECT_EQ(sim.at("n0").members().size(), 1u) << "a refused node never half-joins";
+}
+
+TEST(Membership, ARetriedJoinIsAnsweredAgainButANameInUseIsRefused) {
+  time_point now{};
+  membership_state seed(identity("n0"), {{"n0", "fabric-n0"}}, membership_config{}, 1);
+  (void)seed.start(now);
+  auto accepted = [](const membership_output& out) {
+    const auto* reply = std::get_if<wire::join_reply>(&out.sends.at(0).body);
+    return reply != nullptr && reply->accepted;
+  };
+  const auto join = identity("n1");
+  EXPECT_TRUE(accepted(seed.on_message("n1", 1, join, now)));
+  // Its reply was lost (or the join duplicated): the same join is answered again.
+  EXPECT_TRUE(accepted(seed.on_message("n1", 1, join, now + 1ms)));
+  // Another process under the same name and incarnation is not.
+  auto impostor = identity("n1");
+  impostor.member.fabric_address = "fabric-elsewhere";
+  EXPECT_FALSE(accepted(seed.on_message("n1", 1, impostor, now + 2ms)));
+  EXPECT_TRUE(seed.on_message("n1", 0, identity("n1", 0), now + 3ms).sends.empty())
+      << "an older incarnation is not even answered";
+}
+
+TEST(Membership, ASuspectedNodeRefutesAndStaysAMember) {
+  sim_cluster sim(baton::testing::test_seeds(8, 1).front());
+  time_point now{};
+  for (int i = 0; i < 3; ++i) sim.add(identity(node_name(i)), now);
+  sim.run(now, now + 1s);
+  const auto before = sim.at("n2").self().incarnation;
+  sim.cut("n2", true);
+  sim.run(now, now + 120ms);
+  sim.cut("n2", false);
+  sim.run(now, now + 2s);
+  EXPECT_GT(sim.at("n2").self().incarnation, before);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(sim.view(node_name(i), "n2"), member_state::alive) << i;
+  }
+}
+
+TEST(Membership, FramesFromOldIncarnationsAreNotAccepted) {
+  sim_cluster sim(baton::testing::test_seeds(9, 1).front());
+  time_point now{};
+  sim.add(identity("n0"), now);
+  sim.add(identity("n1", 5), now);
+  sim.run(now, now + 500ms);
+  const auto& n0 = sim.at("n0");
+  EXPECT_TRUE(n0.accepts("n1", 5));
+  EXPECT_FALSE(n0.accepts("n1", 4));
+  EXPECT_TRUE(n0.accepts("n1", 6));  // a restart
+  sim.kill("n1");
+  sim.run(now, now + 1s);
+  EXPECT_FALSE(n0.accepts("n1", 5)) << "the dead incarnation stays dead";
+}
+
+TEST(Membership, DisseminationScalesWithoutAllToAllTraffic) {
+  const int n = 100;
+  sim_cluster sim(baton::testing::test_seeds(10, 1).front());
+  time_point now{};
+  for (int i = 0; i < n; ++i) sim.add(identity(node_name(i)), now);
+  sim.run(now, now + 3s);
+  for (int i = 0; i < n; i += 9) {
+    ASSERT_EQ(sim.at(node_name(i)).members().size(), static_cast<std::size_t>(n));
+  }
+  sim.sent.clear();
+  sim.kill("n50");
+  const auto killed_at = now;
+  sim.run(now, now + 2s);
+  for (int i = 0; i < n; ++i) {
+    if (i == 50) continue;
+    EXPECT_EQ(sim.view(node_name(i), "n50"), member_state::dead) << i;
+  }
+  // Each node sends about one probe and one ack per 40 ms period, however large the
+  // cluster: 2 s is 50 periods, so well under 3 x 50 messages, where all-to-all
+  // heartbeats would be 99 x 50.
+  for (const auto& [name, count] : sim.sent) EXPECT_LT(count, 150) << name;
+  (void)killed_at;
+}
+
+transport::loopback::fault_plan lossy() {
+  return {.drop_probability = 0.05,
+          .duplicate_probability = 0.05,
+          .reorder_probability = 0.1,
+          .min_delay = 500us,
+          .max_delay = 3000us};
+}
+
+/// Five nodes join and then run for `run_for` under `faults`; returns the cluster.
+std::unique_ptr<sim_cluster> five_nodes(std::uint64_t seed, transport::loopback::fault_plan faults,
+                                        std::chrono::milliseconds run_for, time_point& now) {
+  auto sim = std::make_unique<sim_cluster>(seed, faults);
+  for (int i = 0; i < 5; ++i) sim->add(identity(node_name(i)), now);
+  sim->run(now, now + run_for);
+  return sim;
+}
+
+TEST(MembershipFaults, DropsDuplicatesAndReorderingCauseNoFalseDeaths) {
+  for (const auto seed : baton::testing::test_seeds(1, 10)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    time_point now{};
+    auto sim = five_nodes(seed, lossy(), 20s, now);
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(sim->at(node_name(i)).joined()) << "seed " << seed << " n" << i;
+      for (const auto& m : sim->at(node_name(i)).members()) {
+        EXPECT_EQ(m.state, member_state::alive) << "seed " << seed << " n" << i << ": " << m.node;
+      }
+    }
+    for (const auto& line : sim->trace) {
+      EXPECT_EQ(line.find(" dead "), std::string::npos) << "seed " << seed << ": " << line;
+    }
+  }
+}
+
+TEST(MembershipFaults, AKilledNodeIsStillDeclaredDeadWithin300msOnALossyNetwork) {
+  for (const auto seed : baton::testing::test_seeds(1, 20)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    time_point now{};
+    auto sim = five_nodes(seed, lossy(), 1s, now);
+    sim->kill("n4");
+    const auto killed_at = now;
+    for (int i = 0; i < 4; ++i) {
+      while (sim->view(node_name(i), "n4") != member_state::dead) {
+        ASSERT_LT(now - killed_at, 300ms) << "seed " << seed << " n" << i;
+        sim->run(now, now + 1ms);
+      }
+    }
+  }
+}
+
+TEST(MembershipFaults, RunsReplayExactlyFromTheirSeed) {
+  auto run = [](std::uint64_t seed) {
+    time_point now{};
+    auto sim = five_nodes(seed, lossy(), 2s, now);
+    sim->kill("n2");
+    sim->run(now, now + 1s);
+    return std::make_pair(sim->trace, sim->sent);
+  };
+  const auto first = run(42);
+  const auto second = run(42);
+  EXPECT_EQ(first.first, second.first);
+  EXPECT_EQ(first.second, second.second);
+  EXPECT_NE(first.first, run(43).first) << "another seed, another run";
+}
+
+TEST(MembershipFaults, APartitionShorterThanTheTimeoutHealsWithoutDeaths) {
+  time_point now{};
+  auto sim = five_nodes(baton::testing::test_seeds(21, 1).front(), {}, 1s, now);
+  const auto before = sim->at("n4").self().incarnation;
+  // n3 and n4 are cut off from everyone for less than the dead timeout.
+  sim->cut("n3", true);
+  sim->cut("n4", true);
+  sim->run(now, now + 120ms);
+  sim->cut("n3", false);
+  sim->cut("n4", false);
+  sim->run(now, now + 2s);
+  for (const auto& line : sim->trace) {
+    EXPECT_EQ(line.find(" dead "), std::string::npos) << line;
+  }
+  for (int i = 0; i < 5; ++i) {
+    for (const auto& m : sim->at(node_name(i)).members()) {
+      EXPECT_EQ(m.state, member_state::alive) << node_name(i) << ": " << m.node;
+    }
+  }
+  EXPECT_GT(sim->at("n4").self().incarnation, before) << "n4 was suspected and refuted";
+}
+
+TEST(MembershipFaults, APartitionLongerThanTheDeadTimeoutHealsWhenItEnds) {
+  time_point now{};
+  auto sim = five_nodes(baton::testing::test_seeds(23, 1).front(), {}, 1s, now);
+  const auto before = sim->at("n4").self().incarnation;
+  sim->cut("n4", true);
+  sim->run(now, now + 1s);
+  // Both sides buried the other: neither accepts the other's frames any more.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(sim->view(node_name(i), "n4"), member_state::dead) << i;
+    ASSERT_EQ(sim->view("n4", node_name(i)), member_state::dead) << i;
+  }
+  sim->cut("n4", false);
+  sim->run(now, now + 4s);  // reconnect probes every second tell each side it was buried
+  for (int i = 0; i < 5; ++i) {
+    for (const auto& m : sim->at(node_name(i)).members()) {
+      EXPECT_EQ(m.state, member_state::alive) << node_name(i) << " sees " << m.node;
+    }
+  }
+  EXPECT_GT(sim->at("n4").self().incarnation, before) << "n4 refuted its burial";
+}
+
+TEST(MembershipFaults, APartitionedNodeIsDeadToTheOthersAndTheRestAgree) {
+  time_point now{};
+  auto sim = five_nodes(baton::testing::test_seeds(22, 1).front(), lossy(), 1s, now);
+  sim->cut("n4", true);
+  sim->run(now, now + 1s);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(sim->view(node_name(i), "n4"), member_state::dead) << i;
+    for (int j = 0; j < 4; ++j) {
+      EXPECT_EQ(sim->view(node_name(i), node_name(j)), member_state::alive) << i << " sees " << j;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace baton::runtime
