@@ -2,8 +2,6 @@
 // and pipelined message throughput between two node processes over Baton's runtime, and
 // in the same run the same exchange over CAF's own remote actors (the io middleman over
 // TCP) as the reference.
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,8 +21,8 @@
 #include "bench/commands.hpp"
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
+#include "launcher/child_process.hpp"
 #include "launcher/node_identity.hpp"
-#include "runtime/admin_server.hpp"
 #include "runtime/node.hpp"
 #include "runtime/remote_actor.hpp"
 
@@ -42,7 +40,7 @@ struct bench_args {
   int messages = 100000;
   int window = 64;
   int payload_bytes = 64;
-  int caf_peer_port = 0;  // hidden: run as the CAF reference's peer
+  bool caf_peer = false;  // hidden: run as the CAF reference's peer
 };
 
 struct result {
@@ -109,31 +107,6 @@ caf::behavior measurer(caf::event_based_actor* self, Send send, bench_args args,
   return {[](caf::unit_t) {}};
 }
 
-/// Forks `argv` with stdout/stderr to `log`; the child dies with us.
-pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    if (std::FILE* out = std::fopen(log.c_str(), "w")) {
-      dup2(fileno(out), STDOUT_FILENO);
-      dup2(fileno(out), STDERR_FILENO);
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv("/proc/self/exe", args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void reap(pid_t pid) {
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-}
-
 expected<result> bench_baton(const bench_args& args, const std::filesystem::path& dir) {
   // Nodes only compare the model's hash here: a tiny synthetic checkpoint will do, with a
   // tokenizer node processes can load (the 256 byte-fallback tokens need vocab >= 259).
@@ -147,24 +120,20 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
   if (auto ok = engine::write_synthetic_tokenizer(tokenizer.string(), vocab); !ok) {
     return tl::unexpected(ok.error());
   }
-  const int ports[] = {runtime::free_port(), runtime::free_port(), runtime::free_port(),
-                       runtime::free_port()};
+  // Every port 0: node a (here) binds first, node b (a child) joins through its address.
   const bool shm = args.provider == "shm";
-  const auto fabric = [&](int i, const char* name) {
-    return shm ? fmt::format("bench-{}-{}", name, getpid()) : fmt::format("127.0.0.1:{}", ports[i]);
+  const auto fabric = [&](const char* name) {
+    return shm ? fmt::format("bench-{}-{}", name, getpid()) : std::string("127.0.0.1:0");
   };
   const auto config = dir / "bench.toml";
   std::ofstream(config) << fmt::format(
       "[cluster]\nname = \"bench\"\nprovider = \"{}\"\nseeds = [\"a\"]\n\n"
       "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n"
-      "[[node]]\nname = \"a\"\nkind = \"cpu\"\nroles = [\"router\"]\nfabric = \"{}\"\nadmin = "
-      "\"127.0.0.1:{}\"\n\n"
-      "[[node]]\nname = \"b\"\nkind = \"cpu\"\nroles = [\"decode\"]\nfabric = \"{}\"\nadmin = "
-      "\"127.0.0.1:{}\"\n",
-      args.provider, model.string(), tokenizer.string(), fabric(0, "a"), ports[1], fabric(2, "b"),
-      ports[3]);
-  const pid_t peer = spawn({"baton", "node", "--config", config.string(), "--name", "b"},
-                           (dir / "peer-b.log").string());
+      "[[node]]\nname = \"a\"\nkind = \"cpu\"\nroles = [\"router\"]\nfabric = \"{}\"\n"
+      "admin = \"127.0.0.1:0\"\n\n"
+      "[[node]]\nname = \"b\"\nkind = \"cpu\"\nroles = [\"decode\"]\nfabric = \"{}\"\n"
+      "admin = \"127.0.0.1:0\"\n",
+      args.provider, model.string(), tokenizer.string(), fabric("a"), fabric("b"));
   auto topology = runtime::load_topology(config);
   if (!topology) return tl::unexpected(topology.error());
   auto identity = launcher::node_identity(*topology);
@@ -175,11 +144,11 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
   options.identity = *identity;
   options.random_seed = 1;
   auto n = runtime::node::start(std::move(options));
-  if (!n) {
-    reap(peer);
-    return tl::unexpected(n.error());
-  }
+  if (!n) return tl::unexpected(n.error());
   auto& node = **n;
+  launcher::child_process peer({"/proc/self/exe", "node", "--config", config.string(), "--name",
+                                "b", "--join", node.spec().fabric_address},
+                               dir / "peer-b.log");
   const auto until = clock::now() + 15s;
   auto joined = [&] {
     for (const auto& m : node.members()) {
@@ -188,10 +157,7 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
     return false;
   };
   while (!joined() && clock::now() < until) std::this_thread::sleep_for(10ms);
-  if (!joined()) {
-    reap(peer);
-    return fail(errc::timed_out, "the peer node did not join within 15 s");
-  }
+  if (!joined()) return fail(errc::timed_out, "the peer node did not join within 15 s");
   auto& ctx = node.context();
   const runtime::remote_actor echo(ctx, {"b", "echo"});
   const std::vector<std::uint32_t> tokens(static_cast<std::size_t>(args.payload_bytes / 4), 7);
@@ -207,17 +173,18 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
       node.system().spawn(measurer<decltype(send)>, send, args, done, "baton-" + args.provider);
   ctx.publish("bench", actor);
   if (future.wait_for(120s) != std::future_status::ready) {
-    reap(peer);
     return fail(errc::timed_out, "the Baton run did not finish within 120 s");
   }
-  reap(peer);
   return future.get();
 }
 
 expected<result> bench_caf(const bench_args& args, const std::filesystem::path& dir) {
-  const int port = runtime::free_port();
-  const pid_t peer = spawn({"baton", "bench", "actors", "--caf-peer-port", std::to_string(port)},
-                           (dir / "peer-caf.log").string());
+  // The peer publishes its echo actor on a free port and reports it.
+  launcher::child_process peer({"/proc/self/exe", "bench", "actors", "--caf-peer"},
+                               dir / "peer-caf.log");
+  const auto line = peer.wait_for_line("caf peer port ", 30s);
+  if (!line) return fail(errc::failed, "the CAF peer reported no port:\n" + peer.log());
+  const int port = std::atoi(line->c_str() + std::string_view("caf peer port ").size());
   caf::actor_system_config cfg;
   runtime::node::configure(cfg);
   cfg.load<caf::io::middleman>();
@@ -228,7 +195,6 @@ expected<result> bench_caf(const bench_args& args, const std::filesystem::path& 
     if (remote) break;
   }
   if (!remote) {
-    reap(peer);
     return fail(errc::disconnected, "cannot reach the CAF peer: " + sys.render(remote.error()));
   }
   const std::string payload(static_cast<std::size_t>(args.payload_bytes), 'x');
@@ -242,13 +208,13 @@ expected<result> bench_caf(const bench_args& args, const std::filesystem::path& 
   };
   auto actor = sys.spawn(measurer<decltype(send)>, send, args, done, "caf-io-middleman-tcp");
   const bool finished = future.wait_for(120s) == std::future_status::ready;
-  reap(peer);
   if (!finished) return fail(errc::timed_out, "the CAF run did not finish within 120 s");
   return future.get();
 }
 
-/// The CAF reference's peer: an echo actor published on `port` by the io middleman.
-int serve_caf(int port) {
+/// The CAF reference's peer: an echo actor published on a free port by the io middleman,
+/// reported as "caf peer port N".
+int serve_caf() {
   caf::actor_system_config cfg;
   runtime::node::configure(cfg);
   cfg.load<caf::io::middleman>();
@@ -261,8 +227,10 @@ int serve_caf(int port) {
         }};
       },
       0);
-  auto published = sys.middleman().publish(echo, static_cast<std::uint16_t>(port), "127.0.0.1");
+  auto published = sys.middleman().publish(echo, 0, "127.0.0.1");
   if (!published) return 1;
+  fmt::print("caf peer port {}\n", *published);
+  std::fflush(stdout);
   std::this_thread::sleep_for(std::chrono::hours(1));  // killed by the parent
   return 0;
 }
@@ -294,7 +262,7 @@ void print(const bench_args& args, const std::vector<result>& results) {
 }
 
 int run(const bench_args& args) {
-  if (args.caf_peer_port != 0) return serve_caf(args.caf_peer_port);
+  if (args.caf_peer) return serve_caf();
   spdlog::set_level(spdlog::level::warn);
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("baton-bench-{}", getpid());
   std::filesystem::create_directories(dir);
@@ -326,7 +294,7 @@ void add_bench_actors_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--messages", args.messages, "Requests in the throughput run");
   cmd->add_option("--window", args.window, "Requests in flight in the throughput run");
   cmd->add_option("--payload", args.payload_bytes, "Payload bytes per message");
-  cmd->add_option("--caf-peer-port", args.caf_peer_port)->group("");  // internal
+  cmd->add_flag("--caf-peer", args.caf_peer)->group("");  // internal: the reference's peer
   cmd->callback([&exit_code] { exit_code = run(args); });
 }
 

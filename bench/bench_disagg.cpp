@@ -90,7 +90,7 @@ expected<phase> measure(const local_cluster& c, const engine::model& m,
                         const std::vector<std::int32_t>& tokens, const std::string& prompt,
                         std::size_t runs) {
   client::client_options co;
-  co.routers = {c.native()};
+  co.routers = {c.native("router-0")};
   auto client = client::router_client::connect(co);
   if (!client) return tl::unexpected(client.error());
   phase p;
@@ -143,20 +143,23 @@ int run_disagg(const disagg_args& a) {
              tokens.size(), static_cast<double>(kv_bytes) / (1 << 20), kv_bytes / slice_bytes,
              slice_bytes >> 10);
 
-  local_cluster c({"disagg",
-                   a.model,
-                   a.tokenizer,
-                   {{"prefill-0", "trainium", "prefill", "cpu", kv_blocks},
-                    {"decode-0", "wafer-scale", "decode", "cpu", kv_blocks}},
-                   ""});
-  c.start_all();
+  const auto blocks = fmt::format("kv_blocks = {}", kv_blocks);
+  local_cluster c({.name = "bench-disagg",
+                   .checkpoint = a.model,
+                   .tokenizer = a.tokenizer,
+                   .nodes = {{"router-0", {"router"}},
+                             {"prefill-0", {"prefill"}, "trainium", "cpu", blocks},
+                             {"decode-0", {"decode"}, "wafer-scale", "cpu", blocks}}});
+  if (auto ok = c.start_all(); !ok) return fail_with(ok.error().message);
   if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
     return fail_with("the cluster did not become ready: " + ok.error().message);
   }
   auto pipelined = measure(c, *m, tokens, prompt, a.runs);
   if (!pipelined) return fail_with("pipelined: " + pipelined.error().to_string());
   c.stop("prefill-0");
-  c.start("prefill-0", {"--kv-after-compute"});
+  if (auto ok = c.start("prefill-0", {"--kv-after-compute"}); !ok) {
+    return fail_with(ok.error().message);
+  }
   if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
     return fail_with("the restarted prefill node did not join: " + ok.error().message);
   }

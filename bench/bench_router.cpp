@@ -144,23 +144,26 @@ int run_router(const router_args& a) {
                       file.string()));
     }
   }
-  local_cluster c({"router",
-                   model,
-                   tokenizer,
-                   {{"prefill-0", "trainium", "prefill", "emulated:trn2", 4096},
-                    {"decode-0", "wafer-scale", "decode", "emulated:cs3", 4096}},
-                   "[emulated]\ntime_scale = 0    # zero compute: only the serving path\n\n"
+  local_cluster c(
+      {.name = "bench-router",
+       .checkpoint = model,
+       .tokenizer = tokenizer,
+       .nodes = {{"router-0", {"router"}},
+                 {"prefill-0", {"prefill"}, "trainium", "emulated:trn2", "kv_blocks = 4096"},
+                 {"decode-0", {"decode"}, "wafer-scale", "emulated:cs3", "kv_blocks = 4096"}},
+       .sections = "[emulated]\ntime_scale = 0    # zero compute: only the serving path\n\n"
                    "[limits]\nmax_queued_requests = 4096\n"});
-  c.start_all();
+  if (auto ok = c.start_all(); !ok) return fail_with(ok.error().message);
   if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
     return fail_with("the cluster did not become ready: " + ok.error().message);
   }
   std::size_t failures = 0;
   std::string first_error;
-  if (a.warmup > 0) (void)run_load(a, c.native(), a.warmup, seed + 1, failures, first_error);
+  if (a.warmup > 0)
+    (void)run_load(a, c.native("router-0"), a.warmup, seed + 1, failures, first_error);
   failures = 0;
   const auto begin = clock_type::now();
-  const auto samples = run_load(a, c.native(), a.requests, seed, failures, first_error);
+  const auto samples = run_load(a, c.native("router-0"), a.requests, seed, failures, first_error);
   const double seconds = std::chrono::duration<double>(clock_type::now() - begin).count();
   if (samples.empty()) return fail_with("no request succeeded: " + first_error);
 

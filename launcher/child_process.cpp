@@ -33,28 +33,42 @@ child_process::child_process(const std::vector<std::string>& argv, const std::fi
 }
 
 child_process::~child_process() {
-  if (pid_ > 0 && !reaped_) {
+  if (pid_ > 0 && !status_) {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
 }
 
 void child_process::signal(int sig) const {
-  if (!reaped_) kill(pid_, sig);
+  if (pid_ > 0 && !status_) kill(pid_, sig);
 }
 
 std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
-  while (!reaped_) {
+  while (!status_ && pid_ > 0) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      reaped_ = true;
-      return status;
+      status_ = status;
+      break;
     }
     if (std::chrono::steady_clock::now() > until) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  return std::nullopt;
+  return status_;
+}
+
+std::optional<std::string> child_process::wait_for_line(std::string_view prefix,
+                                                        std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const bool exited = wait(std::chrono::milliseconds(0)).has_value();  // then the log is whole
+    std::istringstream text(log());
+    for (std::string line; std::getline(text, line);) {
+      if (line.starts_with(prefix)) return line;
+    }
+    if (exited || std::chrono::steady_clock::now() > until) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 std::string child_process::log() const {

@@ -1,8 +1,8 @@
 #pragma once
 
-// A child process for tools and tests that run nodes (`baton bench disagg`, integration
-// tests): started with fork/exec, its output in a log file, killed with its parent, and
-// always killed and reaped on destruction.
+// A child process for tools and tests that run nodes (benchmarks, integration tests):
+// started with fork/exec, its output in a log file, killed with its parent, and always
+// killed and reaped on destruction.
 
 #include <sys/types.h>
 
@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace baton::launcher {
@@ -24,13 +25,18 @@ class child_process {
 
   void signal(int sig) const;
   /// The exit status (as waitpid reports it), or nullopt if still running after `timeout`.
+  /// Once it has exited, every call returns the same status at once.
   [[nodiscard]] std::optional<int> wait(std::chrono::milliseconds timeout);
+  /// The first line of the log that starts with `prefix`, waiting up to `timeout` for the
+  /// child to write it; nullopt if the child exits or the time passes first.
+  [[nodiscard]] std::optional<std::string> wait_for_line(std::string_view prefix,
+                                                         std::chrono::milliseconds timeout);
   [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] std::string log() const;
 
  private:
   pid_t pid_ = -1;
-  bool reaped_ = false;
+  std::optional<int> status_;  ///< set once reaped
   std::filesystem::path log_;
 };
 

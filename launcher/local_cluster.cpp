@@ -1,102 +1,270 @@
 #include "launcher/local_cluster.hpp"
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
+#include "base/check.hpp"
 #include "runtime/admin_server.hpp"
 
 namespace baton::launcher {
+namespace {
 
-local_cluster::local_cluster(const local_cluster_options& options)
-    : options_(options),
-      dir_(std::filesystem::temp_directory_path() /
-           fmt::format("baton-bench-{}-{}", options.name, std::random_device{}())) {
-  std::filesystem::create_directories(dir_);
-  const auto address = [] { return fmt::format("127.0.0.1:{}", runtime::free_port()); };
-  native_ = address();
-  admin_["router-0"] = address();
-  std::string nodes = fmt::format(
-      "[[node]]\nname = \"router-0\"\nkind = \"cpu\"\nroles = [\"router\"]\n"
-      "fabric = \"{}\"\nadmin = \"{}\"\nnative = \"{}\"\n",
-      address(), admin_["router-0"], native_);
-  for (const auto& w : options.workers) {
-    admin_[w.name] = address();
-    nodes += fmt::format(
-        "\n[[node]]\nname = \"{}\"\nkind = \"{}\"\ndevice = \"{}\"\nroles = [\"{}\"]\n"
-        "fabric = \"{}\"\nadmin = \"{}\"\n",
-        w.name, w.kind, w.device, w.role, address(), admin_[w.name]);
-    if (w.kv_blocks != 0) nodes += fmt::format("kv_blocks = {}\n", w.kv_blocks);
+constexpr auto listening_timeout = std::chrono::seconds(30);
+
+bool has_role(const cluster_node& n, const char* role) {
+  return std::find(n.roles.begin(), n.roles.end(), role) != n.roles.end();
+}
+
+/// A path with a folder made absolute (the nodes run elsewhere); a bare name stays a name,
+/// which nodes look up in the model search path.
+std::string absolute_path(const std::filesystem::path& p) {
+  return p.has_parent_path() ? std::filesystem::absolute(p).string() : p.string();
+}
+
+}  // namespace
+
+std::optional<node_addresses> parse_listening_line(const std::string& line) {
+  std::istringstream words(line);
+  std::string word, name, verb;
+  if (!(words >> word >> name >> verb) || word != "node" || verb != "listening") return {};
+  node_addresses a;
+  while (words >> word) {
+    const auto eq = word.find('=');
+    if (eq == std::string::npos) return {};
+    const auto key = word.substr(0, eq);
+    auto value = word.substr(eq + 1);
+    if (key == "fabric") a.fabric = std::move(value);
+    if (key == "admin") a.admin = std::move(value);
+    if (key == "native") a.native = std::move(value);
+    if (key == "http") a.http = std::move(value);
   }
-  std::ofstream(dir_ / "cluster.toml") << fmt::format(
-      "[cluster]\nname = \"bench\"\nprovider = \"tcp\"\n\n"
-      "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n{}\n{}",
-      std::filesystem::absolute(options.checkpoint).string(),
-      std::filesystem::absolute(options.tokenizer).string(), options.extra_toml, nodes);
+  if (a.fabric.empty() || a.admin.empty()) return {};
+  return a;
+}
+
+local_cluster::local_cluster(local_cluster_options options)
+    : options_(std::move(options)),
+      dir_(std::filesystem::temp_directory_path() /
+           fmt::format("baton-{}-{}-{}", options_.name, getpid(), std::random_device{}())),
+      topology_(dir_ / "cluster.toml") {
+  std::filesystem::create_directories(dir_);
+  std::ofstream(topology_) << topology_text(options_.checkpoint);
 }
 
 local_cluster::~local_cluster() {
-  procs_.clear();
+  procs_.clear();  // kills and reaps
   std::error_code ignored;
   if (std::getenv("BATON_KEEP") == nullptr) std::filesystem::remove_all(dir_, ignored);
 }
 
-void local_cluster::start(const std::string& name, std::vector<std::string> extra) {
-  std::vector<std::string> argv = {
-      "/proc/self/exe", "node", "--config", (dir_ / "cluster.toml").string(), "--name", name};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  procs_[name] = std::make_unique<child_process>(argv, dir_ / (name + ".log"));
+std::string local_cluster::topology_text(const std::filesystem::path& checkpoint) const {
+  std::string text = fmt::format(
+      "[cluster]\nname = \"{}\"\nprovider = \"{}\"\nseeds = [\"{}\"]\n\n"
+      "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n{}\n",
+      options_.name, options_.provider, options_.nodes.front().name, absolute_path(checkpoint),
+      absolute_path(options_.tokenizer), options_.sections);
+  for (const auto& n : options_.nodes) {
+    std::string roles;
+    for (const auto& r : n.roles) roles += fmt::format("{}\"{}\"", roles.empty() ? "" : ", ", r);
+    const auto fabric = options_.provider == "shm"
+                            ? fmt::format("baton-{}-{}-{}", options_.name, getpid(), n.name)
+                            : std::string("127.0.0.1:0");
+    text += fmt::format(
+        "[[node]]\nname = \"{}\"\nkind = \"{}\"\ndevice = \"{}\"\nroles = [{}]\nfabric = \"{}\"\n"
+        "admin = \"127.0.0.1:0\"\n",
+        n.name, n.kind, n.device, roles, fabric);
+    if (has_role(n, "router")) text += "native = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n";
+    text += n.extra + "\n\n";
+  }
+  return text;
 }
 
-void local_cluster::start_all() {
-  start("router-0");
-  for (const auto& w : options_.workers) start(w.name);
+std::filesystem::path local_cluster::write_variant(const std::string& file,
+                                                   const std::filesystem::path& checkpoint) const {
+  std::ofstream(dir_ / file) << topology_text(checkpoint);
+  return dir_ / file;
+}
+
+const cluster_node* local_cluster::find(const std::string& name) const {
+  for (const auto& n : options_.nodes) {
+    if (n.name == name) return &n;
+  }
+  return nullptr;
+}
+
+bool local_cluster::running(const std::string& name) {
+  auto it = procs_.find(name);
+  return it != procs_.end() && !it->second->wait(std::chrono::milliseconds(0));
+}
+
+expected<void> local_cluster::start(const std::string& name, std::vector<std::string> extra,
+                                    std::optional<std::filesystem::path> config) {
+  std::vector<std::string> argv = {options_.binary.string(),
+                                   "node",
+                                   "--config",
+                                   (config ? *config : topology_).string(),
+                                   "--name",
+                                   name};
+  // Join through every node running (unless told whom); a node started before binds its
+  // ports again.
+  if (std::find(extra.begin(), extra.end(), "--join") == extra.end()) {
+    for (const auto& n : options_.nodes) {
+      if (n.name != name && running(n.name)) argv.insert(argv.end(), {"--join", fabric(n.name)});
+    }
+  }
+  if (auto known = addresses_.find(name); known != addresses_.end()) {
+    const auto& a = known->second;
+    argv.insert(argv.end(), {"--fabric", a.fabric, "--admin", a.admin});
+    if (!a.native.empty()) argv.insert(argv.end(), {"--native", a.native});
+    if (!a.http.empty()) argv.insert(argv.end(), {"--http", a.http});
+  }
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  procs_.erase(name);  // a previous process is reaped first
+  auto& proc = *(procs_[name] = std::make_unique<child_process>(argv, dir_ / (name + ".log")));
+  auto line = proc.wait_for_line(fmt::format("node {} listening ", name), listening_timeout);
+  auto parsed = line ? parse_listening_line(*line) : std::nullopt;
+  if (!parsed) {
+    return fail(errc::failed,
+                fmt::format("node {} did not report its addresses:\n{}", name, proc.log()));
+  }
+  addresses_[name] = *parsed;
+  return {};
+}
+
+expected<void> local_cluster::start_all(
+    const std::map<std::string, std::vector<std::string>>& extra) {
+  for (const auto& n : options_.nodes) {
+    const auto args = extra.find(n.name);
+    auto ok = start(n.name, args == extra.end() ? std::vector<std::string>{} : args->second);
+    if (!ok) return ok;
+  }
+  return {};
 }
 
 void local_cluster::stop(const std::string& name) {
-  procs_.at(name)->signal(SIGTERM);
-  (void)procs_.at(name)->wait(std::chrono::seconds(10));
-  procs_.erase(name);
+  auto it = procs_.find(name);
+  if (it == procs_.end()) return;
+  it->second->signal(SIGTERM);
+  (void)it->second->wait(std::chrono::seconds(10));
 }
 
-double local_cluster::metric(const std::string& name, const std::string& series) const {
-  auto text = runtime::admin_get(admin_.at(name), "/metrics", std::chrono::milliseconds(500));
-  if (!text) return -1;
-  const auto at = text->find("\n" + series + " ");
-  return at == std::string::npos ? -1 : std::stod(text->substr(at + series.size() + 2));
+child_process& local_cluster::process(const std::string& name) {
+  auto it = procs_.find(name);
+  BATON_CHECK(it != procs_.end(), "local_cluster::process: the node was never started");
+  return *it->second;
 }
 
-expected<void> local_cluster::ready(std::chrono::seconds timeout) {
-  std::size_t prefill = 0;
-  std::size_t decode = 0;
-  for (const auto& w : options_.workers) (w.role == "prefill" ? prefill : decode) += 1;
+expected<void> local_cluster::ready(std::chrono::milliseconds timeout) {
+  std::vector<std::string> up;
+  double prefill = 0;
+  double decode = 0;
+  for (const auto& n : options_.nodes) {
+    if (!procs_.contains(n.name)) continue;
+    up.push_back(n.name);
+    prefill += has_role(n, "prefill") ? 1 : 0;
+    decode += has_role(n, "decode") ? 1 : 0;
+  }
+  const auto done = [&] {
+    for (const auto& a : up) {
+      for (const auto& b : up) {
+        if (state_of(a, b) != "alive") return false;
+      }
+    }
+    for (const auto& n : options_.nodes) {
+      if (!procs_.contains(n.name) || !has_role(n, "router")) continue;
+      if (metric(n.name, R"(baton_router_workers{role="prefill"})") != prefill ||
+          metric(n.name, R"(baton_router_workers{role="decode"})") != decode) {
+        return false;
+      }
+    }
+    return true;
+  };
   const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    for (auto& [name, proc] : procs_) {
-      if (proc->wait(std::chrono::milliseconds(0))) {
+  while (!done()) {
+    for (const auto& name : up) {
+      if (procs_.at(name)->wait(std::chrono::milliseconds(0))) {
         return fail(errc::failed, fmt::format("node {} exited:\n{}", name, log(name)));
       }
     }
-    if (metric("router-0", R"(baton_router_workers{role="prefill"})") ==
-            static_cast<double>(prefill) &&
-        metric("router-0", R"(baton_router_workers{role="decode"})") ==
-            static_cast<double>(decode)) {
-      return {};
+    if (std::chrono::steady_clock::now() > until) {
+      return fail(errc::timed_out,
+                  fmt::format("the cluster was not ready within {} ms; {}'s log:\n{}",
+                              timeout.count(), up.front(), log(up.front())));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return fail(errc::timed_out, fmt::format("not ready within {} s; the router's log:\n{}",
-                                           timeout.count(), log("router-0")));
+  return {};
+}
+
+const node_addresses& local_cluster::addresses(const std::string& name) const {
+  static const node_addresses none;
+  auto it = addresses_.find(name);
+  return it == addresses_.end() ? none : it->second;
+}
+
+std::string local_cluster::fabric(const std::string& name) const {
+  return addresses(name).fabric;
+}
+std::string local_cluster::admin(const std::string& name) const {
+  return addresses(name).admin;
+}
+std::string local_cluster::native(const std::string& name) const {
+  return addresses(name).native;
+}
+std::string local_cluster::http(const std::string& name) const {
+  return addresses(name).http;
+}
+
+std::optional<std::string> local_cluster::status(const std::string& name) const {
+  if (admin(name).empty()) return std::nullopt;
+  auto body = runtime::admin_get(admin(name), "/status", std::chrono::milliseconds(500));
+  if (!body) return std::nullopt;
+  return std::move(*body);
+}
+
+std::string local_cluster::state_of(const std::string& observer, const std::string& node) const {
+  auto text = status(observer);
+  if (!text) return "";
+  const auto s = nlohmann::json::parse(*text, nullptr, false);
+  if (!s.is_object() || !s.contains("members") || !s["members"].is_array()) return "";
+  for (const auto& m : s["members"]) {
+    if (!m.is_object()) continue;
+    const auto n = m.find("node");
+    const auto state = m.find("state");
+    if (n != m.end() && *n == node && state != m.end() && state->is_string()) {
+      return state->get<std::string>();
+    }
+  }
+  return "";
+}
+
+std::string local_cluster::metrics(const std::string& name) const {
+  if (admin(name).empty()) return "";
+  auto body = runtime::admin_get(admin(name), "/metrics", std::chrono::milliseconds(500));
+  return body ? *body : "";
+}
+
+double local_cluster::metric(const std::string& name, const std::string& series) const {
+  const std::string text = metrics(name);
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::strtod(text.c_str() + at + series.size() + 2, nullptr);
 }
 
 std::string local_cluster::log(const std::string& name) const {
   std::ifstream in(dir_ / (name + ".log"));
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 }  // namespace baton::launcher

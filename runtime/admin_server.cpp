@@ -1,16 +1,17 @@
 #include "runtime/admin_server.hpp"
 
-#include <charconv>
-#include <mutex>
-#include <random>
-#include <set>
+#include <exception>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+
+#include "base/address.hpp"
 
 namespace baton::runtime {
 namespace {
@@ -52,7 +53,15 @@ class session : public std::enable_shared_from_this<session> {
       }
       return;
     }
-    handle(parser_->get());
+    // The failure boundary: a route that throws answers 500; the server goes on.
+    try {
+      handle(parser_->get());
+    } catch (const std::exception& e) {
+      const auto target = parser_->get().target();
+      spdlog::error("admin port: {} failed: {}", std::string(target.data(), target.size()),
+                    e.what());
+      respond(http::status::internal_server_error, "text/plain", "internal error\n", false);
+    }
   }
 
   void handle(const http::request<http::string_body>& req) {
@@ -70,7 +79,7 @@ class session : public std::enable_shared_from_this<session> {
       return respond(http::status::ok, "text/plain; version=0.0.4", routes_.metrics(), keep);
     }
     if (target == "/status") {
-      return respond(http::status::ok, "application/json", routes_.status().dump() + "\n", keep);
+      return respond(http::status::ok, "application/json", routes_.status() + "\n", keep);
     }
     respond(http::status::not_found, "text/plain", "not found\n", keep);
   }
@@ -135,63 +144,39 @@ class beast_admin_server final : public admin_server {
 
 }  // namespace
 
-/// Splits "host:port"; the error names `address`.
-expected<tcp::endpoint> parse_endpoint(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return fail(errc::invalid_argument, fmt::format("address '{}': expected host:port", address));
-  }
+/// The first endpoint of "host:port" (`zero`: whether port 0 is allowed); the error names
+/// `address`.
+expected<tcp::endpoint> resolve(const std::string& address, port_zero zero) {
+  auto parsed = parse_host_port(address, zero);
+  if (!parsed) return tl::unexpected(parsed.error());
+  asio::io_context io;
+  tcp::resolver resolver(io);
   beast::error_code ec;
-  const auto ip = asio::ip::make_address(address.substr(0, colon), ec);
-  if (ec)
-    return fail(errc::invalid_argument, fmt::format("address '{}': {}", address, ec.message()));
-  unsigned port = 0;
-  const auto digits = std::string_view(address).substr(colon + 1);
-  auto [end, parse_error] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-  if (parse_error != std::errc{} || end != digits.data() + digits.size() || port > 65535) {
-    return fail(errc::invalid_argument, fmt::format("address '{}': bad port", address));
+  const auto found = resolver.resolve(parsed->host, std::to_string(parsed->port),
+                                      tcp::resolver::numeric_service, ec);
+  if (ec || found.empty()) {
+    return fail(errc::invalid_argument,
+                fmt::format("address \"{}\": {}", address, ec ? ec.message() : "no such host"));
   }
-  return tcp::endpoint(ip, static_cast<std::uint16_t>(port));
+  return found.begin()->endpoint();
 }
 
 expected<std::unique_ptr<admin_server>> admin_server::start(const std::string& address,
                                                             admin_routes routes) {
-  auto at = parse_endpoint(address);
-  if (!at) return tl::unexpected(at.error());
+  auto at = resolve(address, port_zero::allowed);
+  if (!at) return fail(at.error(), "admin port: ");
   beast::error_code ec;
   auto server = std::make_unique<beast_admin_server>(*at, std::move(routes), ec);
-  if (ec) return fail(errc::failed, fmt::format("admin address {}: {}", address, ec.message()));
-  return server;
-}
-
-int free_port() {
-  // Random ports below Linux's ephemeral range (32768-60999), so no outgoing connection
-  // takes a picked port as its source port before its user binds it, and never the same
-  // port twice in one process.
-  static std::mutex mutex;
-  static std::set<int> given;
-  static std::mt19937 rng(std::random_device{}());
-  std::lock_guard lock(mutex);
-  asio::io_context io;
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    const int port = std::uniform_int_distribution<int>(20000, 32767)(rng);
-    if (given.contains(port)) continue;
-    tcp::acceptor acceptor(io);
-    beast::error_code ec;
-    const tcp::endpoint at(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(port));
-    acceptor.open(at.protocol(), ec);
-    if (!ec) acceptor.bind(at, ec);
-    if (ec) continue;
-    given.insert(port);
-    return port;
+  if (ec) {
+    return fail(errc::failed,
+                fmt::format("admin port: cannot listen on {}: {}", address, ec.message()));
   }
-  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return acceptor.local_endpoint().port();
+  return server;
 }
 
 expected<std::string> admin_get(const std::string& address, const std::string& path,
                                 std::chrono::milliseconds timeout) {
-  auto at = parse_endpoint(address);
+  auto at = resolve(address, port_zero::refused);
   if (!at) return tl::unexpected(at.error());
   asio::io_context io;
   beast::tcp_stream stream(io);

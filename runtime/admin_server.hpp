@@ -12,16 +12,16 @@
 #include <memory>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "base/error.hpp"
 
 namespace baton::runtime {
 
+/// What the port answers; each is called on the server's thread. One that throws is
+/// answered 500 (and logged); the server goes on.
 struct admin_routes {
   std::function<bool()> healthy;
-  std::function<std::string()> metrics;
-  std::function<nlohmann::json()> status;
+  std::function<std::string()> metrics;  ///< Prometheus text
+  std::function<std::string()> status;   ///< a JSON document
 };
 
 class admin_server {
@@ -33,10 +33,6 @@ class admin_server {
   virtual ~admin_server() = default;
   [[nodiscard]] virtual std::uint16_t port() const = 0;
 };
-
-/// A TCP port on 127.0.0.1 that was free a moment ago (for tests and local benchmarks):
-/// below the ephemeral range, and never the same one twice in a process.
-[[nodiscard]] int free_port();
 
 /// GETs `path` from an admin port at `address` ("host:port"); the body of a 200 answer,
 /// or an error (disconnected when nobody answers, failed for another status).

@@ -2,9 +2,11 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
+#include "base/address.hpp"
 #include "runtime/bridge.hpp"
 #include "runtime/fabric_io.hpp"
 #include "runtime/membership_driver.hpp"
@@ -90,6 +92,17 @@ expected<std::unique_ptr<node>> node::start(node_options options) {
     return fail(errc::not_found, fmt::format("{}: no node named '{}'",
                                              options.topology.file.string(), options.name));
   }
+  if (options.topology.provider != "shm") {
+    for (const auto& seed : seeds_of(options)) {
+      auto at = parse_host_port(seed.fabric_address, port_zero::allowed);
+      if (seed.node != options.name && at && at->port == 0) {
+        return fail(errc::invalid_argument,
+                    fmt::format("{}: seed {} listens on port 0 (any free port), so it cannot be "
+                                "found by name: join it by address (--join HOST:PORT)",
+                                options.topology.file.string(), seed.node));
+      }
+    }
+  }
   transport::endpoint_config config;
   config.provider = options.topology.provider;
   config.bind = {spec->fabric_address};
@@ -100,8 +113,21 @@ expected<std::unique_ptr<node>> node::start(node_options options) {
   return std::unique_ptr<node>(new node(std::move(options), std::move(copy), std::move(*endpoint)));
 }
 
+std::string_view to_string(stop_reason r) noexcept {
+  switch (r) {
+    case stop_reason::left: return "left";
+    case stop_reason::refused: return "refused";
+    case stop_reason::stopped: return "stopped";
+    case stop_reason::failed: return "failed";
+  }
+  return "?";
+}
+
 node::node(node_options options, node_spec spec, std::unique_ptr<transport::endpoint> endpoint)
     : system_(configure(config_)), spec_(std::move(spec)) {
+  // What peers reach: the addresses as bound (a port 0 in the topology is resolved here).
+  spec_.fabric_address = endpoint->local_address().text;
+  if (!options.admin_address.empty()) spec_.admin_address = options.admin_address;
   io_ = std::make_unique<fabric_io>(std::move(endpoint), metrics_);
   context_ =
       std::make_unique<node_context>(spec_.name, start_incarnation(), system_, *io_, metrics_);
@@ -118,8 +144,8 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   mc.suspect_after = milliseconds(t.suspect_after_ms);
   mc.dead_after = milliseconds(t.dead_after_ms);
   membership_hooks hooks;
-  hooks.refused = [this](const std::string& reason) { stop(reason); };
-  hooks.left = [this] { stop("left the cluster"); };
+  hooks.refused = [this](const std::string& reason) { stop(stop_reason::refused, reason); };
+  hooks.left = [this] { stop(stop_reason::left, "left the cluster"); };
   hooks.tick_at = [io = io_.get()](time_point at) { io->tick_at(at); };
   spdlog::info("node {} ({} on {}) incarnation {}, probe seed {}", spec_.name,
                to_string(spec_.kind), spec_.device, context_->incarnation(), options.random_seed);
@@ -135,8 +161,9 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   io_->set_ticker([membership] { membership->tick(); });
   membership->start();
   (void)spawn_echo(*context_);
-  supervisor_ = spawn_supervisor(*context_, std::move(options.actors), options.budget,
-                                 [this](const std::string& why) { stop(why); });
+  supervisor_ =
+      spawn_supervisor(*context_, std::move(options.actors), options.budget,
+                       [this](const std::string& why) { stop(stop_reason::failed, why); });
 }
 
 node::~node() {
@@ -163,16 +190,16 @@ void node::leave() {
   membership_->leave();  // its `left` hook stops the node once the news has spread
 }
 
-void node::stop(std::string reason) {
+void node::stop(stop_reason reason, std::string detail) {
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return;
-    stopped_ = std::move(reason);
+    stopped_ = node_stop{reason, std::move(detail)};
   }
   stopped_cv_.notify_all();
 }
 
-std::string node::wait() {
+node_stop node::wait() {
   std::unique_lock lock(mutex_);
   stopped_cv_.wait(lock, [this] { return stopped_.has_value(); });
   return *stopped_;

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/actor_system.hpp>
@@ -28,12 +29,29 @@ class membership_driver;
 
 struct node_options {
   runtime::topology topology;
-  std::string name;               ///< this node, as named in the topology
+  std::string name;  ///< this node, as named in the topology
+  /// The admin port as bound, which peers learn from membership; empty: the topology's.
+  std::string admin_address;
   std::vector<std::string> join;  ///< seeds (node names or fabric addresses); empty: the topology's
   wire::join identity;            ///< what peers must match: model hash, KV layout, numerics
   std::uint64_t random_seed = 0;  ///< probe order; printed in the log
   std::vector<child_spec> actors;  ///< the node's role actors, supervised
   restart_budget budget;
+};
+
+/// Why a node stopped.
+enum class stop_reason : std::uint8_t {
+  left,     ///< it left the cluster (leave()): the one clean end
+  refused,  ///< the cluster refused its join (model, KV layout or numerics differ, name in use)
+  stopped,  ///< stop() (a second signal, say)
+  failed,   ///< its actors crashed past their restart budget
+};
+
+[[nodiscard]] std::string_view to_string(stop_reason r) noexcept;
+
+struct node_stop {
+  stop_reason reason = stop_reason::stopped;
+  std::string detail;  ///< what happened, for the log
 };
 
 class node {
@@ -50,6 +68,7 @@ class node {
   [[nodiscard]] node_context& context() { return *context_; }
   [[nodiscard]] caf::actor_system& system() { return system_; }
   [[nodiscard]] metrics_registry& metrics() { return metrics_; }
+  /// This node's topology entry, with the addresses it actually bound (port 0 resolved).
   [[nodiscard]] const node_spec& spec() const { return spec_; }
   /// The membership table as this node sees it.
   [[nodiscard]] std::vector<wire::member> members() const;
@@ -57,12 +76,12 @@ class node {
   /// Applies the CAF settings every node uses (scheduler threads, hand-off latency).
   static caf::actor_system_config& configure(caf::actor_system_config& config);
 
-  /// Announces that this node leaves; wait() returns once the news has spread.
+  /// Announces that this node leaves; wait() returns `left` once the news has spread.
   void leave();
-  /// Makes wait() return `reason`.
-  void stop(std::string reason);
-  /// Blocks until the node stops (refused join, leave, or stop()); returns why.
-  [[nodiscard]] std::string wait();
+  /// Makes wait() return; the first call's reason wins.
+  void stop(stop_reason reason, std::string detail);
+  /// Blocks until the node stops (refused join, leave, failure or stop()); returns why.
+  [[nodiscard]] node_stop wait();
 
  private:
   node(node_options options, node_spec spec, std::unique_ptr<transport::endpoint> endpoint);
@@ -77,7 +96,7 @@ class node {
   caf::actor supervisor_;
   mutable std::mutex mutex_;
   std::condition_variable stopped_cv_;
-  std::optional<std::string> stopped_;
+  std::optional<node_stop> stopped_;
 };
 
 }  // namespace baton::runtime

@@ -1,5 +1,7 @@
 #include "runtime/topology.hpp"
 
+#include "base/address.hpp"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -7,6 +9,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -157,14 +160,10 @@ constexpr std::array<std::string_view, 3> kind_names = {"trainium", "wafer-scale
 constexpr std::array<std::string_view, 4> role_names = {"router", "prefill", "decode", "kv"};
 constexpr std::array<std::string_view, 4> provider_names = {"tcp", "shm", "verbs", "efa"};
 
-/// "host:port" with a port in [1, 65535].
-bool host_port(std::string_view address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return false;
-  unsigned port = 0;
-  const auto digits = address.substr(colon + 1);
-  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-  return ec == std::errc{} && end == digits.data() + digits.size() && port >= 1 && port <= 65535;
+/// Port 0 addresses are never "already used": each binds its own free port.
+bool any_port(std::string_view address) {
+  auto parsed = parse_host_port(address, port_zero::allowed);
+  return parsed && parsed->port == 0;
 }
 
 void read_node(const toml::table& t, std::size_t index, const std::string& provider,
@@ -203,35 +202,31 @@ void read_node(const toml::table& t, std::size_t index, const std::string& provi
   if (!diag.failed() && node.roles.empty()) {
     diag.fail(t.source(), fmt::format("{}.roles: expected at least one role", r.path()));
   }
-  node.fabric_address = r.string("fabric", true).value_or("");
-  if (!diag.failed() && provider != "shm" && !host_port(node.fabric_address)) {
-    diag.fail(t.get("fabric")->source(),
-              fmt::format("{}.fabric: expected \"host:port\" for provider {}, got \"{}\"", r.path(),
-                          provider, node.fabric_address));
+  // A listening address of this node: "host:port" (port 0: any free port, reported).
+  const auto address = [&](const char* key, bool required) {
+    std::string value = r.string(key, required).value_or("");
+    if (diag.failed() || value.empty()) return value;
+    if (auto parsed = parse_host_port(value, port_zero::allowed); !parsed) {
+      diag.fail(t.get(key)->source(),
+                fmt::format("{}.{}: {}", r.path(), key, parsed.error().message));
+    }
+    return value;
+  };
+  if (provider == "shm") {
+    node.fabric_address = r.string("fabric", true).value_or("");
+  } else {
+    node.fabric_address = address("fabric", true);
   }
-  node.admin_address = r.string("admin", true).value_or("");
-  if (!diag.failed() && !host_port(node.admin_address)) {
-    diag.fail(t.get("admin")->source(), fmt::format("{}.admin: expected \"host:port\", got \"{}\"",
-                                                    r.path(), node.admin_address));
-  }
+  node.admin_address = address("admin", true);
   const bool router = node.has_role(wire::role::router);
-  node.native_address = r.string("native", false).value_or("");
-  if (!diag.failed() && !node.native_address.empty() && !host_port(node.native_address)) {
-    diag.fail(t.get("native")->source(),
-              fmt::format("{}.native: expected \"host:port\", got \"{}\"", r.path(),
-                          node.native_address));
-  } else if (!diag.failed() && !router && t.get("native") != nullptr) {
-    diag.fail(
-        t.get("native")->source(),
-        fmt::format("{}.native: only a node with the router role has a client port", r.path()));
-  }
-  node.http_address = r.string("http", false).value_or("");
-  if (!diag.failed() && !node.http_address.empty() && !host_port(node.http_address)) {
-    diag.fail(t.get("http")->source(), fmt::format("{}.http: expected \"host:port\", got \"{}\"",
-                                                   r.path(), node.http_address));
-  } else if (!diag.failed() && !router && t.get("http") != nullptr) {
-    diag.fail(t.get("http")->source(),
-              fmt::format("{}.http: only a node with the router role has an HTTP API", r.path()));
+  node.native_address = address("native", false);
+  node.http_address = address("http", false);
+  for (const char* key : {"native", "http"}) {
+    if (!diag.failed() && !router && t.get(key) != nullptr) {
+      diag.fail(t.get(key)->source(),
+                fmt::format("{}.{}: only a node with the router role has {}", r.path(), key,
+                            std::string_view(key) == "http" ? "an HTTP API" : "a client port"));
+    }
   }
   const bool holds_kv = node.has_role(wire::role::decode) || node.has_role(wire::role::kv);
   node.kv_blocks = r.integer("kv_blocks", 1, 1 << 24).value_or(holds_kv ? 4096 : 0);
@@ -355,10 +350,10 @@ void check_cluster(const toml::table& root, diagnostics& diag, const topology& t
     if (!names.insert(n.name).second) {
       diag.fail(where, fmt::format("node[{}].name: \"{}\" is already used", i, n.name));
     }
-    if (!fabrics.insert(n.fabric_address).second) {
+    if (!any_port(n.fabric_address) && !fabrics.insert(n.fabric_address).second) {
       diag.fail(where, fmt::format("node[{}].fabric: {} is already used", i, n.fabric_address));
     }
-    if (!admins.insert(n.admin_address).second) {
+    if (!any_port(n.admin_address) && !admins.insert(n.admin_address).second) {
       diag.fail(where, fmt::format("node[{}].admin: {} is already used", i, n.admin_address));
     }
   }
@@ -423,6 +418,10 @@ const node_spec* topology::find(std::string_view name) const {
   auto it =
       std::find_if(nodes.begin(), nodes.end(), [&](const node_spec& n) { return n.name == name; });
   return it == nodes.end() ? nullptr : &*it;
+}
+
+node_spec* topology::find(std::string_view name) {
+  return const_cast<node_spec*>(std::as_const(*this).find(name));
 }
 
 std::string_view to_string(wire::node_kind kind) noexcept {

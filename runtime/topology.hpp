@@ -115,6 +115,7 @@ struct topology {
 
   /// The node called `name`, or nullptr.
   [[nodiscard]] const node_spec* find(std::string_view name) const;
+  [[nodiscard]] node_spec* find(std::string_view name);
 };
 
 /// Parses topology text; `file` names it in errors and anchors relative paths.

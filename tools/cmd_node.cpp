@@ -1,22 +1,32 @@
 // `baton node --config cluster.toml --name NAME [--join SEED]`: runs one node of the
-// topology: its runtime (membership, bridges, fabric) and its admin port. SIGINT or
-// SIGTERM makes it leave the cluster cleanly (a second one stops it at once).
-#include <pthread.h>
+// topology: its runtime (membership, bridges, fabric), its admin port and, on a router,
+// its front doors. SIGINT or SIGTERM makes it leave the cluster cleanly (a second one
+// stops it at once). Once everything is bound it prints one line with the addresses
+// (port 0 in the topology resolved):
+//   node NAME listening fabric=ADDRESS admin=ADDRESS [native=ADDRESS] [http=ADDRESS]
+// Exit status: 0 after leaving, 1 when refused or failed or stopped, 2 for a bad
+// configuration (topology, model, an address that cannot be bound).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
-#include "actors/decode/decode_actor.hpp"
-#include "actors/prefill/prefill_actor.hpp"
 #include "actors/router/router_actor.hpp"
-#include "engine/model.hpp"
-#include "engine/tokenizer.hpp"
+#include "base/address.hpp"
 #include "frontend/http_server.hpp"
 #include "frontend/native_server.hpp"
 #include "launcher/node_identity.hpp"
+#include "launcher/role_actors.hpp"
 #include "runtime/admin_server.hpp"
 #include "runtime/membership.hpp"
 #include "runtime/node.hpp"
@@ -25,18 +35,40 @@
 namespace baton::tools {
 namespace {
 
+constexpr int exit_config = 2;
+
 struct node_args {
   std::string config = "cluster.toml";
   std::string name;
   std::vector<std::string> join;
   std::uint64_t seed = 0;
-  actors::prefill_faults faults;  ///< chaos tests only
-  bool kv_after_compute = false;  ///< the serial baseline of `baton bench disagg`
-  std::string checkpoint;         ///< overrides the topology's [model] (baton up's stand-in)
+  launcher::role_options roles;  ///< faults and baselines, for chaos tests and benchmarks
+  std::string checkpoint;        ///< overrides the topology's [model] (baton up's stand-in)
   std::string tokenizer;
+  /// Override this node's addresses in the topology ("host:port"; port 0: any).
+  std::string fabric, admin, native, http;
 };
 
-nlohmann::json status_json(runtime::node& n) {
+/// The node's topology entry with the command line's address overrides.
+expected<void> override_addresses(const node_args& args, runtime::node_spec& spec) {
+  for (const auto& [flag, value, field] :
+       {std::tuple{"--fabric", &args.fabric, &spec.fabric_address},
+        std::tuple{"--admin", &args.admin, &spec.admin_address},
+        std::tuple{"--native", &args.native, &spec.native_address},
+        std::tuple{"--http", &args.http, &spec.http_address}}) {
+    if (value->empty()) continue;
+    if (auto ok = parse_host_port(*value, port_zero::allowed); !ok) {
+      return fail(ok.error(), fmt::format("{}: ", flag));
+    }
+    *field = *value;
+  }
+  if ((!args.native.empty() || !args.http.empty()) && !spec.has_role(wire::role::router)) {
+    return fail(errc::invalid_argument, "--native and --http are for a node with the router role");
+  }
+  return {};
+}
+
+std::string status_json(runtime::node& n) {
   nlohmann::json members = nlohmann::json::array();
   for (const auto& m : n.members()) {
     nlohmann::json roles = nlohmann::json::array();
@@ -50,76 +82,9 @@ nlohmann::json status_json(runtime::node& n) {
                        {"fabric", m.fabric_address},
                        {"admin", m.admin_address}});
   }
-  return {
+  const nlohmann::json status = {
       {"node", n.spec().name}, {"incarnation", n.context().incarnation()}, {"members", members}};
-}
-
-/// What the node's serving actors compute with; loaded once, shared by its actors.
-struct serving_model {
-  engine::model model;
-  engine::tokenizer tok;
-};
-
-expected<std::unique_ptr<serving_model>> load_serving_model(const runtime::topology& t) {
-  auto m = engine::model::load(t.model.checkpoint.string());
-  if (!m) return tl::unexpected(m.error());
-  auto tok = engine::tokenizer::load(t.model.tokenizer.string(), m->config().vocab_size);
-  if (!tok) return tl::unexpected(tok.error());
-  return std::make_unique<serving_model>(serving_model{std::move(*m), std::move(*tok)});
-}
-
-/// The node's role actors, as the topology gives them, for the supervisor to start. A
-/// router registers in `router` for the client servers.
-std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
-                                             const runtime::node_spec& spec,
-                                             const serving_model& sm, const node_args& args,
-                                             std::shared_ptr<actors::router_entry> router) {
-  std::vector<runtime::child_spec> out;
-  const auto block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);
-  if (spec.has_role(wire::role::decode)) {
-    actors::decode_options o;
-    o.device = launcher::device_options_for(t, spec);
-    o.device.engine.kv_blocks = spec.kv_blocks;
-    o.device.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
-    o.config.max_batch = spec.max_batch;
-    out.push_back({actors::decode_name, [&sm, o](runtime::node_context& ctx) {
-                     return actors::spawn_decode(ctx, sm.model, o);
-                   }});
-  }
-  if (spec.has_role(wire::role::prefill)) {
-    actors::prefill_options o;
-    o.device = launcher::device_options_for(t, spec);
-    o.device.engine.kv_blocks = spec.kv_blocks;
-    o.faults = args.faults;
-    o.config.pipeline = !args.kv_after_compute;
-    o.config.max_in_flight = o.device.engine.max_sequences;
-    out.push_back({actors::prefill_name, [&sm, o](runtime::node_context& ctx) {
-                     return actors::spawn_prefill(ctx, sm.model, o);
-                   }});
-  }
-  if (spec.has_role(wire::role::router)) {
-    actors::router_options o;
-    o.config.max_inflight = t.limits.max_queued_requests;
-    o.config.default_timeout = std::chrono::milliseconds(t.timeouts.request_ms);
-    o.config.prefill_on_decode_max_tokens = t.router.prefill_on_decode_max_tokens;
-    o.config.when_no_prefill = t.router.when_no_prefill == "fail"
-                                   ? actors::no_prefill_policy::fail
-                                   : actors::no_prefill_policy::prefill_on_decode;
-    o.config.max_attempts = t.router.max_attempts;
-    o.config.seed = std::random_device{}();
-    o.seq_len = sm.model.config().seq_len;
-    o.block_tokens = block_tokens;
-    o.native_address = spec.native_address;
-    o.entry = std::move(router);
-    if (!spec.http_address.empty()) o.http_address = fmt::format("http://{}", spec.http_address);
-    for (const auto& n : t.nodes) {
-      if (n.has_role(wire::role::decode)) o.kv_blocks[n.name] = n.kv_blocks;
-    }
-    out.push_back({actors::router_name, [&sm, o](runtime::node_context& ctx) {
-                     return actors::spawn_router(ctx, sm.tok, o);
-                   }});
-  }
-  return out;
+  return status.dump();
 }
 
 /// The serving metrics of every alive prefill and decode node (queue depths, KV pools,
@@ -134,120 +99,194 @@ std::string worker_metrics(runtime::node& n) {
   return runtime::merge_node_metrics(texts, {"baton_prefill_", "baton_decode_"});
 }
 
-/// Waits for SIGINT/SIGTERM (blocked in every thread) and turns them into leave / stop.
-std::thread signal_thread(runtime::node& n, sigset_t set) {
-  return std::thread([&n, set] {
-    int leaves = 0;
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&set, &sig) != 0 || sig == SIGUSR1) return;
-      if (leaves++ == 0) {
-        spdlog::info("signal {}: leaving the cluster", sig);
-        n.leave();
-      } else {
-        n.stop("stopped by a second signal");
+/// SIGINT and SIGTERM, from whichever thread the kernel picks, go to a pipe that a thread
+/// reads: a handler of our own rather than a blocked mask, since a library loaded before
+/// main (libpsm's) installs handlers that exit(1) and may own threads we never masked.
+class signal_pipe {
+ public:
+  signal_pipe() {
+    if (pipe2(fds_.data(), O_CLOEXEC) != 0) return;
+    write_fd_.store(fds_[1]);
+    struct sigaction sa {};
+    sa.sa_handler = [](int sig) {
+      const int saved = errno;
+      const auto byte = static_cast<char>(sig);
+      (void)!write(write_fd_.load(), &byte, 1);
+      errno = saved;
+    };
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM}) sigaction(sig, &sa, nullptr);
+  }
+  ~signal_pipe() {
+    for (int sig : {SIGINT, SIGTERM}) std::signal(sig, SIG_DFL);
+    for (int fd : fds_) close(fd);
+  }
+  signal_pipe(const signal_pipe&) = delete;
+  signal_pipe& operator=(const signal_pipe&) = delete;
+
+  /// Turns signals into leave (the first) and stop (the next) until close().
+  std::thread watch(runtime::node& n) {
+    return std::thread([this, &n] {
+      int leaves = 0;
+      char sig = 0;
+      while (read(fds_[0], &sig, 1) == 1 && sig != 0) {
+        if (leaves++ == 0) {
+          spdlog::info("signal {}: leaving the cluster", static_cast<int>(sig));
+          n.leave();
+        } else {
+          n.stop(runtime::stop_reason::stopped, "stopped by a second signal");
+        }
       }
-    }
-  });
+    });
+  }
+  /// Ends the watching thread.
+  void close_watch() {
+    const char stop = 0;
+    (void)!write(fds_[1], &stop, 1);
+  }
+
+ private:
+  static inline std::atomic<int> write_fd_{-1};
+  std::array<int, 2> fds_{-1, -1};
+};
+
+/// A node's running pieces. They start in this order: a router's front doors (which answer
+/// "not running" until the router registers), the admin port, then the node, which peers
+/// learn those addresses from. They stop in the reverse order of their declaration: the
+/// ports first, while the node they call into still runs.
+struct running_node {
+  std::unique_ptr<launcher::serving_model> model;
+  std::shared_ptr<actors::router_entry> router = std::make_shared<actors::router_entry>();
+  actors::router_gateway gateway{router};
+  std::atomic<runtime::node*> node{nullptr};  ///< set once started, for the ports' routes
+  std::unique_ptr<runtime::node> owner;
+  std::unique_ptr<runtime::admin_server> admin;
+  std::unique_ptr<frontend::native_server> native;
+  std::unique_ptr<frontend::http_server> http;
+};
+
+/// "host:port" as bound: the topology's host and the port actually listened on.
+std::string bound(const std::string& address, std::uint16_t port) {
+  return fmt::format("{}:{}", address.substr(0, address.rfind(':')), port);
+}
+
+expected<void> start_front_doors(const runtime::topology& t, const runtime::node_spec& spec,
+                                 running_node& r) {
+  if (!spec.has_role(wire::role::router)) return {};
+  if (!spec.native_address.empty()) {
+    frontend::server_options so;
+    so.address = spec.native_address;
+    so.default_timeout_ms = t.timeouts.request_ms;
+    auto server = frontend::native_server::start(so, r.gateway);
+    if (!server) return tl::unexpected(server.error());
+    r.native = std::move(*server);
+  }
+  if (!spec.http_address.empty()) {
+    frontend::http_options ho;
+    ho.address = spec.http_address;
+    ho.model = t.model.checkpoint.stem().string();
+    ho.max_tokens_limit = t.limits.max_new_tokens;
+    ho.default_timeout_ms = t.timeouts.request_ms;
+    ho.metrics_text = [&r] {
+      auto* n = r.node.load();
+      return n ? n->metrics().prometheus_text() + worker_metrics(*n) : std::string();
+    };
+    ho.healthy = [&r] {
+      auto* n = r.node.load();
+      return n != nullptr && static_cast<bool>(n->context().lookup(actors::router_name));
+    };
+    auto server = frontend::http_server::start(std::move(ho), r.gateway);
+    if (!server) return tl::unexpected(server.error());
+    r.http = std::move(*server);
+  }
+  return {};
+}
+
+expected<void> start_admin(const runtime::node_spec& spec, running_node& r) {
+  auto admin = runtime::admin_server::start(
+      spec.admin_address, {[&r] { return r.node.load() != nullptr; },
+                           [&r] {
+                             auto* n = r.node.load();
+                             return n ? n->metrics().prometheus_text() : std::string();
+                           },
+                           [&r] {
+                             auto* n = r.node.load();
+                             return n ? status_json(*n) : std::string("{}");
+                           }});
+  if (!admin) return tl::unexpected(admin.error());
+  r.admin = std::move(*admin);
+  return {};
+}
+
+/// Loads what the node needs, starts it and its ports; the error says what failed.
+expected<std::unique_ptr<running_node>> start(const node_args& args) {
+  auto topology = runtime::load_topology(args.config);
+  if (!topology) return tl::unexpected(topology.error());
+  if (!args.checkpoint.empty())
+    topology->model = {args.checkpoint, args.tokenizer, {}, false, false};
+  if (const auto missing = topology->model.missing(); !missing.empty()) {
+    return fail(errc::not_found, fmt::format("{}: {}", args.config, missing));
+  }
+  auto* spec = topology->find(args.name);
+  if (spec == nullptr) {
+    return fail(errc::not_found, fmt::format("{}: no node named '{}'", args.config, args.name));
+  }
+  if (auto ok = override_addresses(args, *spec); !ok) return tl::unexpected(ok.error());
+  auto identity = launcher::node_identity(*topology);
+  if (!identity) return tl::unexpected(identity.error());
+  auto model = launcher::load_serving_model(*topology);
+  if (!model) return tl::unexpected(model.error());
+  auto r = std::make_unique<running_node>();
+  r->model = std::move(*model);
+  if (auto ok = start_front_doors(*topology, *spec, *r); !ok) return tl::unexpected(ok.error());
+  if (auto ok = start_admin(*spec, *r); !ok) return tl::unexpected(ok.error());
+  auto roles = args.roles;
+  roles.router = r->router;
+  if (r->native) roles.native_address = bound(spec->native_address, r->native->local_port());
+  if (r->http) roles.http_address = bound(spec->http_address, r->http->local_port());
+  runtime::node_options options;
+  options.topology = *topology;
+  options.name = args.name;
+  options.admin_address = bound(spec->admin_address, r->admin->port());
+  options.join = args.join;
+  options.identity = *identity;
+  options.random_seed = args.seed != 0 ? args.seed : std::random_device{}();
+  options.actors = launcher::role_actors(*topology, *spec, *r->model, roles);
+  auto n = runtime::node::start(std::move(options));
+  if (!n) return tl::unexpected(n.error());
+  r->owner = std::move(*n);
+  r->node.store(r->owner.get());
+  const auto& s = r->owner->spec();
+  fmt::print("node {} listening fabric={} admin={}{}{}\n", s.name, s.fabric_address,
+             s.admin_address, roles.native_address.empty() ? "" : " native=" + roles.native_address,
+             roles.http_address.empty() ? "" : " http=" + roles.http_address);
+  std::fflush(stdout);
+  spdlog::info("node {} serving: fabric {} ({}), admin {}", s.name, s.fabric_address,
+               topology->provider, s.admin_address);
+  return r;
 }
 
 int run_node(const node_args& args) {
   spdlog::flush_on(spdlog::level::info);  // logs go to files and pipes: no buffering
-  // Block the signals before any thread starts, so only the signal thread sees them.
-  sigset_t set;
-  sigemptyset(&set);
-  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) sigaddset(&set, sig);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal_pipe signals;  // before anything slow: a signal while starting still means "leave"
 
-  auto topology = runtime::load_topology(args.config);
-  if (!topology) {
-    spdlog::error("{}", topology.error().message);
-    return 2;
+  auto running = start(args);
+  if (!running) {
+    spdlog::error("node {}: {}", args.name, running.error().message);
+    return exit_config;
   }
-  if (!args.checkpoint.empty())
-    topology->model = {args.checkpoint, args.tokenizer, {}, false, false};
-  if (const auto missing = topology->model.missing(); !missing.empty()) {
-    spdlog::error("{}: {}", args.config, missing);
-    return 2;
+  auto& node = *(*running)->owner;
+  auto watcher = signals.watch(node);
+  const auto stopped = node.wait();
+  signals.close_watch();
+  watcher.join();
+  if (stopped.reason == runtime::stop_reason::left) {
+    spdlog::info("node {} stopped: {}", args.name, stopped.detail);
+    return 0;
   }
-  auto identity = launcher::node_identity(*topology);
-  if (!identity) {
-    spdlog::error("{}", identity.error().message);
-    return 2;
-  }
-  const auto seed = args.seed != 0 ? args.seed : std::random_device{}();
-  const auto* spec = topology->find(args.name);
-  auto sm = load_serving_model(*topology);
-  if (!sm) {
-    spdlog::error("{}", sm.error().message);
-    return 2;
-  }
-  runtime::node_options options;
-  options.topology = *topology;
-  options.name = args.name;
-  options.join = args.join;
-  options.identity = *identity;
-  options.random_seed = seed;
-  auto router = std::make_shared<actors::router_entry>();
-  if (spec != nullptr) options.actors = role_actors(*topology, *spec, **sm, args, router);
-  auto n = runtime::node::start(std::move(options));
-  if (!n) {
-    spdlog::error("{}", n.error().message);
-    return 2;
-  }
-  auto& node = **n;
-  auto admin = runtime::admin_server::start(
-      node.spec().admin_address,
-      {[&node] { return true; }, [&node] { return node.metrics().prometheus_text(); },
-       [&node] { return status_json(node); }});
-  if (!admin) {
-    spdlog::error("node {}: {}", args.name, admin.error().message);
-    return 2;
-  }
-  spdlog::info("node {} serving: fabric {} ({}), admin {}", args.name, node.spec().fabric_address,
-               topology->provider, node.spec().admin_address);
-  // A router's client port: requests go to the router through the gateway.
-  actors::router_gateway gateway(router);
-  std::unique_ptr<frontend::native_server> native;
-  if (node.spec().has_role(wire::role::router) && !node.spec().native_address.empty()) {
-    frontend::server_options so;
-    so.address = node.spec().native_address;
-    so.default_timeout_ms = topology->timeouts.request_ms;
-    auto server = frontend::native_server::start(so, gateway);
-    if (!server) {
-      spdlog::error("node {}: native port: {}", args.name, server.error().message);
-      return 2;
-    }
-    native = std::move(*server);
-  }
-  // The OpenAI-compatible HTTP API (docs/http-api.md), through the same gateway.
-  std::unique_ptr<frontend::http_server> http;
-  if (node.spec().has_role(wire::role::router) && !node.spec().http_address.empty()) {
-    frontend::http_options ho;
-    ho.address = node.spec().http_address;
-    ho.model = topology->model.checkpoint.stem().string();
-    ho.max_tokens_limit = topology->limits.max_new_tokens;
-    ho.default_timeout_ms = topology->timeouts.request_ms;
-    ho.metrics_text = [&node] { return node.metrics().prometheus_text() + worker_metrics(node); };
-    ho.healthy = [&node] { return static_cast<bool>(node.context().lookup(actors::router_name)); };
-    auto server = frontend::http_server::start(std::move(ho), gateway);
-    if (!server) {
-      spdlog::error("node {}: http port: {}", args.name, server.error().message);
-      return 2;
-    }
-    http = std::move(*server);
-  }
-  auto signals = signal_thread(node, set);
-  const auto reason = node.wait();
-  pthread_kill(signals.native_handle(), SIGUSR1);
-  signals.join();
-  const bool clean = reason == "left the cluster";
-  if (clean) {
-    spdlog::info("node {} stopped: {}", args.name, reason);
-  } else {
-    spdlog::error("node {} stopped: {}", args.name, reason);
-  }
-  return clean ? 0 : 1;
+  spdlog::error("node {} stopped ({}): {}", args.name, runtime::to_string(stopped.reason),
+                stopped.detail);
+  return 1;
 }
 
 }  // namespace
@@ -259,15 +298,19 @@ void add_node_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--name", args.name, "This node's name in the topology")->required();
   cmd->add_option("--join", args.join, "Seed to join through (node name or fabric address)");
   cmd->add_option("--seed", args.seed, "Random seed for probe order (0: random, logged)");
+  cmd->add_option("--fabric", args.fabric, "This node's fabric address (overrides the topology)");
+  cmd->add_option("--admin", args.admin, "This node's admin address (overrides the topology)");
+  cmd->add_option("--native", args.native, "A router's client port (overrides the topology)");
+  cmd->add_option("--http", args.http, "A router's HTTP API address (overrides the topology)");
   // Faults injected on purpose, for chaos tests; never in production.
   cmd->add_option_function<std::uint64_t>(
-      "--fault-corrupt-slice", [](std::uint64_t n) { args.faults.corrupt_slice = n; },
+      "--fault-corrupt-slice", [](std::uint64_t n) { args.roles.faults.corrupt_slice = n; },
       "Chaos: the N-th KV slice this prefill node writes (from 0) carries wrong bytes");
   cmd->add_option_function<int>(
       "--fault-delay-writes-ms",
-      [](int ms) { args.faults.delay_writes = std::chrono::milliseconds(ms); },
+      [](int ms) { args.roles.faults.delay_writes = std::chrono::milliseconds(ms); },
       "Chaos: post every KV slice write this much later");
-  cmd->add_flag("--kv-after-compute", args.kv_after_compute,
+  cmd->add_flag("--kv-after-compute", args.roles.kv_after_compute,
                 "Ship a prompt's KV only once it is fully computed (the serial baseline)");
   auto* checkpoint = cmd->add_option("--checkpoint", args.checkpoint,
                                      "Use this checkpoint instead of the topology's [model]");

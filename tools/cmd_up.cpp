@@ -1,7 +1,9 @@
 // `baton up [cluster.toml]`: runs every node of a topology on this machine as child
 // processes (`baton node`), prefixes their output with the node name, and on SIGINT or
 // SIGTERM asks each to leave, then stops them all; no process is left behind, even if
-// `baton up` itself is killed (children die with their parent). When the topology's model
+// `baton up` itself is killed (children die with their parent). Nodes start one after
+// another, each once the one before reported its addresses, and join through the nodes
+// already listening (so a topology may give port 0 everywhere). When the topology's model
 // is not found, it says so loudly and serves a synthetic model of stories260K's shape.
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -20,6 +22,7 @@
 
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
+#include "launcher/local_cluster.hpp"
 #include "runtime/topology.hpp"
 #include "tools/commands.hpp"
 
@@ -34,6 +37,7 @@ struct child {
   pid_t pid = -1;
   std::unique_ptr<asio::posix::stream_descriptor> output;
   asio::streambuf buffer;
+  bool listening = false;  ///< it reported its addresses
 };
 
 /// Forks and execs `baton node` for `name`, its stdout and stderr into one pipe.
@@ -65,15 +69,18 @@ expected<pid_t> spawn_node(const std::string& config, const std::string& name,
 
 class supervisor {
  public:
-  supervisor(asio::io_context& io, std::size_t width) : io_(io), signals_(io), width_(width) {}
+  supervisor(asio::io_context& io, std::size_t width, std::string config,
+             std::vector<std::string> model_args)
+      : io_(io),
+        signals_(io),
+        width_(width),
+        config_(std::move(config)),
+        model_args_(std::move(model_args)) {}
 
-  void add(const std::string& name, pid_t pid, int fd) {
-    auto c = std::make_unique<child>();
-    c->name = name;
-    c->pid = pid;
-    c->output = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
-    read(*c);
-    children_.emplace(pid, std::move(c));
+  /// Starts `names` in order, each once the one before reported its addresses.
+  void start(std::vector<std::string> names) {
+    waiting_.assign(names.begin(), names.end());
+    start_next();
   }
 
   void watch_signals() {
@@ -85,6 +92,30 @@ class supervisor {
 
   [[nodiscard]] int exit_code() const { return failed_ ? 1 : 0; }
 
+ private:
+  void start_next() {
+    if (waiting_.empty() || stopping_) return;
+    const auto name = waiting_.front();
+    waiting_.erase(waiting_.begin());
+    auto extra = model_args_;
+    for (const auto& address : joined_) extra.insert(extra.end(), {"--join", address});
+    int fd = -1;
+    auto pid = spawn_node(config_, name, extra, fd);
+    if (!pid) {
+      fmt::print(stderr, "baton up: {}: {}\n", name, pid.error().message);
+      failed_ = true;
+      stop_all(SIGTERM);
+      return;
+    }
+    auto c = std::make_unique<child>();
+    c->name = name;
+    c->pid = *pid;
+    c->output = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+    read(*c);
+    children_.emplace(*pid, std::move(c));
+  }
+
+ public:
   /// Asks every node to leave (SIGTERM); a second call, or the grace period running out,
   /// kills what is left.
   void stop_all(int sig) {
@@ -111,6 +142,13 @@ class supervisor {
       c.buffer.consume(n);
       fmt::print("[{:<{}}] {}", c.name, width_, line);
       announce_ready(line);
+      if (line.starts_with(fmt::format("node {} listening ", c.name))) {
+        if (auto a = launcher::parse_listening_line(line.substr(0, line.find('\n')))) {
+          c.listening = true;
+          joined_.push_back(a->fabric);
+          start_next();
+        }
+      }
       std::fflush(stdout);
       read(c);
     });
@@ -155,12 +193,20 @@ class supervisor {
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
       auto it = children_.find(pid);
       if (it == children_.end()) continue;
-      const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      // A node stopped while it was still starting has nothing to leave: any end is clean
+      // (libraries loaded before main exit(1) on SIGTERM until it installs its handler).
+      const bool clean =
+          (WIFEXITED(status) && WEXITSTATUS(status) == 0) || (stopping_ && !it->second->listening);
       failed_ = failed_ || !clean || !stopping_;
       fmt::print("[{:<{}}] {} exited ({})\n", "up", width_, it->second->name,
                  WIFEXITED(status) ? fmt::format("status {}", WEXITSTATUS(status))
                                    : fmt::format("signal {}", WTERMSIG(status)));
+      const bool started = it->second->listening;
       children_.erase(it);
+      if (!started && !stopping_) {  // the next nodes would wait for it for ever
+        fmt::print("[{:<{}}] a node failed to start: stopping the others\n", "up", width_);
+        stop_all(SIGTERM);
+      }
     }
   }
 
@@ -172,6 +218,10 @@ class supervisor {
   bool stopping_ = false;
   bool failed_ = false;
   bool ready_ = false;
+  std::string config_;
+  std::vector<std::string> model_args_;
+  std::vector<std::string> waiting_;  ///< nodes not started yet, in order
+  std::vector<std::string> joined_;   ///< fabric addresses of the nodes listening
 };
 
 int run_up(const std::string& config) {
@@ -208,18 +258,11 @@ int run_up(const std::string& config) {
   asio::io_context io;
   std::size_t width = 2;
   for (const auto& n : topology->nodes) width = std::max(width, n.name.size());
-  supervisor sup(io, width);
+  supervisor sup(io, width, config, model_args);
   sup.watch_signals();
-  for (const auto& n : topology->nodes) {
-    int fd = -1;
-    auto pid = spawn_node(config, n.name, model_args, fd);
-    if (!pid) {
-      fmt::print(stderr, "baton up: {}: {}\n", n.name, pid.error().message);
-      sup.stop_all(SIGTERM);
-      break;
-    }
-    sup.add(n.name, *pid, fd);
-  }
+  std::vector<std::string> names;
+  for (const auto& n : topology->nodes) names.push_back(n.name);
+  sup.start(names);
   io.run();
   std::error_code ignored;
   std::filesystem::remove_all(synthetic, ignored);

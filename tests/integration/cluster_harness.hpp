@@ -1,10 +1,8 @@
 #pragma once
 
-// Real `baton node` processes on 127.0.0.1 for integration tests: a topology written to a
-// temporary folder with free ports, children that are always killed and reaped, and the
-// nodes' admin ports read as JSON.
-
-#include <sys/types.h>
+// Real `baton node` processes on 127.0.0.1 for integration tests: launcher::local_cluster
+// (every port 0, reported by the nodes) with the checks tests want, and the one-process
+// reference output that served text is compared with.
 
 #include <chrono>
 #include <filesystem>
@@ -17,8 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "launcher/child_process.hpp"
-#include "runtime/admin_server.hpp"
+#include "launcher/local_cluster.hpp"
 
 namespace baton::engine {
 class cpu_engine;
@@ -29,7 +26,7 @@ class tokenizer;
 namespace baton::testing {
 
 using launcher::child_process;
-using runtime::free_port;
+using launcher::cluster_node;
 
 /// `name` in ../shared/models.
 [[nodiscard]] std::string shared(const char* name);
@@ -51,63 +48,27 @@ class reference {
   std::unique_ptr<engine::cpu_engine> engine_;
 };
 
-struct node_def {
-  std::string name;
-  std::string kind = "cpu";
-  std::string roles = R"(["decode"])";
-  std::string extra = {};  ///< more TOML lines for the node's table
-};
-
-/// A topology of `nodes` in a fresh temporary folder; the first node is the seed.
-class test_cluster {
+/// A local cluster of `nodes` (the first is the seed) on stories260K, or `checkpoint`.
+class test_cluster : public launcher::local_cluster {
  public:
   /// Routers get a native client port and an HTTP API port. `sections` is more TOML
   /// ([limits], [router], ...).
-  explicit test_cluster(const std::vector<node_def>& nodes,
+  explicit test_cluster(const std::vector<cluster_node>& nodes,
                         const std::string& checkpoint = BATON_SHARED_MODELS_DIR "/stories260K.bin",
                         std::string sections = {});
-  ~test_cluster();
 
-  /// Writes the topology again with another checkpoint, as `file`, for a mismatched node.
-  [[nodiscard]] std::filesystem::path write_variant(const std::string& file,
-                                                    const std::string& checkpoint) const;
-  /// Starts `baton node` for `name` (with `extra` arguments).
+  /// Starts `name` and waits for it to report its addresses (a test failure otherwise);
+  /// its process.
   child_process& start(const std::string& name, std::vector<std::string> extra = {},
                        std::optional<std::filesystem::path> config = std::nullopt);
-  [[nodiscard]] child_process& process(const std::string& name) { return *procs_.at(name); }
-  [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
-  [[nodiscard]] std::string admin(const std::string& name) const { return admin_.at(name); }
-  [[nodiscard]] std::string fabric(const std::string& name) const { return fabric_.at(name); }
-  /// A router's native client address ("127.0.0.1:PORT").
-  [[nodiscard]] std::string native(const std::string& name) const { return native_.at(name); }
-  /// A router's HTTP API address ("127.0.0.1:PORT").
-  [[nodiscard]] std::string http(const std::string& name) const { return http_.at(name); }
-
   /// `name`'s /status, or nullopt if it does not answer.
   [[nodiscard]] std::optional<nlohmann::json> status(const std::string& name) const;
-  /// The state `observer` reports for `node` ("alive", "dead", ...), or "" if unknown.
-  [[nodiscard]] std::string state_of(const std::string& observer, const std::string& node) const;
-  /// `name`'s /metrics text, or "".
-  [[nodiscard]] std::string metrics(const std::string& name) const;
-  /// A counter or gauge `series` (name with labels) on node `name`, or -1.
-  [[nodiscard]] double metric(const std::string& name, const std::string& series) const;
   /// Starts every node (`extra` arguments by node name) and waits until each sees every
-  /// other alive and the router places on every prefill and decode node; false on timeout.
+  /// other alive and the router places on every prefill and decode node; false (with the
+  /// reason printed) on timeout.
   [[nodiscard]] bool start_serving(
       const std::map<std::string, std::vector<std::string>>& extra = {},
       std::chrono::milliseconds timeout = std::chrono::seconds(20));
-
- private:
-  std::string topology_text(const std::string& checkpoint) const;
-
-  std::filesystem::path dir_;
-  std::vector<node_def> nodes_;
-  std::map<std::string, std::string> fabric_;
-  std::map<std::string, std::string> admin_;
-  std::map<std::string, std::string> native_;
-  std::map<std::string, std::string> http_;
-  std::string sections_;
-  std::map<std::string, std::unique_ptr<child_process>> procs_;
 };
 
 /// Polls `done` every 10 ms until it holds or `timeout` passes; returns how long it took.

@@ -20,10 +20,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::vector<node_def> four_nodes = {{"n0", "cpu", R"(["router"])"},
-                                          {"n1", "trainium", R"(["prefill"])"},
-                                          {"n2", "wafer-scale", R"(["decode"])"},
-                                          {"n3", "wafer-scale", R"(["decode"])"}};
+const std::vector<cluster_node> four_nodes = {{"n0", {"router"}, "cpu"},
+                                              {"n1", {"prefill"}, "trainium"},
+                                              {"n2", {"decode"}, "wafer-scale"},
+                                              {"n3", {"decode"}, "wafer-scale"}};
 
 bool all_alive(const test_cluster& c, const std::vector<std::string>& nodes) {
   for (const auto& observer : nodes) {
@@ -148,7 +148,7 @@ TEST_F(ClusterTest, UpServesASyntheticModelLoudlyWhenNoCheckpointIsFoundAndStops
 
 TEST_F(ClusterTest, ANewNodeJoinsARunningClusterAndEveryNodeSeesIt) {
   start_three();
-  cluster.start("n3", {"--join", "n1"});  // any member can be the seed
+  cluster.start("n3", {"--join", cluster.fabric("n1")});  // any member can be the seed
   const auto took = wait_until([&] { return all_alive(cluster, {"n0", "n1", "n2", "n3"}); }, 5s);
   ASSERT_TRUE(took) << cluster.process("n3").log();
   std::printf("late joiner seen by every node after %lld ms\n",
@@ -191,7 +191,7 @@ TEST_F(ClusterTest, AMismatchedNodeIsRefusedWithAReason) {
 TEST_F(ClusterTest, AFrameFromAnOldIncarnationIsDropped) {
   start_three();
   // Pose as n1 from an incarnation older than the live one.
-  transport::endpoint_config config{"tcp", {fmt::format("127.0.0.1:{}", free_port())}, {}, 1};
+  transport::endpoint_config config{"tcp", {"127.0.0.1:0"}, {}, 1};
   auto ep = transport::make_endpoint(config);
   ASSERT_TRUE(ep) << ep.error().message;
   auto peer = (*ep)->add_peer({cluster.fabric("n0")}, transport::clock::now() + 3s);

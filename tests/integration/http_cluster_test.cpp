@@ -104,10 +104,10 @@ double metric(const test_cluster& c, const std::string& node, const std::string&
   return c.metric(node, series);
 }
 
-const std::vector<node_def> fleet = {
-    {"router-0", "cpu", R"(["router"])"},
-    {"prefill-0", "trainium", R"(["prefill"])"},
-    {"decode-0", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"}};
+const std::vector<cluster_node> fleet = {
+    {"router-0", {"router"}, "cpu"},
+    {"prefill-0", {"prefill"}, "trainium"},
+    {"decode-0", {"decode"}, "wafer-scale", "cpu", "kv_blocks = 1024"}};
 
 class HttpCluster : public ::testing::Test {
  protected:

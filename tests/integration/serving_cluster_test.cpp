@@ -71,12 +71,12 @@ outcome generate(const std::string& router, const std::string& prompt, float t, 
   return o;
 }
 
-const std::vector<node_def> fleet = {
-    {"router-0", "cpu", R"(["router"])"},
-    {"prefill-0", "trainium", R"(["prefill"])"},
-    {"prefill-1", "trainium", R"(["prefill"])"},
-    {"decode-0", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"},
-    {"decode-1", "wafer-scale", R"(["decode"])", "kv_blocks = 1024"}};
+const std::vector<cluster_node> fleet = {
+    {"router-0", {"router"}, "cpu"},
+    {"prefill-0", {"prefill"}, "trainium"},
+    {"prefill-1", {"prefill"}, "trainium"},
+    {"decode-0", {"decode"}, "wafer-scale", "cpu", "kv_blocks = 1024"},
+    {"decode-1", {"decode"}, "wafer-scale", "cpu", "kv_blocks = 1024"}};
 
 /// A counter or gauge's value on a node, or -1.
 double metric(const test_cluster& c, const std::string& node, const std::string& series) {
@@ -164,7 +164,7 @@ TEST(ServingCluster, ACorruptedSliceIsCaughtByItsChecksumAndRecomputed) {
 
 TEST(ServingCluster, LateWritesAfterACancelChangeNoOtherRequest) {
   // One prefill node, whose every slice write lands 1.5 s late: long after A gave up.
-  const std::vector<node_def> nodes = {fleet[0], fleet[1], fleet[3]};
+  const std::vector<cluster_node> nodes = {fleet[0], fleet[1], fleet[3]};
   test_cluster c(nodes);
   start_all(c, {"--fault-delay-writes-ms", "1500"});
   auto a = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 100, 300);
@@ -310,10 +310,10 @@ std::vector<std::int32_t> emulated_tokens(const std::string& prompt, std::size_t
 }
 
 TEST(ServingCluster, EmulatedDevicesServeAcrossProcessesTheTokensTheirKvImplies) {
-  const std::vector<node_def> nodes = {
-      {"router-0", "cpu", R"(["router"])"},
-      {"prefill-0", "trainium", R"(["prefill"])", R"(device = "emulated:trn2")"},
-      {"decode-0", "wafer-scale", R"(["decode"])", "device = \"emulated:cs3\"\nkv_blocks = 512"}};
+  const std::vector<cluster_node> nodes = {
+      {"router-0", {"router"}, "cpu"},
+      {"prefill-0", {"prefill"}, "trainium", "emulated:trn2"},
+      {"decode-0", {"decode"}, "wafer-scale", "emulated:cs3", "kv_blocks = 512"}};
   test_cluster c(nodes, BATON_SHARED_MODELS_DIR "/stories260K.bin", "[emulated]\ntime_scale = 0\n");
   start_all(c);
   auto o = generate(c.native("router-0"), "Once upon a time", 0.0f, 0.9f, std::nullopt, 60);

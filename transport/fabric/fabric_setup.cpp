@@ -16,6 +16,8 @@
 
 #include "transport/fabric/fabric_endpoint.hpp"
 
+#include "base/address.hpp"
+
 namespace baton::transport::fabric {
 
 namespace {
@@ -54,13 +56,14 @@ info_ptr make_hints(const provider_choice& choice) {
   return hints;
 }
 
-/// Splits "host:port"; an empty text binds 127.0.0.1 with an OS-chosen port.
-expected<std::pair<std::string, std::string>> split_host_port(const std::string& text) {
-  if (text.empty()) return std::pair<std::string, std::string>{"127.0.0.1", "0"};
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size())
-    return fail(errc::invalid_argument, fmt::format("tcp address '{}': expected host:port", text));
-  return std::pair<std::string, std::string>{text.substr(0, colon), text.substr(colon + 1)};
+/// A tcp address: "host:port" ("localhost" meaning 127.0.0.1); an empty text binds
+/// 127.0.0.1 with an OS-chosen port, as port 0 does.
+expected<host_port> tcp_address(const std::string& text, port_zero zero) {
+  if (text.empty()) return host_port{"127.0.0.1", 0};
+  auto parsed = parse_host_port(text, zero);
+  if (!parsed) return fail(parsed.error(), "tcp ");
+  if (parsed->host == "localhost") parsed->host = "127.0.0.1";
+  return parsed;
 }
 
 }  // namespace
@@ -72,10 +75,10 @@ expected<std::unique_ptr<endpoint>> make_fabric_endpoint(const endpoint_config& 
   std::string node;
   std::string service;
   if (choice->is_tcp) {
-    auto parts = split_host_port(config.bind.text);
-    if (!parts) return tl::unexpected(parts.error());
-    node = parts->first == "localhost" ? "127.0.0.1" : parts->first;
-    service = parts->second;
+    auto bind = tcp_address(config.bind.text, port_zero::allowed);
+    if (!bind) return tl::unexpected(bind.error());
+    node = bind->host;
+    service = std::to_string(bind->port);
   } else {
     node = config.bind.text;
   }
@@ -216,18 +219,14 @@ expected<void> fabric_endpoint::learn_local_address() {
 
 expected<std::vector<std::byte>> fabric_endpoint::raw_address_of(const address& peer) const {
   if (info_->addr_format == FI_SOCKADDR_IN) {
-    auto parts = split_host_port(peer.text);
-    if (!parts) return tl::unexpected(parts.error());
+    auto parsed = tcp_address(peer.text, port_zero::refused);
+    if (!parsed) return tl::unexpected(parsed.error());
     sockaddr_in sin{};
     sin.sin_family = AF_INET;
-    std::string host = parts->first == "localhost" ? "127.0.0.1" : parts->first;
-    char* end = nullptr;
-    unsigned long port = std::strtoul(parts->second.c_str(), &end, 10);
-    if (inet_pton(AF_INET, host.c_str(), &sin.sin_addr) != 1 || *end != '\0' || port == 0 ||
-        port > 65535)
+    if (inet_pton(AF_INET, parsed->host.c_str(), &sin.sin_addr) != 1)
       return fail(errc::invalid_argument,
-                  fmt::format("tcp address '{}': expected numeric ipv4:port", peer.text));
-    sin.sin_port = htons(static_cast<std::uint16_t>(port));
+                  fmt::format("tcp address \"{}\": expected a numeric IPv4 host", peer.text));
+    sin.sin_port = htons(parsed->port);
     std::vector<std::byte> raw(sizeof(sin));
     std::memcpy(raw.data(), &sin, sizeof(sin));
     return raw;

@@ -134,7 +134,13 @@ TEST(Topology, WrongTypesAndValuesAreNamed) {
             std::string::npos)
       << message;
   message = error_of(edit("\"127.0.0.1:7101\"", "\"127.0.0.1\""));
-  EXPECT_NE(message.find("node[1].fabric: expected \"host:port\""), std::string::npos) << message;
+  EXPECT_NE(message.find("node[1].fabric: address \"127.0.0.1\": no port; expected host:port"),
+            std::string::npos)
+      << message;
+  message = error_of(edit("\"127.0.0.1:9101\"", "\"::1:9101\""));
+  EXPECT_NE(message.find("node[1].admin: address \"::1:9101\": an IPv6 host needs brackets"),
+            std::string::npos)
+      << message;
   message = error_of(edit("provider = \"tcp\"", "provider = \"rdma\""));
   EXPECT_NE(message.find("cluster.provider: expected tcp, shm, verbs or efa"), std::string::npos)
       << message;
@@ -154,6 +160,18 @@ TEST(Topology, ClusterRulesAreChecked) {
   EXPECT_NE(message.find("cluster.seeds: \"nobody\" is not a node"), std::string::npos) << message;
   message = error_of(edit("[\"decode\", \"kv\"]", "[\"decode\", \"decode\"]"));
   EXPECT_NE(message.find("\"decode\" listed twice"), std::string::npos) << message;
+}
+
+TEST(Topology, PortZeroListensOnAnyPortAndIsNeverAlreadyUsed) {
+  std::string text(valid);
+  for (const char* used :
+       {"127.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:9100", "127.0.0.1:9101"}) {
+    text.replace(text.find(used), std::string_view(used).size(), "127.0.0.1:0");
+  }
+  auto topo = parse_topology(text, "/etc/baton/cluster.toml");
+  ASSERT_TRUE(topo) << topo.error().message;
+  EXPECT_EQ(topo->nodes[0].fabric_address, "127.0.0.1:0");
+  EXPECT_EQ(topo->nodes[1].admin_address, "127.0.0.1:0");
 }
 
 TEST(Topology, AMissingRoleIsAWarningNotAnError) {
