@@ -33,7 +33,8 @@ struct timer {
   time_point at{};
 };
 
-struct effects {
+/// Dropping a state class's effects loses messages and timers: it never compiles.
+struct [[nodiscard]] effects {
   std::vector<outgoing> sends;
   std::vector<timer> timers;
 

@@ -1,7 +1,9 @@
 #include "actors/shell.hpp"
 
+#include <exception>
 #include <memory>
 
+#include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
 #include "runtime/messages.hpp"
@@ -34,6 +36,26 @@ void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std
     const auto delay = t.at > now ? t.at - now : clock::duration::zero();
     self->delayed_send(self, delay, timer_atom::value, t.id);
   }
+}
+
+void install_failure_boundary(runtime::node_context& ctx, caf::scheduled_actor* self,
+                              const std::string& name) {
+  auto& failures = ctx.metrics().get_counter(
+      "baton_actor_failures_total", "Serving actors ended by a failure in a handler (restarted)",
+      {{"actor", name}});
+  self->set_exception_handler([&failures, name](caf::scheduled_actor*, std::exception_ptr& e) {
+    std::string what = "an exception that is not a std::exception";
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      what = ex.what();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): described above
+    }
+    failures.add();
+    spdlog::error("{}: a handler failed: {}; the actor ends and its supervisor restarts it", name,
+                  what);
+    return caf::make_error(caf::exit_reason::unhandled_exception);
+  });
 }
 
 namespace {

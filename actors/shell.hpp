@@ -32,6 +32,13 @@ bool send_local(runtime::node_context& ctx, const std::string& name, outgoing& s
 void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& name,
              effects out);
 
+/// The failure boundary of a serving actor's handlers: an exception that escapes one is
+/// logged with the actor's name, counted in baton_actor_failures_total{actor=NAME}, and
+/// ends the actor (exit reason unhandled_exception), which its supervisor restarts; the
+/// node goes on.
+void install_failure_boundary(runtime::node_context& ctx, caf::scheduled_actor* self,
+                              const std::string& name);
+
 /// The engine a serving role computes with: the topology's `device`.
 struct device_options {
   /// "cpu" (the reference engine on the model) or "emulated:PROFILE" (engine/device.hpp).

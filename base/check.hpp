@@ -12,3 +12,16 @@
       std::abort();                                                                                \
     }                                                                                              \
   } while (false)
+
+namespace baton {
+
+/// The value under `key` in `map`, which an invariant says is there: a broken invariant
+/// aborts with `why` (BATON_CHECK) instead of throwing from somewhere else, as .at() would.
+template <class Map, class Key>
+[[nodiscard]] auto& must_find(Map& map, const Key& key, const char* why) {
+  auto it = map.find(key);
+  BATON_CHECK(it != map.end(), why);
+  return it->second;
+}
+
+}  // namespace baton

@@ -117,6 +117,49 @@ expected<phase> measure(const local_cluster& c, const engine::model& m,
   return p;
 }
 
+/// The table of `out` (then the JSON line).
+void print_table(const nlohmann::json& out) {
+  const double single = out["ttft_ms_single"].get<double>();
+  const double ttft_ratio = out["ttft_ms_disagg"].get<double>() / single;
+  const double exposed_ratio =
+      out["exposed_ms"].get<double>() / std::max(out["serial_ms"].get<double>(), 1e-9);
+  fmt::print("prompt {} tokens, {} runs after a warm-up (medians), KV {:.1f} MiB over tcp\n",
+             out["prompt_len"].get<std::size_t>(), out["runs"].get<int>(),
+             out["kv_bytes"].get<double>() / (1 << 20));
+  fmt::print("  TTFT single process      {:9.2f} ms\n", single);
+  fmt::print("  TTFT disaggregated       {:9.2f} ms   ({:.3f}x single)\n",
+             out["ttft_ms_disagg"].get<double>(), ttft_ratio);
+  fmt::print("  prefill compute (node)   {:9.2f} ms\n", out["prefill_compute_ms"].get<double>());
+  fmt::print("  KV transfer, serial      {:9.2f} ms   (shipped after the compute)\n",
+             out["serial_ms"].get<double>());
+  fmt::print("  KV transfer, exposed     {:9.2f} ms   ({:.3f}x serial; slices pipelined)\n",
+             out["exposed_ms"].get<double>(), exposed_ratio);
+  fmt::print("{}\n", out.dump());
+}
+
+/// The same prompt measured with slices pipelined, then with the prefill node restarted
+/// to ship KV only after its compute.
+expected<std::pair<phase, phase>> measure_both(local_cluster& c, const engine::model& m,
+                                               const std::vector<std::int32_t>& tokens,
+                                               const std::string& prompt, int runs) {
+  if (auto ok = c.start_all(); !ok) return tl::unexpected(ok.error());
+  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
+    return fail(ok.error(), "the cluster did not become ready: ");
+  }
+  auto pipelined = measure(c, m, tokens, prompt, runs);
+  if (!pipelined) return fail(pipelined.error(), "pipelined: ");
+  c.stop("prefill-0");
+  if (auto ok = c.start("prefill-0", {"--kv-after-compute"}); !ok) {
+    return tl::unexpected(ok.error());
+  }
+  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
+    return fail(ok.error(), "the restarted prefill node did not join: ");
+  }
+  auto serial = measure(c, m, tokens, prompt, runs);
+  if (!serial) return fail(serial.error(), "serial: ");
+  return std::pair{std::move(*pipelined), std::move(*serial)};
+}
+
 int run_disagg(const disagg_args& a) {
   const auto fail_with = [](const std::string& what) {
     fmt::print(stderr, "baton bench disagg: {}\n", what);
@@ -150,52 +193,26 @@ int run_disagg(const disagg_args& a) {
                    .nodes = {{"router-0", {"router"}},
                              {"prefill-0", {"prefill"}, "trainium", "cpu", blocks},
                              {"decode-0", {"decode"}, "wafer-scale", "cpu", blocks}}});
-  if (auto ok = c.start_all(); !ok) return fail_with(ok.error().message);
-  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
-    return fail_with("the cluster did not become ready: " + ok.error().message);
-  }
-  auto pipelined = measure(c, *m, tokens, prompt, a.runs);
-  if (!pipelined) return fail_with("pipelined: " + pipelined.error().to_string());
-  c.stop("prefill-0");
-  if (auto ok = c.start("prefill-0", {"--kv-after-compute"}); !ok) {
-    return fail_with(ok.error().message);
-  }
-  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
-    return fail_with("the restarted prefill node did not join: " + ok.error().message);
-  }
-  auto serial = measure(c, *m, tokens, prompt, a.runs);
-  if (!serial) return fail_with("serial: " + serial.error().to_string());
-
-  const double single = median(pipelined->single_ms);
+  auto measured = measure_both(c, *m, tokens, prompt, a.runs);
+  if (!measured) return fail_with(measured.error().to_string());
+  const auto& [pipelined, serial] = *measured;
+  const double single = median(pipelined.single_ms);
   nlohmann::json out = {{"prompt_len", tokens.size()},
                         {"ttft_ms_single", single},
-                        {"ttft_ms_disagg", median(pipelined->ttft_ms)},
-                        {"serial_ms", median(serial->exposed_ms)},
-                        {"exposed_ms", median(pipelined->exposed_ms)},
-                        {"prefill_compute_ms", median(pipelined->compute_ms)},
-                        {"ttft_ms_disagg_serial", median(serial->ttft_ms)},
+                        {"ttft_ms_disagg", median(pipelined.ttft_ms)},
+                        {"serial_ms", median(serial.exposed_ms)},
+                        {"exposed_ms", median(pipelined.exposed_ms)},
+                        {"prefill_compute_ms", median(pipelined.compute_ms)},
+                        {"ttft_ms_disagg_serial", median(serial.ttft_ms)},
                         {"kv_bytes", kv_bytes},
                         {"runs", a.runs},
                         {"transport", "libfabric tcp on 127.0.0.1"},
                         {"device", "cpu engine on this machine (not accelerator hardware)"}};
   if (a.json) {
     fmt::print("{}\n", out.dump());
-    return 0;
+  } else {
+    print_table(out);
   }
-  const double ttft_ratio = out["ttft_ms_disagg"].get<double>() / single;
-  const double exposed_ratio =
-      out["exposed_ms"].get<double>() / std::max(out["serial_ms"].get<double>(), 1e-9);
-  fmt::print("prompt {} tokens, {} runs after a warm-up (medians), KV {:.1f} MiB over tcp\n",
-             tokens.size(), a.runs, static_cast<double>(kv_bytes) / (1 << 20));
-  fmt::print("  TTFT single process      {:9.2f} ms\n", single);
-  fmt::print("  TTFT disaggregated       {:9.2f} ms   ({:.3f}x single)\n",
-             out["ttft_ms_disagg"].get<double>(), ttft_ratio);
-  fmt::print("  prefill compute (node)   {:9.2f} ms\n", out["prefill_compute_ms"].get<double>());
-  fmt::print("  KV transfer, serial      {:9.2f} ms   (shipped after the compute)\n",
-             out["serial_ms"].get<double>());
-  fmt::print("  KV transfer, exposed     {:9.2f} ms   ({:.3f}x serial; slices pipelined)\n",
-             out["exposed_ms"].get<double>(), exposed_ratio);
-  fmt::print("{}\n", out.dump());
   return 0;
 }
 

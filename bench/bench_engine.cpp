@@ -117,62 +117,81 @@ expected<decode_figures> measure_decode(engine::cpu_engine& e, engine::sequence_
   return out;
 }
 
-int run_bench(const bench_args& args) {
-  const auto fail_with = [](const error& err) {
-    fmt::print(stderr, "baton bench engine: {}\n", err.to_string());
-    return 1;
-  };
-  auto m = engine::model::load(args.model);
-  if (!m) return fail_with(m.error());
-  const engine::model_config& c = m->config();
+/// Every figure of one run.
+struct figures {
+  std::size_t context = 0;
+  std::size_t prompt = 0;
+  std::vector<double> decode_tok_s;  ///< one per batch size
+  double prefill_tok_s = 0;
+  double read_gb_s = 0;
+  double peak_gflop_s = 0;
+  double bytes_per_step = 0;
+  double bandwidth_fraction = 0;       ///< the first batch against read bandwidth
+  double decode_compute_fraction = 0;  ///< the largest batch against FMA peak
+  double compute_fraction = 0;         ///< prefill against FMA peak
+  std::string fingerprint;
+};
+
+/// Decode steps at each batch size over a `context`-token sequence, then one prefill.
+expected<figures> measure_engine(const engine::model& m, const bench_args& args) {
+  figures f;
+  const engine::model_config& c = m.config();
   const auto seq_len = static_cast<std::size_t>(c.seq_len);
-  const std::size_t context = std::min(args.context, seq_len - std::min(seq_len, args.steps + 2));
-  const std::size_t prompt = std::min(args.prompt, seq_len);
+  f.context = std::min(args.context, seq_len - std::min(seq_len, args.steps + 2));
+  f.prompt = std::min(args.prompt, seq_len);
   const std::size_t max_batch = *std::max_element(args.batches.begin(), args.batches.end());
   engine::engine_options options;
   options.threads = args.threads;
   options.max_sequences = max_batch + 2;
   options.max_batch_tokens = 512;
-  options.kv_blocks = (max_batch + 1) * ((context + args.steps + 2) / 16 + 2) + prompt / 16 + 2;
-  auto e = engine::cpu_engine::create(*m, options);
-  if (!e) return fail_with(e.error());
+  options.kv_blocks = (max_batch + 1) * ((f.context + args.steps + 2) / 16 + 2) + f.prompt / 16 + 2;
+  auto e = engine::cpu_engine::create(m, options);
+  if (!e) return tl::unexpected(e.error());
   auto& eng = **e;
-
+  f.fingerprint = eng.fingerprint();
   auto base = eng.add_sequence();
-  if (!base) return fail_with(base.error());
-  if (auto r = eng.prefill(*base, bench_tokens(context, c.vocab_size)); !r) {
-    return fail_with(r.error());
+  if (!base) return tl::unexpected(base.error());
+  if (auto r = eng.prefill(*base, bench_tokens(f.context, c.vocab_size)); !r) {
+    return tl::unexpected(r.error());
   }
   auto decode = measure_decode(eng, *base, args);
-  if (!decode) return fail_with(decode.error());
+  if (!decode) return tl::unexpected(decode.error());
+  f.decode_tok_s = decode->tok_s;
   eng.remove_sequence(*base);
-
   auto p = eng.add_sequence();
-  if (!p) return fail_with(p.error());
+  if (!p) return tl::unexpected(p.error());
   const auto start = clock_type::now();
-  if (auto r = eng.prefill(*p, bench_tokens(prompt, c.vocab_size)); !r) {
-    return fail_with(r.error());
+  if (auto r = eng.prefill(*p, bench_tokens(f.prompt, c.vocab_size)); !r) {
+    return tl::unexpected(r.error());
   }
-  const double prefill_tok_s = static_cast<double>(prompt) / seconds_since(start);
+  f.prefill_tok_s = static_cast<double>(f.prompt) / seconds_since(start);
   eng.remove_sequence(*p);
-
   engine::thread_pool pool(args.threads);
-  const double read_gb_s = read_bandwidth_gb_s(pool, eng.kernel());
-  const double peak = fma_peak_gflop_s(pool, eng.kernel());
+  f.read_gb_s = read_bandwidth_gb_s(pool, eng.kernel());
+  f.peak_gflop_s = fma_peak_gflop_s(pool, eng.kernel());
+  return f;
+}
+
+/// The measured rates as fractions of this machine's read bandwidth and FMA peak.
+figures roofline_fractions(const engine::model_config& c, const bench_args& args, figures f) {
   const double params = static_cast<double>(c.parameter_count());
-  const double kv_bytes = static_cast<double>(context) * 2.0 * c.n_layers * c.kv_dim() * 4.0;
+  const double kv_bytes = static_cast<double>(f.context) * 2.0 * c.n_layers * c.kv_dim() * 4.0;
   // Bytes one decode step reads: every weight once, plus each sequence's KV.
   const auto step_bytes = [&](std::size_t batch) {
     return params * 4.0 + static_cast<double>(batch) * kv_bytes;
   };
-  const double bytes_per_step = step_bytes(1);
+  f.bytes_per_step = step_bytes(1);
   // Measured against the first batch size (1 by default): steps/s x bytes/step.
   const double first_batch = static_cast<double>(args.batches.front());
-  const double bandwidth_fraction =
-      decode->tok_s[0] / first_batch * step_bytes(args.batches.front()) / (read_gb_s * 1e9);
+  f.bandwidth_fraction =
+      f.decode_tok_s[0] / first_batch * step_bytes(args.batches.front()) / (f.read_gb_s * 1e9);
   // The largest batch against FMA peak (2 flops per parameter per token).
-  const double decode_compute_fraction = decode->tok_s.back() * 2.0 * params / (peak * 1e9);
-  const double compute_fraction = prefill_tok_s * 2.0 * params / (peak * 1e9);
+  f.decode_compute_fraction = f.decode_tok_s.back() * 2.0 * params / (f.peak_gflop_s * 1e9);
+  f.compute_fraction = f.prefill_tok_s * 2.0 * params / (f.peak_gflop_s * 1e9);
+  return f;
+}
+
+void print(const bench_args& args, const engine::model_config& c, const figures& f) {
   if (args.json) {
     fmt::print(
         "{{\"model\": \"{}\", \"params\": {}, \"batch\": [{}], \"context\": {}, "
@@ -181,27 +200,37 @@ int run_bench(const bench_args& args) {
         "\"bandwidth_fraction\": {:.3f}, \"compute_fraction\": {:.3f}, "
         "\"decode_compute_fraction\": {:.3f}, \"threads\": {}, "
         "\"fingerprint\": \"{}\"}}\n",
-        args.model, c.parameter_count(), fmt::join(args.batches, ", "), context,
-        fmt::join(decode->tok_s, ", "), prefill_tok_s, prompt, bytes_per_step, read_gb_s, peak,
-        bandwidth_fraction, compute_fraction, decode_compute_fraction, args.threads,
-        eng.fingerprint());
-    return 0;
+        args.model, c.parameter_count(), fmt::join(args.batches, ", "), f.context,
+        fmt::join(f.decode_tok_s, ", "), f.prefill_tok_s, f.prompt, f.bytes_per_step, f.read_gb_s,
+        f.peak_gflop_s, f.bandwidth_fraction, f.compute_fraction, f.decode_compute_fraction,
+        args.threads, f.fingerprint);
+    return;
   }
   fmt::print("model            {} ({} parameters)\n", args.model, c.parameter_count());
-  fmt::print("engine           {}, {} threads\n", eng.fingerprint(), args.threads);
+  fmt::print("engine           {}, {} threads\n", f.fingerprint, args.threads);
   for (std::size_t i = 0; i < args.batches.size(); ++i) {
     fmt::print("decode batch {:<3} {:10.1f} tok/s (context {})\n", args.batches[i],
-               decode->tok_s[i], context);
+               f.decode_tok_s[i], f.context);
   }
-  fmt::print("prefill          {:10.1f} tok/s ({}-token prompt)\n", prefill_tok_s, prompt);
-  fmt::print("bytes per step   {:10.0f} (batch 1: weights + KV)\n", bytes_per_step);
-  fmt::print("read bandwidth   {:10.2f} GB/s\n", read_gb_s);
-  fmt::print("FMA peak         {:10.1f} GFLOP/s\n", peak);
+  fmt::print("prefill          {:10.1f} tok/s ({}-token prompt)\n", f.prefill_tok_s, f.prompt);
+  fmt::print("bytes per step   {:10.0f} (batch 1: weights + KV)\n", f.bytes_per_step);
+  fmt::print("read bandwidth   {:10.2f} GB/s\n", f.read_gb_s);
+  fmt::print("FMA peak         {:10.1f} GFLOP/s\n", f.peak_gflop_s);
   fmt::print("decode batch {:<3} {:10.3f} of read bandwidth\n", args.batches.front(),
-             bandwidth_fraction);
+             f.bandwidth_fraction);
   fmt::print("decode batch {:<3} {:10.3f} of FMA peak\n", args.batches.back(),
-             decode_compute_fraction);
-  fmt::print("prefill          {:10.3f} of FMA peak\n", compute_fraction);
+             f.decode_compute_fraction);
+  fmt::print("prefill          {:10.3f} of FMA peak\n", f.compute_fraction);
+}
+
+int run_bench(const bench_args& args) {
+  auto m = engine::model::load(args.model);
+  auto f = m ? measure_engine(*m, args) : expected<figures>(tl::unexpected(m.error()));
+  if (!f) {
+    fmt::print(stderr, "baton bench engine: {}\n", f.error().to_string());
+    return 1;
+  }
+  print(args, m->config(), roofline_fractions(m->config(), args, std::move(*f)));
   return 0;
 }
 

@@ -122,6 +122,43 @@ std::vector<double> field(const std::vector<sample>& s, double sample::*member) 
   return out;
 }
 
+/// The figures of a run of `samples` over `seconds`.
+nlohmann::json figures_of(const router_args& a, const std::vector<sample>& samples, double seconds,
+                          std::size_t failures, std::uint64_t seed) {
+  const auto router_us = field(samples, &sample::router_us);
+  const auto e2e_us = field(samples, &sample::e2e_us);
+  const auto late_us = field(samples, &sample::late_us);
+  return {{"rate", a.rate},
+          {"requests", samples.size()},
+          {"overhead_us_p50", report::percentile(router_us, 50)},
+          {"overhead_us_p99", report::percentile(router_us, 99)},
+          {"overhead_us_p90", report::percentile(router_us, 90)},
+          {"e2e_us_p50", report::percentile(e2e_us, 50)},
+          {"e2e_us_p99", report::percentile(e2e_us, 99)},
+          {"send_late_us_p99", report::percentile(late_us, 99)},
+          {"achieved_rate", static_cast<double>(samples.size()) / seconds},
+          {"failed", failures},
+          {"output_len", a.output_len},
+          {"prompt_len", a.prompt_len},
+          {"seed", seed},
+          {"placement", "disaggregated"},
+          {"device", "emulated engine, zero compute time (not accelerator hardware)"},
+          {"transport", "libfabric tcp on 127.0.0.1"}};
+}
+
+void print_table(const router_args& a, const nlohmann::json& out) {
+  fmt::print(
+      "router overhead at {:.0f} req/s ({} requests, {} failed; {:.0f} req/s achieved), "
+      "emulated workers with zero compute\n",
+      a.rate, out["requests"].get<std::size_t>(), out["failed"].get<std::size_t>(),
+      out["achieved_rate"].get<double>());
+  fmt::print("  time inside the router   p50 {:8.1f} us   p90 {:8.1f} us   p99 {:8.1f} us\n",
+             out["overhead_us_p50"].get<double>(), out["overhead_us_p90"].get<double>(),
+             out["overhead_us_p99"].get<double>());
+  fmt::print("  client end to end        p50 {:8.1f} us   p99 {:8.1f} us\n",
+             out["e2e_us_p50"].get<double>(), out["e2e_us_p99"].get<double>());
+}
+
 int run_router(const router_args& a) {
   const auto fail_with = [](const std::string& what) {
     fmt::print(stderr, "baton bench router: {}\n", what);
@@ -167,37 +204,9 @@ int run_router(const router_args& a) {
   const double seconds = std::chrono::duration<double>(clock_type::now() - begin).count();
   if (samples.empty()) return fail_with("no request succeeded: " + first_error);
 
-  const auto router_us = field(samples, &sample::router_us);
-  const auto e2e_us = field(samples, &sample::e2e_us);
-  const auto late_us = field(samples, &sample::late_us);
-  nlohmann::json out = {{"rate", a.rate},
-                        {"requests", samples.size()},
-                        {"overhead_us_p50", report::percentile(router_us, 50)},
-                        {"overhead_us_p99", report::percentile(router_us, 99)},
-                        {"overhead_us_p90", report::percentile(router_us, 90)},
-                        {"e2e_us_p50", report::percentile(e2e_us, 50)},
-                        {"e2e_us_p99", report::percentile(e2e_us, 99)},
-                        {"send_late_us_p99", report::percentile(late_us, 99)},
-                        {"achieved_rate", static_cast<double>(samples.size()) / seconds},
-                        {"failed", failures},
-                        {"output_len", a.output_len},
-                        {"prompt_len", a.prompt_len},
-                        {"seed", seed},
-                        {"placement", "disaggregated"},
-                        {"device", "emulated engine, zero compute time (not accelerator hardware)"},
-                        {"transport", "libfabric tcp on 127.0.0.1"}};
+  auto out = figures_of(a, samples, seconds, failures, seed);
   if (failures > 0) out["first_error"] = first_error;
-  if (!a.json) {
-    fmt::print(
-        "router overhead at {:.0f} req/s ({} requests, {} failed; {:.0f} req/s achieved), "
-        "emulated workers with zero compute\n",
-        a.rate, samples.size(), failures, out["achieved_rate"].get<double>());
-    fmt::print("  time inside the router   p50 {:8.1f} us   p90 {:8.1f} us   p99 {:8.1f} us\n",
-               out["overhead_us_p50"].get<double>(), out["overhead_us_p90"].get<double>(),
-               out["overhead_us_p99"].get<double>());
-    fmt::print("  client end to end        p50 {:8.1f} us   p99 {:8.1f} us\n",
-               out["e2e_us_p50"].get<double>(), out["e2e_us_p99"].get<double>());
-  }
+  if (!a.json) print_table(a, out);
   fmt::print("{}\n", out.dump());
   return 0;
 }

@@ -73,6 +73,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/address.hpp"
 #include "bench/commands.hpp"
 #include "bench/serve_load.hpp"
 #include "client/router_client.hpp"
@@ -132,17 +133,14 @@ expected<target> parse_url(const std::string& url) {
     rest.resize(slash);
   }
   while (!t.prefix.empty() && t.prefix.back() == '/') t.prefix.pop_back();
-  const auto colon = rest.rfind(':');
-  if (colon != std::string::npos && rest.find(']', colon) == std::string::npos) {
-    t.port = rest.substr(colon + 1);
-    rest.resize(colon);
-  }
-  if (rest.size() > 2 && rest.front() == '[' && rest.back() == ']')
-    rest = rest.substr(1, rest.size() - 2);
-  if (rest.empty() || t.port.empty()) {
-    return fail(errc::invalid_argument, fmt::format("--url '{}': no host or port", url));
-  }
-  t.host = rest;
+  // The authority is "host:port" as everywhere else; without a port it is 80.
+  const bool has_port = !rest.empty() && rest.back() != ']' &&
+                        rest.rfind(':') != std::string::npos &&
+                        (rest.front() != '[' || rest.rfind(']') < rest.rfind(':'));
+  auto address = parse_host_port(has_port ? rest : rest + ":80");
+  if (!address) return fail(address.error(), fmt::format("--url '{}': ", url));
+  t.host = address->host;
+  t.port = std::to_string(address->port);
   return t;
 }
 
@@ -670,6 +668,28 @@ void print_table(const serve_args& a, const std::string& model, std::uint64_t se
   fmt::print("(added: per-pair HTTP minus native)\n");
 }
 
+/// The arrival rate of --rate (a number > 0 or "inf"), after checking every argument.
+expected<double> checked_rate(const serve_args& a) {
+  double rate = std::numeric_limits<double>::infinity();
+  if (a.rate != "inf") {
+    char* end = nullptr;
+    rate = std::strtod(a.rate.c_str(), &end);
+    if (end != a.rate.c_str() + a.rate.size() || !(rate > 0) || std::isinf(rate)) {
+      return fail(errc::invalid_argument,
+                  fmt::format("--rate '{}': expected a number > 0 or inf", a.rate));
+    }
+  }
+  if (a.requests == 0 || a.requests > max_requests) {
+    return fail(errc::invalid_argument, fmt::format("--requests must be 1..{}", max_requests));
+  }
+  if (a.max_concurrency == 0) return fail(errc::invalid_argument, "--max-concurrency must be >= 1");
+  if (!(a.timeout_s > 0)) return fail(errc::invalid_argument, "--timeout-s must be > 0");
+  if (!a.native.empty() && (a.pairs == 0 || a.pairs > max_requests)) {
+    return fail(errc::invalid_argument, fmt::format("--pairs must be 1..{}", max_requests));
+  }
+  return rate;
+}
+
 int run_serve(const serve_args& a) {
   const auto fail_with = [](const std::string& what) {
     fmt::print(stderr, "baton bench serve: {}\n", what);
@@ -677,22 +697,9 @@ int run_serve(const serve_args& a) {
   };
   auto t = parse_url(a.url);
   if (!t) return fail_with(t.error().to_string());
-  double rate = std::numeric_limits<double>::infinity();
-  if (a.rate != "inf") {
-    char* end = nullptr;
-    rate = std::strtod(a.rate.c_str(), &end);
-    if (end != a.rate.c_str() + a.rate.size() || !(rate > 0) || std::isinf(rate)) {
-      return fail_with(fmt::format("--rate '{}': expected a number > 0 or inf", a.rate));
-    }
-  }
-  if (a.requests == 0 || a.requests > max_requests) {
-    return fail_with(fmt::format("--requests must be 1..{}", max_requests));
-  }
-  if (a.max_concurrency == 0) return fail_with("--max-concurrency must be >= 1");
-  if (!(a.timeout_s > 0)) return fail_with("--timeout-s must be > 0");
-  if (!a.native.empty() && (a.pairs == 0 || a.pairs > max_requests)) {
-    return fail_with(fmt::format("--pairs must be 1..{}", max_requests));
-  }
+  const auto checked = checked_rate(a);
+  if (!checked) return fail_with(checked.error().message);
+  const double rate = *checked;
   // No seed means the time; it is printed so the run can be replayed.
   const std::uint64_t seed = a.seed.value_or(static_cast<std::uint64_t>(
       std::chrono::system_clock::now().time_since_epoch() / std::chrono::microseconds(1)));

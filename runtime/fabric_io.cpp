@@ -36,6 +36,10 @@ fabric_io::fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_regi
           metrics.get_counter("baton_fabric_frames_received_total", "Frames received.")),
       send_failures_(metrics.get_counter("baton_fabric_send_failures_total",
                                          "Frames that could not be sent (peer gone, timeout).")),
+      handler_failures_(metrics.get_counter(
+          "baton_handler_failures_total",
+          "Frames or timers whose handler failed on the transport's thread (dropped, logged)",
+          {{"thread", "progress"}})),
       rma_writes_(metrics.get_counter("baton_fabric_rma_writes_total", "RMA writes posted.")),
       rma_failures_(metrics.get_counter("baton_fabric_rma_write_failures_total",
                                         "RMA writes refused, expired or failed.")),
@@ -410,7 +414,7 @@ void fabric_io::route(transport::event& e) {
     if (auto it = routes_.find(e.peer); it != routes_.end()) bridge = it->second;
     filter = filter_;
   }
-  if (bridge && filter && (*filter)(e.payload, received)) return;
+  if (bridge && filter && (*filter)(e.payload, received)) return;  // under on_event's boundary
   raw_frame frame{std::make_shared<const std::vector<std::byte>>(std::move(e.payload)), received};
   if (bridge) {
     caf::anon_send(bridge, std::move(frame));
@@ -421,6 +425,24 @@ void fabric_io::route(transport::event& e) {
 }
 
 bool fabric_io::on_event(transport::event& e) {
+  // The progress thread's failure boundary: a handler that throws (membership, an actor's
+  // fast path) loses its frame or tick, counted and logged; the thread goes on.
+  try {
+    return handle_event(e);
+  } catch (const std::exception& ex) {
+    handler_failed(ex.what());
+  } catch (...) {
+    handler_failed("an exception that is not a std::exception");
+  }
+  return true;
+}
+
+void fabric_io::handler_failed(const char* what) {
+  handler_failures_.add();
+  spdlog::error("transport thread: a handler failed: {}; its frame or tick is dropped", what);
+}
+
+bool fabric_io::handle_event(transport::event& e) {
   using transport::event_kind;
   if (e.kind == event_kind::message) {
     route(e);
@@ -574,7 +596,13 @@ void fabric_io::run() {
     for (auto& c : batch) execute(c);
     batch.clear();
     const auto n = endpoint_->poll(events);
-    for (std::size_t i = 0; i < n; ++i) deliver(events[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      try {  // the same boundary as on_event's, for transports without a progress thread
+        deliver(events[i]);
+      } catch (const std::exception& ex) {
+        handler_failed(ex.what());
+      }
+    }
     if (!waiting_grants_.empty() || !waiting_writes_.empty()) serve_waiting();
     send_backlogs();
     if (n > 0) continue;
@@ -591,7 +619,11 @@ void fabric_io::run() {
       const auto now = steady::now().time_since_epoch().count();
       auto at = tick_at_.load();
       if (at <= now && tick_at_.compare_exchange_strong(at, never)) {
-        tick();
+        try {
+          tick();
+        } catch (const std::exception& ex) {
+          handler_failed(ex.what());
+        }
         continue;
       }
       if (at != never) {

@@ -134,6 +134,9 @@ class fabric_io final : public frame_sink, public kv_fabric {
   bool on_event(transport::event& e);
   void route(transport::event& e);
   void tick();
+  bool handle_event(transport::event& e);
+  /// A handler on a transport thread threw: count and log it (the boundary's one place).
+  void handler_failed(const char* what);
 
   std::unique_ptr<transport::endpoint> endpoint_;
   transport::address local_address_;
@@ -141,6 +144,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
   counter& frames_sent_;
   counter& frames_received_;
   counter& send_failures_;
+  counter& handler_failures_;
   std::mutex mutex_;
   std::vector<command> commands_;
   counter& rma_writes_;

@@ -245,98 +245,111 @@ std::filesystem::path find_model_file(const std::string& value, const std::files
   return (search.front() / p).lexically_normal();
 }
 
+void read_cluster(const toml::table& t, diagnostics& diag, topology& topo) {
+  table_reader r(t, "cluster", diag, {"name", "provider", "seeds"});
+  topo.cluster_name = r.string("name", true).value_or("");
+  topo.provider = r.string("provider", false).value_or("tcp");
+  if (std::find(provider_names.begin(), provider_names.end(), topo.provider) ==
+      provider_names.end()) {
+    diag.fail(t.get("provider")->source(),
+              fmt::format("cluster.provider: expected tcp, shm, verbs or efa, got \"{}\"",
+                          topo.provider));
+  }
+  r.strings("seeds", false,
+            [&](const std::string& s, const toml::source_region&) { topo.seeds.push_back(s); });
+}
+
+void read_model(const toml::table& t, const std::filesystem::path& file, diagnostics& diag,
+                topology& topo) {
+  table_reader r(t, "model", diag, {"checkpoint", "tokenizer"});
+  const auto base = std::filesystem::absolute(file).parent_path();
+  const auto checkpoint = r.string("checkpoint", true).value_or("");
+  const auto tokenizer = r.string("tokenizer", true).value_or("");
+  const auto search = model_search_path(base);
+  topo.model.checkpoint = find_model_file(checkpoint, base, search);
+  topo.model.tokenizer = find_model_file(tokenizer, base, search);
+  const auto bare = [](const std::string& v) {
+    return !v.empty() && !std::filesystem::path(v).has_parent_path();
+  };
+  topo.model.checkpoint_named = bare(checkpoint);
+  topo.model.tokenizer_named = bare(tokenizer);
+  if (topo.model.checkpoint_named || topo.model.tokenizer_named) topo.model.searched = search;
+}
+
+void read_limits(const toml::table& t, diagnostics& diag, limits_spec& l) {
+  table_reader r(t, "limits", diag,
+                 {"max_queued_requests", "kv_block_tokens", "max_prompt_tokens", "max_new_tokens"});
+  l.max_queued_requests =
+      r.integer("max_queued_requests", 1, 1 << 20).value_or(l.max_queued_requests);
+  l.kv_block_tokens = r.integer("kv_block_tokens", 1, 1024).value_or(l.kv_block_tokens);
+  l.max_prompt_tokens = r.integer("max_prompt_tokens", 1, 1 << 20).value_or(l.max_prompt_tokens);
+  l.max_new_tokens = r.integer("max_new_tokens", 1, 1 << 20).value_or(l.max_new_tokens);
+}
+
+void read_timeouts(const toml::table& t, diagnostics& diag, timeouts_spec& o) {
+  table_reader r(t, "timeouts", diag,
+                 {"request_ms", "probe_interval_ms", "suspect_after_ms", "dead_after_ms"});
+  o.request_ms = r.integer("request_ms", 1, 86'400'000).value_or(o.request_ms);
+  o.probe_interval_ms = r.integer("probe_interval_ms", 1, 60'000).value_or(o.probe_interval_ms);
+  o.suspect_after_ms = r.integer("suspect_after_ms", 1, 600'000).value_or(o.suspect_after_ms);
+  o.dead_after_ms = r.integer("dead_after_ms", 1, 600'000).value_or(o.dead_after_ms);
+  if (!diag.failed() && o.suspect_after_ms >= o.dead_after_ms) {
+    diag.fail(t.source(), fmt::format("timeouts: expected suspect_after_ms ({}) < "
+                                      "dead_after_ms ({})",
+                                      o.suspect_after_ms, o.dead_after_ms));
+  }
+}
+
+void read_router(const toml::table& t, diagnostics& diag, router_spec& o) {
+  table_reader r(t, "router", diag,
+                 {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts"});
+  o.prefill_on_decode_max_tokens =
+      r.integer("prefill_on_decode_max_tokens", 0, 1 << 20).value_or(0);
+  o.when_no_prefill = r.string("when_no_prefill", false).value_or(o.when_no_prefill);
+  if (o.when_no_prefill != "fail" && o.when_no_prefill != "prefill-on-decode") {
+    diag.fail(t.get("when_no_prefill")->source(),
+              fmt::format("router.when_no_prefill: expected \"fail\" or "
+                          "\"prefill-on-decode\", got \"{}\"",
+                          o.when_no_prefill));
+  }
+  o.max_attempts = r.integer("max_attempts", 1, 100).value_or(o.max_attempts);
+}
+
+void read_emulated(const toml::table& t, diagnostics& diag, emulated_spec& o) {
+  table_reader r(t, "emulated", diag, {"shape", "scale", "time_scale"});
+  o.shape = r.string("shape", false).value_or(o.shape);
+  o.scale = r.integer("scale", 1, 1 << 20).value_or(o.scale);
+  o.time_scale = r.number("time_scale", 0.0, 1e6).value_or(o.time_scale);
+}
+
+/// Every table of the file; [cluster], [model] and at least one [[node]] are required.
 void read_sections(const toml::table& root, const std::filesystem::path& file, diagnostics& diag,
                    topology& topo) {
   table_reader top(root, "topology", diag,
                    {"cluster", "model", "limits", "timeouts", "router", "emulated", "node"});
   if (const auto* t = top.table("cluster")) {
-    table_reader r(*t, "cluster", diag, {"name", "provider", "seeds"});
-    topo.cluster_name = r.string("name", true).value_or("");
-    topo.provider = r.string("provider", false).value_or("tcp");
-    if (std::find(provider_names.begin(), provider_names.end(), topo.provider) ==
-        provider_names.end()) {
-      diag.fail(t->get("provider")->source(),
-                fmt::format("cluster.provider: expected tcp, shm, verbs or efa, got \"{}\"",
-                            topo.provider));
-    }
-    r.strings("seeds", false,
-              [&](const std::string& s, const toml::source_region&) { topo.seeds.push_back(s); });
+    read_cluster(*t, diag, topo);
   } else {
     diag.fail(root.source(), "topology: missing required table [cluster]");
   }
   if (const auto* t = top.table("model")) {
-    table_reader r(*t, "model", diag, {"checkpoint", "tokenizer"});
-    const auto base = std::filesystem::absolute(file).parent_path();
-    const auto checkpoint = r.string("checkpoint", true).value_or("");
-    const auto tokenizer = r.string("tokenizer", true).value_or("");
-    const auto search = model_search_path(base);
-    topo.model.checkpoint = find_model_file(checkpoint, base, search);
-    topo.model.tokenizer = find_model_file(tokenizer, base, search);
-    const auto bare = [](const std::string& v) {
-      return !v.empty() && !std::filesystem::path(v).has_parent_path();
-    };
-    topo.model.checkpoint_named = bare(checkpoint);
-    topo.model.tokenizer_named = bare(tokenizer);
-    if (topo.model.checkpoint_named || topo.model.tokenizer_named) topo.model.searched = search;
+    read_model(*t, file, diag, topo);
   } else {
     diag.fail(root.source(), "topology: missing required table [model]");
   }
-  if (const auto* t = top.table("limits")) {
-    table_reader r(
-        *t, "limits", diag,
-        {"max_queued_requests", "kv_block_tokens", "max_prompt_tokens", "max_new_tokens"});
-    auto& l = topo.limits;
-    l.max_queued_requests =
-        r.integer("max_queued_requests", 1, 1 << 20).value_or(l.max_queued_requests);
-    l.kv_block_tokens = r.integer("kv_block_tokens", 1, 1024).value_or(l.kv_block_tokens);
-    l.max_prompt_tokens = r.integer("max_prompt_tokens", 1, 1 << 20).value_or(l.max_prompt_tokens);
-    l.max_new_tokens = r.integer("max_new_tokens", 1, 1 << 20).value_or(l.max_new_tokens);
-  }
-  if (const auto* t = top.table("timeouts")) {
-    table_reader r(*t, "timeouts", diag,
-                   {"request_ms", "probe_interval_ms", "suspect_after_ms", "dead_after_ms"});
-    auto& o = topo.timeouts;
-    o.request_ms = r.integer("request_ms", 1, 86'400'000).value_or(o.request_ms);
-    o.probe_interval_ms = r.integer("probe_interval_ms", 1, 60'000).value_or(o.probe_interval_ms);
-    o.suspect_after_ms = r.integer("suspect_after_ms", 1, 600'000).value_or(o.suspect_after_ms);
-    o.dead_after_ms = r.integer("dead_after_ms", 1, 600'000).value_or(o.dead_after_ms);
-    if (!diag.failed() && o.suspect_after_ms >= o.dead_after_ms) {
-      diag.fail(t->source(), fmt::format("timeouts: expected suspect_after_ms ({}) < "
-                                         "dead_after_ms ({})",
-                                         o.suspect_after_ms, o.dead_after_ms));
-    }
-  }
-  if (const auto* t = top.table("router")) {
-    table_reader r(*t, "router", diag,
-                   {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts"});
-    auto& o = topo.router;
-    o.prefill_on_decode_max_tokens =
-        r.integer("prefill_on_decode_max_tokens", 0, 1 << 20).value_or(0);
-    o.when_no_prefill = r.string("when_no_prefill", false).value_or(o.when_no_prefill);
-    if (o.when_no_prefill != "fail" && o.when_no_prefill != "prefill-on-decode") {
-      diag.fail(t->get("when_no_prefill")->source(),
-                fmt::format("router.when_no_prefill: expected \"fail\" or "
-                            "\"prefill-on-decode\", got \"{}\"",
-                            o.when_no_prefill));
-    }
-    o.max_attempts = r.integer("max_attempts", 1, 100).value_or(o.max_attempts);
-  }
-  if (const auto* t = top.table("emulated")) {
-    table_reader r(*t, "emulated", diag, {"shape", "scale", "time_scale"});
-    auto& o = topo.emulated;
-    o.shape = r.string("shape", false).value_or(o.shape);
-    o.scale = r.integer("scale", 1, 1 << 20).value_or(o.scale);
-    o.time_scale = r.number("time_scale", 0.0, 1e6).value_or(o.time_scale);
-  }
+  if (const auto* t = top.table("limits")) read_limits(*t, diag, topo.limits);
+  if (const auto* t = top.table("timeouts")) read_timeouts(*t, diag, topo.timeouts);
+  if (const auto* t = top.table("router")) read_router(*t, diag, topo.router);
+  if (const auto* t = top.table("emulated")) read_emulated(*t, diag, topo.emulated);
   const toml::node* nodes = root.get("node");
   if (nodes == nullptr || !nodes->is_array_of_tables()) {
     diag.fail(nodes ? nodes->source() : root.source(),
               "node: expected one or more [[node]] tables");
-  } else {
-    std::size_t index = 0;
-    for (const auto& element : *nodes->as_array()) {
-      read_node(*element.as_table(), index++, topo.provider, diag, topo.nodes.emplace_back());
-    }
+    return;
+  }
+  std::size_t index = 0;
+  for (const auto& element : *nodes->as_array()) {
+    read_node(*element.as_table(), index++, topo.provider, diag, topo.nodes.emplace_back());
   }
 }
 

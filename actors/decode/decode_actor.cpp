@@ -120,6 +120,7 @@ void on_frame(decode_actor* self, const runtime::inbound& in) {
 
 caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
                               const engine::model* model, decode_options options) {
+  install_failure_boundary(*ctx, self, decode_name);
   auto& st = self->state;
   st.ctx = ctx;
   auto& metrics = ctx->metrics();

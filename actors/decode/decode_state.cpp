@@ -1,5 +1,7 @@
 #include "actors/decode/decode_state.hpp"
 
+#include "base/check.hpp"
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -30,6 +32,57 @@ std::size_t decode_state::quarantined_blocks() const {
   return n;
 }
 
+expected<std::size_t> decode_state::blocks_to_admit(const wire::admit& m) const {
+  const std::size_t seq_len = engine_.max_context();
+  const std::size_t delivered = m.tokens.size() - m.prompt_length;
+  if (m.tokens.empty() || m.max_tokens <= delivered) {
+    return baton::fail(errc::invalid_argument,
+                       fmt::format("admit: {} tokens with prompt length {} and max_tokens {}",
+                                   m.tokens.size(), m.prompt_length, m.max_tokens));
+  }
+  if (m.tokens.size() > seq_len) {
+    return baton::fail(errc::invalid_argument,
+                       fmt::format("admit: {} tokens exceed seq_len {}", m.tokens.size(), seq_len));
+  }
+  for (const std::int32_t t : m.tokens) {
+    if (t < 0 || t >= engine_.vocab_size()) {
+      return baton::fail(errc::invalid_argument, fmt::format("admit: token {} out of range", t));
+    }
+  }
+  // The last token sampled is never fed back, so the sequence holds at most this many.
+  const std::size_t positions = m.tokens.size() + (m.max_tokens - delivered) - 1;
+  const std::size_t need = blocks_for(std::min(std::max(positions, m.tokens.size()), seq_len));
+  if (need > uncommitted_blocks()) {
+    return baton::fail(errc::overloaded, fmt::format("kv pool: {} blocks needed, {} uncommitted",
+                                                     need, uncommitted_blocks()));
+  }
+  return need;
+}
+
+wire::prefill decode_state::prefill_job(const wire::admit& m, const attempt& a) const {
+  const auto block_bytes =
+      static_cast<std::uint32_t>(engine_.pool().layout().block_floats() * sizeof(float));
+  wire::kv_descriptor kv;
+  kv.node = self_.node;
+  kv.fabric_node = region_.fabric_node;
+  kv.region_key = region_.key;
+  kv.offset = region_.pool_offset;
+  kv.block_bytes = block_bytes;
+  for (const engine::block_id b : engine_.blocks(a.sequence)) {
+    kv.block_ids.push_back(static_cast<std::uint32_t>(b));
+  }
+  kv.length = std::uint64_t{block_bytes} * kv.block_ids.size();
+  wire::prefill job;
+  job.request = m.request;
+  job.attempt = m.attempt;
+  job.tokens = m.tokens;
+  job.prompt_length = m.prompt_length;
+  job.params = m.params;
+  job.target = std::move(kv);
+  job.decode = self_;
+  return job;
+}
+
 effects decode_state::on_admit(const wire::actor_address& from, const wire::admit& m,
                                time_point now) {
   effects out;
@@ -40,24 +93,9 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
     out.send(from, wire::abort_attempt{m.request, m.attempt, code, std::move(message)});
     return out;
   };
-  const std::size_t seq_len = engine_.max_context();
-  const std::size_t delivered = m.tokens.size() - m.prompt_length;
-  if (m.tokens.empty() || m.max_tokens <= delivered) {
-    return refuse(errc::invalid_argument,
-                  fmt::format("admit: {} tokens with prompt length {} and max_tokens {}",
-                              m.tokens.size(), m.prompt_length, m.max_tokens));
-  }
-  // The last token sampled is never fed back, so the sequence holds at most this many.
-  const std::size_t positions = m.tokens.size() + (m.max_tokens - delivered) - 1;
-  if (m.tokens.size() > seq_len) {
-    return refuse(errc::invalid_argument,
-                  fmt::format("admit: {} tokens exceed seq_len {}", m.tokens.size(), seq_len));
-  }
-  const std::size_t need = blocks_for(std::min(std::max(positions, m.tokens.size()), seq_len));
-  if (need > uncommitted_blocks()) {
-    return refuse(errc::overloaded, fmt::format("kv pool: {} blocks needed, {} uncommitted", need,
-                                                uncommitted_blocks()));
-  }
+  const auto blocks = blocks_to_admit(m);
+  if (!blocks) return refuse(blocks.error().code, blocks.error().message);
+  const std::size_t need = *blocks;
   attempt a;
   a.router = from;
   a.writer = m.writer;
@@ -65,14 +103,9 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   a.prompt_length = m.prompt_length;
   a.max_tokens = m.max_tokens;
   a.params = m.params;
-  a.generated = static_cast<std::uint32_t>(delivered);
+  a.generated = static_cast<std::uint32_t>(m.tokens.size() - m.prompt_length);
   a.committed = need;
   a.limit = static_cast<std::uint32_t>(m.tokens.size()) + wire::initial_stream_window;
-  for (const std::int32_t t : a.tokens) {
-    if (t < 0 || t >= engine_.vocab_size()) {
-      return refuse(errc::invalid_argument, fmt::format("admit: token {} out of range", t));
-    }
-  }
   if (m.writer.empty()) {
     auto [it, inserted] = attempts_.emplace(k, std::move(a));
     committed_ += need;
@@ -88,28 +121,9 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   a.timer = ++next_timer_;
   timers_.emplace(a.timer, k);
   out.timers.push_back({a.timer, now + config_.kv_timeout});
-
-  const auto blocks = engine_.blocks(a.sequence);
-  const auto block_bytes =
-      static_cast<std::uint32_t>(engine_.pool().layout().block_floats() * sizeof(float));
-  wire::kv_descriptor kv;
-  kv.node = self_.node;
-  kv.fabric_node = region_.fabric_node;
-  kv.region_key = region_.key;
-  kv.offset = region_.pool_offset;
-  kv.block_bytes = block_bytes;
-  for (const engine::block_id b : blocks) kv.block_ids.push_back(static_cast<std::uint32_t>(b));
-  kv.length = std::uint64_t{block_bytes} * kv.block_ids.size();
   // The job goes straight to the prefill actor (not back through the router): one hop less
   // on the way to the first token.
-  wire::prefill job;
-  job.request = m.request;
-  job.attempt = m.attempt;
-  job.tokens = m.tokens;
-  job.prompt_length = m.prompt_length;
-  job.params = m.params;
-  job.target = std::move(kv);
-  job.decode = self_;
+  auto job = prefill_job(m, a);
   attempts_.emplace(k, std::move(a));
   committed_ += need;
   ++stats_.admitted;
@@ -209,13 +223,16 @@ bool decode_state::may_step(const attempt& a) const {
 
 bool decode_state::has_work() const {
   if (!held_.empty()) return false;  // the device is busy for a modelled time
-  return std::any_of(running_.begin(), running_.end(),
-                     [&](const key& k) { return may_step(attempts_.at(k)); });
+  return std::any_of(running_.begin(), running_.end(), [&](const key& k) {
+    return may_step(must_find(attempts_, k, "a running sequence has its attempt"));
+  });
 }
 
 std::size_t decode_state::parked() const {
-  return static_cast<std::size_t>(std::count_if(
-      running_.begin(), running_.end(), [&](const key& k) { return !may_step(attempts_.at(k)); }));
+  return static_cast<std::size_t>(
+      std::count_if(running_.begin(), running_.end(), [&](const key& k) {
+        return !may_step(must_find(attempts_, k, "a running sequence has its attempt"));
+      }));
 }
 
 void decode_state::on_window(const wire::stream_window& m) {
@@ -233,11 +250,11 @@ effects decode_state::step(time_point now) {
   std::size_t scanned = 0;
   for (; scanned < running_.size() && batch.size() < config_.max_batch; ++scanned) {
     const key& k = running_[(next_ + scanned) % running_.size()];
-    const attempt& a = attempts_.at(k);
+    const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
     if (!may_step(a)) continue;  // parked: its client has not made room yet
     batch.push_back(k);
     inputs.push_back({a.sequence, a.last_token});
-    picks.push_back(&*attempts_.at(k).pick);
+    picks.push_back(&*must_find(attempts_, k, "a running sequence has its attempt").pick);
   }
   next_ = (next_ + scanned) % running_.size();
   if (batch.empty()) return out;
@@ -249,7 +266,8 @@ effects decode_state::step(time_point now) {
   // Copy first: emit() may finish sequences, and the span lives until the next engine call.
   const std::vector<std::int32_t> tokens(step->tokens.begin(), step->tokens.end());
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    out.append(emit(batch[i], attempts_.at(batch[i]), tokens[i]));
+    out.append(emit(batch[i], must_find(attempts_, batch[i], "a running sequence has its attempt"),
+                    tokens[i]));
   }
   return publish(std::move(out), step->modelled, now);
 }
@@ -264,7 +282,7 @@ effects decode_state::on_cancel(const wire::cancel& m) {
     ++stats_.cancelled;
     // The job went from here, so a cancel from here reaches its prefill after it (the
     // router's own cancel may overtake the job); the blocks stay quarantined meanwhile.
-    const attempt& a = attempts_.at(k);
+    const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
     if (a.state == phase::awaiting_kv && !a.writer.empty()) {
       out.send({a.writer, prefill_name}, wire::cancel{k.first, m.reason});
     }
@@ -298,7 +316,7 @@ effects decode_state::on_node_gone(const std::string& node) {
     }
   }
   for (const key& k : writer_gone) {
-    const attempt& a = attempts_.at(k);
+    const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
     if (a.state == phase::awaiting_kv) {
       out.send(a.router, wire::abort_attempt{k.first, k.second, errc::disconnected,
                                              fmt::format("prefill node {} is gone", node)});
@@ -321,7 +339,7 @@ effects decode_state::on_undeliverable(const wire::actor_address& to) {
   }
   for (const key& k : refused) {
     // The job never reached the prefill actor, so nothing writes into these blocks.
-    const attempt& a = attempts_.at(k);
+    const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
     out.send(a.router,
              wire::abort_attempt{k.first, k.second, errc::disconnected,
                                  fmt::format("prefill on {} did not take the job", to.node)});
@@ -365,7 +383,7 @@ effects decode_state::fail(const key& k, errc code, std::string message) {
 }
 
 void decode_state::quarantine_or_release(const key& k) {
-  attempt& a = attempts_.at(k);
+  attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
   if (a.state == phase::awaiting_kv && !a.writer.empty()) {
     a.state = phase::quarantined;
     timers_.erase(a.timer);

@@ -130,6 +130,11 @@ class decode_state {
   };
 
   [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
+  /// The blocks admitting `m` commits, or why it cannot be admitted (a malformed admit:
+  /// invalid_argument; no room in the pool: overloaded).
+  [[nodiscard]] expected<std::size_t> blocks_to_admit(const wire::admit& m) const;
+  /// The prefill job for an admitted `a`: its reserved blocks are the KV target.
+  [[nodiscard]] wire::prefill prefill_job(const wire::admit& m, const attempt& a) const;
   /// The next step's token would sit inside the attempt's window.
   [[nodiscard]] bool may_step(const attempt& a) const;
   /// Prefills `a` locally from its tokens and samples its first token.

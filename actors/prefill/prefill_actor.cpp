@@ -131,12 +131,9 @@ void mirror_stats(prefill_shell& st) {
   c.mirror(s.write_failures, "baton_prefill_write_failures_total", "KV slice writes that failed");
 }
 
-caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
-                               const engine::model* model, prefill_options options) {
-  auto& st = self->state;
-  st.ctx = ctx;
-  st.counters.emplace(ctx->metrics());
-  auto& metrics = ctx->metrics();
+/// The prefill's own series: queue depth, compute time and exposed transfer time.
+void register_metrics(prefill_shell& st, runtime::metrics_registry& metrics) {
+  st.counters.emplace(metrics);
   st.queue_depth =
       &metrics.get_gauge("baton_prefill_queue_depth", "Prefill jobs waiting for compute");
   const auto bounds = runtime::exponential_bounds(0.0005, 2, 16);
@@ -149,6 +146,45 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
       &metrics.get_gauge("baton_prefill_last_compute_seconds", "Compute time of the latest job");
   st.last_exposed = &metrics.get_gauge("baton_prefill_last_kv_exposed_seconds",
                                        "Exposed KV transfer time of the latest job");
+}
+
+/// Runs the next queued job and times its compute (its exposed transfer time is taken when
+/// its last slice lands: time_transfers).
+void step(prefill_actor* self) {
+  auto& s = self->state;
+  s.step_queued = false;
+  const auto* job = s.state->next_job();
+  if (job == nullptr) return;
+  const std::pair key{job->request, job->attempt};
+  const auto start = clock::now();
+  auto out = s.state->run_next(clock::now());
+  const auto end = clock::now();
+  const double compute = std::chrono::duration<double>(end - start).count();
+  s.compute_seconds->observe(compute);
+  s.last_compute->set(compute);
+  s.computed_at[key] = end;
+  after(self, std::move(out));
+}
+
+void on_inbound(prefill_actor* self, runtime::inbound& in) {
+  auto& s = self->state;
+  const auto& from = in.frame->source;
+  if (const auto* job = std::get_if<wire::prefill>(&in.frame->body)) {
+    after(self, s.state->on_prefill(from, *job));
+  } else if (const auto* stop = std::get_if<wire::cancel>(&in.frame->body)) {
+    after(self, s.state->on_cancel(*stop));
+  } else {
+    spdlog::warn("prefill: ignoring {} from {}/{}", wire::body_name(in.frame->body), from.node,
+                 from.actor);
+  }
+}
+
+caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
+                               const engine::model* model, prefill_options options) {
+  install_failure_boundary(*ctx, self, prefill_name);
+  auto& st = self->state;
+  st.ctx = ctx;
+  register_metrics(st, ctx->metrics());
   auto made = make_registered_device(*ctx, self, *model, options.device);
   if (!made) {
     spdlog::error("prefill: {}", made.error().message);
@@ -168,33 +204,8 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
                st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
                st.engine->describe());
   return {
-      [self](runtime::inbound& in) {
-        auto& s = self->state;
-        const auto& from = in.frame->source;
-        if (const auto* job = std::get_if<wire::prefill>(&in.frame->body)) {
-          after(self, s.state->on_prefill(from, *job));
-        } else if (const auto* stop = std::get_if<wire::cancel>(&in.frame->body)) {
-          after(self, s.state->on_cancel(*stop));
-        } else {
-          spdlog::warn("prefill: ignoring {} from {}/{}", wire::body_name(in.frame->body),
-                       from.node, from.actor);
-        }
-      },
-      [self](step_atom) {
-        auto& s = self->state;
-        s.step_queued = false;
-        const auto* job = s.state->next_job();
-        if (job == nullptr) return;
-        const std::pair key{job->request, job->attempt};
-        const auto start = clock::now();
-        auto out = s.state->run_next(clock::now());
-        const auto end = clock::now();
-        const double compute = std::chrono::duration<double>(end - start).count();
-        s.compute_seconds->observe(compute);
-        s.last_compute->set(compute);
-        s.computed_at[key] = end;
-        after(self, std::move(out));
-      },
+      [self](runtime::inbound& in) { on_inbound(self, in); },
+      [self](step_atom) { step(self); },
       [self](delayed_write& d) { self->state.writer->post_now(d.write); },
       [self](timer_atom, std::uint64_t id) { after(self, self->state.state->on_timer(id)); },
       [self](runtime::rma_done& d) {

@@ -76,6 +76,11 @@ class router_core {
   void mirror_stats();
   /// Asks the actor for a timer message at the earliest timer due, unless one comes by then.
   void arm();
+  /// The failure boundary of the threads that are not the actor's (a client's I/O thread,
+  /// the progress thread): an exception from `fn` ends request `id` (if open) with
+  /// rejected{failed}, logged and counted, instead of escaping to that thread.
+  template <class F>
+  void guarded(const char* what, std::uint64_t id, F&& fn);
 
   std::mutex mutex_;
   runtime::node_context& ctx_;
@@ -89,6 +94,7 @@ class router_core {
   runtime::gauge& inflight_;
   runtime::gauge& prefill_workers_;
   runtime::gauge& decode_workers_;
+  runtime::counter& failures_;
   bool announced_ = false;
   std::set<std::uint64_t> slow_;  ///< requests whose client has no room (by request id)
   stat_counters counters_;
@@ -121,8 +127,34 @@ router_core::router_core(runtime::node_context& ctx, const engine::tokenizer& to
           "baton_router_workers", "Workers the router places on", {{"role", "prefill"}})),
       decode_workers_(ctx.metrics().get_gauge(
           "baton_router_workers", "Workers the router places on", {{"role", "decode"}})),
+      failures_(ctx.metrics().get_counter("baton_router_handler_failures_total",
+                                          "Requests ended because the router failed handling "
+                                          "one of their messages (each logged)")),
       counters_(ctx.metrics()) {
   mirror_stats();
+}
+
+template <class F>
+void router_core::guarded(const char* what, std::uint64_t id, F&& fn) {
+  try {
+    fn();
+    return;
+  } catch (const std::exception& e) {
+    spdlog::error("router: {} of request {} failed: {}; the request ends", what, id, e.what());
+  } catch (...) {
+    spdlog::error("router: {} of request {} failed; the request ends", what, id);
+  }
+  failures_.add();
+  try {
+    auto it = open_.find(id);
+    if (it == open_.end()) return;
+    (void)it->second.stream->send(
+        wire::rejected{0, errc::failed, "the router failed handling this request"});
+    by_stream_.erase(it->second.stream->id());
+    open_.erase(it);
+    after(state_.on_client_gone(wire::request_id{id}));
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the request is gone either way
+  }
 }
 
 void router_core::attach(const caf::actor& self) {
@@ -237,16 +269,26 @@ void router_core::start(const wire::generate_request& request,
                         clock::time_point received) {
   std::lock_guard lock(mutex_);
   received_ = received;
-  auto out = state_.on_generate(request, clock::now());
   std::uint64_t key = 0;
-  if (!out.events.empty()) {
-    const auto id = out.events.front().request;
-    key = static_cast<std::uint64_t>(id);
-    open_[key] = {stream, received, false, {}, {}};
-    by_stream_[stream->id()] = id;
+  router_effects out;
+  try {
+    out = state_.on_generate(request, clock::now());
+    if (!out.events.empty()) {
+      const auto id = out.events.front().request;
+      key = static_cast<std::uint64_t>(id);
+      open_[key] = {stream, received, false, {}, {}};
+      by_stream_[stream->id()] = id;
+    }
+  } catch (const std::exception& e) {  // nothing of this request is open yet
+    failures_.add();
+    spdlog::error("router: admitting a request failed: {}; it is rejected", e.what());
+    (void)stream->send(wire::rejected{0, errc::failed, "the router failed admitting this request"});
+    return;
   }
-  after(std::move(out));
-  charge(key);
+  guarded("admitting", key, [&] {
+    after(std::move(out));
+    charge(key);
+  });
 }
 
 void router_core::stop(std::uint64_t stream) {
@@ -268,23 +310,27 @@ bool router_core::take(const wire::frame& f, clock::time_point received) {
   std::lock_guard lock(mutex_);
   received_ = received;
   const auto& from = f.source;
-  if (tokens != nullptr) {
-    const auto key = static_cast<std::uint64_t>(tokens->request);
-    auto o = open_.find(key);
-    const bool room = o == open_.end() || o->second.stream->queued_bytes() < slow_client_bytes;
-    if (!room && slow_.insert(key).second && slow_.size() == 1) {
-      if (auto self = caf::actor_cast<caf::actor>(self_)) {
-        caf::delayed_anon_send(self, drain_check, drain_atom::value);
+  const auto id = static_cast<std::uint64_t>(tokens != nullptr   ? tokens->request
+                                             : finish != nullptr ? finish->request
+                                                                 : abort->request);
+  guarded("a worker's message", id, [&] {
+    if (tokens != nullptr) {
+      auto o = open_.find(id);
+      const bool room = o == open_.end() || o->second.stream->queued_bytes() < slow_client_bytes;
+      if (!room && slow_.insert(id).second && slow_.size() == 1) {
+        if (auto self = caf::actor_cast<caf::actor>(self_)) {
+          caf::delayed_anon_send(self, drain_check, drain_atom::value);
+        }
       }
+      after(state_.on_tokens(from, *tokens, room));
+      charge(id);
+    } else if (finish != nullptr) {
+      after(state_.on_finish(from, *finish));
+    } else {
+      after(state_.on_abort(from, *abort, clock::now()));
+      charge(id);
     }
-    after(state_.on_tokens(from, *tokens, room));
-    charge(key);
-  } else if (finish != nullptr) {
-    after(state_.on_finish(from, *finish));
-  } else {
-    after(state_.on_abort(from, *abort, clock::now()));
-    charge(static_cast<std::uint64_t>(abort->request));
-  }
+  });
   return true;
 }
 
@@ -368,6 +414,7 @@ using router_actor = caf::stateful_actor<router_shell>;
 
 caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
                               const engine::tokenizer* tok, router_options options) {
+  install_failure_boundary(*ctx, self, router_name);
   auto entry = options.entry;
   auto core = std::make_shared<router_core>(*ctx, *tok, std::move(options));
   self->state.core = core;

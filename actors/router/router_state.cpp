@@ -1,5 +1,7 @@
 #include "actors/router/router_state.hpp"
 
+#include "base/check.hpp"
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -60,7 +62,7 @@ router_state::worker* router_state::pick(wire::role role, const std::set<std::st
   for (const bool avoiding : {true, false}) {
     for (const auto& [s, node] : rank) {
       if (avoiding && avoid.contains(node)) continue;
-      worker& w = table.at(node);
+      worker& w = must_find(table, node, "a ranked worker is in its role's table");
       if (role == wire::role::decode && w.kv_blocks > 0 && w.committed + blocks > w.kv_blocks) {
         continue;
       }
@@ -129,7 +131,8 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
   out.timers.push_back({r.timer, now + timeout});
   auto [it, inserted] = requests_.emplace(id, std::move(r));
   auto placed = start_attempt(id, it->second);
-  if (auto* e = requests_.contains(id) ? &requests_.at(id) : nullptr) {
+  if (auto e_it = requests_.find(id); e_it != requests_.end()) {
+    const auto* e = &e_it->second;
     acc.prefill_node = e->prefill;
     acc.decode_node = e->decode;
     acc.placement = e->prefill.empty() ? "prefill-on-decode" : "disaggregated";
@@ -311,7 +314,7 @@ router_effects router_state::retry_all_on(const std::string& node, const error& 
     if (prefill_hit || r.decode == node) hit.push_back(id);
   }
   for (const wire::request_id id : hit) {
-    request& r = requests_.at(id);
+    request& r = must_find(requests_, id, "a request hit by a node's death is open");
     r.avoid.insert(node);
     cancel_workers(id, r, out);
     out.append(retry(id, r, why));

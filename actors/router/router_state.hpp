@@ -50,7 +50,7 @@ struct client_event {
   std::variant<wire::accepted, wire::token_chunk, wire::finished, wire::rejected> what;
 };
 
-struct router_effects : effects {
+struct [[nodiscard]] router_effects : effects {
   std::vector<client_event> events;
 
   void append(router_effects&& other) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <stdexcept>
 #include <random>
 
 #include <caf/all.hpp>
@@ -241,6 +242,33 @@ TYPED_TEST(KvFabric, TheTickerRunsOnceAtTheLatestTimeAskedFor) {
   this->a_->tick_at(transport::clock::now());
   lock.lock();
   EXPECT_TRUE(cv.wait_for(lock, 5000ms, [&] { return ran.size() == 2; }));
+}
+
+TYPED_TEST(KvFabric, AHandlerThatThrowsLosesItsTickAndTheThreadGoesOn) {
+  // The transport thread's failure boundary: the exception is counted and logged, and the
+  // thread that ran it (progress or fabric) keeps serving.
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  this->a_->set_ticker([&] {
+    std::lock_guard lock(mu);
+    ++calls;
+    cv.notify_all();
+    if (calls == 1) throw std::runtime_error("a bug in a handler");
+  });
+  this->a_->tick_at(transport::clock::now());
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 5000ms, [&] { return calls == 1; }));
+  }
+  this->a_->tick_at(transport::clock::now());
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, 5000ms, [&] { return calls == 2; })) << "the thread went on";
+  lock.unlock();
+  EXPECT_NE(this->metrics_a_.prometheus_text().find(
+                "baton_handler_failures_total{thread=\"progress\"} 1"),
+            std::string::npos)
+      << this->metrics_a_.prometheus_text();
 }
 
 TYPED_TEST(KvFabric, WriteOutsideTheGrantIsRefusedAndTheLinkSurvives) {
