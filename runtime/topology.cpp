@@ -265,15 +265,7 @@ void read_model(const toml::table& t, const std::filesystem::path& file, diagnos
   const auto base = std::filesystem::absolute(file).parent_path();
   const auto checkpoint = r.string("checkpoint", true).value_or("");
   const auto tokenizer = r.string("tokenizer", true).value_or("");
-  const auto search = model_search_path(base);
-  topo.model.checkpoint = find_model_file(checkpoint, base, search);
-  topo.model.tokenizer = find_model_file(tokenizer, base, search);
-  const auto bare = [](const std::string& v) {
-    return !v.empty() && !std::filesystem::path(v).has_parent_path();
-  };
-  topo.model.checkpoint_named = bare(checkpoint);
-  topo.model.tokenizer_named = bare(tokenizer);
-  if (topo.model.checkpoint_named || topo.model.tokenizer_named) topo.model.searched = search;
+  topo.model = resolve_model(checkpoint, tokenizer, base);
 }
 
 void read_limits(const toml::table& t, diagnostics& diag, limits_spec& l) {
@@ -411,11 +403,19 @@ std::vector<std::string> topology::warnings() const {
       out.push_back(fmt::format("no node has the role {}: it must join later", to_string(r)));
     }
   }
+  std::string kv;
   for (const auto& n : nodes) {
     if (n.has_role(wire::role::router) && n.native_address.empty()) {
       out.push_back(
           fmt::format("router {} has no native address: clients cannot reach it", n.name));
     }
+    if (n.has_role(wire::role::kv)) kv += fmt::format("{}{}", kv.empty() ? "" : ", ", n.name);
+  }
+  if (!kv.empty()) {
+    out.push_back(
+        fmt::format("the kv role ({}) is accepted but starts no actor yet: KV-cache "
+                    "shards are a later issue",
+                    kv));
   }
   return out;
 }
@@ -501,6 +501,31 @@ std::vector<std::filesystem::path> model_search_path(const std::filesystem::path
 
 std::filesystem::path model_file(const std::string& value, const std::filesystem::path& base) {
   return find_model_file(value, base, model_search_path(base));
+}
+
+model_spec resolve_model(const std::string& checkpoint, const std::string& tokenizer,
+                         const std::filesystem::path& base) {
+  const auto search = model_search_path(base);
+  const auto bare = [](const std::string& v) {
+    return !v.empty() && !std::filesystem::path(v).has_parent_path();
+  };
+  model_spec m;
+  m.checkpoint = find_model_file(checkpoint, base, search);
+  m.tokenizer = find_model_file(tokenizer, base, search);
+  m.checkpoint_named = bare(checkpoint);
+  m.tokenizer_named = bare(tokenizer);
+  if (m.checkpoint_named || m.tokenizer_named) m.searched = search;
+  return m;
+}
+
+std::string model_path_hint() {
+  const char* env = std::getenv("BATON_MODEL_PATH");
+  return fmt::format(
+      "{}; model names are looked up on the host where each command runs, so every host "
+      "needs the files in its model search path (BATON_MODEL_PATH, set in the environment of "
+      "every `baton node`, or ./models, ../shared/models)",
+      env == nullptr ? std::string("BATON_MODEL_PATH is not set in this process's environment")
+                     : fmt::format("BATON_MODEL_PATH is \"{}\" here", env));
 }
 
 std::string model_spec::missing() const {

@@ -62,6 +62,15 @@ struct model_spec {
 [[nodiscard]] std::filesystem::path model_file(const std::string& value,
                                                const std::filesystem::path& base);
 
+/// `[model]`'s two files resolved as model_file does, with what missing() reports: the
+/// one resolution nodes, `baton check` and `baton generate --model NAME` share.
+[[nodiscard]] model_spec resolve_model(const std::string& checkpoint, const std::string& tokenizer,
+                                       const std::filesystem::path& base);
+
+/// For a model file not found by name: BATON_MODEL_PATH as this process sees it, and that
+/// it must be set where each node runs (names are looked up on every host).
+[[nodiscard]] std::string model_path_hint();
+
 /// How routers place requests (actors/router_state.hpp).
 struct router_spec {
   /// Prompts of at most this many tokens are prefilled on the decode node; 0: never.
@@ -110,7 +119,8 @@ struct topology {
   /// True when the prefill and decode nodes run emulated devices (all or none do).
   [[nodiscard]] bool emulated_workers() const;
 
-  /// What is valid but probably not meant, such as a role no node has yet.
+  /// What is valid but probably not meant: a role no node has yet, a router no client can
+  /// reach, the kv role (accepted, starts nothing yet).
   [[nodiscard]] std::vector<std::string> warnings() const;
 
   /// The node called `name`, or nullptr.
