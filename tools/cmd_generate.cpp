@@ -1,8 +1,10 @@
 // `baton generate`: runs the CPU engine in this process, or with --router sends the
 // request to a cluster through the router client, and prints exactly what llama2.c's
-// `run` prints for the same arguments; diagnostics go to stderr.
+// `run` prints for the same arguments; diagnostics go to stderr. In-process, --model and
+// --tokenizer are found as nodes find [model]'s files (runtime::resolve_model).
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <string>
 
@@ -13,6 +15,7 @@
 #include "engine/generate.hpp"
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
+#include "runtime/topology.hpp"
 #include "tools/commands.hpp"
 
 namespace baton::tools {
@@ -78,6 +81,30 @@ int run_on_cluster(const generate_args& args) {
   return 0;
 }
 
+/// --model and --tokenizer found as a node finds [model]'s files: a bare name in the model
+/// search path (BATON_MODEL_PATH, ./models, ../shared/models), a path with a folder from
+/// the current folder. The error names what is missing and every folder searched.
+expected<runtime::model_spec> model_files(const generate_args& args) {
+  std::error_code ec;
+  const auto here = std::filesystem::current_path(ec);
+  if (ec) return fail(errc::failed, "cannot read the current folder: " + ec.message());
+  auto files = runtime::resolve_model(args.model, args.tokenizer, here);
+  const auto missing = files.missing();
+  if (missing.empty()) return files;
+  std::string message = missing;
+  for (const auto* name : {&args.model, &args.tokenizer}) {
+    const std::filesystem::path p(*name);
+    if (!p.has_parent_path() && std::filesystem::is_regular_file(here / p, ec)) {
+      message += fmt::format(" ('{}' is in the current folder, which is not searched: write ./{})",
+                             *name, *name);
+    }
+  }
+  if (files.checkpoint_named || files.tokenizer_named) {
+    message += "; " + runtime::model_path_hint();
+  }
+  return fail(errc::not_found, message);
+}
+
 int run_generate(const generate_args& args) {
   const auto fail_with = [](const error& e) {
     fmt::print(stderr, "baton generate: {}\n", e.to_string());
@@ -89,9 +116,11 @@ int run_generate(const generate_args& args) {
                            "--model and --tokenizer are required "
                            "without --router"});
   }
-  auto m = engine::model::load(args.model);
+  auto files = model_files(args);
+  if (!files) return fail_with(files.error());
+  auto m = engine::model::load(files->checkpoint.string());
   if (!m) return fail_with(m.error());
-  auto tok = engine::tokenizer::load(args.tokenizer, m->config().vocab_size);
+  auto tok = engine::tokenizer::load(files->tokenizer.string(), m->config().vocab_size);
   if (!tok) return fail_with(tok.error());
   engine::engine_options eo;
   eo.threads = args.threads;
@@ -137,8 +166,10 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   static generate_args args;
   auto* cmd = app.add_subcommand(
       "generate", "Generate text with the CPU engine in this process, or on a cluster (--router)");
-  cmd->add_option("--model", args.model, "llama2.c checkpoint (in-process)");
-  cmd->add_option("--tokenizer", args.tokenizer, "llama2.c tokenizer (in-process)");
+  cmd->add_option("--model", args.model,
+                  "llama2.c checkpoint (in-process): a name is looked up in the model search "
+                  "path as nodes do (BATON_MODEL_PATH, ./models, ../shared/models)");
+  cmd->add_option("--tokenizer", args.tokenizer, "llama2.c tokenizer (in-process), found likewise");
   cmd->add_option("--router", args.routers,
                   "Router native address HOST:PORT (repeat for failover): run on the cluster");
   cmd->add_option("--timeout-ms", args.timeout_ms, "Client deadline with --router (0: router's)");

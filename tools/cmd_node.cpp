@@ -225,7 +225,9 @@ expected<std::unique_ptr<running_node>> start(const node_args& args) {
   if (!args.checkpoint.empty())
     topology->model = {args.checkpoint, args.tokenizer, {}, false, false};
   if (const auto missing = topology->model.missing(); !missing.empty()) {
-    return fail(errc::not_found, fmt::format("{}: {}", args.config, missing));
+    const bool named = topology->model.checkpoint_named || topology->model.tokenizer_named;
+    return fail(errc::not_found, fmt::format("{}: {}{}", args.config, missing,
+                                             named ? "; " + runtime::model_path_hint() : ""));
   }
   auto* spec = topology->find(args.name);
   if (spec == nullptr) {

@@ -1,9 +1,12 @@
 // Runs the real `baton` binary (BATON_BINARY) and checks what it prints.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -17,9 +20,10 @@ struct run_result {
   std::string out;
 };
 
-/// Runs `args` through /bin/sh with the baton binary; captures stdout only.
-run_result run_baton(const std::string& args) {
-  const std::string command = std::string("'") + BATON_BINARY + "' " + args;
+/// Runs `args` through /bin/sh with the baton binary, after `before` (a `cd`, an
+/// environment change); captures stdout only.
+run_result run_baton(const std::string& args, const std::string& before = {}) {
+  const std::string command = before + std::string("'") + BATON_BINARY + "' " + args;
   run_result result;
   std::FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
@@ -73,6 +77,92 @@ TEST(GenerateCli, BadModelFailsWithMessage) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("invalid_argument"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tok512.bin"), std::string::npos) << r.out;
+}
+
+/// A fresh folder with no models in it or beside it, for commands that must search.
+std::string empty_folder(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("baton-cli-" + std::to_string(::getpid()) + "-" + name);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+TEST(GenerateCli, ModelNamesAreFoundInTheModelSearchPathAsNodesFindThem) {
+  const auto dir = empty_folder("names");
+  const auto r = run_baton(
+      "generate --model stories260K.bin --tokenizer tok512.bin --temperature 0 --steps 100 "
+      "'Once upon a time' 2>/dev/null",
+      "cd '" + dir + "' && BATON_MODEL_PATH='/nonexistent:" BATON_SHARED_MODELS_DIR "' ");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, read_text(std::string(BATON_SHARED_MODELS_DIR) + "/expected_t0_n100.txt"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(GenerateCli, AModelNameNotFoundSaysWhereItLookedAndAboutBatonModelPath) {
+  const auto dir = empty_folder("missing");
+  std::ofstream(dir + "/here.bin") << "x";
+  const auto r =
+      run_baton("generate --model here.bin --tokenizer tok512.bin 'Once' 2>&1 >/dev/null",
+                "cd '" + dir + "' && unset BATON_MODEL_PATH && ");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("no checkpoint 'here.bin' in the model search path (" + dir + "/models"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("no tokenizer 'tok512.bin' in the model search path"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("which is not searched: write ./here.bin"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("BATON_MODEL_PATH is not set in this process's environment"),
+            std::string::npos)
+      << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+/// cluster.toml with `from` replaced by `to` everywhere, written into `dir`.
+std::string cluster_variant(const std::string& dir, const std::string& from,
+                            const std::string& to) {
+  std::string text = read_text(std::string(BATON_SOURCE_DIR) + "/cluster.toml");
+  for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  std::ofstream(dir + "/cluster.toml") << text;
+  return dir + "/cluster.toml";
+}
+
+TEST(CheckCli, PrintsEveryAddressOfEveryNodeAndTheTopologysWarnings) {
+  const auto r = run_baton("check '" BATON_SOURCE_DIR "/cluster.toml' 2>&1",
+                           "BATON_MODEL_PATH='" BATON_SHARED_MODELS_DIR "' ");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* address : {"127.0.0.1:7100", "127.0.0.1:9100", "127.0.0.1:7000",
+                              "127.0.0.1:8000", "127.0.0.1:7104", "127.0.0.1:9104"}) {
+    EXPECT_NE(r.out.find(address), std::string::npos) << address << "\n" << r.out;
+  }
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("\nnode +fabric +admin +native +http\n")))
+      << r.out;
+  EXPECT_NE(r.out.find("warning: the kv role (decode-0, decode-1) is accepted but starts no "
+                       "actor yet"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("BATON_MODEL_PATH in the environment of every `baton node`"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("port 0"), std::string::npos) << r.out;
+}
+
+TEST(CheckCli, SaysWhatPortZeroMeansAndWhereAMissingModelWasLookedFor) {
+  const auto dir = empty_folder("check");
+  const auto any = cluster_variant(dir, "127.0.0.1:8000", "127.0.0.1:0");
+  auto r = run_baton("check '" + any + "' 2>&1", "BATON_MODEL_PATH='" BATON_SHARED_MODELS_DIR "' ");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("port 0: any free port, reported at start"), std::string::npos) << r.out;
+
+  const auto missing = cluster_variant(dir, "stories260K.bin", "nope.bin");
+  r = run_baton("check '" + missing + "' 2>&1", "BATON_MODEL_PATH=/nonexistent ");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("no checkpoint 'nope.bin' in the model search path (/nonexistent, "),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("BATON_MODEL_PATH is \"/nonexistent\" here"), std::string::npos) << r.out;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ModelCli, SynthThenInfo) {
