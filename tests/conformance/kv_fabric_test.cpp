@@ -8,8 +8,8 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
-#include <stdexcept>
 #include <random>
+#include <stdexcept>
 
 #include <caf/all.hpp>
 
