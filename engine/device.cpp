@@ -25,6 +25,9 @@ class engine_device : public device {
   std::span<const block_id> blocks(sequence_id sequence) const override {
     return engine_->blocks(sequence);
   }
+  expected<sequence_id> fork_sequence(sequence_id sequence) override {
+    return engine_->fork_sequence(sequence);
+  }
 
  protected:
   std::unique_ptr<Engine> engine_;
@@ -44,12 +47,16 @@ class cpu_device final : public engine_device<cpu_engine> {
   std::int32_t vocab_size() const override { return engine_->config().vocab_size; }
 
   expected<device_step> prefill(sequence_id sequence, std::span<const std::int32_t> tokens,
-                                sampler& pick, const layer_hook* on_layer) override {
+                                std::span<sampler* const> picks,
+                                const layer_hook* on_layer) override {
     auto logits = on_layer ? engine_->prefill(sequence, tokens, *on_layer)
                            : engine_->prefill(sequence, tokens);
     if (!logits) return tl::unexpected(logits.error());
-    logits_.assign(logits->begin(), logits->end());  // the sampler scales them in place
-    tokens_.assign(1, pick.sample(logits_));
+    tokens_.clear();
+    for (sampler* pick : picks) {
+      logits_.assign(logits->begin(), logits->end());  // the sampler scales them in place
+      tokens_.push_back(pick->sample(logits_));
+    }
     return device_step{tokens_, {}};
   }
 
@@ -85,7 +92,8 @@ class emulated_device final : public engine_device<emulated_engine> {
   std::int32_t vocab_size() const override { return engine_->options().vocab_size; }
 
   expected<device_step> prefill(sequence_id sequence, std::span<const std::int32_t> tokens,
-                                sampler& /*pick*/, const layer_hook* on_layer) override {
+                                std::span<sampler* const> picks,
+                                const layer_hook* on_layer) override {
     const std::size_t first = engine_->length(sequence);
     auto step = engine_->prefill(sequence, tokens);
     if (!step) return tl::unexpected(step.error());
@@ -95,7 +103,8 @@ class emulated_device final : public engine_device<emulated_engine> {
         (*on_layer)(layer, first, end);
       }
     }
-    return device_step{step->tokens, step->modelled};
+    tokens_.assign(picks.size(), step->tokens.front());
+    return device_step{tokens_, step->modelled};
   }
 
   expected<device_step> decode(std::span<const decode_input> batch,
@@ -104,6 +113,9 @@ class emulated_device final : public engine_device<emulated_engine> {
     if (!step) return tl::unexpected(step.error());
     return device_step{step->tokens, step->modelled};
   }
+
+ private:
+  std::vector<std::int32_t> tokens_;
 };
 
 }  // namespace

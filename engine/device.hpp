@@ -56,15 +56,18 @@ class device {
   virtual void remove_sequence(sequence_id sequence) = 0;
   [[nodiscard]] virtual std::size_t length(sequence_id sequence) const = 0;
   [[nodiscard]] virtual expected<sequence_id> reserve_sequence(std::size_t length) = 0;
+  [[nodiscard]] virtual expected<sequence_id> fork_sequence(sequence_id sequence) = 0;
   [[nodiscard]] virtual std::span<const block_id> blocks(sequence_id sequence) const = 0;
 
-  /// Appends `tokens` and picks the token after them with `pick` (the CPU engine samples
-  /// its logits; an emulated token is a function of the KV and draws nothing). `on_layer`,
-  /// when not null, is told as each layer's KV becomes final (cpu_engine::prefill; an
-  /// emulated device tells every layer once its KV is written).
+  /// Appends `tokens` and picks the token after them once with each of `picks` (at least
+  /// one: several choices of a request share the prompt's compute), returning one token
+  /// per pick. The CPU engine samples its logits, each pick from a fresh copy; an emulated
+  /// token is a function of the KV and draws nothing, so every pick gets the same one.
+  /// `on_layer`, when not null, is told as each layer's KV becomes final
+  /// (cpu_engine::prefill; an emulated device tells every layer once its KV is written).
   [[nodiscard]] virtual expected<device_step> prefill(sequence_id sequence,
                                                       std::span<const std::int32_t> tokens,
-                                                      sampler& pick,
+                                                      std::span<sampler* const> picks,
                                                       const layer_hook* on_layer) = 0;
   /// One step for a batch of distinct sequences; `picks[i]` picks for batch[i].
   [[nodiscard]] virtual expected<device_step> decode(std::span<const decode_input> batch,

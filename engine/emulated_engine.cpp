@@ -181,6 +181,21 @@ expected<sequence_id> emulated_engine::add_sequence() {
               fmt::format("emulated engine: all {} sequence slots are in use", sequences_.size()));
 }
 
+expected<sequence_id> emulated_engine::fork_sequence(sequence_id sequence) {
+  const std::size_t length = state(sequence).length;
+  auto blocks = pool_->fork(state(sequence).blocks, length);
+  if (!blocks) return tl::unexpected(blocks.error());
+  auto id = add_sequence();
+  if (!id) {
+    for (const block_id b : *blocks) pool_->release(b);
+    return id;
+  }
+  sequence_state& s = state(*id);
+  s.blocks = std::move(*blocks);
+  s.length = length;
+  return id;
+}
+
 void emulated_engine::remove_sequence(sequence_id sequence) {
   sequence_state& s = state(sequence);
   for (const block_id block : s.blocks) pool_->release(block);

@@ -116,6 +116,10 @@ class emulated_engine {
 
   /// A new, empty sequence; errc::overloaded when max_sequences are live.
   [[nodiscard]] expected<sequence_id> add_sequence();
+  /// A new sequence holding `sequence`'s positions, for another choice of its request:
+  /// full KV blocks shared, the partly filled last one copied (kv_pool::fork).
+  /// errc::overloaded when sequence slots or KV blocks run out.
+  [[nodiscard]] expected<sequence_id> fork_sequence(sequence_id sequence);
   /// Ends `sequence` and frees its blocks. Unknown ids are a programming error.
   void remove_sequence(sequence_id sequence);
   /// Positions in the sequence's KV cache.

@@ -50,7 +50,10 @@ expected<generate_result> generate(cpu_engine& engine, const tokenizer& tok,
   auto id = engine.add_sequence();
   if (!id) return tl::unexpected(id.error());
   sequence_guard guard(engine, *id);
-  sampler pick(options.temperature, options.top_p, options.seed);
+  auto sampling = options.sampling;
+  sampling.temperature = options.temperature;
+  sampling.top_p = options.top_p;
+  sampler pick(std::move(sampling), choice_seed(options.seed, options.choice), prompt_tokens);
   std::vector<float> logits(static_cast<std::size_t>(engine.config().vocab_size));
   auto start = clock_type::now();
   auto out = engine.prefill(*id, prompt_tokens);
@@ -62,7 +65,7 @@ expected<generate_result> generate(cpu_engine& engine, const tokenizer& tok,
     std::copy(out->begin(), out->end(), logits.begin());
     const std::int32_t next = pick.sample(logits);
     ++pos;
-    if (next == tokenizer::bos) break;
+    if (next == tokenizer::bos && !options.ignore_eos) break;
     result.generated.push_back(next);
     emit(printable(tok.decode(token, next)));
     token = next;

@@ -8,17 +8,24 @@
 
 #include "base/error.hpp"
 #include "engine/cpu_engine.hpp"
+#include "engine/sampler.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace baton::engine {
 
-/// llama2.c `run` parameters (its defaults: -t 1.0 -p 0.9 -n 256).
+/// llama2.c `run` parameters (its defaults: -t 1.0 -p 0.9 -n 256), and what Baton adds.
 struct generate_options {
   float temperature = 1.0f;
   float top_p = 0.9f;
   std::uint64_t seed = 1;
   /// Positions including the prompt, like llama2.c's -n; 0 or > seq_len means seq_len.
   std::int32_t steps = 256;
+  /// The other sampling options (its temperature and top_p are the fields above).
+  sampling_options sampling = {};
+  /// Generate choice `choice` of a request of several (choice_seed(seed, choice)).
+  std::uint32_t choice = 0;
+  /// Go on past the end-of-text token, as a token like any other.
+  bool ignore_eos = false;
 };
 
 struct generate_result {

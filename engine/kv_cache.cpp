@@ -12,7 +12,7 @@ kv_pool::kv_pool(const kv_layout& layout, std::size_t n_blocks)
       n_blocks_(n_blocks),
       owned_(layout.block_floats() * n_blocks, 0.0f),
       memory_(owned_),
-      in_use_(n_blocks, false) {
+      holders_(n_blocks, 0) {
   BATON_CHECK(n_blocks > 0 && layout.block_floats() > 0, "empty kv pool");
   BATON_CHECK(n_blocks <= UINT32_MAX, "too many kv blocks");
   free_.reserve(n_blocks);
@@ -20,7 +20,7 @@ kv_pool::kv_pool(const kv_layout& layout, std::size_t n_blocks)
 }
 
 kv_pool::kv_pool(const kv_layout& layout, std::size_t n_blocks, std::span<std::byte> memory)
-    : layout_(layout), n_blocks_(n_blocks), in_use_(n_blocks, false) {
+    : layout_(layout), n_blocks_(n_blocks), holders_(n_blocks, 0) {
   BATON_CHECK(n_blocks > 0 && layout.block_floats() > 0, "empty kv pool");
   BATON_CHECK(n_blocks <= UINT32_MAX, "too many kv blocks");
   BATON_CHECK(memory.size() / layout.block_bytes() >= n_blocks,
@@ -40,7 +40,7 @@ expected<block_id> kv_pool::allocate() {
   }
   const block_id block = free_.back();
   free_.pop_back();
-  in_use_[static_cast<std::size_t>(block)] = true;
+  holders_[static_cast<std::size_t>(block)] = 1;
   // Zeroed, so a partly filled block's bytes (and checksum) depend only on its tokens.
   const std::size_t floats = layout_.block_floats();
   std::fill_n(
@@ -49,11 +49,36 @@ expected<block_id> kv_pool::allocate() {
   return block;
 }
 
+void kv_pool::share(block_id block) {
+  const auto index = static_cast<std::size_t>(block);
+  BATON_CHECK(index < n_blocks_ && holders_[index] > 0, "sharing a block that is not allocated");
+  ++holders_[index];
+}
+
 void kv_pool::release(block_id block) {
   const auto index = static_cast<std::size_t>(block);
-  BATON_CHECK(index < n_blocks_ && in_use_[index], "releasing a block that is not allocated");
-  in_use_[index] = false;
-  free_.push_back(block);
+  BATON_CHECK(index < n_blocks_ && holders_[index] > 0, "releasing a block that is not allocated");
+  if (--holders_[index] == 0) free_.push_back(block);
+}
+
+expected<std::vector<block_id>> kv_pool::fork(std::span<const block_id> blocks,
+                                              std::size_t length) {
+  const std::size_t full = length / layout_.block_tokens;
+  BATON_CHECK(full <= blocks.size(), "a fork of more positions than the blocks hold");
+  std::vector<block_id> out(blocks.begin(), blocks.begin() + static_cast<std::ptrdiff_t>(full));
+  if (full < blocks.size() && length % layout_.block_tokens != 0) {
+    auto tail = allocate();
+    if (!tail) return tl::unexpected(tail.error());
+    const std::size_t floats = layout_.block_floats();
+    std::copy_n(
+        memory_.begin() +
+            static_cast<std::ptrdiff_t>(static_cast<std::size_t>(blocks[full]) * floats),
+        floats,
+        memory_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(*tail) * floats));
+    out.push_back(*tail);
+  }
+  for (std::size_t i = 0; i < full; ++i) share(out[i]);
+  return out;
 }
 
 std::span<float> kv_pool::slice(block_id block, std::size_t layer) {

@@ -30,9 +30,10 @@ struct kv_layout {
 
 /// A fixed pool of KV blocks in one contiguous allocation, so the transport can register
 /// its bytes once. Block b starts at byte b * layout().block_bytes() of bytes(), and its
-/// slice of `layer` at byte_offset(b, layer). Hands out blocks; does not know about
-/// sequences. Not thread-safe: allocate/release come from the engine's owner; readers and
-/// writers of distinct blocks may run in parallel.
+/// slice of `layer` at byte_offset(b, layer). Hands out blocks, each with a count of the
+/// sequences holding it (a full block is shared by the choices forked from one prompt);
+/// does not know about sequences. Not thread-safe: allocate/share/release come from the
+/// engine's owner; readers and writers of distinct blocks may run in parallel.
 class kv_pool {
  public:
   /// `n_blocks` blocks of `layout` in memory the pool owns; both must be non-zero.
@@ -50,10 +51,19 @@ class kv_pool {
   [[nodiscard]] std::size_t n_blocks() const { return n_blocks_; }
   [[nodiscard]] std::size_t free_blocks() const { return free_.size(); }
 
-  /// A zeroed free block (lowest id first), or errc::overloaded when none is left.
+  /// A zeroed free block (lowest id first), held once, or errc::overloaded when none is
+  /// left.
   [[nodiscard]] expected<block_id> allocate();
-  /// Returns `block` to the pool; it must have been allocated.
+  /// One more holder of `block`, which must be allocated.
+  void share(block_id block);
+  /// One holder less; the block is free once none is left. It must be allocated.
   void release(block_id block);
+  /// The block table of a sequence forked from `blocks` holding `length` positions: its
+  /// full blocks shared (they are never written again), the partly filled last one
+  /// copied, since it is the one block the fork writes (copy on write, done at the fork).
+  /// errc::overloaded when the copy finds no free block.
+  [[nodiscard]] expected<std::vector<block_id>> fork(std::span<const block_id> blocks,
+                                                     std::size_t length);
 
   /// The keys then values of `layer` in `block` (slice_floats() floats).
   [[nodiscard]] std::span<float> slice(block_id block, std::size_t layer);
@@ -72,8 +82,8 @@ class kv_pool {
   std::size_t n_blocks_;
   std::vector<float> owned_;  ///< empty when the memory is the caller's
   std::span<float> memory_;
-  std::vector<block_id> free_;  ///< a stack; highest id at the bottom
-  std::vector<bool> in_use_;
+  std::vector<block_id> free_;          ///< a stack; highest id at the bottom
+  std::vector<std::uint32_t> holders_;  ///< per block; 0: free
 };
 
 }  // namespace baton::engine

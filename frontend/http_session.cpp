@@ -301,6 +301,7 @@ void http_session::start_generation(api_kind kind, const std::string& body) {
   c.created = static_cast<std::int64_t>(std::time(nullptr));
   c.model = core_.options.model;
   c.include_usage = current_->request.include_usage;
+  c.logprobs = current_->request.request.params.logprobs;
   core_.stats.generations_started.fetch_add(1);
   core_.stats.generations_open.fetch_add(1);
   watch();
@@ -345,7 +346,9 @@ void http_session::on_message(const wire::accepted& a) {
   ex.accepted = true;
   ex.context.accepted = a;
   if (!ex.request.stream) {
-    if (ex.request.echo) ex.text = a.prompt_text;
+    if (ex.request.echo) {
+      for (auto& c : ex.choices) c.answer.text = a.prompt_text;
+    }
     return;
   }
   ex.headers_sent = true;
@@ -355,29 +358,38 @@ void http_session::on_message(const wire::accepted& a) {
                         http11_ ? "Transfer-Encoding: chunked\r\n" : "",
                         keep_alive_ && http11_ ? "keep-alive" : "close"),
             nullptr);
-  write_event(first_chunk(ex.context, ex.request.echo));
+  for (std::uint32_t c = 0; c < ex.choices.size(); ++c) {
+    write_event(first_chunk(ex.context, c, ex.request.echo));
+  }
 }
 
 void http_session::on_message(const wire::token_chunk& t) {
   auto& ex = *current_;
-  ex.completion_tokens += static_cast<std::uint32_t>(t.tokens.size());
+  if (t.choice >= ex.choices.size() || ex.choices[t.choice].reason) return;  // ended by a stop
+  auto& choice = ex.choices[t.choice];
+  const auto n = static_cast<std::uint32_t>(t.tokens.size());
+  choice.tokens += n;
+  ex.completion_tokens += n;
   bool stopped = false;
-  emit(ex.filter.feed(t.text, stopped));
-  if (!stopped) return;
-  // A stop string: the rest of the generation is not wanted.
-  if (ex.stream->end_by_server()) {
-    core_.stats.cancelled.fetch_add(1);
-    core_.handler.cancel(*ex.stream, cancel_reason::client_cancelled);
+  // As vLLM does, stop strings apply once min_tokens tokens were generated.
+  const bool may_stop = choice.tokens >= ex.request.request.params.min_tokens;
+  emit(t.choice, choice.filter.feed(t.text, stopped, may_stop), t.logprobs);
+  if (stopped) return end_choice(t.choice, "stop");
+  if (t.finish) {
+    emit(t.choice, choice.filter.flush());
+    end_choice(t.choice, finish_reason_name(*t.finish));
   }
-  complete("stop", {ex.context.accepted.prompt_tokens, ex.completion_tokens});
 }
 
 void http_session::on_message(const wire::finished& f) {
   auto& ex = *current_;
-  emit(ex.filter.flush());
-  complete(finish_reason_name(f.reason),
-           {f.prompt_tokens != 0 ? f.prompt_tokens : ex.context.accepted.prompt_tokens,
-            std::max(f.completion_tokens, ex.completion_tokens)});
+  ex.completion_tokens = std::max(f.completion_tokens, ex.completion_tokens);
+  // A request of one choice ends with finished alone; of several, each ended already.
+  for (std::uint32_t c = 0; current_ && c < ex.choices.size(); ++c) {
+    if (ex.choices[c].reason) continue;
+    emit(c, ex.choices[c].filter.flush());
+    end_choice(c, finish_reason_name(f.reason));
+  }
 }
 
 void http_session::on_message(const wire::rejected& r) {
@@ -396,29 +408,54 @@ void http_session::on_message(const wire::rejected& r) {
   end_body();
 }
 
-void http_session::emit(const std::string& text) {
+void http_session::emit(std::uint32_t c, const std::string& text,
+                        std::span<const wire::client_logprobs> logprobs) {
   auto& ex = *current_;
-  if (text.empty()) return;
-  const auto now = steady::now();
-  if (ex.last_piece) {
-    core_.metrics.observe_gap(std::chrono::duration<double>(now - *ex.last_piece).count());
+  auto& choice = ex.choices[c];
+  if (text.empty() && (logprobs.empty() || !ex.context.logprobs)) return;
+  if (!text.empty()) {
+    const auto now = steady::now();
+    if (ex.last_piece) {
+      core_.metrics.observe_gap(std::chrono::duration<double>(now - *ex.last_piece).count());
+    }
+    ex.last_piece = now;
   }
-  ex.last_piece = now;
   if (!ex.request.stream) {
-    ex.text += text;
+    choice.answer.text += text;
+    if (ex.context.logprobs) {
+      choice.answer.logprobs.insert(choice.answer.logprobs.end(), logprobs.begin(), logprobs.end());
+    }
     return;
   }
-  write_event(text_chunk(ex.context, text));
+  write_event(text_chunk(ex.context, c, text, logprobs, choice.streamed_bytes));
+  for (const auto& l : logprobs) choice.streamed_bytes += l.text.size();
 }
 
-void http_session::complete(const char* reason, token_usage usage) {
+void http_session::end_choice(std::uint32_t c, const char* reason) {
+  auto& ex = *current_;
+  ex.choices[c].reason = reason;
+  ex.choices[c].answer.reason = reason;
+  if (ex.request.stream) write_event(final_chunk(ex.context, c, reason));
+  const bool all = std::all_of(ex.choices.begin(), ex.choices.end(),
+                               [](const choice_progress& x) { return x.reason.has_value(); });
+  if (!all) return;
+  // Stop strings may have ended the text before the router did: the rest is not wanted.
+  if (ex.stream->end_by_server()) {
+    core_.stats.cancelled.fetch_add(1);
+    core_.handler.cancel(*ex.stream, cancel_reason::client_cancelled);
+  }
+  complete({ex.context.accepted.prompt_tokens, ex.completion_tokens});
+}
+
+void http_session::complete(token_usage usage) {
   auto& ex = *current_;
   if (!ex.request.stream) {
-    std::string body = whole_answer(ex.context, ex.text, reason, usage);
+    std::vector<choice_answer> answers;
+    for (auto& c : ex.choices) answers.push_back(std::move(c.answer));
+    std::string body = whole_answer(ex.context, answers, usage);
     end_exchange(std::nullopt);
     return respond(200, "application/json", std::move(body));
   }
-  write_event(final_chunk(ex.context, reason));
   if (ex.request.include_usage) write_event(usage_chunk(ex.context, usage));
   write_event("[DONE]");
   end_exchange(std::nullopt);

@@ -62,18 +62,30 @@ struct http_core {
   std::shared_ptr<io_gate> gate;
 };
 
+/// One choice of a generation in progress (OpenAI's n; one by default).
+struct choice_progress {
+  explicit choice_progress(const std::vector<std::string>& stops) : filter(stops) {}
+
+  text_filter filter;
+  std::uint32_t tokens = 0;
+  std::size_t streamed_bytes = 0;     ///< text sent so far: completions' text_offset
+  std::optional<std::string> reason;  ///< set once the choice ended
+  choice_answer answer;               ///< not streamed: the whole text and logprobs
+};
+
 /// One generation request in progress on a session.
 struct exchange {
   exchange(openai_request r, std::shared_ptr<bounded_stream> s)
-      : request(std::move(r)), stream(std::move(s)), filter(request.stops) {}
+      : request(std::move(r)),
+        stream(std::move(s)),
+        choices(request.request.n, choice_progress(request.stops)) {}
 
   openai_request request;
   std::shared_ptr<bounded_stream> stream;
-  text_filter filter;
+  std::vector<choice_progress> choices;
   completion_context context;
   bool accepted = false;
   bool headers_sent = false;
-  std::string text;  // not streamed: the whole answer
   std::uint32_t completion_tokens = 0;
   std::optional<std::chrono::steady_clock::time_point> last_piece;
 };
@@ -117,8 +129,13 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   void on_message(const wire::token_chunk& t);
   void on_message(const wire::finished& f);
   void on_message(const wire::rejected& r);
-  void emit(const std::string& text);
-  void complete(const char* reason, token_usage usage);
+  /// Sends (or, not streamed, keeps) the next text of choice `c` and its log-probabilities.
+  void emit(std::uint32_t c, const std::string& text,
+            std::span<const wire::client_logprobs> logprobs = {});
+  /// Choice `c` ended for `reason`; with the last choice, the request is complete.
+  void end_choice(std::uint32_t c, const char* reason);
+  /// Every choice ended: the last chunks, or the whole answer.
+  void complete(token_usage usage);
   void end_exchange(std::optional<cancel_reason> why);
 
   void write_event(const std::string& data);

@@ -46,14 +46,19 @@ struct openai_request {
   bool include_usage = false;      ///< stream_options.include_usage
   bool echo = false;               ///< completions: the prompt's text before the answer
   std::vector<std::string> stops;  ///< at most 4, each 1 to 256 bytes
-  /// prompt (chat: after the template), max_tokens, temperature, top_p, seed; the server
-  /// sets client_tag and timeout_ms.
+  /// prompt (chat: after the template), max_tokens, n and the sampling (temperature,
+  /// top_p, seed, penalties, logit_bias, top_k, min_p, min_tokens, ignore_eos, logprobs);
+  /// the server sets client_tag and timeout_ms.
   wire::generate_request request;
 };
 
-/// Parses a request body for `kind`. Every field's JSON type and range is checked; an
-/// unknown parameter, a wrong type or a value out of range is a 400 whose `param` names
-/// the field and whose message says what was expected; an unknown model is a 404.
+/// Parses a request body for `kind`. Every parameter of OpenAI's completions and chat
+/// completions references is recognized (docs/http-api.md has the table): implemented,
+/// accepted and ignored (saying why in the docs), or refused with a 400 that says why (what
+/// a base model cannot do: tools, JSON output, images, audio). Every field's JSON type and
+/// range is checked; an unknown parameter, a wrong type or a value out of range is a 400
+/// whose `param` names the field and whose message says what was expected; an unknown
+/// model is a 404.
 [[nodiscard]] tl::expected<openai_request, api_error> parse_openai_request(
     api_kind kind, std::string_view body, const request_limits& limits);
 

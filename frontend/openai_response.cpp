@@ -33,10 +33,53 @@ json usage_json(token_usage u) {
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
-/// A streamed chunk carrying `piece` (chat: the delta; completions: the text).
-json chunk(const completion_context& c, json piece, std::string_view reason) {
-  json choice = {{"index", 0},
-                 {"logprobs", nullptr},
+json bytes_of(std::string_view text) {
+  json out = json::array();
+  for (const char ch : text) out.push_back(static_cast<unsigned char>(ch));
+  return out;
+}
+
+/// OpenAI's logprobs object for `tokens`: chat's {"content": [...]}, or completions'
+/// {"tokens", "token_logprobs", "top_logprobs", "text_offset"} from `offset` on.
+json logprobs_json(api_kind kind, std::span<const wire::client_logprobs> tokens,
+                   std::size_t offset) {
+  if (kind == api_kind::chat) {
+    json content = json::array();
+    for (const auto& t : tokens) {
+      json top = json::array();
+      for (const auto& alt : t.top) {
+        top.push_back(
+            {{"token", alt.text}, {"logprob", alt.logprob}, {"bytes", bytes_of(alt.text)}});
+      }
+      content.push_back({{"token", t.text},
+                         {"logprob", t.logprob},
+                         {"bytes", bytes_of(t.text)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json out = {{"tokens", json::array()},
+              {"token_logprobs", json::array()},
+              {"top_logprobs", json::array()},
+              {"text_offset", json::array()}};
+  for (const auto& t : tokens) {
+    out["tokens"].push_back(t.text);
+    out["token_logprobs"].push_back(t.logprob);
+    json top = json::object();
+    for (const auto& alt : t.top) top[alt.text] = alt.logprob;
+    out["top_logprobs"].push_back(std::move(top));
+    out["text_offset"].push_back(offset);
+    offset += t.text.size();
+  }
+  return out;
+}
+
+/// A streamed chunk of choice `index` carrying `piece` (chat: the delta; completions: the
+/// text).
+json chunk(const completion_context& c, std::uint32_t index, json piece, std::string_view reason,
+           json logprobs = nullptr) {
+  json choice = {{"index", index},
+                 {"logprobs", std::move(logprobs)},
                  {"finish_reason", reason.empty() ? json(nullptr) : json(reason)}};
   choice[chat(c) ? "delta" : "text"] = std::move(piece);
   json out = {{"id", c.id},
@@ -74,44 +117,53 @@ api_error from_rejection(errc code, std::string message) {
   return {500, std::move(message), "server_error", {}, "failed"};
 }
 
-std::string first_chunk(const completion_context& c, bool echo) {
-  json first = chunk(c,
+std::string first_chunk(const completion_context& c, std::uint32_t index, bool echo) {
+  json first = chunk(c, index,
                      chat(c) ? json{{"role", "assistant"}, {"content", ""}}
                              : json(echo ? c.accepted.prompt_text : ""),
                      {});
-  first["baton"] = extension(c);
+  if (index == 0) first["baton"] = extension(c);
   return dump(first);
 }
 
-std::string text_chunk(const completion_context& c, std::string_view text) {
-  return dump(chunk(c, chat(c) ? json{{"content", text}} : json(text), {}));
+std::string text_chunk(const completion_context& c, std::uint32_t index, std::string_view text,
+                       std::span<const wire::client_logprobs> logprobs, std::size_t offset) {
+  return dump(chunk(c, index, chat(c) ? json{{"content", text}} : json(text), {},
+                    c.logprobs ? logprobs_json(c.kind, logprobs, offset) : json(nullptr)));
 }
 
-std::string final_chunk(const completion_context& c, std::string_view reason) {
-  return dump(chunk(c, chat(c) ? json::object() : json(""), reason));
+std::string final_chunk(const completion_context& c, std::uint32_t index, std::string_view reason) {
+  return dump(chunk(c, index, chat(c) ? json::object() : json(""), reason));
 }
 
 std::string usage_chunk(const completion_context& c, token_usage u) {
-  json last = chunk(c, nullptr, {});
+  json last = chunk(c, 0, nullptr, {});
   last["choices"] = json::array();
   last["usage"] = usage_json(u);
   return dump(last);
 }
 
-std::string whole_answer(const completion_context& c, std::string_view text,
-                         std::string_view reason, token_usage u) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason}};
-  if (chat(c)) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
+std::string whole_answer(const completion_context& c, std::span<const choice_answer> choices,
+                         token_usage u) {
+  json list = json::array();
+  for (std::uint32_t i = 0; i < choices.size(); ++i) {
+    const auto& a = choices[i];
+    json choice = {{"index", i},
+                   {"logprobs", c.logprobs ? logprobs_json(c.kind, a.logprobs, 0) : json(nullptr)},
+                   {"finish_reason", a.reason}};
+    if (chat(c)) {
+      choice["message"] = {{"role", "assistant"}, {"content", a.text}, {"refusal", nullptr}};
+    } else {
+      choice["text"] = a.text;
+    }
+    list.push_back(std::move(choice));
   }
   const json body = {{"id", c.id},
                      {"object", chat(c) ? "chat.completion" : "text_completion"},
                      {"created", c.created},
                      {"model", c.model},
                      {"system_fingerprint", "baton"},
-                     {"choices", json::array({std::move(choice)})},
+                     {"choices", std::move(list)},
                      {"usage", usage_json(u)},
                      {"baton", extension(c)}};
   return dump(body);
@@ -138,11 +190,16 @@ std::size_t complete_utf8_prefix(std::string_view bytes) noexcept {
   return n;  // only continuation bytes: invalid, and nothing will complete them
 }
 
-std::string text_filter::feed(std::string_view bytes, bool& stopped) {
+std::string text_filter::feed(std::string_view bytes, bool& stopped, bool may_stop) {
   pending_ += bytes;
   const std::size_t whole = complete_utf8_prefix(pending_);
   held_.append(pending_, 0, whole);
   pending_.erase(0, whole);
+  if (!may_stop) {  // whole characters go out; stop strings are looked for from here on
+    std::string out = std::move(held_);
+    held_.clear();
+    return out;
+  }
   std::size_t first = std::string::npos;
   for (const auto& s : stops_) first = std::min(first, held_.find(s));
   if (first != std::string::npos) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,7 +30,15 @@ struct completion_context {
   std::int64_t created = 0;
   std::string model;
   bool include_usage = false;
+  bool logprobs = false;    ///< chunks and answers carry log-probabilities
   wire::accepted accepted;  ///< where the request runs: the "baton" extension
+};
+
+/// One choice of a whole (not streamed) answer.
+struct choice_answer {
+  std::string text;
+  std::string reason;  ///< "stop", "length"
+  std::vector<wire::client_logprobs> logprobs;
 };
 
 struct token_usage {
@@ -37,18 +46,25 @@ struct token_usage {
   std::uint32_t completion_tokens = 0;
 };
 
-/// The first streamed chunk: the role (chat) or the echoed prompt (completions with
-/// `echo`; else empty text), and the "baton" extension.
-[[nodiscard]] std::string first_chunk(const completion_context& c, bool echo);
-/// A chunk carrying `text`.
-[[nodiscard]] std::string text_chunk(const completion_context& c, std::string_view text);
-/// The chunk that carries the finish reason.
-[[nodiscard]] std::string final_chunk(const completion_context& c, std::string_view reason);
+/// The first streamed chunk of choice `index`: the role (chat) or the echoed prompt
+/// (completions with `echo`; else empty text); the first of them carries the "baton"
+/// extension.
+[[nodiscard]] std::string first_chunk(const completion_context& c, std::uint32_t index, bool echo);
+/// A chunk of choice `index` carrying `text` and, when the request asked, the
+/// log-probabilities of the tokens that came with it (`offset`: where the first of them
+/// starts in the choice's text, completions' text_offset).
+[[nodiscard]] std::string text_chunk(const completion_context& c, std::uint32_t index,
+                                     std::string_view text,
+                                     std::span<const wire::client_logprobs> logprobs = {},
+                                     std::size_t offset = 0);
+/// The chunk that carries choice `index`'s finish reason.
+[[nodiscard]] std::string final_chunk(const completion_context& c, std::uint32_t index,
+                                      std::string_view reason);
 /// With stream_options.include_usage: the last chunk, with no choices and the usage.
 [[nodiscard]] std::string usage_chunk(const completion_context& c, token_usage u);
 /// A whole (not streamed) answer.
-[[nodiscard]] std::string whole_answer(const completion_context& c, std::string_view text,
-                                       std::string_view reason, token_usage u);
+[[nodiscard]] std::string whole_answer(const completion_context& c,
+                                       std::span<const choice_answer> choices, token_usage u);
 
 /// GET /v1/models/MODEL (`list`: GET /v1/models, a list of that one model).
 [[nodiscard]] std::string model_body(std::string_view model, bool list);
@@ -63,8 +79,9 @@ class text_filter {
   explicit text_filter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
 
   /// Takes the next bytes; returns what may be sent now. `stopped` turns true when a stop
-  /// string appeared: the text before it is returned and the rest is dropped.
-  [[nodiscard]] std::string feed(std::string_view bytes, bool& stopped);
+  /// string appeared: the text before it is returned and the rest is dropped. While
+  /// `may_stop` is false (before min_tokens), stop strings are text like any other.
+  [[nodiscard]] std::string feed(std::string_view bytes, bool& stopped, bool may_stop = true);
   /// At the end of the text: whatever was held back.
   [[nodiscard]] std::string flush();
 

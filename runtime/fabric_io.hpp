@@ -43,6 +43,10 @@ class fabric_io final : public frame_sink, public kv_fabric {
   /// return errc::disconnected, and every write not yet reported gets rma_done with
   /// errc::disconnected (its bytes may or may not have landed).
   ~fabric_io() override;
+
+  /// Stops the endpoint's progress thread (transport::endpoint::stop): for a process that
+  /// holds several (a test), before destroying any of them.
+  void stop_transport() { endpoint_->stop(); }
   fabric_io(const fabric_io&) = delete;
   fabric_io& operator=(const fabric_io&) = delete;
 

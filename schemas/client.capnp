@@ -17,6 +17,7 @@ struct GenerateRequest {
   sampling @4 :Inference.Sampling;
   hasSeed @5 :Bool;            # false: the router picks a seed and reports it in Accepted
   timeoutMs @6 :UInt32;        # 0 = the server's default
+  n @7 :UInt32;                # choices (OpenAI's n), each seeded from the seed; 0 reads as 1
 }
 
 # Client -> router: stop a request; the router answers with Finished(cancelled).
@@ -36,12 +37,32 @@ struct Accepted {
   placement @7 :Text;          # "disaggregated", "prefill-on-decode", ...
 }
 
-# Router -> client: tokens at firstPosition, firstPosition + 1, ... and their text.
+# Router -> client: tokens of choice `choice` at firstPosition, firstPosition + 1, ... and
+# their text. With `choiceFinished`, that choice ended after them for `reason` (then the
+# chunk may hold no token); a request of one choice ends with Finished only.
 struct TokenChunk {
   clientTag @0 :UInt64;
   firstPosition @1 :UInt32;
   tokens @2 :List(UInt32);
   text @3 :Text;
+  choice @4 :UInt32;
+  logprobs @5 :List(ClientLogprobs);  # empty, or one per token
+  choiceFinished @6 :Bool;
+  reason @7 :Inference.FinishReason;
+}
+
+# A token's log-probability, its text, and the most likely alternatives.
+struct ClientLogprobs {
+  token @0 :UInt32;
+  logprob @1 :Float32;
+  text @2 :Data;               # the token's bytes (a piece of a UTF-8 character, maybe)
+  top @3 :List(ClientTopLogprob);
+}
+
+struct ClientTopLogprob {
+  token @0 :UInt32;
+  logprob @1 :Float32;
+  text @2 :Data;
 }
 
 # Router -> client: the request ended normally (or was cancelled).

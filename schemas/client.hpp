@@ -5,6 +5,7 @@
 // starts ends with exactly one `finished` or `rejected` carrying its client_tag.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -24,6 +25,9 @@ struct generate_request {
   sampling params;                  ///< params.seed is used only when has_seed
   bool has_seed = false;            ///< false: the router picks a seed (reported in accepted)
   std::uint32_t timeout_ms = 0;     ///< 0 = the server's default
+  /// Choices (OpenAI's `n`, 1..max_choices): choice i samples with
+  /// engine::choice_seed(seed, i); choice 0 is what a request of one choice gives.
+  std::uint32_t n = 1;
   bool operator==(const generate_request&) const = default;
 };
 
@@ -46,13 +50,35 @@ struct accepted {
   bool operator==(const accepted&) const = default;
 };
 
-/// Router -> client: tokens at first_position, first_position + 1, ... and their text.
-/// Decoded chunks hold at least one token and first_position + count < 2^32.
+struct client_top_logprob {
+  std::uint32_t token = 0;
+  float logprob = 0.0f;
+  std::string text;  ///< the token's bytes (maybe a piece of a UTF-8 character)
+  bool operator==(const client_top_logprob&) const = default;
+};
+
+/// A token's log-probability, its bytes, and the most likely alternatives.
+struct client_logprobs {
+  std::uint32_t token = 0;
+  float logprob = 0.0f;
+  std::string text;
+  std::vector<client_top_logprob> top{};
+  bool operator==(const client_logprobs&) const = default;
+};
+
+/// Router -> client: tokens of choice `choice` at first_position, first_position + 1, ...
+/// and their text. With `finish`, that choice ended after them (the chunk may then hold
+/// no token): only requests of several choices say so; one of a single choice ends with
+/// `finished`. Decoded chunks hold a token or a finish, first_position + count < 2^32,
+/// and no logprobs or one per token.
 struct token_chunk {
   std::uint64_t client_tag = 0;
   std::uint32_t first_position = 0;
   std::vector<std::uint32_t> tokens;
   std::string text;
+  std::uint32_t choice = 0;
+  std::vector<client_logprobs> logprobs{};
+  std::optional<finish_reason> finish{};
   bool operator==(const token_chunk&) const = default;
 };
 

@@ -13,6 +13,7 @@
 #include <kj/io.h>
 
 #include "schemas/client.capnp.h"
+#include "schemas/sampling_codec.hpp"
 
 namespace baton::wire {
 namespace {
@@ -53,16 +54,44 @@ checked check_name(const std::string& s, const client_limits& l, std::string_vie
 }
 
 checked check_sampling(const sampling& s, bool has_seed) {
-  if (!std::isfinite(s.temperature) || s.temperature < 0.0f) {
-    return bad("generate.sampling",
-               fmt::format("temperature {} is not finite and >= 0", s.temperature));
-  }
-  if (!std::isfinite(s.top_p) || s.top_p <= 0.0f || s.top_p > 1.0f) {
-    return bad("generate.sampling", fmt::format("topP {} is not in (0, 1]", s.top_p));
-  }
+  if (auto problem = detail::sampling_problem(s)) return bad("generate.sampling", *problem);
   // As in llama2.c and `baton generate`, seed 0 means "pick one": say so with hasSeed.
   if (has_seed && s.seed == 0) return bad("generate.sampling", "hasSeed with seed 0");
   return {};
+}
+
+checked check_chunk(const token_chunk& v, const client_limits& l) {
+  if (v.tokens.empty() && !v.finish) {
+    return bad("tokens.tokens", "empty, expected at least one or the choice's end");
+  }
+  if (auto ok = check_size(v.tokens.size(), l.max_chunk_tokens, "tokens.tokens", "tokens"); !ok) {
+    return ok;
+  }
+  if (v.first_position > std::numeric_limits<std::uint32_t>::max() - v.tokens.size()) {
+    return bad("tokens.firstPosition",
+               fmt::format("{} + {} tokens overflows 32 bits", v.first_position, v.tokens.size()));
+  }
+  if (v.choice >= max_choices) {
+    return bad("tokens.choice", fmt::format("{} is not below {}", v.choice, max_choices));
+  }
+  if (!v.logprobs.empty() && v.logprobs.size() != v.tokens.size()) {
+    return bad("tokens.logprobs",
+               fmt::format("{} logprobs for {} tokens", v.logprobs.size(), v.tokens.size()));
+  }
+  std::size_t text_bytes = v.text.size();
+  for (const auto& t : v.logprobs) {
+    if (t.top.size() > max_top_logprobs || std::isnan(t.logprob) || t.logprob > 0.0f) {
+      return bad("tokens.logprobs", "a log-probability above 0 or too many alternatives");
+    }
+    text_bytes += t.text.size();
+    for (const auto& alt : t.top) {
+      if (std::isnan(alt.logprob) || alt.logprob > 0.0f) {
+        return bad("tokens.logprobs", "an alternative's log-probability is above 0");
+      }
+      text_bytes += alt.text.size();
+    }
+  }
+  return check_size(text_bytes, l.max_text_bytes, "tokens.text", "bytes");
 }
 
 checked validate(const client_message& m, const client_limits& l) {
@@ -73,6 +102,9 @@ checked validate(const client_message& m, const client_limits& l) {
           if (auto ok = check_size(v.prompt.size(), l.max_prompt_bytes, "generate.prompt", "bytes");
               !ok) {
             return ok;
+          }
+          if (v.n == 0 || v.n > max_choices) {
+            return bad("generate.n", fmt::format("{} is not in [1, {}]", v.n, max_choices));
           }
           return check_sampling(v.params, v.has_seed);
         } else if constexpr (std::is_same_v<T, accepted>) {
@@ -85,16 +117,7 @@ checked validate(const client_message& m, const client_limits& l) {
           if (auto ok = check_name(v.decode_node, l, "accepted.decodeNode"); !ok) return ok;
           return check_name(v.placement, l, "accepted.placement");
         } else if constexpr (std::is_same_v<T, token_chunk>) {
-          if (v.tokens.empty()) return bad("tokens.tokens", "empty, expected at least one");
-          if (auto ok = check_size(v.tokens.size(), l.max_chunk_tokens, "tokens.tokens", "tokens");
-              !ok) {
-            return ok;
-          }
-          if (v.first_position > std::numeric_limits<std::uint32_t>::max() - v.tokens.size()) {
-            return bad("tokens.firstPosition", fmt::format("{} + {} tokens overflows 32 bits",
-                                                           v.first_position, v.tokens.size()));
-          }
-          return check_size(v.text.size(), l.max_text_bytes, "tokens.text", "bytes");
+          return check_chunk(v, l);
         } else if constexpr (std::is_same_v<T, rejected>) {
           return check_size(v.message.size(), l.max_text_bytes, "rejected.message", "bytes");
         } else {
@@ -117,20 +140,28 @@ std::string text_of(capnp::Text::Reader t) {
   return std::string(t.cStr(), t.size());
 }
 
+std::string bytes_of(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+
+capnp::Data::Reader data_of(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
 /// Converts a reader into a plain struct, checking the discriminant and enum values.
 /// May throw kj::Exception, which decode_client_message catches.
 expected<client_message> from_capnp(gen::ClientMessage::Reader r) {
   switch (r.which()) {
     case gen::ClientMessage::GENERATE: {
       auto g = r.getGenerate();
-      auto s = g.getSampling();
       return generate_request{g.getClientTag(),
                               text_of(g.getPrompt()),
                               g.getMaxTokens(),
                               g.getMaxPositions(),
-                              sampling{s.getTemperature(), s.getTopP(), s.getSeed()},
+                              detail::sampling_from(g.getSampling()),
                               g.getHasSeed(),
-                              g.getTimeoutMs()};
+                              g.getTimeoutMs(),
+                              std::max<std::uint32_t>(1, g.getN())};
     }
     case gen::ClientMessage::CANCEL: return cancel_request{r.getCancel().getClientTag()};
     case gen::ClientMessage::ACCEPTED: {
@@ -145,6 +176,19 @@ expected<client_message> from_capnp(gen::ClientMessage::Reader r) {
       token_chunk out{t.getClientTag(), t.getFirstPosition(), {}, text_of(t.getText())};
       out.tokens.reserve(t.getTokens().size());
       for (auto id : t.getTokens()) out.tokens.push_back(id);
+      out.choice = t.getChoice();
+      for (auto l : t.getLogprobs()) {
+        client_logprobs c{l.getToken(), l.getLogprob(), bytes_of(l.getText()), {}};
+        for (auto alt : l.getTop()) {
+          c.top.push_back({alt.getToken(), alt.getLogprob(), bytes_of(alt.getText())});
+        }
+        out.logprobs.push_back(std::move(c));
+      }
+      if (t.getChoiceFinished()) {
+        auto reason = enum_from(t.getReason(), finish_reason::cancelled, "tokens.reason");
+        if (!reason) return tl::unexpected(reason.error());
+        out.finish = *reason;
+      }
       return out;
     }
     case gen::ClientMessage::FINISHED: {
@@ -175,12 +219,10 @@ void to_capnp(const client_message& m, gen::ClientMessage::Builder b) {
           g.setPrompt(capnp::Text::Reader(v.prompt.data(), v.prompt.size()));
           g.setMaxTokens(v.max_tokens);
           g.setMaxPositions(v.max_positions);
-          auto s = g.initSampling();
-          s.setTemperature(v.params.temperature);
-          s.setTopP(v.params.top_p);
-          s.setSeed(v.params.seed);
+          detail::fill(v.params, g.initSampling());
           g.setHasSeed(v.has_seed);
           g.setTimeoutMs(v.timeout_ms);
+          g.setN(v.n);
         } else if constexpr (std::is_same_v<T, cancel_request>) {
           b.initCancel().setClientTag(v.client_tag);
         } else if constexpr (std::is_same_v<T, accepted>) {
@@ -200,6 +242,22 @@ void to_capnp(const client_message& m, gen::ClientMessage::Builder b) {
           auto list = t.initTokens(static_cast<unsigned>(v.tokens.size()));
           for (unsigned i = 0; i < v.tokens.size(); ++i) list.set(i, v.tokens[i]);
           t.setText(capnp::Text::Reader(v.text.data(), v.text.size()));
+          t.setChoice(v.choice);
+          auto logprobs = t.initLogprobs(static_cast<unsigned>(v.logprobs.size()));
+          for (unsigned i = 0; i < v.logprobs.size(); ++i) {
+            const auto& from = v.logprobs[i];
+            logprobs[i].setToken(from.token);
+            logprobs[i].setLogprob(from.logprob);
+            logprobs[i].setText(data_of(from.text));
+            auto top = logprobs[i].initTop(static_cast<unsigned>(from.top.size()));
+            for (unsigned j = 0; j < from.top.size(); ++j) {
+              top[j].setToken(from.top[j].token);
+              top[j].setLogprob(from.top[j].logprob);
+              top[j].setText(data_of(from.top[j].text));
+            }
+          }
+          t.setChoiceFinished(v.finish.has_value());
+          if (v.finish) t.setReason(static_cast<gen::FinishReason>(*v.finish));
         } else if constexpr (std::is_same_v<T, finished>) {
           auto f = b.initFinished();
           f.setClientTag(v.client_tag);

@@ -1,6 +1,7 @@
 // Cap'n Proto readers and builders <-> plain structs. Discriminants and enum values are
 // checked here, because a reader hands out unknown values unchecked.
 #include "schemas/detail.hpp"
+#include "schemas/sampling_codec.hpp"
 
 #include <fmt/format.h>
 
@@ -55,10 +56,6 @@ kv_descriptor kv_from(gen::KvDescriptor::Reader r) {
           list_of<std::uint32_t>(r.getBlockIds()),
           list_of<std::uint64_t>(r.getChecksums()),
           r.getFabricNode()};
-}
-
-sampling sampling_from(gen::Sampling::Reader r) {
-  return {r.getTemperature(), r.getTopP(), r.getSeed()};
 }
 
 checked<member> member_from(gen::Member::Reader r, const char* field) {
@@ -130,10 +127,15 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
   switch (b.which()) {
     case gen::Envelope::Body::ADMIT: {
       auto r = b.getAdmit();
-      return admit{
-          request_id{r.getRequestId()}, r.getAttempt(),   list_of<std::uint32_t>(r.getTokens()),
-          r.getPromptLength(),          r.getMaxTokens(), sampling_from(r.getSampling()),
-          text_of(r.getWriter())};
+      return admit{request_id{r.getRequestId()},
+                   r.getAttempt(),
+                   list_of<std::uint32_t>(r.getTokens()),
+                   r.getPromptLength(),
+                   r.getMaxTokens(),
+                   sampling_from(r.getSampling()),
+                   text_of(r.getWriter()),
+                   r.getChoice(),
+                   std::max<std::uint32_t>(1, r.getChoices())};
     }
     case gen::Envelope::Body::PREFILL: {
       auto r = b.getPrefill();
@@ -143,12 +145,20 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
                      r.getPromptLength(),
                      sampling_from(r.getSampling()),
                      kv_from(r.getTarget()),
-                     address_from(r.getDecode())};
+                     address_from(r.getDecode()),
+                     r.getChoice(),
+                     std::max<std::uint32_t>(1, r.getChoices())};
     }
     case gen::Envelope::Body::PREFILL_DONE: {
       auto r = b.getPrefillDone();
-      return prefill_done{request_id{r.getRequestId()}, r.getAttempt(), r.getFirstToken(),
-                          r.getPosition(), list_of<std::uint64_t>(r.getChecksums())};
+      std::vector<std::uint32_t> first = {r.getFirstToken()};
+      for (auto t : r.getMoreFirstTokens()) first.push_back(t);
+      return prefill_done{request_id{r.getRequestId()},
+                          r.getAttempt(),
+                          std::move(first),
+                          r.getPosition(),
+                          list_of<std::uint64_t>(r.getChecksums()),
+                          logprobs_from(r.getLogprobs())};
     }
     case gen::Envelope::Body::TOKENS: {
       auto r = b.getTokens();
@@ -158,8 +168,10 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
         if (!reason) return tl::unexpected(reason.error());
         ends = *reason;
       }
-      return token_batch{request_id{r.getRequestId()}, r.getAttempt(), r.getFirstPosition(),
-                         list_of<std::uint32_t>(r.getTokens()), ends};
+      return token_batch{
+          request_id{r.getRequestId()},          r.getAttempt(), r.getFirstPosition(),
+          list_of<std::uint32_t>(r.getTokens()), ends,           r.getChoice(),
+          logprobs_from(r.getLogprobs())};
     }
     default: break;
   }
@@ -194,7 +206,8 @@ checked<body> outcome_from(gen::Envelope::Body::Reader b) {
       auto r = b.getFinish();
       auto reason = enum_from(r.getReason(), finish_reason::cancelled, "finish.reason");
       if (!reason) return tl::unexpected(reason.error());
-      return finish{request_id{r.getRequestId()}, r.getAttempt(), *reason, r.getGeneratedTokens()};
+      return finish{request_id{r.getRequestId()}, r.getAttempt(), *reason, r.getGeneratedTokens(),
+                    r.getChoice()};
     }
     case gen::Envelope::Body::CANCEL: {
       auto r = b.getCancel();

@@ -7,10 +7,39 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("baton::wire::gen");
 using Common = import "common.capnp";
 
+# How tokens are picked: engine::sampling_options (engine/sampler.hpp) defines each field;
+# every default leaves llama2.c's arithmetic untouched. Fields 3.. came with wire version 3.
 struct Sampling {
   temperature @0 :Float32;     # 0 = greedy
   topP @1 :Float32;            # in (0, 1]; 1 = plain sampling
   seed @2 :UInt64;
+  topK @3 :UInt32;             # 0 = off
+  minP @4 :Float32;            # 0 = off
+  frequencyPenalty @5 :Float32;
+  presencePenalty @6 :Float32;
+  repetitionPenalty @7 :Float32 = 1.0;
+  logitBias @8 :List(LogitBias);
+  minTokens @9 :UInt32;
+  ignoreEos @10 :Bool;
+  logprobs @11 :Bool;
+  topLogprobs @12 :UInt32;     # at most 20
+}
+
+struct LogitBias {
+  token @0 :UInt32;
+  bias @1 :Float32;            # in [-100, 100]
+}
+
+# A sampled token's log-probability and the most likely alternatives, most likely first.
+struct TokenLogprobs {
+  token @0 :UInt32;
+  logprob @1 :Float32;
+  top @2 :List(TopLogprob);
+}
+
+struct TopLogprob {
+  token @0 :UInt32;
+  logprob @1 :Float32;
 }
 
 # Router -> decode: reserve KV for a request. With a `writer`, the decode node sends the
@@ -25,6 +54,8 @@ struct Admit {
   maxTokens @4 :UInt32;
   sampling @5 :Sampling;
   writer @6 :Text;             # node granted RMA writes into the reserved blocks
+  choice @7 :UInt32;           # the first of the request's choices this attempt serves
+  choices @8 :UInt32;          # how many, sharing the prompt (0 reads as 1)
 }
 
 # Decode -> prefill: compute `tokens` and write their KV into `target`.
@@ -36,15 +67,19 @@ struct Prefill {
   sampling @4 :Sampling;
   target @5 :Common.KvDescriptor;
   decode @6 :Common.ActorAddress;   # where prefill-done goes
+  choice @7 :UInt32;           # first tokens to pick: one per choice, as in the admit
+  choices @8 :UInt32;
 }
 
 # Prefill -> decode, after every RMA write of the attempt has completed.
 struct PrefillDone {
   requestId @0 :UInt64;
   attempt @1 :UInt32;
-  firstToken @2 :UInt32;
+  firstToken @2 :UInt32;       # the first choice's
   position @3 :UInt32;         # the position of firstToken
   checksums @4 :List(UInt64);  # xxh3-64 per written block, in blockIds order
+  moreFirstTokens @5 :List(UInt32);  # the next choices'
+  logprobs @6 :List(TokenLogprobs);  # empty, or one per first token
 }
 
 # Decode -> router: tokens at positions firstPosition, firstPosition + 1, ... When
@@ -56,6 +91,8 @@ struct Tokens {
   tokens @3 :List(UInt32);
   finished @4 :Bool;
   reason @5 :FinishReason;
+  choice @6 :UInt32;
+  logprobs @7 :List(TokenLogprobs);  # empty, or one per token
 }
 
 enum FinishReason {
@@ -70,6 +107,7 @@ struct Finish {
   attempt @1 :UInt32;
   reason @2 :FinishReason;
   generatedTokens @3 :UInt32;
+  choice @4 :UInt32;
 }
 
 # Router -> decode: the client has room for tokens at positions below `limit`; a decode

@@ -31,7 +31,19 @@ frame envelope(body b) {
 
 std::vector<frame> sample_frames() {
   const std::vector<std::uint32_t> prompt = {1, 403, 407, 261, 378};
-  const sampling params{0.8f, 0.95f, 7};
+  sampling params{0.8f, 0.95f, 7};
+  params.top_k = 40;
+  params.min_p = 0.05f;
+  params.frequency_penalty = 0.5f;
+  params.presence_penalty = -0.25f;
+  params.repetition_penalty = 1.1f;
+  params.logit_bias = {{13, 5.0f}, {2, -100.0f}};
+  params.min_tokens = 3;
+  params.logprobs = true;
+  params.top_logprobs = 2;
+  const std::vector<token_logprobs> logprobs = {{261, -0.25f, {{261, -0.25f}, {278, -1.75f}}},
+                                                {3434, -2.5f, {{99, -0.5f}, {3434, -2.5f}}},
+                                                {278, -0.125f, {{278, -0.125f}, {1, -3.0f}}}};
   const member prefill_node{"prefill-0",         1,
                             member_state::alive, node_kind::trainium,
                             "emulated:trn2",     {role::prefill, role::kv},
@@ -53,13 +65,18 @@ std::vector<frame> sample_frames() {
   frames.push_back(envelope(join_reply{true, "", members}));
   frames.push_back(envelope(heartbeat{17, false, 2, 480, members}));
   frames.push_back(envelope(leave{"drained for maintenance"}));
-  frames.push_back(envelope(admit{request_id{1}, 0, prompt, 5, 95, params, "prefill-0"}));
+  frames.push_back(envelope(admit{request_id{1}, 0, prompt, 5, 95, params, "prefill-0", 0, 3}));
   frames.push_back(envelope(prefill{request_id{1}, 0, prompt, 5, params, sample_kv(),
-                                    actor_address{"decode-0", "decode"}}));
-  frames.push_back(envelope(prefill_done{request_id{1}, 0, 365, 5, {0x1111, 0x2222, 0x3333}}));
-  frames.push_back(
-      envelope(token_batch{request_id{1}, 0, 6, {261, 3434, 278}, finish_reason::length}));
-  frames.push_back(envelope(finish{request_id{1}, 0, finish_reason::length, 95}));
+                                    actor_address{"decode-0", "decode"}, 0, 3}));
+  frames.push_back(envelope(prefill_done{request_id{1},
+                                         0,
+                                         {365, 12, 365},
+                                         5,
+                                         {0x1111, 0x2222, 0x3333},
+                                         {logprobs[0], logprobs[1], logprobs[2]}}));
+  frames.push_back(envelope(
+      token_batch{request_id{1}, 0, 6, {261, 3434, 278}, finish_reason::length, 2, logprobs}));
+  frames.push_back(envelope(finish{request_id{1}, 0, finish_reason::length, 95, 1}));
   frames.push_back(envelope(cancel{request_id{1}, "client disconnected"}));
   frames.push_back(envelope(
       abort_attempt{request_id{1}, 0, errc::timed_out, "RMA write to decode-0 timed out"}));
@@ -72,6 +89,30 @@ std::vector<frame> sample_frames() {
   frames.push_back(envelope(stream_window{request_id{1}, 0, 70}));
 
   return frames;
+}
+
+std::vector<client_message> sample_client_messages() {
+  sampling params{0.8f, 0.9f, 42};
+  params.frequency_penalty = 0.5f;
+  params.logit_bias = {{13, -5.0f}};
+  params.logprobs = true;
+  params.top_logprobs = 1;
+  generate_request generate{7, "Once upon a time", 32, 256, params, true, 5000, 3};
+  token_chunk chunk{7, 5, {278, 1701, 29892}, " there was"};
+  chunk.choice = 2;
+  chunk.logprobs = {{278, -0.5f, " the", {{278, -0.5f, " the"}}},
+                    {1701, -1.25f, "re", {{1701, -1.25f, "re"}}},
+                    {29892, -0.0625f, " was", {{29892, -0.0625f, " was"}}}};
+  chunk.finish = finish_reason::length;
+  return {
+      generate,
+      cancel_request{7},
+      accepted{7, request_id{99}, 42, 5, "Once upon a time", "prefill-0", "decode-1",
+               "disaggregated"},
+      chunk,
+      finished{7, finish_reason::end_of_text, 5, 27, 118},
+      rejected{7, errc::overloaded, "no decode node has room"},
+  };
 }
 
 }  // namespace baton::wire

@@ -1,5 +1,6 @@
 // Plain structs -> Cap'n Proto builders, for frames that validate() accepted.
 #include "schemas/detail.hpp"
+#include "schemas/sampling_codec.hpp"
 
 #include "schemas/common.capnp.h"
 #include "schemas/inference.capnp.h"
@@ -8,6 +9,8 @@
 
 namespace baton::wire::detail {
 namespace {
+
+using detail::fill;  // the Sampling and TokenLogprobs builders (sampling_codec.hpp)
 
 capnp::uint size_of(const auto& v) {
   return static_cast<capnp::uint>(v.size());
@@ -37,12 +40,6 @@ void fill(const kv_descriptor& kv, gen::KvDescriptor::Builder b) {
   fill_list(kv.block_ids, b.initBlockIds(static_cast<capnp::uint>(kv.block_ids.size())));
   fill_list(kv.checksums, b.initChecksums(static_cast<capnp::uint>(kv.checksums.size())));
   b.setFabricNode(kv.fabric_node);
-}
-
-void fill(const sampling& s, gen::Sampling::Builder b) {
-  b.setTemperature(s.temperature);
-  b.setTopP(s.top_p);
-  b.setSeed(s.seed);
 }
 
 void fill(const member& m, gen::Member::Builder b) {
@@ -104,6 +101,8 @@ struct body_filler {
     r.setMaxTokens(a.max_tokens);
     fill(a.params, r.initSampling());
     r.setWriter(text(a.writer));
+    r.setChoice(a.choice);
+    r.setChoices(a.choices);
   }
   void operator()(const prefill& p) {
     auto r = b.initPrefill();
@@ -114,14 +113,19 @@ struct body_filler {
     fill(p.params, r.initSampling());
     fill(p.target, r.initTarget());
     fill(p.decode, r.initDecode());
+    r.setChoice(p.choice);
+    r.setChoices(p.choices);
   }
   void operator()(const prefill_done& p) {
     auto r = b.initPrefillDone();
     r.setRequestId(static_cast<std::uint64_t>(p.request));
     r.setAttempt(p.attempt);
-    r.setFirstToken(p.first_token);
+    r.setFirstToken(p.first_tokens.front());  // validate() insists on one
+    const std::vector<std::uint32_t> more(p.first_tokens.begin() + 1, p.first_tokens.end());
+    fill_list(more, r.initMoreFirstTokens(size_of(more)));
     r.setPosition(p.position);
     fill_list(p.checksums, r.initChecksums(size_of(p.checksums)));
+    fill(p.logprobs, r.initLogprobs(size_of(p.logprobs)));
   }
   void operator()(const token_batch& t) {
     auto r = b.initTokens();
@@ -131,6 +135,8 @@ struct body_filler {
     fill_list(t.tokens, r.initTokens(size_of(t.tokens)));
     r.setFinished(t.finish.has_value());
     if (t.finish) r.setReason(static_cast<gen::FinishReason>(*t.finish));
+    r.setChoice(t.choice);
+    fill(t.logprobs, r.initLogprobs(size_of(t.logprobs)));
   }
   void operator()(const finish& f) {
     auto r = b.initFinish();
@@ -138,6 +144,7 @@ struct body_filler {
     r.setAttempt(f.attempt);
     r.setReason(static_cast<gen::FinishReason>(f.reason));
     r.setGeneratedTokens(f.generated_tokens);
+    r.setChoice(f.choice);
   }
   void operator()(const cancel& c) {
     auto r = b.initCancel();

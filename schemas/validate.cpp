@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "schemas/detail.hpp"
+#include "schemas/sampling_codec.hpp"
 
 namespace baton::wire::detail {
 namespace {
@@ -47,12 +48,28 @@ checked<> check_text(const std::string& s, const codec_limits& l, std::string_vi
 }
 
 checked<> check_sampling(const sampling& s, std::string_view field) {
-  if (!std::isfinite(s.temperature) || s.temperature < 0.0f) {
-    return out_of_bounds(field,
-                         fmt::format("temperature {} is not finite and >= 0", s.temperature));
+  if (auto problem = sampling_problem(s)) return out_of_bounds(field, std::move(*problem));
+  return {};
+}
+
+checked<> check_logprobs(const std::vector<token_logprobs>& l, std::size_t tokens,
+                         std::string_view field) {
+  if (auto problem = logprobs_problem(l, tokens)) return out_of_bounds(field, std::move(*problem));
+  return {};
+}
+
+/// A request's choices `choice` .. `choice + choices - 1`: at most max_choices of them, and
+/// several only while nothing was delivered.
+checked<> check_choices(std::uint32_t choice, std::uint32_t choices,
+                        const std::vector<std::uint32_t>& tokens, std::uint32_t prompt_length,
+                        std::string_view field) {
+  if (choices == 0 || choices > max_choices || choice >= max_choices ||
+      choice + choices > max_choices) {
+    return out_of_bounds(field, fmt::format("choices {}..{} not within [0, {})", choice,
+                                            choice + choices, max_choices));
   }
-  if (!std::isfinite(s.top_p) || s.top_p <= 0.0f || s.top_p > 1.0f) {
-    return out_of_bounds(field, fmt::format("topP {} is not in (0, 1]", s.top_p));
+  if (choices > 1 && tokens.size() != prompt_length) {
+    return out_of_bounds(field, "several choices of a request with tokens delivered");
   }
   return {};
 }
@@ -127,16 +144,32 @@ struct body_checker {
       return ok;
     }
     if (auto ok = check_sampling(a.params, "admit.sampling"); !ok) return ok;
+    if (auto ok = check_choices(a.choice, a.choices, a.tokens, a.prompt_length, "admit.choices");
+        !ok) {
+      return ok;
+    }
     return check_name(a.writer, l, "admit.writer", false);
   }
   checked<> operator()(const prefill& p) const {
     if (auto ok = check_tokens(p.tokens, p.prompt_length, l, "prefill.tokens"); !ok) return ok;
     if (auto ok = check_sampling(p.params, "prefill.sampling"); !ok) return ok;
+    if (auto ok = check_choices(p.choice, p.choices, p.tokens, p.prompt_length, "prefill.choices");
+        !ok) {
+      return ok;
+    }
     if (auto ok = check_kv(p.target, l, "prefill.target"); !ok) return ok;
     if (auto ok = check_name(p.decode.node, l, "prefill.decode.node"); !ok) return ok;
     return check_name(p.decode.actor, l, "prefill.decode.actor");
   }
   checked<> operator()(const prefill_done& p) const {
+    if (p.first_tokens.empty() || p.first_tokens.size() > max_choices) {
+      return out_of_bounds(
+          "prefillDone.firstTokens",
+          fmt::format("{} first tokens, expected 1 to {}", p.first_tokens.size(), max_choices));
+    }
+    if (auto ok = check_logprobs(p.logprobs, p.first_tokens.size(), "prefillDone.logprobs"); !ok) {
+      return ok;
+    }
     return check_size(p.checksums.size(), l.max_blocks, "prefillDone.checksums", "checksums");
   }
   checked<> operator()(const token_batch& t) const {
@@ -147,9 +180,19 @@ struct body_checker {
     if (t.first_position > std::numeric_limits<std::uint32_t>::max() - t.tokens.size()) {
       return out_of_bounds("tokens.firstPosition", "firstPosition + count overflows");
     }
+    if (t.choice >= max_choices) {
+      return out_of_bounds("tokens.choice",
+                           fmt::format("{} is not below {}", t.choice, max_choices));
+    }
+    return check_logprobs(t.logprobs, t.tokens.size(), "tokens.logprobs");
+  }
+  checked<> operator()(const finish& f) const {
+    if (f.choice >= max_choices) {
+      return out_of_bounds("finish.choice",
+                           fmt::format("{} is not below {}", f.choice, max_choices));
+    }
     return {};
   }
-  checked<> operator()(const finish&) const { return {}; }
   checked<> operator()(const stream_window&) const { return {}; }
   checked<> operator()(const cancel& c) const { return check_text(c.reason, l, "cancel.reason"); }
   checked<> operator()(const abort_attempt& a) const {

@@ -95,6 +95,12 @@ class endpoint {
 
   [[nodiscard]] virtual endpoint_stats stats() const = 0;
 
+  /// Stops the transport's own thread, if it has one: once this returns, nothing runs in
+  /// the provider on this endpoint's behalf, and nothing but destruction may follow.
+  /// Destruction does it too; a process holding several endpoints (a test) stops them all
+  /// before destroying any, since shm peers in one process read each other's memory.
+  virtual void stop() {}
+
   /// The delivery path without the owner thread: from now on every event is first offered
   /// to `handler`, on the transport's progress thread, as soon as it happens; an event
   /// the handler takes (returns true for) is not queued for poll() (a *_done event it

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "actors/sampling.hpp"
 #include "engine/kv_transfer.hpp"
 #include "engine/tokenizer.hpp"
 
@@ -51,7 +52,10 @@ expected<std::size_t> decode_state::blocks_to_admit(const wire::admit& m) const 
   }
   // The last token sampled is never fed back, so the sequence holds at most this many.
   const std::size_t positions = m.tokens.size() + (m.max_tokens - delivered) - 1;
-  const std::size_t need = blocks_for(std::min(std::max(positions, m.tokens.size()), seq_len));
+  const std::size_t one = blocks_for(std::min(std::max(positions, m.tokens.size()), seq_len));
+  // More choices share the prompt's full blocks and need the rest each.
+  const std::size_t shared = m.tokens.size() / engine_.pool().layout().block_tokens;
+  const std::size_t need = one + (m.choices - 1) * (one - shared);
   if (need > uncommitted_blocks()) {
     return baton::fail(errc::overloaded, fmt::format("kv pool: {} blocks needed, {} uncommitted",
                                                      need, uncommitted_blocks()));
@@ -68,7 +72,7 @@ wire::prefill decode_state::prefill_job(const wire::admit& m, const attempt& a) 
   kv.region_key = region_.key;
   kv.offset = region_.pool_offset;
   kv.block_bytes = block_bytes;
-  for (const engine::block_id b : engine_.blocks(a.sequence)) {
+  for (const engine::block_id b : engine_.blocks(a.lanes.front().sequence)) {
     kv.block_ids.push_back(static_cast<std::uint32_t>(b));
   }
   kv.length = std::uint64_t{block_bytes} * kv.block_ids.size();
@@ -80,6 +84,8 @@ wire::prefill decode_state::prefill_job(const wire::admit& m, const attempt& a) 
   job.params = m.params;
   job.target = std::move(kv);
   job.decode = self_;
+  job.choice = m.choice;
+  job.choices = m.choices;
   return job;
 }
 
@@ -103,7 +109,12 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   a.prompt_length = m.prompt_length;
   a.max_tokens = m.max_tokens;
   a.params = m.params;
-  a.generated = static_cast<std::uint32_t>(m.tokens.size() - m.prompt_length);
+  for (std::uint32_t c = m.choice; c < m.choice + m.choices; ++c) {
+    lane l;
+    l.choice = c;
+    l.generated = static_cast<std::uint32_t>(m.tokens.size() - m.prompt_length);
+    a.lanes.push_back(std::move(l));
+  }
   a.committed = need;
   a.limit = static_cast<std::uint32_t>(m.tokens.size()) + wire::initial_stream_window;
   if (m.writer.empty()) {
@@ -116,8 +127,8 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
   }
   auto sequence = engine_.reserve_sequence(a.tokens.size());
   if (!sequence) return refuse(sequence.error().code, sequence.error().message);
-  a.sequence = *sequence;
-  a.holds_sequence = true;
+  a.lanes.front().sequence = *sequence;
+  a.lanes.front().holds_sequence = true;
   a.timer = ++next_timer_;
   timers_.emplace(a.timer, k);
   out.timers.push_back({a.timer, now + config_.kv_timeout});
@@ -132,17 +143,55 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
 }
 
 effects decode_state::prefill_here(const key& k, attempt& a, time_point now) {
+  lane& first = a.lanes.front();
   auto sequence = engine_.add_sequence();
   if (!sequence) return fail(k, sequence.error().code, sequence.error().message);
-  a.sequence = *sequence;
-  a.holds_sequence = true;
-  a.pick = engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated);
-  auto step = engine_.prefill(a.sequence, a.tokens, *a.pick, nullptr);
+  first.sequence = *sequence;
+  first.holds_sequence = true;
+  const auto prompt = std::span(a.tokens).first(a.prompt_length);
+  const auto generated = std::span(a.tokens).subspan(a.prompt_length);
+  std::vector<engine::sampler> picks;
+  std::vector<engine::sampler*> pick_ptrs;
+  for (const lane& l : a.lanes)
+    picks.push_back(make_sampler(a.params, l.choice, prompt, generated));
+  for (auto& p : picks) pick_ptrs.push_back(&p);
+  auto step = engine_.prefill(first.sequence, a.tokens, pick_ptrs, nullptr);
   if (!step) return fail(k, step.error().code, step.error().message);
-  const std::int32_t token = step->tokens[0];
+  const std::vector<std::int32_t> tokens(step->tokens.begin(), step->tokens.end());
+  std::vector<wire::token_logprobs> logprobs;
+  if (a.params.logprobs) {
+    for (std::size_t i = 0; i < picks.size(); ++i)
+      logprobs.push_back(logprobs_of(picks[i], tokens[i]));
+  }
+  return publish(start_lanes(k, a, tokens, logprobs), step->modelled, now);
+}
+
+effects decode_state::start_lanes(const key& k, attempt& a,
+                                  std::span<const std::int32_t> first_tokens,
+                                  std::span<const wire::token_logprobs> logprobs) {
+  for (std::size_t i = 1; i < a.lanes.size(); ++i) {
+    auto fork = engine_.fork_sequence(a.lanes.front().sequence);
+    if (!fork) return fail(k, fork.error().code, fork.error().message);
+    a.lanes[i].sequence = *fork;
+    a.lanes[i].holds_sequence = true;
+  }
+  const auto prompt = std::span(a.tokens).first(a.prompt_length);
+  std::vector<std::int32_t> history(a.tokens.begin() + a.prompt_length, a.tokens.end());
+  history.push_back(0);
   a.state = phase::running;
-  running_.push_back(k);
-  return publish(emit(k, a, token), step->modelled, now);
+  effects out;
+  for (std::size_t i = 0; i < a.lanes.size(); ++i) {
+    // The sampler resumes after the first token, which the prefill drew.
+    history.back() = first_tokens[i];
+    a.lanes[i].pick = make_sampler(a.params, a.lanes[i].choice, prompt, history);
+    running_.push_back({k, i});
+  }
+  for (std::size_t i = 0; i < first_tokens.size() && attempts_.contains(k); ++i) {
+    std::optional<wire::token_logprobs> lp;
+    if (i < logprobs.size()) lp = logprobs[i];
+    out.append(emit(k, a, i, first_tokens[i], std::move(lp)));
+  }
+  return out;
 }
 
 effects decode_state::publish(effects out, std::chrono::nanoseconds modelled, time_point now) {
@@ -167,71 +216,86 @@ effects decode_state::on_prefill_done(const wire::actor_address& from, const wir
   }
   if (a.state != phase::awaiting_kv) return out;
   timers_.erase(a.timer);
-  const auto blocks = engine_.blocks(a.sequence);
+  lane& first = a.lanes.front();
+  const auto blocks = engine_.blocks(first.sequence);
   bool good = m.checksums.size() == blocks.size() && m.position == a.tokens.size() &&
-              m.first_token < static_cast<std::uint32_t>(engine_.vocab_size());
+              m.first_tokens.size() == a.lanes.size() &&
+              std::all_of(m.first_tokens.begin(), m.first_tokens.end(), [&](std::uint32_t t) {
+                return t < static_cast<std::uint32_t>(engine_.vocab_size());
+              });
   for (std::size_t i = 0; good && i < blocks.size(); ++i) {
-    good = engine::verify_block(engine_, a.sequence, i, m.checksums[i]).has_value();
+    good = engine::verify_block(engine_, first.sequence, i, m.checksums[i]).has_value();
   }
   if (!good) {
     // Wrong bytes never decode: recompute the prompt here from its tokens.
     ++stats_.checksum_failures;
     ++stats_.recomputed;
-    engine_.remove_sequence(a.sequence);
-    a.holds_sequence = false;
+    engine_.remove_sequence(first.sequence);
+    first.holds_sequence = false;
     return prefill_here(k, a, now);
   }
-  a.pick =
-      engine::sampler::at(a.params.temperature, a.params.top_p, a.params.seed, a.generated + 1);
-  a.state = phase::running;
-  running_.push_back(k);
-  return emit(k, a, static_cast<std::int32_t>(m.first_token));
+  const std::vector<std::int32_t> tokens(m.first_tokens.begin(), m.first_tokens.end());
+  return start_lanes(k, a, tokens, m.logprobs);
 }
 
-effects decode_state::emit(const key& k, attempt& a, std::int32_t token) {
+effects decode_state::emit(const key& k, attempt& a, std::size_t index, std::int32_t token,
+                           std::optional<wire::token_logprobs> logprobs) {
   effects out;
-  const std::size_t position = engine_.length(a.sequence);
-  if (token == engine::tokenizer::bos) {
+  lane& l = a.lanes[index];
+  const std::size_t position = engine_.length(l.sequence);
+  if (token == engine::tokenizer::bos && !a.params.ignore_eos) {
     ++stats_.finished;
-    out.send(a.router,
-             wire::finish{k.first, k.second, wire::finish_reason::end_of_text, a.generated});
-    release(k);
+    out.send(a.router, wire::finish{k.first, k.second, wire::finish_reason::end_of_text,
+                                    l.generated, l.choice});
+    end_lane(k, a, index);
     return out;
   }
-  ++a.generated;
+  ++l.generated;
   ++stats_.tokens;
-  wire::token_batch batch{k.first,
-                          k.second,
-                          static_cast<std::uint32_t>(position),
-                          {static_cast<std::uint32_t>(token)},
-                          {}};
-  if (a.generated >= a.max_tokens || position >= engine_.max_context()) {
+  wire::token_batch batch{
+      k.first, k.second, static_cast<std::uint32_t>(position), {static_cast<std::uint32_t>(token)},
+      {},      l.choice};
+  if (logprobs) batch.logprobs.push_back(std::move(*logprobs));
+  if (l.generated >= a.max_tokens || position >= engine_.max_context()) {
     ++stats_.finished;
     batch.finish = wire::finish_reason::length;  // the last token and the end in one message
     out.send(a.router, std::move(batch));
-    release(k);
+    end_lane(k, a, index);
     return out;
   }
   out.send(a.router, std::move(batch));
-  a.last_token = token;
+  l.last_token = token;
   return out;
 }
 
-bool decode_state::may_step(const attempt& a) const {
-  return engine_.length(a.sequence) + 1 < a.limit;
+void decode_state::end_lane(const key& k, attempt& a, std::size_t index) {
+  lane& l = a.lanes[index];
+  l.done = true;
+  if (l.holds_sequence) engine_.remove_sequence(l.sequence);
+  l.holds_sequence = false;
+  std::erase(running_, lane_key{k, index});
+  if (std::all_of(a.lanes.begin(), a.lanes.end(), [](const lane& x) { return x.done; })) {
+    release(k);
+  }
+}
+
+bool decode_state::may_step(const attempt& a, const lane& l) const {
+  return engine_.length(l.sequence) + 1 < a.limit;
 }
 
 bool decode_state::has_work() const {
   if (!held_.empty()) return false;  // the device is busy for a modelled time
-  return std::any_of(running_.begin(), running_.end(), [&](const key& k) {
-    return may_step(must_find(attempts_, k, "a running sequence has its attempt"));
+  return std::any_of(running_.begin(), running_.end(), [&](const lane_key& r) {
+    const auto& a = must_find(attempts_, r.first, "a running lane has its attempt");
+    return may_step(a, a.lanes[r.second]);
   });
 }
 
 std::size_t decode_state::parked() const {
   return static_cast<std::size_t>(
-      std::count_if(running_.begin(), running_.end(), [&](const key& k) {
-        return !may_step(must_find(attempts_, k, "a running sequence has its attempt"));
+      std::count_if(running_.begin(), running_.end(), [&](const lane_key& r) {
+        const auto& a = must_find(attempts_, r.first, "a running lane has its attempt");
+        return !may_step(a, a.lanes[r.second]);
       }));
 }
 
@@ -244,30 +308,36 @@ effects decode_state::step(time_point now) {
   effects out;
   if (running_.empty()) return out;
   if (next_ >= running_.size()) next_ = 0;
-  std::vector<key> batch;
+  std::vector<lane_key> batch;
   std::vector<engine::decode_input> inputs;
   std::vector<engine::sampler*> picks;
   std::size_t scanned = 0;
   for (; scanned < running_.size() && batch.size() < config_.max_batch; ++scanned) {
-    const key& k = running_[(next_ + scanned) % running_.size()];
-    const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
-    if (!may_step(a)) continue;  // parked: its client has not made room yet
-    batch.push_back(k);
-    inputs.push_back({a.sequence, a.last_token});
-    picks.push_back(&*must_find(attempts_, k, "a running sequence has its attempt").pick);
+    const lane_key r = running_[(next_ + scanned) % running_.size()];
+    attempt& a = must_find(attempts_, r.first, "a running lane has its attempt");
+    lane& l = a.lanes[r.second];
+    if (!may_step(a, l)) continue;  // parked: its client has not made room yet
+    batch.push_back(r);
+    inputs.push_back({l.sequence, l.last_token});
+    picks.push_back(&*l.pick);
   }
   next_ = (next_ + scanned) % running_.size();
   if (batch.empty()) return out;
   auto step = engine_.decode(inputs, picks);
   if (!step) {
-    for (const key& k : batch) out.append(fail(k, step.error().code, step.error().message));
+    for (const lane_key& r : batch)
+      out.append(fail(r.first, step.error().code, step.error().message));
     return out;
   }
   // Copy first: emit() may finish sequences, and the span lives until the next engine call.
   const std::vector<std::int32_t> tokens(step->tokens.begin(), step->tokens.end());
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    out.append(emit(batch[i], must_find(attempts_, batch[i], "a running sequence has its attempt"),
-                    tokens[i]));
+    auto it = attempts_.find(batch[i].first);
+    if (it == attempts_.end()) continue;  // a failure above released it
+    attempt& a = it->second;
+    std::optional<wire::token_logprobs> lp;
+    if (a.params.logprobs) lp = logprobs_of(*a.lanes[batch[i].second].pick, tokens[i]);
+    out.append(emit(batch[i].first, a, batch[i].second, tokens[i], std::move(lp)));
   }
   return publish(std::move(out), step->modelled, now);
 }
@@ -396,12 +466,12 @@ void decode_state::release(const key& k) {
   auto it = attempts_.find(k);
   if (it == attempts_.end()) return;
   attempt& a = it->second;
-  if (a.holds_sequence) engine_.remove_sequence(a.sequence);
+  for (const lane& l : a.lanes) {
+    if (l.holds_sequence) engine_.remove_sequence(l.sequence);
+  }
   timers_.erase(a.timer);
   committed_ -= a.committed;
-  if (auto r = std::find(running_.begin(), running_.end(), k); r != running_.end()) {
-    running_.erase(r);
-  }
+  std::erase_if(running_, [&](const lane_key& r) { return r.first == k; });
   attempts_.erase(it);
 }
 

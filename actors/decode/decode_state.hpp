@@ -1,12 +1,15 @@
 #pragma once
 
 // The decode role's logic, without CAF: KV reservations for remote writers, checksum
-// verification, continuous batching and token streaming. The decode actor is a thin shell
+// verification, continuous batching and token streaming. An attempt may serve several
+// choices of one request (OpenAI's n): one prompt's KV, then a sequence per choice that
+// shares its full blocks (engine::kv_pool::fork). The decode actor is a thin shell
 // that feeds it messages, calls step() while has_work(), and sends what it returns.
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,6 +103,7 @@ class decode_state {
 
   [[nodiscard]] const decode_stats& stats() const { return stats_; }
   [[nodiscard]] std::size_t active() const { return attempts_.size(); }
+  /// Running sequences (one per choice of each running attempt).
   [[nodiscard]] std::size_t running() const { return running_.size(); }
   /// Running sequences waiting for a window (their client reads slowly).
   [[nodiscard]] std::size_t parked() const;
@@ -111,38 +115,55 @@ class decode_state {
  private:
   using key = std::pair<wire::request_id, std::uint32_t>;
   enum class phase : std::uint8_t { awaiting_kv, running, quarantined };
-  struct attempt {
-    wire::actor_address router;
-    std::string writer;  ///< empty: prefilled here
+  /// One choice of the request the attempt serves: its own sequence (sharing the prompt's
+  /// full blocks with the other lanes), sampler and position.
+  struct lane {
+    std::uint32_t choice = 0;
     engine::sequence_id sequence{};
     bool holds_sequence = false;
-    std::vector<std::int32_t> tokens;  ///< the admit's tokens
-    std::uint32_t prompt_length = 0;
-    std::uint32_t max_tokens = 0;
-    wire::sampling params;
-    phase state = phase::awaiting_kv;
     std::optional<engine::sampler> pick;
     std::int32_t last_token = 0;  ///< the next decode input
-    std::uint32_t limit = 0;      ///< no token at a position >= limit (the stream window)
-    std::uint32_t generated = 0;  ///< tokens of the request sampled so far (all attempts)
-    std::size_t committed = 0;    ///< blocks this attempt may grow to
+    std::uint32_t generated = 0;  ///< tokens of this choice sampled so far (all attempts)
+    bool done = false;
+  };
+  struct attempt {
+    wire::actor_address router;
+    std::string writer;                ///< empty: prefilled here
+    std::vector<std::int32_t> tokens;  ///< the admit's tokens
+    std::uint32_t prompt_length = 0;
+    std::uint32_t max_tokens = 0;  ///< per choice
+    wire::sampling params;
+    phase state = phase::awaiting_kv;
+    std::vector<lane> lanes;    ///< lanes[0] holds the reserved sequence while awaiting KV
+    std::uint32_t limit = 0;    ///< no token at a position >= limit (the stream window)
+    std::size_t committed = 0;  ///< blocks this attempt may grow to
     std::uint64_t timer = 0;
   };
+  /// A running lane: (attempt, index in its lanes).
+  using lane_key = std::pair<key, std::size_t>;
 
   [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
-  /// The blocks admitting `m` commits, or why it cannot be admitted (a malformed admit:
-  /// invalid_argument; no room in the pool: overloaded).
+  /// The blocks admitting `m` commits (the prompt's full blocks once, the rest per choice),
+  /// or why it cannot be admitted (a malformed admit: invalid_argument; no room in the
+  /// pool: overloaded).
   [[nodiscard]] expected<std::size_t> blocks_to_admit(const wire::admit& m) const;
   /// The prefill job for an admitted `a`: its reserved blocks are the KV target.
   [[nodiscard]] wire::prefill prefill_job(const wire::admit& m, const attempt& a) const;
   /// The next step's token would sit inside the attempt's window.
-  [[nodiscard]] bool may_step(const attempt& a) const;
-  /// Prefills `a` locally from its tokens and samples its first token.
+  [[nodiscard]] bool may_step(const attempt& a, const lane& l) const;
+  /// Prefills `a` locally from its tokens and samples each lane's first token.
   effects prefill_here(const key& k, attempt& a, time_point now);
+  /// With lanes[0] holding the prompt's KV: forks the other lanes' sequences, gives each
+  /// lane its sampler, and streams each lane's first token.
+  effects start_lanes(const key& k, attempt& a, std::span<const std::int32_t> first_tokens,
+                      std::span<const wire::token_logprobs> logprobs);
   /// `out` as is, or held until `modelled` has passed (a timer whose id is in held_).
   effects publish(effects out, std::chrono::nanoseconds modelled, time_point now);
-  /// Handles token `token` sampled at `position` for `a`: stream, finish or continue.
-  effects emit(const key& k, attempt& a, std::int32_t token);
+  /// Handles `token` sampled for lane `index` of `a`: stream, finish or continue.
+  effects emit(const key& k, attempt& a, std::size_t index, std::int32_t token,
+               std::optional<wire::token_logprobs> logprobs);
+  /// Lane `index` is over: its sequence goes; the attempt goes with its last lane.
+  void end_lane(const key& k, attempt& a, std::size_t index);
   effects fail(const key& k, errc code, std::string message);
   void release(const key& k);
   void quarantine_or_release(const key& k);
@@ -152,8 +173,8 @@ class decode_state {
   kv_region region_;
   decode_config config_;
   std::map<key, attempt> attempts_;
-  std::vector<key> running_;  ///< round-robin order of running attempts
-  std::size_t next_ = 0;      ///< where the next step's batch starts in running_
+  std::vector<lane_key> running_;  ///< round-robin order of running lanes
+  std::size_t next_ = 0;           ///< where the next step's batch starts in running_
   std::size_t committed_ = 0;
   std::uint64_t next_timer_ = 0;
   std::map<std::uint64_t, key> timers_;

@@ -4,8 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "actors/sampling.hpp"
 #include "engine/kv_transfer.hpp"
-#include "engine/sampler.hpp"
 
 namespace baton::actors {
 
@@ -57,12 +57,19 @@ effects prefill_state::run_next(time_point now) {
   j.holds_sequence = true;
   std::vector<std::int32_t> tokens(m.tokens.begin(), m.tokens.end());
   std::vector<std::size_t> next_block(layout.n_layers, 0);
-  auto pick = engine::sampler::at(m.params.temperature, m.params.top_p, m.params.seed,
-                                  m.tokens.size() - m.prompt_length);
+  // One pick per choice the attempt serves, each from the same prompt's logits.
+  const auto prompt = std::span(tokens).first(m.prompt_length);
+  const auto generated = std::span(tokens).subspan(m.prompt_length);
+  std::vector<engine::sampler> picks;
+  for (std::uint32_t c = m.choice; c < m.choice + m.choices; ++c) {
+    picks.push_back(make_sampler(m.params, c, prompt, generated));
+  }
+  std::vector<engine::sampler*> pick_ptrs;
+  for (auto& p : picks) pick_ptrs.push_back(&p);
   const engine::layer_hook on_layer = [&](std::size_t layer, std::size_t, std::size_t end) {
     if (config_.pipeline) post_layer(id, j, layer, end, next_block);
   };
-  auto step = engine_.prefill(j.sequence, tokens, pick, &on_layer);
+  auto step = engine_.prefill(j.sequence, tokens, pick_ptrs, &on_layer);
   if (!step) {
     j.failure = step.error();
     return maybe_finish(id);
@@ -72,7 +79,10 @@ effects prefill_state::run_next(time_point now) {
       post_layer(id, j, layer, m.tokens.size(), next_block);
     }
   }
-  j.first_token = static_cast<std::uint32_t>(step->tokens[0]);
+  for (std::size_t i = 0; i < picks.size(); ++i) {
+    j.first_tokens.push_back(static_cast<std::uint32_t>(step->tokens[i]));
+    if (m.params.logprobs) j.logprobs.push_back(logprobs_of(picks[i], step->tokens[i]));
+  }
   j.checksums = engine::block_checksums(engine_, j.sequence);
   if (step->modelled.count() > 0) {
     // The device is modelled to compute for this long: done waits for on_timer.
@@ -140,9 +150,9 @@ effects prefill_state::maybe_finish(std::uint64_t id) {
     const error e = j.failure ? *j.failure : error{errc::failed, "cancelled"};
     out.send(m.decode, wire::abort_attempt{m.request, m.attempt, e.code, e.message});
   } else {
-    out.send(m.decode, wire::prefill_done{m.request, m.attempt, j.first_token,
+    out.send(m.decode, wire::prefill_done{m.request, m.attempt, std::move(j.first_tokens),
                                           static_cast<std::uint32_t>(m.tokens.size()),
-                                          std::move(j.checksums)});
+                                          std::move(j.checksums), std::move(j.logprobs)});
   }
   if (j.holds_sequence) engine_.remove_sequence(j.sequence);
   jobs_.erase(it);

@@ -4,7 +4,8 @@
 // (layer, block) slice of KV to the decode node's reserved blocks as soon as that layer of
 // that block is final, so the transfer overlaps the remaining layers' compute; then sends
 // prefill-done with the first token and the per-block checksums (or abort), only after
-// every write of the attempt has completed.
+// every write of the attempt has completed. An attempt serving several choices of a request
+// (OpenAI's n) computes the prompt once and picks each choice's first token from it.
 
 #include <cstdint>
 #include <deque>
@@ -103,7 +104,8 @@ class prefill_state {
     engine::sequence_id sequence{};
     bool holds_sequence = false;
     std::size_t outstanding = 0;
-    std::uint32_t first_token = 0;
+    std::vector<std::uint32_t> first_tokens;     ///< one per choice
+    std::vector<wire::token_logprobs> logprobs;  ///< one per choice, when asked
     std::vector<std::uint64_t> checksums;
   };
 

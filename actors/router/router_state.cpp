@@ -3,6 +3,7 @@
 #include "base/check.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 #include <xxhash.h>
@@ -90,6 +91,17 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
                   fmt::format("temperature {} must be >= 0 and top_p {} in (0, 1]",
                               in.params.temperature, in.params.top_p));
   }
+  if (in.n == 0 || in.n > wire::max_choices) {
+    return refuse(errc::invalid_argument,
+                  fmt::format("n {} must be in [1, {}]", in.n, wire::max_choices));
+  }
+  for (const auto& b : in.params.logit_bias) {
+    if (b.token >= static_cast<std::uint32_t>(tok_.vocab_size())) {
+      return refuse(errc::invalid_argument,
+                    fmt::format("logit_bias names token {}; the vocabulary has {} tokens", b.token,
+                                tok_.vocab_size()));
+    }
+  }
   request r;
   r.prompt = tok_.encode(in.prompt, true, false);
   const auto n_prompt = static_cast<std::int32_t>(r.prompt.size());
@@ -124,105 +136,167 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
   }
   r.max_tokens = static_cast<std::uint32_t>(can_generate);
   if (in.max_tokens > 0) r.max_tokens = std::min(r.max_tokens, in.max_tokens);
+  r.choices.resize(in.n);
   r.timer = ++next_timer_;
   timers_.emplace(r.timer, id);
   const auto timeout =
       in.timeout_ms > 0 ? std::chrono::milliseconds(in.timeout_ms) : config_.default_timeout;
   out.timers.push_back({r.timer, now + timeout});
   auto [it, inserted] = requests_.emplace(id, std::move(r));
-  auto placed = start_attempt(id, it->second);
-  if (auto e_it = requests_.find(id); e_it != requests_.end()) {
-    const auto* e = &e_it->second;
-    acc.prefill_node = e->prefill;
-    acc.decode_node = e->decode;
-    acc.placement = e->prefill.empty() ? "prefill-on-decode" : "disaggregated";
+  auto placed = place(id, it->second);
+  if (auto e_it = requests_.find(id); e_it != requests_.end() && !e_it->second.attempts.empty()) {
+    const auto& first = e_it->second.attempts.begin()->second;
+    acc.prefill_node = first.prefill;
+    acc.decode_node = first.decode;
+    acc.placement = first.prefill.empty() ? "prefill-on-decode" : "disaggregated";
     out.events.push_back({id, std::move(acc)});
   }
   out.append(std::move(placed));
   return out;
 }
 
-router_effects router_state::start_attempt(wire::request_id id, request& r) {
+router_effects router_state::place(wire::request_id id, request& r) {
   router_effects out;
-  if (r.delivered.size() >= r.max_tokens) {  // everything was delivered before a failure
-    const auto n = static_cast<std::uint32_t>(r.delivered.size());
-    out.events.push_back({id, wire::finished{0, wire::finish_reason::length,
-                                             static_cast<std::uint32_t>(r.prompt.size()), n}});
+  std::vector<std::uint32_t> open;
+  for (std::uint32_t c = 0; c < r.choices.size(); ++c) {
+    if (!r.choices[c].done) open.push_back(c);
+  }
+  if (open.empty()) {  // everything was delivered before a failure
+    std::uint32_t generated = 0;
+    for (const auto& c : r.choices) generated += static_cast<std::uint32_t>(c.delivered.size());
+    out.events.push_back(
+        {id, wire::finished{0, r.choices.front().reason,
+                            static_cast<std::uint32_t>(r.prompt.size()), generated}});
     ++stats_.finished;
     finish_request(id);
     return out;
   }
-  if (r.attempt >= config_.max_attempts) {
+  if (r.rounds >= config_.max_attempts) {
     return fail(id, r.last_error.value_or(error{errc::failed, "no attempt left"}));
   }
-  ++r.attempt;
-  const std::size_t tokens = r.prompt.size() + r.delivered.size();
-  const std::size_t remaining = r.max_tokens - r.delivered.size();
-  r.blocks = blocks_for(tokens + remaining - 1);
-  worker* d = pick(wire::role::decode, r.avoid, r.blocks);
+  ++r.rounds;
+  // Choices that have delivered nothing (the first round) share one attempt and the
+  // prompt's KV; once they diverge, each resumes from its own tokens.
+  const bool together =
+      std::all_of(open.begin(), open.end(),
+                  [&](std::uint32_t c) { return r.choices[c].delivered.empty(); }) &&
+      open.back() - open.front() + 1 == open.size();
+  if (together) {
+    if (!place_attempt(id, r, open.front(), static_cast<std::uint32_t>(open.size()), out)) {
+      return out;
+    }
+  } else {
+    for (const std::uint32_t c : open) {
+      if (!place_attempt(id, r, c, 1, out)) return out;
+    }
+  }
+  return out;
+}
+
+bool router_state::place_attempt(wire::request_id id, request& r, std::uint32_t first,
+                                 std::uint32_t count, router_effects& out) {
+  const auto& delivered = r.choices[first].delivered;
+  const std::size_t tokens = r.prompt.size() + delivered.size();
+  const std::size_t remaining = r.max_tokens - delivered.size();
+  const std::size_t one = blocks_for(tokens + remaining - 1);
+  const std::size_t blocks = one + (count - 1) * (one - tokens / block_tokens_);
+  worker* d = pick(wire::role::decode, r.avoid, blocks);
   if (d == nullptr) {
-    return fail(id, error{errc::overloaded, "no decode worker has room for the request"});
+    cancel_workers(id, r, out);
+    out.append(fail(id, error{errc::overloaded, "no decode worker has room for the request"}));
+    return false;
   }
   worker* p = nullptr;
   if (tokens > config_.prefill_on_decode_max_tokens) {
     p = pick(wire::role::prefill, r.avoid, 0);
     if (p == nullptr && config_.when_no_prefill == no_prefill_policy::fail) {
-      return fail(id, error{errc::overloaded, "no prefill worker is alive"});
+      cancel_workers(id, r, out);
+      out.append(fail(id, error{errc::overloaded, "no prefill worker is alive"}));
+      return false;
     }
     if (p == nullptr) ++stats_.no_prefill_fallback;
   }
   ++(p == nullptr ? stats_.prefill_on_decode : stats_.disaggregated);
-  r.decode = d->address.node;
-  r.prefill = p == nullptr ? std::string{} : p->address.node;
-  r.at = p == nullptr ? stage::decoding : stage::prefilling;
-  adjust(wire::role::decode, *d, 1, static_cast<std::ptrdiff_t>(r.blocks));
+  const std::uint32_t number = ++r.last_attempt;
+  attempt_state& a = r.attempts[number];
+  a.first = first;
+  a.count = count;
+  a.decode = d->address.node;
+  a.prefill = p == nullptr ? std::string{} : p->address.node;
+  a.at = p == nullptr ? stage::decoding : stage::prefilling;
+  a.blocks = blocks;
+  adjust(wire::role::decode, *d, 1, static_cast<std::ptrdiff_t>(blocks));
   if (p != nullptr) adjust(wire::role::prefill, *p, 1, 0);
-
-  r.window = static_cast<std::uint32_t>(tokens) + wire::initial_stream_window;
+  a.window = static_cast<std::uint32_t>(tokens) + wire::initial_stream_window;
   wire::admit m;
   m.request = id;
-  m.attempt = r.attempt;
+  m.attempt = number;
   m.tokens.assign(r.prompt.begin(), r.prompt.end());
-  m.tokens.insert(m.tokens.end(), r.delivered.begin(), r.delivered.end());
+  m.tokens.insert(m.tokens.end(), delivered.begin(), delivered.end());
   m.prompt_length = static_cast<std::uint32_t>(r.prompt.size());
   m.max_tokens = r.max_tokens;
   m.params = r.params;
-  m.writer = r.prefill;
+  m.writer = a.prefill;
+  m.choice = first;
+  m.choices = count;
   out.send(d->address, std::move(m));
-  return out;
+  return true;
+}
+
+wire::token_chunk router_state::chunk_of(request& r, std::uint32_t c, const wire::token_batch& m) {
+  auto& choice = r.choices[c];
+  wire::token_chunk chunk;
+  chunk.choice = c;
+  std::uint32_t position = m.first_position;
+  for (std::size_t i = 0; i < m.tokens.size(); ++i) {
+    const std::uint32_t t = m.tokens[i];
+    const std::size_t expected = r.prompt.size() + choice.delivered.size();
+    if (position++ != expected || choice.delivered.size() >= r.max_tokens) continue;  // a repeat
+    const std::int32_t prev = choice.delivered.empty() ? r.prompt.back() : choice.delivered.back();
+    if (chunk.tokens.empty()) chunk.first_position = static_cast<std::uint32_t>(expected);
+    chunk.tokens.push_back(t);
+    const auto piece = tok_.decode(prev, static_cast<std::int32_t>(t));
+    chunk.text += engine::printable(piece);
+    if (i < m.logprobs.size()) {
+      const auto& lp = m.logprobs[i];
+      wire::client_logprobs out{t, lp.logprob, piece, {}};
+      for (const auto& alt : lp.top) {
+        out.top.push_back({alt.token, alt.logprob,
+                           alt.token < static_cast<std::uint32_t>(tok_.vocab_size())
+                               ? tok_.decode(prev, static_cast<std::int32_t>(alt.token))
+                               : std::string{}});
+      }
+      chunk.logprobs.push_back(std::move(out));
+    }
+    choice.delivered.push_back(static_cast<std::int32_t>(t));
+    ++stats_.tokens;
+  }
+  return chunk;
 }
 
 router_effects router_state::on_tokens(const wire::actor_address& from, const wire::token_batch& m,
                                        bool client_has_room) {
   router_effects out;
-  request* r = current(m.request, m.attempt);
-  if (r == nullptr || from.node != r->decode) {
+  auto [r, a] = current(m.request, m.attempt, from.node);
+  if (r == nullptr || m.choice < a->first || m.choice >= a->first + a->count ||
+      r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
   }
-  if (r->at != stage::decoding) {  // the prefill's part of this attempt is over
-    if (auto p = prefill_.find(r->prefill); p != prefill_.end()) {
+  if (a->at != stage::decoding) {  // the prefill's part of this attempt is over
+    if (auto p = prefill_.find(a->prefill); p != prefill_.end()) {
       adjust(wire::role::prefill, p->second, -1, 0);
     }
-    r->at = stage::decoding;
+    a->at = stage::decoding;
   }
-  wire::token_chunk chunk;
-  std::uint32_t position = m.first_position;
-  for (const std::uint32_t t : m.tokens) {
-    const std::size_t expected = r->prompt.size() + r->delivered.size();
-    if (position++ != expected || r->delivered.size() >= r->max_tokens) continue;  // a repeat
-    const std::int32_t prev = r->delivered.empty() ? r->prompt.back() : r->delivered.back();
-    if (chunk.tokens.empty()) chunk.first_position = static_cast<std::uint32_t>(expected);
-    chunk.tokens.push_back(t);
-    chunk.text += engine::printable(tok_.decode(prev, static_cast<std::int32_t>(t)));
-    r->delivered.push_back(static_cast<std::int32_t>(t));
-    ++stats_.tokens;
-  }
-  if (!chunk.tokens.empty()) out.events.push_back({m.request, std::move(chunk)});
+  auto chunk = chunk_of(*r, m.choice, m);
+  // A request of several choices says when each ends; one of a single choice, by finished.
+  if (m.finish && r->choices.size() > 1) chunk.finish = *m.finish;
+  if (!chunk.tokens.empty() || chunk.finish) out.events.push_back({m.request, std::move(chunk)});
   if (m.finish) {
-    complete(m.request, *r, *m.finish, out);
+    choice_done(m.request, *r, m.attempt, m.choice, *m.finish, out);
   } else if (client_has_room) {
-    widen_window(m.request, *r, out);
+    widen_window(m.request, *r, m.attempt, out);
   }
   return out;
 }
@@ -230,64 +304,102 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
 router_effects router_state::on_client_ready(wire::request_id id) {
   router_effects out;
   auto it = requests_.find(id);
-  if (it != requests_.end() && it->second.at == stage::decoding) widen_window(id, it->second, out);
+  if (it == requests_.end()) return out;
+  std::vector<std::uint32_t> live;
+  for (const auto& [number, a] : it->second.attempts) {
+    if (a.at == stage::decoding) live.push_back(number);
+  }
+  for (const auto number : live) widen_window(id, it->second, number, out);
   return out;
 }
 
-void router_state::widen_window(wire::request_id id, request& r, router_effects& out) {
-  const auto delivered = static_cast<std::uint32_t>(r.prompt.size() + r.delivered.size());
-  const std::uint32_t limit = delivered + config_.stream_window;
-  if (limit < r.window + std::max<std::uint32_t>(1, config_.stream_window / 4)) return;
-  auto d = decode_.find(r.decode);
+void router_state::widen_window(wire::request_id id, request& r, std::uint32_t attempt,
+                                router_effects& out) {
+  auto& a = must_find(r.attempts, attempt, "a window of a live attempt");
+  std::size_t delivered = std::numeric_limits<std::size_t>::max();
+  for (std::uint32_t c = a.first; c < a.first + a.count; ++c) {
+    if (!r.choices[c].done) delivered = std::min(delivered, r.choices[c].delivered.size());
+  }
+  if (delivered == std::numeric_limits<std::size_t>::max()) return;
+  const auto limit =
+      static_cast<std::uint32_t>(r.prompt.size() + delivered) + config_.stream_window;
+  if (limit < a.window + std::max<std::uint32_t>(1, config_.stream_window / 4)) return;
+  auto d = decode_.find(a.decode);
   if (d == decode_.end()) return;
-  r.window = limit;
-  out.send(d->second.address, wire::stream_window{id, r.attempt, limit});
+  a.window = limit;
+  out.send(d->second.address, wire::stream_window{id, attempt, limit});
 }
 
 router_effects router_state::on_finish(const wire::actor_address& from, const wire::finish& m) {
   router_effects out;
-  request* r = current(m.request, m.attempt);
-  if (r == nullptr || from.node != r->decode) {
+  auto [r, a] = current(m.request, m.attempt, from.node);
+  if (r == nullptr || m.choice < a->first || m.choice >= a->first + a->count ||
+      r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
   }
-  complete(m.request, *r, m.reason, out);
+  if (r->choices.size() > 1) {
+    wire::token_chunk end;
+    end.choice = m.choice;
+    end.first_position =
+        static_cast<std::uint32_t>(r->prompt.size() + r->choices[m.choice].delivered.size());
+    end.finish = m.reason;
+    out.events.push_back({m.request, std::move(end)});
+  }
+  choice_done(m.request, *r, m.attempt, m.choice, m.reason, out);
   return out;
 }
 
-void router_state::complete(wire::request_id id, const request& r, wire::finish_reason reason,
-                            router_effects& out) {
-  out.events.push_back({id, wire::finished{0, reason, static_cast<std::uint32_t>(r.prompt.size()),
-                                           static_cast<std::uint32_t>(r.delivered.size())}});
+void router_state::choice_done(wire::request_id id, request& r, std::uint32_t attempt,
+                               std::uint32_t c, wire::finish_reason reason, router_effects& out) {
+  r.choices[c].done = true;
+  r.choices[c].reason = reason;
+  const auto& a = must_find(r.attempts, attempt, "a choice ends in a live attempt");
+  bool attempt_over = true;
+  for (std::uint32_t i = a.first; i < a.first + a.count; ++i) {
+    attempt_over = attempt_over && r.choices[i].done;
+  }
+  if (attempt_over) end_attempt(r, attempt);
+  if (!std::all_of(r.choices.begin(), r.choices.end(), [](const auto& x) { return x.done; })) {
+    return;
+  }
+  std::uint32_t generated = 0;
+  for (const auto& x : r.choices) generated += static_cast<std::uint32_t>(x.delivered.size());
+  out.events.push_back(
+      {id, wire::finished{0, r.choices.front().reason, static_cast<std::uint32_t>(r.prompt.size()),
+                          generated}});
   ++stats_.finished;
   finish_request(id);
 }
 
 router_effects router_state::on_abort(const wire::actor_address& from, const wire::abort_attempt& m,
                                       time_point) {
-  request* r = current(m.request, m.attempt);
-  if (r == nullptr || from.node != r->decode) {
+  auto [r, a] = current(m.request, m.attempt, from.node);
+  if (r == nullptr) {
     ++stats_.stale_messages;
     return {};
   }
   if (m.code == errc::invalid_argument) {
-    return fail(m.request, error{m.code, fmt::format("{}: {}", from.node, m.message)});
+    router_effects out;
+    cancel_workers(m.request, *r, out);
+    out.append(fail(m.request, error{m.code, fmt::format("{}: {}", from.node, m.message)}));
+    return out;
   }
   if (m.code == errc::overloaded) r->avoid.insert(from.node);
   // Other failures of a disaggregated attempt (a timed-out or failed prefill, as the decode
   // relays them) steer the retry away from its prefill node.
-  if (m.code != errc::overloaded && !r->prefill.empty()) r->avoid.insert(r->prefill);
-  router_effects out;
-  cancel_workers(m.request, *r, out);
-  out.append(retry(m.request, *r, error{m.code, fmt::format("{}: {}", from.node, m.message)}));
-  return out;
+  if (m.code != errc::overloaded && !a->prefill.empty()) r->avoid.insert(a->prefill);
+  return retry(m.request, *r, error{m.code, fmt::format("{}: {}", from.node, m.message)});
 }
 
 router_effects router_state::retry(wire::request_id id, request& r, error why) {
   ++stats_.retries;
   r.last_error = std::move(why);
-  end_attempt(r);
-  return start_attempt(id, r);
+  router_effects out;
+  cancel_workers(id, r, out);
+  while (!r.attempts.empty()) end_attempt(r, r.attempts.begin()->first);
+  out.append(place(id, r));
+  return out;
 }
 
 router_effects router_state::on_node_gone(const std::string& node, time_point) {
@@ -310,13 +422,16 @@ router_effects router_state::retry_all_on(const std::string& node, const error& 
   router_effects out;
   std::vector<wire::request_id> hit;
   for (const auto& [id, r] : requests_) {
-    const bool prefill_hit = r.prefill == node && r.at != stage::decoding;
-    if (prefill_hit || r.decode == node) hit.push_back(id);
+    for (const auto& [number, a] : r.attempts) {
+      if ((a.prefill == node && a.at != stage::decoding) || a.decode == node) {
+        hit.push_back(id);
+        break;
+      }
+    }
   }
   for (const wire::request_id id : hit) {
     request& r = must_find(requests_, id, "a request hit by a node's death is open");
     r.avoid.insert(node);
-    cancel_workers(id, r, out);
     out.append(retry(id, r, why));
   }
   return out;
@@ -347,11 +462,13 @@ router_effects router_state::on_timer(std::uint64_t id, time_point) {
 }
 
 void router_state::cancel_workers(wire::request_id id, const request& r, router_effects& out) {
-  if (auto d = decode_.find(r.decode); d != decode_.end()) {
-    out.send(d->second.address, wire::cancel{id, "request ended"});
-  }
-  if (r.at != stage::decoding) {
-    if (auto p = prefill_.find(r.prefill); p != prefill_.end()) {
+  std::set<std::string> told;  // one cancel per node ends every attempt of the request there
+  for (const auto& [number, a] : r.attempts) {
+    if (auto d = decode_.find(a.decode); d != decode_.end() && told.insert(a.decode).second) {
+      out.send(d->second.address, wire::cancel{id, "request ended"});
+    }
+    if (a.at == stage::decoding) continue;
+    if (auto p = prefill_.find(a.prefill); p != prefill_.end() && told.insert(a.prefill).second) {
       out.send(p->second.address, wire::cancel{id, "request ended"});
     }
   }
@@ -365,32 +482,36 @@ router_effects router_state::fail(wire::request_id id, error why) {
   return out;
 }
 
-void router_state::end_attempt(request& r) {
-  if (auto d = decode_.find(r.decode); d != decode_.end()) {
-    adjust(wire::role::decode, d->second, -1, -static_cast<std::ptrdiff_t>(r.blocks));
+void router_state::end_attempt(request& r, std::uint32_t attempt) {
+  auto it = r.attempts.find(attempt);
+  if (it == r.attempts.end()) return;
+  const auto& a = it->second;
+  if (auto d = decode_.find(a.decode); d != decode_.end()) {
+    adjust(wire::role::decode, d->second, -1, -static_cast<std::ptrdiff_t>(a.blocks));
   }
-  if (r.at != stage::decoding) {
-    if (auto p = prefill_.find(r.prefill); p != prefill_.end()) {
+  if (a.at != stage::decoding) {
+    if (auto p = prefill_.find(a.prefill); p != prefill_.end()) {
       adjust(wire::role::prefill, p->second, -1, 0);
     }
   }
-  r.decode.clear();
-  r.prefill.clear();
-  r.blocks = 0;
+  r.attempts.erase(it);
 }
 
 void router_state::finish_request(wire::request_id id) {
   auto it = requests_.find(id);
   if (it == requests_.end()) return;
-  end_attempt(it->second);
+  while (!it->second.attempts.empty()) end_attempt(it->second, it->second.attempts.begin()->first);
   timers_.erase(it->second.timer);
   requests_.erase(it);
 }
 
-router_state::request* router_state::current(wire::request_id id, std::uint32_t attempt) {
+std::pair<router_state::request*, router_state::attempt_state*> router_state::current(
+    wire::request_id id, std::uint32_t attempt, const std::string& from) {
   auto it = requests_.find(id);
-  if (it == requests_.end() || it->second.attempt != attempt) return nullptr;
-  return &it->second;
+  if (it == requests_.end()) return {nullptr, nullptr};
+  auto a = it->second.attempts.find(attempt);
+  if (a == it->second.attempts.end() || a->second.decode != from) return {nullptr, nullptr};
+  return {&it->second, &a->second};
 }
 
 }  // namespace baton::actors

@@ -119,20 +119,38 @@ class router_state {
  private:
   /// prefilling: the decode node has the admit and sends the job to the prefill node.
   enum class stage : std::uint8_t { prefilling, decoding };
+  /// One choice of the request (OpenAI's n): what its client has been sent.
+  struct choice_state {
+    std::vector<std::int32_t> delivered;
+    bool done = false;
+    wire::finish_reason reason = wire::finish_reason::length;
+  };
+  /// One placement of some choices, first .. first + count - 1, on a decode node (and a
+  /// prefill node, unless prefilled on the decode node).
+  struct attempt_state {
+    std::uint32_t first = 0;
+    std::uint32_t count = 1;
+    stage at = stage::prefilling;
+    std::string prefill;  ///< node of the prefill; empty: on the decode node
+    std::string decode;
+    std::size_t blocks = 0;    ///< blocks it commits on its decode node
+    std::uint32_t window = 0;  ///< its stream window limit
+  };
+  /// Choices of one request share a placement while none has delivered anything; a retry
+  /// cancels every attempt of the request and places its unfinished choices anew (each on
+  /// its own once they have delivered different tokens). Attempt numbers only grow, so a
+  /// message from a replaced attempt is recognised as stale.
   struct request {
     std::vector<std::int32_t> prompt;
-    std::vector<std::int32_t> delivered;
-    std::uint32_t max_tokens = 0;  ///< generated tokens at most, over all attempts
+    std::uint32_t max_tokens = 0;  ///< generated tokens at most per choice, over all attempts
     wire::sampling params;
-    std::uint32_t attempt = 0;
-    stage at = stage::prefilling;
-    std::string prefill;  ///< node of the current attempt's prefill; empty: on decode
-    std::string decode;
-    std::size_t blocks = 0;       ///< blocks the current attempt commits on its decode
-    std::set<std::string> avoid;  ///< nodes that refused or failed this request
+    std::vector<choice_state> choices;
+    std::map<std::uint32_t, attempt_state> attempts;  ///< live, by attempt number
+    std::uint32_t last_attempt = 0;                   ///< attempt numbers given so far
+    std::uint32_t rounds = 0;                         ///< placements, retries included
+    std::set<std::string> avoid;                      ///< nodes that refused or failed this request
     std::optional<error> last_error;
     std::uint64_t timer = 0;
-    std::uint32_t window = 0;  ///< the current attempt's stream window limit
   };
   struct worker {
     wire::actor_address address;
@@ -144,21 +162,33 @@ class router_state {
   };
   using ranking = std::set<std::pair<std::size_t, std::string>>;
 
-  router_effects start_attempt(wire::request_id id, request& r);
-  /// Ends the current attempt's bookkeeping (loads and blocks) without messages.
-  void end_attempt(request& r);
+  /// Places every unfinished choice (a round), or completes the request when none is
+  /// left, or fails it when the rounds or the workers are used up.
+  router_effects place(wire::request_id id, request& r);
+  /// Places choices first .. first + count - 1 as one attempt; false (and `out` holds the
+  /// failure) when no worker fits.
+  bool place_attempt(wire::request_id id, request& r, std::uint32_t first, std::uint32_t count,
+                     router_effects& out);
+  /// Ends an attempt's bookkeeping (loads and blocks) without messages.
+  void end_attempt(request& r, std::uint32_t attempt);
   router_effects retry(wire::request_id id, request& r, error why);
   router_effects retry_all_on(const std::string& node, const error& why);
   router_effects fail(wire::request_id id, error why);
-  /// Tells the current attempt's workers that the request is over.
+  /// Tells the workers of every attempt of the request that it is over.
   void cancel_workers(wire::request_id id, const request& r, router_effects& out);
   void finish_request(wire::request_id id);
-  /// The request ended well for `reason`: the client gets finished, the entry goes.
-  void complete(wire::request_id id, const request& r, wire::finish_reason reason,
-                router_effects& out);
-  /// Widens the decode's window when the client has room and a quarter of it was used.
-  void widen_window(wire::request_id id, request& r, router_effects& out);
-  [[nodiscard]] request* current(wire::request_id id, std::uint32_t attempt);
+  /// Choice `c` ended for `reason`; with its last choice the request ends well.
+  void choice_done(wire::request_id id, request& r, std::uint32_t attempt, std::uint32_t c,
+                   wire::finish_reason reason, router_effects& out);
+  /// Widens an attempt's window when the client has room and a quarter of it was used.
+  void widen_window(wire::request_id id, request& r, std::uint32_t attempt, router_effects& out);
+  /// The request and its live attempt `attempt`, if `from` is that attempt's decode node.
+  [[nodiscard]] std::pair<request*, attempt_state*> current(wire::request_id id,
+                                                            std::uint32_t attempt,
+                                                            const std::string& from);
+  /// The token_chunk of `m`'s new tokens for choice `c` (repeats dropped), with their text
+  /// and log-probabilities.
+  [[nodiscard]] wire::token_chunk chunk_of(request& r, std::uint32_t c, const wire::token_batch& m);
 
   worker* pick(wire::role role, const std::set<std::string>& avoid, std::size_t blocks);
   void adjust(wire::role role, worker& w, std::ptrdiff_t load, std::ptrdiff_t blocks);

@@ -118,6 +118,9 @@ class KvFabric : public ::testing::Test {
   void TearDown() override { stop(); }
 
   void stop() {
+    for (auto* io : {a_.get(), b_.get()}) {  // both before either goes: shm peers share memory
+      if (io != nullptr) io->stop_transport();
+    }
     a_.reset();
     b_.reset();
     caf::anon_send_exit(actor_a_, caf::exit_reason::user_shutdown);

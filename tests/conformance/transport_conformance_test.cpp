@@ -86,6 +86,14 @@ class TransportConformance : public ::testing::Test {
     return *slice;
   }
 
+  // Both stopped before either is destroyed: shm peers in one process read each other's
+  // memory, and one destroyed under the other's running progress thread crashed it.
+  ~TransportConformance() override {
+    for (auto* e : {a_.get(), b_.get()}) {
+      if (e != nullptr) e->stop();
+    }
+  }
+
   std::shared_ptr<loopback::network> network_;
   std::unique_ptr<endpoint> a_;
   std::unique_ptr<endpoint> b_;

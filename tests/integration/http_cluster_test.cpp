@@ -224,9 +224,15 @@ TEST_F(HttpCluster, BadInputGetsTheRightAnswerAndTheRouterKeepsServing) {
   auto unknown = curl_post(cluster_, "/v1/completions", R"({"model":"gpt-4","prompt":"a"})");
   EXPECT_EQ(unknown.status, 404);
   EXPECT_EQ(unknown.parsed()["error"]["code"], "model_not_found");
-  auto param = curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"a","logprobs":2})");
+  auto param = curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"a","logprobz":2})");
   EXPECT_EQ(param.status, 400);
-  EXPECT_EQ(param.parsed()["error"]["param"], "logprobs");
+  EXPECT_EQ(param.parsed()["error"]["param"], "logprobz");
+  auto tools = curl_post(cluster_, "/v1/chat/completions",
+                         "{" + m +
+                             R"(,"messages":[{"role":"user","content":"a"}],)"
+                             R"("tools":[{"type":"function","function":{"name":"f"}}]})");
+  EXPECT_EQ(tools.status, 400);
+  EXPECT_EQ(tools.parsed()["error"]["param"], "tools");
   // A prompt longer than the model's context: the router's refusal, as a 400.
   std::string long_prompt;
   for (int i = 0; i < 300; ++i) long_prompt += "Lily and Ben ";

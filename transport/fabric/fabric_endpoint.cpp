@@ -30,19 +30,41 @@ fabric_endpoint::fabric_endpoint(const endpoint_config& config)
 }
 
 fabric_endpoint::~fabric_endpoint() {
-  if (progress_.joinable()) {
-    {
-      std::lock_guard lock(submit_mu_);
-      stop_.store(true);
-    }
-    wake();
-    progress_.join();
-  }
+  stop();
   ep_.reset();  // cancels whatever the provider still holds; then buffers may go
+}
+
+void fabric_endpoint::stop() {
+  if (!progress_.joinable()) return;
+  {
+    std::lock_guard lock(submit_mu_);
+    stop_.store(true);
+  }
+  wake();
+  progress_.join();
+  // The thread is gone: commands it did not take run here, and their callers (another
+  // thread may be waiting in run_on_progress) are let go.
+  std::deque<std::function<void()>> left;
+  {
+    std::lock_guard lock(submit_mu_);
+    stopped_ = true;
+    left.swap(commands_);
+  }
+  for (auto& command : left) command();
+  {
+    std::lock_guard lock(submit_mu_);
+    commands_done_ = commands_queued_;
+  }
+  command_cv_.notify_all();
 }
 
 void fabric_endpoint::run_on_progress(std::function<void()> command) {
   std::unique_lock lock(submit_mu_);
+  if (stopped_) {  // no progress thread is left to race with
+    lock.unlock();
+    command();
+    return;
+  }
   commands_.push_back(std::move(command));
   const auto ticket = ++commands_queued_;
   lock.unlock();

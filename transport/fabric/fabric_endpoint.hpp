@@ -33,6 +33,7 @@ class fabric_endpoint final : public endpoint {
  public:
   explicit fabric_endpoint(const endpoint_config& config);
   ~fabric_endpoint() override;
+  void stop() override;
   fabric_endpoint(const fabric_endpoint&) = delete;
   fabric_endpoint& operator=(const fabric_endpoint&) = delete;
 
@@ -157,6 +158,7 @@ class fabric_endpoint final : public endpoint {
   std::deque<std::function<void()>> commands_;
   std::uint64_t commands_queued_ = 0;
   std::uint64_t commands_done_ = 0;
+  bool stopped_ = false;  ///< guarded by submit_mu_: stop() joined the progress thread
 
   // Guarded by events_mu_: completions for the owner.
   mutable std::mutex events_mu_;

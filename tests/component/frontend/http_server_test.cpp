@@ -403,10 +403,10 @@ TEST(HttpServerBoundary, AHandlerThatThrowsEndsItsRequestWith500AndTheServerServ
 }
 
 TEST_F(HttpServer, UnknownParameterIs400NamingIt) {
-  auto r = post(port_, "/v1/completions", completion({{"n", 2}}));
+  auto r = post(port_, "/v1/completions", completion({{"nn", 2}}));
   EXPECT_EQ(r.status, 400u);
-  EXPECT_EQ(r.parsed()["error"]["param"], "n");
-  EXPECT_NE(r.parsed()["error"]["message"].get<std::string>().find(": n"), std::string::npos);
+  EXPECT_EQ(r.parsed()["error"]["param"], "nn");
+  EXPECT_NE(r.parsed()["error"]["message"].get<std::string>().find(": nn"), std::string::npos);
   auto echo_in_chat = post(port_, "/v1/chat/completions", chat({{"echo", true}}));
   EXPECT_EQ(echo_in_chat.status, 400u);
   EXPECT_EQ(echo_in_chat.parsed()["error"]["param"], "echo");
@@ -447,6 +447,7 @@ TEST_F(HttpServer, NonHttpBytesGet400AndAClose) {
 
 TEST_F(HttpServer, ClientVanishingMidStreamCancelsTheRequest) {
   for (bool streamed : {true, false}) {
+    const auto started = handler_.requests().size();
     {
       asio::io_context io;
       tcp::socket s(io);
@@ -459,8 +460,11 @@ TEST_F(HttpServer, ClientVanishingMidStreamCancelsTheRequest) {
       if (streamed) {
         std::array<char, 512> some{};
         (void)s.read_some(asio::buffer(some));  // the stream is under way
-      } else {
-        std::this_thread::sleep_for(50ms);
+      } else {                                  // the router has the request
+        for (int i = 0; i < 1000 && handler_.requests().size() == started; ++i) {
+          std::this_thread::sleep_for(5ms);
+        }
+        ASSERT_EQ(handler_.requests().size(), started + 1);
       }
     }  // the client vanishes
     const auto cancels = handler_.wait_for_cancels(streamed ? 1 : 2);

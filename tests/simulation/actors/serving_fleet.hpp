@@ -33,17 +33,33 @@ inline std::string shared_model(const char* name) {
   return std::string(BATON_SHARED_MODELS_DIR) + "/" + name;
 }
 
-/// What a client saw of one request.
-struct client_log {
-  std::optional<wire::accepted> accepted;
+/// What a client saw of one choice of a request.
+struct choice_log {
   std::string text;  ///< prompt echo plus every chunk's text
   std::vector<std::uint32_t> positions;
   std::vector<std::int32_t> tokens;
+  std::vector<wire::client_logprobs> logprobs;
+  std::optional<wire::finish_reason> finish;  ///< said by a chunk (requests of several)
+};
+
+/// What a client saw of one request.
+struct client_log {
+  std::optional<wire::accepted> accepted;
+  std::map<std::uint32_t, choice_log> choices;
   std::optional<wire::finished> finished;
   std::optional<wire::rejected> rejected;
   [[nodiscard]] bool done() const { return finished || rejected; }
-  /// What `baton generate` prints for the same request.
-  [[nodiscard]] std::string output() const { return text + "\n"; }
+  /// Choice 0's text, positions and tokens (a request of one choice has only that).
+  [[nodiscard]] const std::string& text() const { return choice(0).text; }
+  [[nodiscard]] const std::vector<std::uint32_t>& positions() const { return choice(0).positions; }
+  [[nodiscard]] const std::vector<std::int32_t>& tokens() const { return choice(0).tokens; }
+  [[nodiscard]] const choice_log& choice(std::uint32_t c) const {
+    static const choice_log none;
+    auto it = choices.find(c);
+    return it == choices.end() ? none : it->second;
+  }
+  /// What `baton generate` prints for the same request (choice `c`).
+  [[nodiscard]] std::string output(std::uint32_t c = 0) const { return choice(c).text + "\n"; }
 };
 
 class fleet;
@@ -134,8 +150,11 @@ class fleet {
   /// The single-process reference output for the same request (CPU engine).
   std::string reference(const std::string& prompt, float temperature, float top_p,
                         std::uint64_t seed, std::int32_t steps) {
+    return reference(prompt, {temperature, top_p, seed, steps});
+  }
+  std::string reference(const std::string& prompt, const engine::generate_options& o) {
     auto e = make_cpu_engine(0);
-    auto text = engine::generate_text(*e, *tok_, prompt, {temperature, top_p, seed, steps});
+    auto text = engine::generate_text(*e, *tok_, prompt, o);
     EXPECT_TRUE(text.has_value());
     return *text;
   }
@@ -150,6 +169,12 @@ class fleet {
     r.params = {temperature, top_p, seed.value_or(0)};
     r.has_seed = seed.has_value();
     r.timeout_ms = timeout_ms;
+    return submit(std::move(r));
+  }
+
+  /// Submits `r` as a client would (its client tag is the fleet's).
+  wire::request_id submit(wire::generate_request r) {
+    r.client_tag = ++tags_;
     auto out = router_->on_generate(r, now_);
     const wire::request_id id = out.events.empty() ? wire::request_id{} : out.events[0].request;
     dispatch("router-0", std::move(out));
@@ -306,13 +331,18 @@ inline void fleet::dispatch(const std::string& node, router_effects out) {
           using T = std::decay_t<decltype(what)>;
           if constexpr (std::is_same_v<T, wire::accepted>) {
             log.accepted = what;
-            log.text += what.prompt_text;
+            log.choices[0].text = what.prompt_text;
           } else if constexpr (std::is_same_v<T, wire::token_chunk>) {
-            log.text += what.text;
+            auto& c = log.choices[what.choice];
+            if (c.text.empty() && log.accepted) c.text = log.accepted->prompt_text;
+            EXPECT_FALSE(c.finish) << "a chunk after the choice's end";
+            c.text += what.text;
             for (std::size_t i = 0; i < what.tokens.size(); ++i) {
-              log.positions.push_back(what.first_position + static_cast<std::uint32_t>(i));
-              log.tokens.push_back(static_cast<std::int32_t>(what.tokens[i]));
+              c.positions.push_back(what.first_position + static_cast<std::uint32_t>(i));
+              c.tokens.push_back(static_cast<std::int32_t>(what.tokens[i]));
             }
+            c.logprobs.insert(c.logprobs.end(), what.logprobs.begin(), what.logprobs.end());
+            c.finish = what.finish;
           } else if constexpr (std::is_same_v<T, wire::finished>) {
             log.finished = what;
           } else {

@@ -4,9 +4,11 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <set>
 
 #include <gtest/gtest.h>
 
+#include "actors/sampling.hpp"
 #include "tests/simulation/actors/serving_fleet.hpp"
 #include "tests/support/test_seeds.hpp"
 
@@ -129,7 +131,7 @@ TEST(Serving, LateWritesAfterTimeoutAndRetryTouchNoOtherRequest) {
   EXPECT_GT(f.decode("decode-0").quarantined_blocks(), 0u);
   const auto b = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
   // Let b decode a few tokens, then let the stale writes land.
-  f.pump([&] { return f.log(b).positions.size() >= 5; });
+  f.pump([&] { return f.log(b).positions().size() >= 5; });
   f.writer("prefill-0").release_held();
   f.pump();
   ASSERT_TRUE(f.log(a).finished);
@@ -171,8 +173,8 @@ TEST(Serving, ASlowClientPausesItsDecodeAndNotTheOthers) {
   EXPECT_EQ(f.log(other).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
   EXPECT_FALSE(f.log(slow).done());
   const std::size_t prompt = f.log(slow).accepted->prompt_tokens;
-  ASSERT_FALSE(f.log(slow).positions.empty());
-  EXPECT_EQ(f.log(slow).positions.back() + 1, prompt + wire::initial_stream_window);
+  ASSERT_FALSE(f.log(slow).positions().empty());
+  EXPECT_EQ(f.log(slow).positions().back() + 1, prompt + wire::initial_stream_window);
   EXPECT_EQ(f.decode("decode-0").parked(), 1u);
   EXPECT_FALSE(f.decode("decode-0").has_work());
   // It catches up: generation resumes and the text is whole.
@@ -185,7 +187,7 @@ TEST(Serving, ASlowClientPausesItsDecodeAndNotTheOthers) {
 TEST(Serving, ClientGoneMidStreamFreesItsBlocks) {
   fleet f;
   const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 200);
-  f.pump([&] { return f.log(id).positions.size() >= 10; });
+  f.pump([&] { return f.log(id).positions().size() >= 10; });
   const std::string d = f.log(id).accepted->decode_node;
   EXPECT_LT(f.decode(d).uncommitted_blocks(), 512u);
   f.client_gone(id);
@@ -234,14 +236,14 @@ TEST(Serving, OverloadIsAnsweredAtOnceAndTheRouterRecovers) {
 TEST(Serving, DecodeNodeDeathMidStreamRetriesWithoutLossOrDuplication) {
   fleet f;
   const auto id = f.submit("Lily and Ben", 0.8f, 0.95f, 7, 150);
-  f.pump([&] { return f.log(id).positions.size() >= 20; });
+  f.pump([&] { return f.log(id).positions().size() >= 20; });
   const std::string first = f.log(id).accepted->decode_node;
   f.kill(first);
   f.pump();
   ASSERT_TRUE(f.log(id).finished);
   EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0.8_p0.95_s7_n150_lily.txt")));
   // Positions arrive exactly once and in order.
-  const auto& pos = f.log(id).positions;
+  const auto& pos = f.log(id).positions();
   for (std::size_t i = 1; i < pos.size(); ++i) EXPECT_EQ(pos[i], pos[i - 1] + 1);
   EXPECT_EQ(f.router().stats().retries, 1u);
 }
@@ -343,8 +345,8 @@ std::vector<std::int32_t> emulated_reference(fleet& f, const std::string& prompt
   auto sequence = device->add_sequence();
   EXPECT_TRUE(sequence);
   engine::sampler unused(0.0f, 0.9f, 1);
-  auto step =
-      device->prefill(*sequence, f.tokenizer().encode(prompt, true, false), unused, nullptr);
+  engine::sampler* picks[] = {&unused};
+  auto step = device->prefill(*sequence, f.tokenizer().encode(prompt, true, false), picks, nullptr);
   EXPECT_TRUE(step);
   std::vector<std::int32_t> tokens{step->tokens[0]};
   while (tokens.size() < steps) {
@@ -367,16 +369,16 @@ TEST(Serving, EmulatedDevicesServeTheTokensOfOneEmulatedEngine) {
       << (f.log(split).rejected ? f.log(split).rejected->message : "");
   EXPECT_EQ(f.log(split).accepted->placement, "disaggregated");
   EXPECT_GT(f.prefill("prefill-0").stats().slices + f.prefill("prefill-1").stats().slices, 0u);
-  ASSERT_GE(f.log(split).tokens.size(), 30u);
-  const auto expected = emulated_reference(f, "Once upon a time", f.log(split).tokens.size());
-  EXPECT_EQ(f.log(split).tokens, expected);
+  ASSERT_GE(f.log(split).tokens().size(), 30u);
+  const auto expected = emulated_reference(f, "Once upon a time", f.log(split).tokens().size());
+  EXPECT_EQ(f.log(split).tokens(), expected);
   // The KV moved by slices is what the decode node draws from: a corrupted slice is caught.
   f.writer("prefill-0").corrupt = 0;
   f.writer("prefill-1").corrupt = 0;
   const auto again = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 40);
   f.pump();
   ASSERT_TRUE(f.log(again).finished);
-  EXPECT_EQ(f.log(again).tokens, expected);
+  EXPECT_EQ(f.log(again).tokens(), expected);
   EXPECT_EQ(f.decode("decode-0").stats().checksum_failures +
                 f.decode("decode-1").stats().checksum_failures,
             1u);
@@ -391,14 +393,154 @@ TEST(Serving, ModelledTimeHoldsTheOutputUntilItHasPassed) {
   f.pump();
   // The prefill device is busy for its modelled time: nothing reached the decode node.
   EXPECT_EQ(f.messages("prefillDone"), 0u);
-  EXPECT_TRUE(f.log(id).tokens.empty());
+  EXPECT_TRUE(f.log(id).tokens().empty());
   for (int ms = 0; ms < 1000 && !f.log(id).done(); ++ms) {
     f.advance(std::chrono::milliseconds(1));
     f.pump();
   }
   ASSERT_TRUE(f.log(id).finished);
-  ASSERT_GE(f.log(id).tokens.size(), 3u);
-  EXPECT_EQ(f.log(id).tokens, emulated_reference(f, "Once upon a time", f.log(id).tokens.size()));
+  ASSERT_GE(f.log(id).tokens().size(), 3u);
+  EXPECT_EQ(f.log(id).tokens(),
+            emulated_reference(f, "Once upon a time", f.log(id).tokens().size()));
+}
+
+// ---- OpenAI's sampling parameters and several choices (issue 19) ---------------------
+
+/// A request with every sampling parameter away from its default.
+wire::generate_request adjusted_request(std::uint32_t n, std::uint64_t seed) {
+  wire::generate_request r;
+  r.prompt = "Lily and Ben";
+  r.max_positions = 120;
+  r.n = n;
+  r.params = {0.9f, 0.95f, seed};
+  r.has_seed = true;
+  r.params.top_k = 50;
+  r.params.min_p = 0.02f;
+  r.params.frequency_penalty = 0.6f;
+  r.params.presence_penalty = 0.4f;
+  r.params.repetition_penalty = 1.15f;
+  r.params.logit_bias = {{13, 2.5f}, {29, -100.0f}};
+  r.params.min_tokens = 5;
+  r.params.logprobs = true;
+  r.params.top_logprobs = 3;
+  return r;
+}
+
+/// The one-process output of choice `c` of `r`.
+std::string reference_of(fleet& f, const wire::generate_request& r, std::uint32_t c) {
+  engine::generate_options o{r.params.temperature, r.params.top_p, r.params.seed,
+                             static_cast<std::int32_t>(r.max_positions)};
+  o.sampling = sampling_options_of(r.params);
+  o.choice = c;
+  o.ignore_eos = r.params.ignore_eos;
+  return f.reference(r.prompt, o);
+}
+
+TEST(Serving, PenaltiesBiasesAndCutOffsMatchTheOneProcessEngineWithLogprobs) {
+  fleet f;
+  const auto r = adjusted_request(1, baton::testing::test_seeds(11, 1).front());
+  const auto id = f.submit(r);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished) << (f.log(id).rejected ? f.log(id).rejected->message : "");
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+  // One log-probability per token, the picked token's among them, alternatives sorted.
+  const auto& c = f.log(id).choice(0);
+  ASSERT_EQ(c.logprobs.size(), c.tokens.size());
+  for (std::size_t i = 0; i < c.tokens.size(); ++i) {
+    const auto& lp = c.logprobs[i];
+    EXPECT_EQ(lp.token, static_cast<std::uint32_t>(c.tokens[i]));
+    EXPECT_LE(lp.logprob, 0.0f);
+    ASSERT_EQ(lp.top.size(), 3u);
+    EXPECT_GE(lp.top[0].logprob, lp.top[1].logprob);
+    EXPECT_LE(lp.logprob, lp.top[0].logprob);
+    EXPECT_NE(lp.top[0].token, 29u) << "biased out";
+  }
+}
+
+TEST(Serving, SeveralChoicesSharePromptAndEachMatchesItsOneProcessReference) {
+  fleet f;
+  const auto r = adjusted_request(3, baton::testing::test_seeds(5, 1).front());
+  const auto id = f.submit(r);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished) << (f.log(id).rejected ? f.log(id).rejected->message : "");
+  std::set<std::string> different;
+  std::uint32_t generated = 0;
+  for (std::uint32_t c = 0; c < 3; ++c) {
+    EXPECT_EQ(f.log(id).output(c), reference_of(f, r, c)) << "choice " << c;
+    EXPECT_TRUE(f.log(id).choice(c).finish) << "each choice says when it ended";
+    different.insert(f.log(id).output(c));
+    generated += static_cast<std::uint32_t>(f.log(id).choice(c).tokens.size());
+  }
+  EXPECT_EQ(different.size(), 3u) << "each choice has its own seed";
+  EXPECT_EQ(f.log(id).finished->completion_tokens, generated);
+  // The prompt was computed once, for all three.
+  EXPECT_EQ(f.messages("prefill"), 1u);
+  EXPECT_EQ(f.messages("admit"), 1u);
+  const std::string d = f.log(id).accepted->decode_node;
+  EXPECT_EQ(f.decode(d).active(), 0u);
+  EXPECT_EQ(f.decode_engine(d).pool().free_blocks(), 512u) << "every shared block returned";
+}
+
+TEST(Serving, ChoiceZeroOfSeveralIsWhatARequestOfOneChoiceGives) {
+  fleet f;
+  auto one = adjusted_request(1, 21);
+  auto three = adjusted_request(3, 21);
+  const auto a = f.submit(one);
+  const auto b = f.submit(three);
+  f.pump();
+  EXPECT_EQ(f.log(a).output(), f.log(b).output(0));
+}
+
+TEST(Serving, EveryChoiceCompletesIdenticallyWhenItsDecodeNodeDiesMidStream) {
+  for (const auto seed : baton::testing::test_seeds(40, 3)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    fleet f;
+    const auto r = adjusted_request(3, seed);
+    const auto id = f.submit(r);
+    f.pump([&] { return f.log(id).choice(2).tokens.size() >= 12; });
+    ASSERT_FALSE(f.log(id).done());
+    f.kill(f.log(id).accepted->decode_node);
+    f.pump();
+    ASSERT_TRUE(f.log(id).finished) << (f.log(id).rejected ? f.log(id).rejected->message : "");
+    for (std::uint32_t c = 0; c < 3; ++c) {
+      EXPECT_EQ(f.log(id).output(c), reference_of(f, r, c)) << "choice " << c;
+      const auto& pos = f.log(id).choice(c).positions;
+      for (std::size_t i = 1; i < pos.size(); ++i) EXPECT_EQ(pos[i], pos[i - 1] + 1);
+      ASSERT_EQ(f.log(id).choice(c).logprobs.size(), f.log(id).choice(c).tokens.size());
+    }
+    EXPECT_EQ(f.router().stats().retries, 1u);
+  }
+}
+
+TEST(Serving, IgnoreEosGoesOnPastTheEndOfText) {
+  fleet f;
+  wire::generate_request r;
+  r.prompt = "Once upon a time";
+  r.max_positions = 256;
+  r.params = {1.0f, 1.0f, 0};
+  r.has_seed = true;
+  // The first seed whose story ends before 256 positions (stories260K ends most).
+  wire::request_id plain{};
+  for (std::uint64_t seed = 1; seed < 50; ++seed) {
+    r.params.seed = seed;
+    plain = f.submit(r);
+    f.pump();
+    ASSERT_TRUE(f.log(plain).finished);
+    if (f.log(plain).finished->reason == wire::finish_reason::end_of_text) break;
+  }
+  ASSERT_EQ(f.log(plain).finished->reason, wire::finish_reason::end_of_text);
+  r.params.ignore_eos = true;
+  const auto on = f.submit(r);
+  f.pump();
+  ASSERT_TRUE(f.log(on).finished);
+  EXPECT_EQ(f.log(on).finished->reason, wire::finish_reason::length);
+  EXPECT_GT(f.log(on).tokens().size(), f.log(plain).tokens().size());
+  EXPECT_TRUE(std::find(f.log(on).tokens().begin(), f.log(on).tokens().end(),
+                        engine::tokenizer::bos) != f.log(on).tokens().end())
+      << "the end-of-text token is streamed like any other";
+  engine::generate_options o{1.0f, 1.0f, r.params.seed, 256};
+  o.ignore_eos = true;
+  EXPECT_EQ(f.log(on).output(), f.reference(r.prompt, o));
 }
 
 }  // namespace

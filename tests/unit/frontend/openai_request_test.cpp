@@ -76,9 +76,30 @@ TEST(OpenaiRequest, TheContentPartWithANumberTypeIs400NotACrash) {
 }
 
 TEST(OpenaiRequest, EveryTopLevelFieldOfEveryTypeGetsATypedAnswer) {
-  const std::vector<std::string> completions_fields = {
-      "model", "prompt", "echo",           "max_tokens", "temperature", "top_p",
-      "seed",  "stream", "stream_options", "stop",       "user"};
+  const std::vector<std::string> common = {"model",
+                                           "max_tokens",
+                                           "temperature",
+                                           "top_p",
+                                           "n",
+                                           "seed",
+                                           "stream",
+                                           "stream_options",
+                                           "stop",
+                                           "user",
+                                           "frequency_penalty",
+                                           "presence_penalty",
+                                           "logit_bias",
+                                           "logprobs",
+                                           "service_tier",
+                                           "prompt_cache_key",
+                                           "safety_identifier",
+                                           "top_k",
+                                           "min_p",
+                                           "repetition_penalty",
+                                           "ignore_eos",
+                                           "min_tokens"};
+  auto completions_fields = common;
+  completions_fields.insert(completions_fields.end(), {"prompt", "echo", "suffix", "best_of"});
   for (const auto& name : completions_fields) {
     for (const auto& value : every_type()) {
       auto body = completion();
@@ -86,9 +107,12 @@ TEST(OpenaiRequest, EveryTopLevelFieldOfEveryTypeGetsATypedAnswer) {
       expect_typed_answer(api_kind::completions, body, name);
     }
   }
-  const std::vector<std::string> chat_fields = {"model", "messages", "max_tokens", "temperature",
-                                                "top_p", "seed",     "stream",     "stream_options",
-                                                "stop",  "user"};
+  auto chat_fields = common;
+  chat_fields.insert(
+      chat_fields.end(),
+      {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+       "tool_choice", "parallel_tool_calls", "functions", "function_call", "modalities", "audio",
+       "prediction", "reasoning_effort", "web_search_options", "store", "metadata", "verbosity"});
   for (const auto& name : chat_fields) {
     for (const auto& value : every_type()) {
       auto body = chat();
@@ -187,6 +211,148 @@ TEST(OpenaiRequest, LimitsNameTheirField) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().status, 404u);
   EXPECT_EQ(r.error().code, "model_not_found");
+}
+
+TEST(OpenaiRequest, TheDefaultsClientsSendAreAccepted) {
+  // What LangChain's ChatOpenAI and OpenAI send with nothing configured.
+  auto body = chat();
+  body.update({{"frequency_penalty", 0},
+               {"presence_penalty", 0},
+               {"n", 1},
+               {"top_p", 1},
+               {"temperature", 1},
+               {"stream", false},
+               {"logit_bias", json::object()},
+               {"tools", json::array()},
+               {"tool_choice", "none"},
+               {"store", false},
+               {"response_format", {{"type", "text"}}},
+               {"modalities", {"text"}},
+               {"parallel_tool_calls", true},
+               {"user", "u"},
+               {"metadata", {{"k", "v"}}}});
+  auto r = parse_openai_request(api_kind::chat, body.dump(), limits);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->request.params, (wire::sampling{1.0f, 1.0f, 0}));
+  auto legacy = completion();
+  legacy.update({{"frequency_penalty", 0},
+                 {"presence_penalty", 0},
+                 {"n", 1},
+                 {"best_of", 1},
+                 {"logit_bias", json::object()},
+                 {"suffix", nullptr},
+                 {"echo", false}});
+  EXPECT_TRUE(parse_openai_request(api_kind::completions, legacy.dump(), limits));
+}
+
+TEST(OpenaiRequest, EverySamplingParameterReachesTheRequest) {
+  auto body = chat();
+  body.update({{"n", 3},
+               {"frequency_penalty", 0.5},
+               {"presence_penalty", -1.5},
+               {"repetition_penalty", 1.25},
+               {"top_k", 40},
+               {"min_p", 0.05},
+               {"min_tokens", 4},
+               {"ignore_eos", true},
+               {"logprobs", true},
+               {"top_logprobs", 3},
+               {"logit_bias", {{"13", 5}, {"2", -100}}},
+               {"max_completion_tokens", 20}});
+  auto r = parse_openai_request(api_kind::chat, body.dump(), limits);
+  ASSERT_TRUE(r) << r.error().message;
+  const auto& p = r->request.params;
+  EXPECT_EQ(r->request.n, 3u);
+  EXPECT_EQ(r->request.max_tokens, 20u);
+  EXPECT_FLOAT_EQ(p.frequency_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(p.presence_penalty, -1.5f);
+  EXPECT_FLOAT_EQ(p.repetition_penalty, 1.25f);
+  EXPECT_EQ(p.top_k, 40u);
+  EXPECT_FLOAT_EQ(p.min_p, 0.05f);
+  EXPECT_EQ(p.min_tokens, 4u);
+  EXPECT_TRUE(p.ignore_eos);
+  EXPECT_TRUE(p.logprobs);
+  EXPECT_EQ(p.top_logprobs, 3u);
+  ASSERT_EQ(p.logit_bias.size(), 2u);
+  auto legacy = completion();
+  legacy.update({{"logprobs", 2}});
+  r = parse_openai_request(api_kind::completions, legacy.dump(), limits);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->request.params.logprobs);
+  EXPECT_EQ(r->request.params.top_logprobs, 2u);
+  legacy["top_k"] = -1;  // vLLM's "off"
+  r = parse_openai_request(api_kind::completions, legacy.dump(), limits);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->request.params.top_k, 0u);
+}
+
+TEST(OpenaiRequest, WhatABaseModelCannotDoIsRefusedNamingTheParameterAndWhy) {
+  const std::vector<std::pair<std::string, json>> refused = {
+      {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})},
+      {"tool_choice", "required"},
+      {"functions", json::array({{{"name", "f"}}})},
+      {"function_call", {{"name", "f"}}},
+      {"response_format", {{"type", "json_object"}}},
+      {"response_format", {{"type", "json_schema"}, {"json_schema", json::object()}}},
+      {"modalities", {"text", "audio"}},
+      {"audio", {{"voice", "alloy"}}},
+      {"prediction", {{"type", "content"}, {"content", "x"}}},
+      {"reasoning_effort", "low"},
+      {"web_search_options", json::object()}};
+  for (const auto& [name, value] : refused) {
+    auto body = chat();
+    body[name] = value;
+    auto r = parse_openai_request(api_kind::chat, body.dump(), limits);
+    ASSERT_FALSE(r) << name;
+    EXPECT_EQ(r.error().status, 400u) << name;
+    EXPECT_EQ(r.error().param, name);
+    EXPECT_NE(r.error().message.find("not supported"), std::string::npos) << r.error().message;
+  }
+  auto image = chat();
+  image["messages"][0]["content"] =
+      json::array({{{"type", "image_url"}, {"image_url", {{"url", "http://x/y.png"}}}}});
+  auto r = parse_openai_request(api_kind::chat, image.dump(), limits);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().param, "messages[0].content[0].type");
+  auto suffix = completion();
+  suffix["suffix"] = "the end";
+  EXPECT_FALSE(parse_openai_request(api_kind::completions, suffix.dump(), limits));
+  auto best_of = completion();
+  best_of["best_of"] = 3;
+  r = parse_openai_request(api_kind::completions, best_of.dump(), limits);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().param, "best_of");
+  auto unknown = completion();
+  unknown["frequency_penality"] = 0;  // a typo is still an unknown parameter
+  r = parse_openai_request(api_kind::completions, unknown.dump(), limits);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "unknown_parameter");
+}
+
+TEST(OpenaiRequest, OutOfRangeValuesNameTheirParameter) {
+  const std::vector<std::pair<std::string, json>> bad = {{"n", 0},
+                                                         {"n", 17},
+                                                         {"frequency_penalty", 2.5},
+                                                         {"presence_penalty", -3},
+                                                         {"repetition_penalty", 0},
+                                                         {"min_p", 1.5},
+                                                         {"top_k", -2},
+                                                         {"min_tokens", 100},
+                                                         {"logit_bias", {{"x", 1}}},
+                                                         {"logit_bias", {{"1", 101}}},
+                                                         {"top_logprobs", 3},
+                                                         {"max_completion_tokens", 7}};
+  for (const auto& [name, value] : bad) {
+    auto body = chat();
+    body["max_tokens"] = 10;
+    body[name] = value;
+    auto r = parse_openai_request(api_kind::chat, body.dump(), limits);
+    ASSERT_FALSE(r) << name << " = " << value.dump();
+    EXPECT_EQ(r.error().param, name) << r.error().message;
+  }
+  auto legacy = completion();
+  legacy["logprobs"] = 6;
+  EXPECT_FALSE(parse_openai_request(api_kind::completions, legacy.dump(), limits));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "schemas/client.capnp.h"
+#include "schemas/samples.hpp"
 
 namespace baton::wire {
 namespace {
@@ -19,15 +20,7 @@ namespace {
 // ---- codec -------------------------------------------------------------------------
 
 std::vector<wire::client_message> sample_messages() {
-  return {
-      wire::generate_request{7, "Once upon a time", 32, 256, {0.8f, 0.9f, 42}, true, 5000},
-      wire::cancel_request{7},
-      wire::accepted{7, wire::request_id{99}, 42, 5, "Once upon a time", "prefill-0", "decode-1",
-                     "disaggregated"},
-      wire::token_chunk{7, 5, {278, 1701, 29892}, " there was"},
-      wire::finished{7, wire::finish_reason::end_of_text, 5, 27, 118},
-      wire::rejected{7, errc::overloaded, "no decode node has room"},
-  };
+  return wire::sample_client_messages();
 }
 
 std::span<const std::byte> bytes_of(const kj::Array<capnp::word>& flat) {
