@@ -26,9 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The official openai Node.js SDK, for the HTTP API's tests (tests/http/): into build/npm.
+# The clients the HTTP API's tests drive (tests/http/), into build/npm: the official
+# openai Node.js SDK and LangChain's JavaScript integration, at pinned versions.
 npm_prefix="$(cd "$(dirname "$0")/.." && pwd)/build/npm"
-if [ ! -f "$npm_prefix/node_modules/openai/package.json" ]; then
-  echo "setup: installing the openai Node.js SDK into build/npm"
-  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error openai@4
+if [ ! -f "$npm_prefix/node_modules/openai/package.json" ] ||
+   [ ! -f "$npm_prefix/node_modules/@langchain/openai/package.json" ]; then
+  echo "setup: installing the openai Node.js SDK and @langchain/openai into build/npm"
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error \
+    openai@4 @langchain/openai@1.5.8 @langchain/core@1.4.0
 fi

@@ -31,7 +31,20 @@ reference::~reference() = default;
 
 std::string reference::operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
                                   int steps) {
-  return *engine::generate_text(*engine_, *tok_, prompt, {t, p, seed, steps});
+  return (*this)(prompt, engine::generate_options{t, p, seed, steps});
+}
+
+std::string reference::operator()(const std::string& prompt,
+                                  const engine::generate_options& options) {
+  return *engine::generate_text(*engine_, *tok_, prompt, options);
+}
+
+std::string reference::echo(const std::string& prompt) {
+  // Fewer positions than the prompt's tokens: llama2.c echoes them and samples nothing.
+  const auto n = static_cast<std::int32_t>(tok_->encode(prompt, true, false).size());
+  auto text = (*this)(prompt, engine::generate_options{0.0f, 0.9f, 1, n - 1});
+  text.pop_back();  // the newline
+  return text;
 }
 
 test_cluster::test_cluster(const std::vector<cluster_node>& nodes, const std::string& checkpoint,

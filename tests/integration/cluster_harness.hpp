@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/generate.hpp"
 #include "launcher/local_cluster.hpp"
 
 namespace baton::engine {
@@ -41,6 +42,10 @@ class reference {
   reference& operator=(const reference&) = delete;
   std::string operator()(const std::string& prompt, float t, float p, std::uint64_t seed,
                          int steps);
+  /// With every option (the sampling parameters, the choice of several).
+  std::string operator()(const std::string& prompt, const engine::generate_options& options);
+  /// What llama2.c echoes of `prompt` before it samples (no newline).
+  std::string echo(const std::string& prompt);
 
  private:
   std::unique_ptr<engine::model> model_;

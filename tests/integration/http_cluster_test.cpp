@@ -210,6 +210,89 @@ TEST_F(HttpCluster, OpenaiNodeSdkCompletionsAndChat) {
   EXPECT_EQ(j["models"], json::array({"stories260K"}));
 }
 
+/// The sampling the openai_params_check.mjs requests ask for, as the one-process engine
+/// takes it: choice `choice` of `steps` positions.
+engine::generate_options sdk_params(int steps, std::uint32_t choice) {
+  engine::generate_options o{0.8f, 0.95f, 7, steps};
+  o.sampling.frequency_penalty = 0.5f;
+  o.sampling.presence_penalty = 0.3f;
+  o.sampling.logit_bias = {{13, 2.5f}, {29, -100.0f}};
+  o.choice = choice;
+  return o;
+}
+
+TEST_F(HttpCluster, OpenaiNodeSdkChoicesPenaltiesBiasesAndLogprobs) {
+  const std::string prefix = BATON_NPM_PREFIX;
+  ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"))
+      << "the openai SDK is not installed in " << prefix << ": run tools/setup.sh";
+  const auto r =
+      run(fmt::format("node {} {} {} stories260K {} 40 7 2>&1",
+                      quote(BATON_SOURCE_DIR "/tests/http/openai_params_check.mjs"), quote(prefix),
+                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  const int prompt_tokens = j["completion_usage"]["prompt_tokens"];
+  const int steps = prompt_tokens + 40 - 1;
+  // The one-process output starts with the prompt's echo and ends with a newline.
+  const auto echo = reference_.echo(prompt_);
+  const auto generated = [&](std::uint32_t c) {
+    const auto all = reference_(prompt_, sdk_params(steps, c));
+    return all.substr(echo.size(), all.size() - echo.size() - 1);
+  };
+  ASSERT_EQ(j["completion"].size(), 3u);
+  std::set<std::string> texts;
+  for (std::uint32_t c = 0; c < 3; ++c) {
+    const auto& choice = j["completion"][c];
+    EXPECT_EQ(choice["index"], c);
+    EXPECT_EQ(choice["text"], generated(c)) << "choice " << c;
+    EXPECT_EQ(j["completion_stream"][c], generated(c)) << "streamed choice " << c;
+    EXPECT_EQ(choice["tokens"], 40);
+    EXPECT_EQ(choice["top"][0], 2);
+    EXPECT_LE(choice["sum_first"].get<double>(), 1.0 + 1e-6);
+    for (const auto& lp : choice["logprobs"]) EXPECT_LE(lp.get<double>(), 0.0);
+    texts.insert(choice["text"].get<std::string>());
+  }
+  EXPECT_EQ(texts.size(), 3u) << "each choice has its own seed";
+  EXPECT_EQ(j["completion_usage"]["completion_tokens"], 120);
+  ASSERT_EQ(j["chat"].size(), 2u);
+  for (std::uint32_t c = 0; c < 2; ++c) {
+    EXPECT_EQ(j["chat"][c]["index"], c);
+    EXPECT_EQ(j["chat"][c]["logprobs"], 40);
+    EXPECT_EQ(j["chat"][c]["top"], 2);
+    EXPECT_EQ(j["chat_stream"][c], j["chat"][c]["text"]) << "same seed, same text";
+  }
+  EXPECT_EQ(j["chat_stream_logprobs"], 80);
+  EXPECT_EQ(j["tools_status"], 400);
+  EXPECT_EQ(j["tools_param"], "tools");
+}
+
+TEST_F(HttpCluster, LangchainChatOpenAIAndOpenAIInvokeStreamAndBatch) {
+  const std::string prefix = BATON_NPM_PREFIX;
+  ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/@langchain/openai/package.json"))
+      << "@langchain/openai is not installed in " << prefix << ": run tools/setup.sh";
+  const auto r =
+      run(fmt::format("node {} {} {} stories260K {} 30 2>&1",
+                      quote(BATON_SOURCE_DIR "/tests/http/langchain_check.mjs"), quote(prefix),
+                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  // Greedy: every call of a kind gives the same text; completions give the model's text.
+  const auto chat = j["chat_invoke"].get<std::string>();
+  EXPECT_FALSE(chat.empty());
+  EXPECT_EQ(j["chat_stream"], chat);
+  EXPECT_EQ(j["chat_batch"], json::array({chat, chat}));
+  const auto all = reference_(prompt_, engine::generate_options{0.0f, 0.9f, 1, 256});
+  const auto text = j["llm_invoke"].get<std::string>();
+  EXPECT_FALSE(text.empty());
+  EXPECT_EQ(all.substr(0, reference_.echo(prompt_).size() + text.size()),
+            reference_.echo(prompt_) + text)
+      << "the model's greedy continuation";
+  EXPECT_EQ(j["llm_stream"], text);
+  EXPECT_EQ(j["llm_batch"], json::array({text, text}));
+}
+
 TEST_F(HttpCluster, BadInputGetsTheRightAnswerAndTheRouterKeepsServing) {
   const std::string m = R"("model":"stories260K")";
   EXPECT_EQ(curl_post(cluster_, "/v1/completions", "{" + m + R"(,"prompt":"Lily)").status, 400);

@@ -3,9 +3,11 @@
 // libfabric RMA (tcp), requests sent through the router client.
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -282,6 +284,66 @@ TEST(ServingCluster, ADecodeNodeKilledMidStreamLosesAndDuplicatesNothing) {
     on_restarted += o.result->decode_node == "decode-0" ? 1 : 0;
   }
   EXPECT_GE(on_restarted, 1u) << "the router never placed on the restarted node";
+}
+
+TEST(ServingCluster, EveryChoiceWithPenaltiesCompletesIdenticallyThroughADecodeNodeKill) {
+  test_cluster c(fleet);
+  start_all(c);
+  wire::generate_request r;
+  r.prompt = "Lily and Ben";
+  r.max_positions = 400;
+  r.n = 3;
+  r.params = {0.8f, 0.95f, 7};
+  r.has_seed = true;
+  r.params.frequency_penalty = 0.6f;
+  r.params.presence_penalty = 0.4f;
+  r.params.repetition_penalty = 1.1f;
+  r.params.top_k = 60;
+  r.params.logit_bias = {{13, 3.0f}};
+  r.params.ignore_eos = true;  // every choice runs its 400 positions: the kill hits them all
+  client::client_options co;
+  co.routers = {c.native("router-0")};
+  auto client = client::router_client::connect(co);
+  ASSERT_TRUE(client) << client.error().to_string();
+  std::map<std::uint32_t, std::string> text;
+  std::map<std::uint32_t, std::vector<std::uint32_t>> positions;
+  std::string decode_node;
+  std::thread killer;
+  std::atomic<bool> killed{false};
+  auto result = (*client)->generate(r, [&](const client::client_event& e) {
+    if (const auto* a = std::get_if<wire::accepted>(&e)) {
+      for (std::uint32_t i = 0; i < r.n; ++i) text[i] = a->prompt_text;
+      decode_node = a->decode_node;
+      return true;
+    }
+    const auto& chunk = std::get<wire::token_chunk>(e);
+    text[chunk.choice] += chunk.text;
+    for (std::size_t i = 0; i < chunk.tokens.size(); ++i) {
+      positions[chunk.choice].push_back(chunk.first_position + static_cast<std::uint32_t>(i));
+    }
+    if (!killed && positions[2].size() >= 40) {  // mid-stream, every choice under way
+      killed = true;
+      c.process(decode_node).signal(SIGKILL);
+    }
+    return true;
+  });
+  ASSERT_TRUE(result) << result.error().to_string();
+  ASSERT_TRUE(killed);
+  reference ref;
+  for (std::uint32_t i = 0; i < r.n; ++i) {
+    engine::generate_options o{r.params.temperature, r.params.top_p, r.params.seed, 400};
+    o.sampling.frequency_penalty = r.params.frequency_penalty;
+    o.sampling.presence_penalty = r.params.presence_penalty;
+    o.sampling.repetition_penalty = r.params.repetition_penalty;
+    o.sampling.top_k = r.params.top_k;
+    o.sampling.logit_bias = {{13, 3.0f}};
+    o.ignore_eos = true;
+    o.choice = i;
+    EXPECT_EQ(text[i] + "\n", ref(r.prompt, o)) << "choice " << i;
+    const auto& p = positions[i];
+    for (std::size_t k = 1; k < p.size(); ++k) EXPECT_EQ(p[k], p[k - 1] + 1) << "choice " << i;
+  }
+  EXPECT_GE(metric(c, "router-0", "baton_router_retries_total"), 1.0) << c.metrics("router-0");
 }
 
 }  // namespace
