@@ -1,7 +1,7 @@
 // `baton bench serve --url URL --rate R --requests N [--prompt-len DIST] [--output-len DIST]
 //   [--seed S] [--slo-ttft-ms X] [--slo-tpot-ms Y] [--model NAME] [--tokenizer FILE]
 //   [--max-concurrency C] [--timeout-s T] [--ignore-eos] [--json] [--plot FILE.svg]
-//   [--native HOST:PORT [--pairs K]]`:
+//   [--native HOST:PORT [--pairs K]] [--n K [--vs-separate]] [--temperature T]`:
 // a serving benchmark against any OpenAI-compatible HTTP endpoint (Baton's router, vLLM,
 // SGLang, TRT-LLM, ...), with the figures vLLM's serving benchmark and NVIDIA AIPerf report.
 //
@@ -29,7 +29,16 @@
 //   slo_ttft_ms, slo_tpot_ms, goodput_req_s, goodput_fraction (null without SLOs),
 //   native_pairs, native_ttft_ms_{p50,p90}, http_pair_ttft_ms_{p50,p90},
 //   http_added_ttft_ms_p50, native_e2e_ms_{p50,p90}, http_pair_e2e_ms_{p50,p90},
-//   http_added_e2e_ms_p50 (null without --native or without a completed pair).
+//   http_added_e2e_ms_p50 (null without --native or without a completed pair),
+//   n, temperature, prefill_jobs, prefill_compute_s, prefill_kv_bytes (deltas of the
+//   server's /metrics counters over the run; null where it has none), separate (null, or
+//   with --vs-separate: requests, completed, duration_s, output_throughput_tok_s,
+//   {ttft,e2e}_ms_{p50,p90} and the prefill_* fields of the second run).
+//
+// --n K sends "n": K (K choices per request; output tokens count every choice).
+// --vs-separate then sends the same requests again, each as K requests of n = 1 seeded as
+// the server seeds choices (engine::choice_seed), at the same arrival times, so the two
+// runs ask for the same texts: the difference is the work sharing the prompt saves.
 //
 // --native HOST:PORT (the router's native port of the same cluster) measures the HTTP
 // layer's own added latency: after the main run, K more requests (--pairs, default 20;
@@ -77,6 +86,7 @@
 #include "bench/commands.hpp"
 #include "bench/serve_load.hpp"
 #include "client/router_client.hpp"
+#include "engine/sampler.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace baton::bench {
@@ -110,6 +120,9 @@ struct serve_args {
   std::string plot;
   std::string native;  ///< the router's native port, HOST:PORT; empty: no pairs
   std::size_t pairs = 20;
+  std::uint32_t n = 1;  ///< choices per request (OpenAI's n)
+  float temperature = 0.0f;
+  bool vs_separate = false;  ///< also send each request as n separate ones
 };
 
 /// http://HOST[:PORT][/PREFIX]: the pieces a request needs.
@@ -144,25 +157,33 @@ expected<target> parse_url(const std::string& url) {
   return t;
 }
 
-/// GET {URL}/v1/models and the first model's id.
-expected<std::string> first_model(const target& t, tcp::resolver::results_type endpoints) {
+/// The body of GET {URL}{path} answered 200.
+expected<std::string> http_get(const target& t, const tcp::resolver::results_type& endpoints,
+                               const std::string& path) {
   asio::io_context io;
   beast::tcp_stream stream(io);
   stream.expires_after(std::chrono::seconds(10));
   beast::error_code ec;
   stream.connect(endpoints, ec);
-  http::request<http::empty_body> req(http::verb::get, t.prefix + "/v1/models", 11);
+  http::request<http::empty_body> req(http::verb::get, t.prefix + path, 11);
   req.set(http::field::host, t.host);
   req.set(http::field::user_agent, "baton-bench-serve");
   if (!ec) http::write(stream, req, ec);
   beast::flat_buffer buffer;
   http::response<http::string_body> res;
   if (!ec) http::read(stream, buffer, res, ec);
-  if (ec) return fail(errc::disconnected, fmt::format("GET /v1/models: {}", ec.message()));
+  if (ec) return fail(errc::disconnected, fmt::format("GET {}: {}", path, ec.message()));
   if (res.result() != http::status::ok) {
-    return fail(errc::failed, fmt::format("GET /v1/models: HTTP {}", res.result_int()));
+    return fail(errc::failed, fmt::format("GET {}: HTTP {}", path, res.result_int()));
   }
-  const auto j = nlohmann::json::parse(res.body(), nullptr, false);
+  return std::move(res.body());
+}
+
+/// GET {URL}/v1/models and the first model's id.
+expected<std::string> first_model(const target& t, const tcp::resolver::results_type& endpoints) {
+  auto body = http_get(t, endpoints, "/v1/models");
+  if (!body) return tl::unexpected(body.error());
+  const auto j = nlohmann::json::parse(*body, nullptr, false);
   if (j.is_discarded() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
       !j["data"][0].contains("id") || !j["data"][0]["id"].is_string()) {
     return fail(errc::invalid_argument, "GET /v1/models: no data[0].id; pass --model");
@@ -441,12 +462,12 @@ expected<one_latency> http_once(const serve_args& a, const target& t,
   return one_latency{(first - rec.send_s) * 1e3, (rec.end_s - rec.send_s) * 1e3};
 }
 
-/// `p` through the native router client: same prompt, max_tokens, temperature 0 and seed.
+/// `p` through the native router client: same prompt, max_tokens, temperature and seed.
 expected<one_latency> native_once(client::router_client& c, const serve_args& a, const planned& p) {
   wire::generate_request r;
   r.prompt = p.prompt;
   r.max_tokens = static_cast<std::uint32_t>(p.max_tokens);
-  r.params = {0.0f, 1.0f, p.seed};
+  r.params = {a.temperature, 1.0f, p.seed};
   r.has_seed = true;
   r.timeout_ms = static_cast<std::uint32_t>(
       std::min(a.timeout_s * 1e3, double{std::numeric_limits<std::uint32_t>::max()}));
@@ -523,6 +544,21 @@ expected<std::int32_t> tokenizer_vocab(const std::string& path) {
   return n;
 }
 
+/// A streaming completions request.
+std::string request_body(const serve_args& a, const std::string& model, const std::string& prompt,
+                         std::size_t max_tokens, std::uint64_t seed, std::uint32_t n) {
+  nlohmann::json body = {{"model", model},
+                         {"prompt", prompt},
+                         {"max_tokens", max_tokens},
+                         {"stream", true},
+                         {"stream_options", {{"include_usage", true}}},
+                         {"temperature", a.temperature},
+                         {"seed", seed}};
+  if (n > 1) body["n"] = n;
+  if (a.ignore_eos) body["ignore_eos"] = true;
+  return body.dump();
+}
+
 /// Bodies for `count` requests, drawn before the clock starts so prompt making costs
 /// nothing. The first a.requests are the same whatever `count` is.
 expected<std::vector<planned>> plan_requests(const serve_args& a, const std::string& model,
@@ -548,17 +584,71 @@ expected<std::vector<planned>> plan_requests(const serve_args& a, const std::str
     const std::size_t output_tokens = serve::sample_length(*output_dist, rng);
     const std::string prompt = tok ? serve::exact_prompt(prompt_tokens, rng, count)
                                    : serve::synthetic_prompt(prompt_tokens, rng);
-    nlohmann::json body = {{"model", model},
-                           {"prompt", prompt},
-                           {"max_tokens", output_tokens},
-                           {"stream", true},
-                           {"stream_options", {{"include_usage", true}}},
-                           {"temperature", 0},
-                           {"seed", seed + i}};
-    if (a.ignore_eos) body["ignore_eos"] = true;
-    plan[i] = {body.dump(), tok ? count(prompt) : prompt_tokens, prompt, output_tokens, seed + i};
+    plan[i] = {request_body(a, model, prompt, output_tokens, seed + i, a.n),
+               tok ? count(prompt) : prompt_tokens, prompt, output_tokens, seed + i};
   }
   return plan;
+}
+
+/// --vs-separate: each planned request of n choices as n requests of one, choice c seeded
+/// as the server seeds it (engine::choice_seed), so both runs ask for the same texts.
+std::vector<planned> separate_requests(const serve_args& a, const std::string& model,
+                                       const std::vector<planned>& plan) {
+  std::vector<planned> out;
+  out.reserve(plan.size() * a.n);
+  for (const auto& p : plan) {
+    for (std::uint32_t c = 0; c < a.n; ++c) {
+      const std::uint64_t seed = engine::choice_seed(p.seed, c);
+      out.push_back({request_body(a, model, p.prompt, p.max_tokens, seed, 1), p.prompt_tokens,
+                     p.prompt, p.max_tokens, seed});
+    }
+  }
+  return out;
+}
+
+/// Prefill work done by the cluster behind --url, from the counters its /metrics merges
+/// from every node (Baton's router); each field nullopt where the server has no such
+/// counter (another server).
+struct prefill_work {
+  std::optional<double> jobs;       ///< prompts computed: prefill nodes' and decode-local
+  std::optional<double> compute_s;  ///< prefill nodes' compute time
+  std::optional<double> kv_bytes;   ///< KV bytes prefill nodes wrote to decode nodes
+};
+
+prefill_work read_prefill_work(const target& t, const tcp::resolver::results_type& endpoints) {
+  auto text = http_get(t, endpoints, "/metrics");
+  if (!text) return {};
+  const auto jobs = serve::sum_samples(*text, "baton_prefill_jobs_total");
+  const auto local = serve::sum_samples(*text, "baton_decode_local_prefills_total");
+  return {jobs || local ? std::optional(jobs.value_or(0) + local.value_or(0)) : std::nullopt,
+          serve::sum_samples(*text, "baton_prefill_compute_seconds_sum"),
+          serve::sum_samples(*text, "baton_prefill_kv_bytes_total")};
+}
+
+/// after - before, field by field (nullopt where either is).
+prefill_work operator-(const prefill_work& after, const prefill_work& before) {
+  const auto diff = [](std::optional<double> x, std::optional<double> y) {
+    return x && y ? std::optional(*x - *y) : std::nullopt;
+  };
+  return {diff(after.jobs, before.jobs), diff(after.compute_s, before.compute_s),
+          diff(after.kv_bytes, before.kv_bytes)};
+}
+
+/// One load run's figures and the prefill work it caused.
+struct phase {
+  serve::results results;
+  prefill_work work;
+  std::map<std::string, std::string> error_details;
+};
+
+phase run_phase(const serve_args& a, const target& t, const tcp::resolver::results_type& endpoints,
+                std::vector<planned> plan, std::vector<double> schedule_s) {
+  const auto before = read_prefill_work(t, endpoints);
+  load_run run(a, t, endpoints, std::move(plan), std::move(schedule_s), true);
+  const auto records = run.run();
+  phase out{serve::compute_results(records, {a.slo_ttft_ms, a.slo_tpot_ms}),
+            read_prefill_work(t, endpoints) - before, std::move(run.error_details)};
+  return out;
 }
 
 nlohmann::ordered_json or_null(const report::summary& s, double v) {
@@ -570,9 +660,17 @@ nlohmann::ordered_json opt(const std::optional<T>& v) {
   return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
 }
 
+nlohmann::ordered_json work_json(const prefill_work& w, nlohmann::ordered_json j = {}) {
+  j["prefill_jobs"] = opt(w.jobs);
+  j["prefill_compute_s"] = opt(w.compute_s);
+  j["prefill_kv_bytes"] = opt(w.kv_bytes);
+  return j;
+}
+
 nlohmann::ordered_json to_json(const serve_args& a, const std::string& model, std::uint64_t seed,
-                               double rate, const serve::results& r,
+                               double rate, const phase& main, const std::optional<phase>& apart,
                                const std::optional<pair_results>& pr) {
+  const serve::results& r = main.results;
   nlohmann::ordered_json j = {{"url", a.url},
                               {"model", model},
                               {"seed", seed},
@@ -616,18 +714,65 @@ nlohmann::ordered_json to_json(const serve_args& a, const std::string& model, st
     j[fmt::format("http_pair_{}_ms_p90", name)] = or_null(via_http, via_http.p90);
     j[fmt::format("http_added_{}_ms_p50", name)] = or_null(added, added.p50);
   }
+  j["n"] = a.n;
+  j["temperature"] = a.temperature;
+  j = work_json(main.work, std::move(j));
+  j["separate"] = nullptr;
+  if (apart) {
+    const auto& s = apart->results;
+    j["separate"] = work_json(apart->work, {{"requests", s.requests},
+                                            {"completed", s.completed},
+                                            {"duration_s", s.duration_s},
+                                            {"output_throughput_tok_s", s.output_throughput_tok_s},
+                                            {"ttft_ms_p50", or_null(s.ttft, s.ttft.p50)},
+                                            {"ttft_ms_p90", or_null(s.ttft, s.ttft.p90)},
+                                            {"e2e_ms_p50", or_null(s.e2e, s.e2e.p50)},
+                                            {"e2e_ms_p90", or_null(s.e2e, s.e2e.p90)}});
+  }
   return j;
 }
 
+std::string work_text(std::optional<double> v, const char* format) {
+  return v ? fmt::format(fmt::runtime(format), *v) : std::string("n/a");
+}
+
+/// --vs-separate: the run with n choices per request beside the run of n requests each.
+void print_separate(const serve_args& a, const phase& main, const phase& apart) {
+  fmt::print("n = {} vs {} separate requests of the same prompt (same seeds per choice)\n", a.n,
+             a.n);
+  fmt::print("{:<26} {:>14} {:>14}\n", "", fmt::format("n = {}", a.n),
+             fmt::format("{} x n = 1", a.n));
+  const auto row = [](const char* name, const std::string& x, const std::string& y) {
+    fmt::print("{:<26} {:>14} {:>14}\n", name, x, y);
+  };
+  const auto& m = main.results;
+  const auto& s = apart.results;
+  row("HTTP requests", fmt::format("{}/{}", m.completed, m.requests),
+      fmt::format("{}/{}", s.completed, s.requests));
+  row("prefill jobs", work_text(main.work.jobs, "{:.0f}"), work_text(apart.work.jobs, "{:.0f}"));
+  row("prefill compute s", work_text(main.work.compute_s, "{:.3f}"),
+      work_text(apart.work.compute_s, "{:.3f}"));
+  row("KV bytes sent", work_text(main.work.kv_bytes, "{:.0f}"),
+      work_text(apart.work.kv_bytes, "{:.0f}"));
+  row("duration s", fmt::format("{:.2f}", m.duration_s), fmt::format("{:.2f}", s.duration_s));
+  row("output tok/s", fmt::format("{:.1f}", m.output_throughput_tok_s),
+      fmt::format("{:.1f}", s.output_throughput_tok_s));
+  row("TTFT p50 ms", fmt::format("{:.2f}", m.ttft.p50), fmt::format("{:.2f}", s.ttft.p50));
+  row("E2E p50 ms", fmt::format("{:.2f}", m.e2e.p50), fmt::format("{:.2f}", s.e2e.p50));
+}
+
 void print_table(const serve_args& a, const std::string& model, std::uint64_t seed,
-                 const serve::results& r, const std::map<std::string, std::string>& details,
-                 const std::optional<pair_results>& pr) {
+                 const phase& main, const std::optional<pair_results>& pr) {
+  const serve::results& r = main.results;
+  const auto& details = main.error_details;
+  const prefill_work& w = main.work;
   fmt::print("bench serve {} model {} seed {}\n", a.url, model, seed);
   fmt::print("{} requests at {} req/s (Poisson, open loop), max concurrency {}\n", r.requests,
              a.rate, a.max_concurrency);
   fmt::print("prompt {} tokens{}, output {} tokens (max_tokens{})\n", a.prompt_len,
              a.tokenizer.empty() ? " (approximate: words; exact with --tokenizer)" : " (exact)",
              a.output_len, a.ignore_eos ? ", ignore_eos" : "");
+  if (a.n > 1) fmt::print("n = {} choices per request, temperature {}\n", a.n, a.temperature);
   fmt::print("completed {} of {} in {:.2f} s\n", r.completed, r.requests, r.duration_s);
   for (const auto& [kind, count] : r.errors) {
     const auto d = details.find(kind);
@@ -652,6 +797,11 @@ void print_table(const serve_args& a, const std::string& model, std::uint64_t se
         *r.goodput_req_s, *r.goodput_fraction,
         a.slo_ttft_ms ? fmt::format("{}", *a.slo_ttft_ms) : "any",
         a.slo_tpot_ms ? fmt::format("{}", *a.slo_tpot_ms) : "any");
+  }
+  if (w.jobs) {
+    fmt::print("prefill work        {} jobs, {} s compute, {} KV bytes sent (from /metrics)\n",
+               work_text(w.jobs, "{:.0f}"), work_text(w.compute_s, "{:.3f}"),
+               work_text(w.kv_bytes, "{:.0f}"));
   }
   if (!pr) return;
   fmt::print("HTTP vs native {}: {} pairs one at a time ({} failed)\n", a.native, pr->pairs,
@@ -684,6 +834,13 @@ expected<double> checked_rate(const serve_args& a) {
   }
   if (a.max_concurrency == 0) return fail(errc::invalid_argument, "--max-concurrency must be >= 1");
   if (!(a.timeout_s > 0)) return fail(errc::invalid_argument, "--timeout-s must be > 0");
+  if (a.n == 0 || a.n > wire::max_choices) {
+    return fail(errc::invalid_argument, fmt::format("--n must be 1..{}", wire::max_choices));
+  }
+  if (a.vs_separate && a.n < 2) return fail(errc::invalid_argument, "--vs-separate needs --n >= 2");
+  if (!(a.temperature >= 0 && a.temperature <= 2)) {
+    return fail(errc::invalid_argument, "--temperature must be in [0, 2]");
+  }
   if (!a.native.empty() && (a.pairs == 0 || a.pairs > max_requests)) {
     return fail(errc::invalid_argument, fmt::format("--pairs must be 1..{}", max_requests));
   }
@@ -731,10 +888,20 @@ int run_serve(const serve_args& a) {
   }
   fmt::print(stderr, "bench serve: {} requests to {} (model {}), seed {}\n", a.requests, a.url,
              model, seed);
-  load_run run(a, *t, endpoints, std::move(*plan),
-               serve::poisson_schedule_s(rate, a.requests, seed), true);
-  const auto records = run.run();
-  const auto r = serve::compute_results(records, {a.slo_ttft_ms, a.slo_tpot_ms});
+  const auto schedule = serve::poisson_schedule_s(rate, a.requests, seed);
+  const auto apart_plan =
+      a.vs_separate ? separate_requests(a, model, *plan) : std::vector<planned>{};
+  const phase main = run_phase(a, *t, endpoints, std::move(*plan), schedule);
+  const serve::results& r = main.results;
+  std::optional<phase> apart;
+  if (a.vs_separate) {
+    // The same arrivals: a request's n copies all go at its time.
+    std::vector<double> copies;
+    for (const double at : schedule) copies.insert(copies.end(), a.n, at);
+    fmt::print(stderr, "bench serve: the same {} requests as {} of n = 1\n", a.requests,
+               apart_plan.size());
+    apart = run_phase(a, *t, endpoints, apart_plan, std::move(copies));
+  }
   std::optional<pair_results> pr;
   if (native) {
     fmt::print(stderr, "bench serve: {} HTTP vs native pairs ({})\n", a.pairs, a.native);
@@ -748,13 +915,15 @@ int run_serve(const serve_args& a) {
                              {a.slo_ttft_ms, a.slo_tpot_ms});
     if (!out) return fail_with(fmt::format("--plot {}: cannot write", a.plot));
   }
-  const auto j = to_json(a, model, seed, rate, r, pr);
+  const auto j = to_json(a, model, seed, rate, main, apart, pr);
   if (!a.json) {
-    print_table(a, model, seed, r, run.error_details, pr);
+    print_table(a, model, seed, main, pr);
+    if (apart) print_separate(a, main, *apart);
     if (!a.plot.empty()) fmt::print("plot                {}\n", a.plot);
   }
   fmt::print("{}\n", j.dump());
-  return r.completed == 0 || (pr && pr->pairs == 0) ? 1 : 0;
+  return r.completed == 0 || (apart && apart->results.completed == 0) || (pr && pr->pairs == 0) ? 1
+                                                                                                : 0;
 }
 
 }  // namespace
@@ -790,6 +959,12 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
                   "The router's native port (HOST:PORT): also measure HTTP's added latency");
   cmd->add_option("--pairs", args.pairs, "HTTP vs native request pairs, with --native")
       ->capture_default_str();
+  cmd->add_option("--n", args.n, "Choices per request (OpenAI's n)")->capture_default_str();
+  cmd->add_option("--temperature", args.temperature, "Sampling temperature of every request")
+      ->capture_default_str();
+  cmd->add_flag("--vs-separate", args.vs_separate,
+                "After the run, send each request again as n separate requests and compare "
+                "prefill work and throughput");
   cmd->callback([&exit_code] { exit_code = run_serve(args); });
 }
 

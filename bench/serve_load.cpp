@@ -208,6 +208,26 @@ void sse_parser::line(std::string_view l, std::vector<std::string>& out) {
   if (data_.size() > max_event_bytes) overflowed_ = true;
 }
 
+std::optional<double> sum_samples(std::string_view text, std::string_view name) {
+  std::optional<double> total;
+  while (!text.empty()) {
+    const auto eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+    if (!line.starts_with(name) || line.size() == name.size()) continue;
+    const char next = line[name.size()];
+    if (next != ' ' && next != '{') continue;
+    // The value follows the last space outside the labels (label values may hold spaces).
+    const auto close = next == '{' ? line.find('}', name.size()) : name.size();
+    if (close == std::string_view::npos) continue;
+    std::string_view rest = line.substr(close + (next == '{' ? 1 : 0));
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    rest = rest.substr(0, rest.find(' '));  // a timestamp may follow
+    if (const auto v = to_number(rest)) total = total.value_or(0) + *v;
+  }
+  return total;
+}
+
 expected<completion_chunk> parse_completion_chunk(std::string_view payload) {
   completion_chunk c;
   while (!payload.empty() && std::isspace(static_cast<unsigned char>(payload.back()))) {

@@ -92,6 +92,12 @@ struct completion_chunk {
 /// Reads one payload; invalid JSON gives errc::invalid_argument.
 [[nodiscard]] expected<completion_chunk> parse_completion_chunk(std::string_view payload);
 
+/// The sum of every sample of metric `name` in Prometheus text exposition format (each
+/// line `name value` or `name{labels} value`; comments skipped), or nullopt when there is
+/// none: e.g. a counter summed over the nodes a router's /metrics merges.
+[[nodiscard]] std::optional<double> sum_samples(std::string_view prometheus_text,
+                                                std::string_view name);
+
 /// What happened to one request; times are seconds from the start of the run.
 struct request_record {
   double send_s = 0;

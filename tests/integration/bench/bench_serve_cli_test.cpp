@@ -3,6 +3,7 @@
 // fake router native port (frontend::native_server).
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +25,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "engine/sampler.hpp"
 #include "frontend/native_server.hpp"
 
 namespace {
@@ -33,10 +35,12 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-/// A tiny OpenAI-compatible server: GET /v1/models, and POST /v1/completions streamed as
-/// chunked SSE (20 ms to the first token, then 5 ms per token, every event split across two
-/// HTTP chunks). The `fail_nth` completion request (1-based) gets HTTP 503. A thread per
-/// connection; all joined on destruction.
+/// A tiny OpenAI-compatible server: GET /v1/models, GET /metrics (as Baton's router: two
+/// nodes' baton_prefill_jobs_total, together the completion requests so far, and 0.5 s of
+/// compute and 1000 KV bytes per request), and POST /v1/completions streamed as chunked SSE
+/// (20 ms to the first token, then 5 ms per token, every event split across two HTTP
+/// chunks; one chunk per choice of "n"). The `fail_nth` completion request (1-based) gets
+/// HTTP 503. A thread per connection; all joined on destruction.
 class fake_openai_server {
  public:
   explicit fake_openai_server(int fail_nth)
@@ -89,6 +93,21 @@ class fake_openai_server {
       http::write(s, res, ec);
       return;
     }
+    if (req.method() == http::verb::get && req.target() == "/metrics") {
+      const int done = completions_;
+      http::response<http::string_body> res(http::status::ok, 11);
+      res.set(http::field::content_type, "text/plain; version=0.0.4");
+      res.body() = fmt::format(
+          "# TYPE baton_prefill_jobs_total counter\n"
+          "baton_prefill_jobs_total{{node=\"prefill-0\"}} {}\n"
+          "baton_prefill_jobs_total{{node=\"prefill-1\"}} {}\n"
+          "baton_prefill_compute_seconds_sum{{node=\"prefill-0\"}} {}\n"
+          "baton_prefill_kv_bytes_total{{node=\"prefill-0\"}} {}\n",
+          done / 2, done - done / 2, 0.5 * done, 1000 * done);
+      res.prepare_payload();
+      http::write(s, res, ec);
+      return;
+    }
     const auto body = nlohmann::json::parse(req.body(), nullptr, false);
     {
       std::lock_guard lock(mutex_);
@@ -112,15 +131,22 @@ class fake_openai_server {
       chunk(std::string_view(e).substr(e.size() / 2));
     };
     const int n = body.value("max_tokens", 1);
+    const int choices = body.value("n", 1);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     for (int i = 0; i < n && !ec; ++i) {
       if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      event({{"id", "cmpl-1"},
-             {"object", "text_completion"},
-             {"choices", {{{"index", 0}, {"text", fmt::format(" w{}", i)}}}}});
+      for (int c = 0; c < choices; ++c) {
+        event({{"id", "cmpl-1"},
+               {"object", "text_completion"},
+               {"choices", {{{"index", c}, {"text", fmt::format(" w{}", i)}}}}});
+      }
     }
+    const int generated = n * choices;
     event({{"choices", nlohmann::json::array()},
-           {"usage", {{"prompt_tokens", 9}, {"completion_tokens", n}, {"total_tokens", n + 9}}}});
+           {"usage",
+            {{"prompt_tokens", 9},
+             {"completion_tokens", generated},
+             {"total_tokens", generated + 9}}}});
     chunk("data: [DONE]\n\n");
     send(s, "0\r\n\r\n", ec);
   }
@@ -196,6 +222,12 @@ TEST(BenchServeCli, MeasuresAFakeServer) {
   EXPECT_GT(j["duration_s"].get<double>(), 0);
   EXPECT_DOUBLE_EQ(j["goodput_fraction"].get<double>(), 7.0 / 8);
   EXPECT_EQ(j["slo_ttft_ms"], 10000.0);
+  // The server's /metrics counters, read before and after the run.
+  EXPECT_EQ(j["n"], 1);
+  EXPECT_DOUBLE_EQ(j["prefill_jobs"].get<double>(), 8.0);
+  EXPECT_DOUBLE_EQ(j["prefill_compute_s"].get<double>(), 4.0);
+  EXPECT_DOUBLE_EQ(j["prefill_kv_bytes"].get<double>(), 8000.0);
+  EXPECT_TRUE(j["separate"].is_null());
 
   const auto bodies = server.bodies();
   ASSERT_EQ(bodies.size(), 8u);
@@ -235,6 +267,51 @@ TEST(BenchServeCli, TableThenJsonWithModelGiven) {
   EXPECT_EQ(j["completed"], 3);
   EXPECT_TRUE(j["goodput_req_s"].is_null());
   EXPECT_EQ(server.bodies().at(0)["model"], "m1");
+}
+
+TEST(BenchServeCli, ChoicesAgainstSeparateRequestsOfTheSamePrompts) {
+  fake_openai_server server(0);
+  const auto r = run_baton(
+      fmt::format("bench serve --url http://127.0.0.1:{} --rate inf --requests 3 --output-len 4 "
+                  "--seed 21 --n 4 --temperature 0.8 --vs-separate 2>/dev/null",
+                  server.port()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("n = 4 vs 4 separate requests"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.rfind("{\"url\":")), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["n"], 4);
+  EXPECT_EQ(j["completed"], 3);
+  EXPECT_DOUBLE_EQ(j["output_tokens_mean"].get<double>(), 16.0);  // every choice counts
+  EXPECT_DOUBLE_EQ(j["prefill_jobs"].get<double>(), 3.0);
+  ASSERT_TRUE(j["separate"].is_object()) << r.out;
+  EXPECT_EQ(j["separate"]["requests"], 12);
+  EXPECT_EQ(j["separate"]["completed"], 12);
+  EXPECT_DOUBLE_EQ(j["separate"]["prefill_jobs"].get<double>(), 12.0);
+  EXPECT_DOUBLE_EQ(j["separate"]["prefill_kv_bytes"].get<double>(), 12000.0);
+
+  // First the 3 requests of n = 4; then each as 4 requests of one choice, seeded as the
+  // server seeds that choice, so both runs ask for the same texts.
+  const auto bodies = server.bodies();
+  ASSERT_EQ(bodies.size(), 15u);
+  std::vector<std::pair<std::string, std::uint64_t>> asked, separately;
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    const auto& b = bodies[i];
+    EXPECT_FLOAT_EQ(b["temperature"].get<float>(), 0.8f);
+    const auto prompt = b["prompt"].get<std::string>();
+    const auto seed = b["seed"].get<std::uint64_t>();
+    if (i < 3) {
+      EXPECT_EQ(b["n"], 4);
+      for (std::uint32_t c = 0; c < 4; ++c) {
+        asked.emplace_back(prompt, baton::engine::choice_seed(seed, c));
+      }
+    } else {
+      EXPECT_FALSE(b.contains("n")) << b.dump();
+      separately.emplace_back(prompt, seed);
+    }
+  }
+  std::sort(asked.begin(), asked.end());
+  std::sort(separately.begin(), separately.end());
+  EXPECT_EQ(asked, separately);
 }
 
 /// A fake router native port: each request gets accepted, then (on its own thread) its
@@ -381,6 +458,14 @@ TEST(BenchServeCli, UnreachableServerAndBadArguments) {
   r = run_baton("bench serve --url https://example.com --model x 2>&1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("no TLS"), std::string::npos) << r.out;
+  for (const auto& [args, why] :
+       {std::pair{"--n 0", "--n must be 1..16"}, std::pair{"--n 17", "--n must be 1..16"},
+        std::pair{"--vs-separate", "--vs-separate needs --n >= 2"},
+        std::pair{"--temperature 3", "--temperature must be in [0, 2]"}}) {
+    r = run_baton(fmt::format("bench serve --url http://127.0.0.1:1 --model x {} 2>&1", args));
+    EXPECT_EQ(r.exit_code, 1) << args;
+    EXPECT_NE(r.out.find(why), std::string::npos) << args << ": " << r.out;
+  }
 }
 
 }  // namespace

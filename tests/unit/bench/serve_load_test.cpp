@@ -246,4 +246,21 @@ TEST(Svg, IsWellFormedWithFourPanels) {
   EXPECT_EQ(occurrences(empty, "<polyline"), 0u);
 }
 
+TEST(Metrics, SumsEverySampleOfOneMetricAcrossNodes) {
+  const std::string text =
+      "# HELP baton_prefill_jobs_total Prompts computed\n"
+      "# TYPE baton_prefill_jobs_total counter\n"
+      "baton_prefill_jobs_total{node=\"prefill-0\"} 12\n"
+      "baton_prefill_jobs_total{node=\"prefill-1\",note=\"a b\"} 30 1700000000\n"
+      "baton_prefill_jobs_total_other 99\n"
+      "baton_prefill_compute_seconds_sum{node=\"prefill-0\"} 0.25\n"
+      "baton_prefill_compute_seconds_count{node=\"prefill-0\"} 12\n"
+      "baton_router_workers 3\n";
+  EXPECT_EQ(serve::sum_samples(text, "baton_prefill_jobs_total"), 42.0);
+  EXPECT_EQ(serve::sum_samples(text, "baton_prefill_compute_seconds_sum"), 0.25);
+  EXPECT_EQ(serve::sum_samples(text, "baton_router_workers"), 3.0);
+  EXPECT_FALSE(serve::sum_samples(text, "baton_prefill_kv_bytes_total"));
+  EXPECT_FALSE(serve::sum_samples("baton_x{node=\"a\"} not-a-number\n", "baton_x"));
+}
+
 }  // namespace
