@@ -2,7 +2,9 @@
 
 #include <exception>
 #include <memory>
+#include <stdexcept>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
@@ -56,6 +58,30 @@ void install_failure_boundary(runtime::node_context& ctx, caf::scheduled_actor* 
                   what);
     return caf::make_error(caf::exit_reason::unhandled_exception);
   });
+}
+
+crash_fault::crash_fault(std::uint64_t after)
+    : after_(after), count_(std::make_shared<std::atomic<std::uint64_t>>(0)) {}
+
+bool crash_fault::count() const {
+  return count_ && count_->fetch_add(1) + 1 == after_;
+}
+
+void crash_fault::tick(const std::string& actor) const {
+  if (count()) {
+    throw std::runtime_error(
+        fmt::format("fault injected: {} crashes at its message {} (--fault-crash)", actor, after_));
+  }
+}
+
+void watch_actor(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& as,
+                 const wire::member& node, const std::string& name,
+                 std::map<std::string, std::uint64_t>& watched) {
+  const auto key = node.node + "/" + name;
+  auto it = watched.find(key);
+  if (it != watched.end() && it->second == node.incarnation) return;
+  watched[key] = node.incarnation;
+  runtime::remote_actor(ctx, {node.node, name}).monitor(self, as);
 }
 
 namespace {

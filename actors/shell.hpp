@@ -3,7 +3,10 @@
 // What the three serving actors share: carrying out a state class's effects (messages
 // through remote_actor, timers as delayed self-messages) and the local atoms they use.
 
+#include <atomic>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +25,13 @@ namespace baton::actors {
 using step_atom = caf::atom_constant<caf::atom("s_step")>;
 /// A timer a state class asked for is due: (timer_atom, id).
 using timer_atom = caf::atom_constant<caf::atom("s_timer")>;
+/// Watch a node's actors again (their successor, after a crash): (rewatch_atom, node).
+using rewatch_atom = caf::atom_constant<caf::atom("s_rewatch")>;
+/// This node drains and its deadline passed: give up what is left, so that other nodes
+/// take it over (decode: its attempts; router: its clients, who resume elsewhere).
+using evict_atom = caf::atom_constant<caf::atom("s_evict")>;
+/// How long after an actor's crash its successor is watched.
+inline constexpr auto rewatch_delay = std::chrono::milliseconds(250);
 
 /// Delivers `s` to the actor of this node it names (as an inbound frame from `name`), on
 /// any thread; false if `s` is for another node. One that names no actor is dropped.
@@ -38,6 +48,32 @@ void perform(runtime::node_context& ctx, caf::event_based_actor* self, const std
 /// node goes on.
 void install_failure_boundary(runtime::node_context& ctx, caf::scheduled_actor* self,
                               const std::string& name);
+
+/// A crash injected on purpose, for chaos tests (`baton node --fault-crash ROLE:AFTER`):
+/// the actor's handler throws when it handles its `after`-th message, once per process
+/// (the actor its supervisor restarts does not crash again). Copies share the count. A
+/// default-constructed one never fires.
+class crash_fault {
+ public:
+  crash_fault() = default;
+  explicit crash_fault(std::uint64_t after);
+  /// Counts one message of `actor`; throws std::runtime_error when the count is `after`.
+  void tick(const std::string& actor) const;
+  /// Counts one message; true when the count is `after` (the caller crashes the actor).
+  [[nodiscard]] bool count() const;
+  [[nodiscard]] bool armed() const { return count_ != nullptr; }
+
+ private:
+  std::uint64_t after_ = 0;
+  std::shared_ptr<std::atomic<std::uint64_t>> count_;
+};
+
+/// Monitors the actor `name` of `node` from `self` (published as `as`), once per node
+/// incarnation: `self` receives runtime::remote_down when it terminates (a crash its
+/// supervisor restarts) or its node goes. `watched` remembers what is watched.
+void watch_actor(runtime::node_context& ctx, caf::event_based_actor* self, const std::string& as,
+                 const wire::member& node, const std::string& name,
+                 std::map<std::string, std::uint64_t>& watched);
 
 /// The engine a serving role computes with: the topology's `device`.
 struct device_options {

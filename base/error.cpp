@@ -12,6 +12,7 @@ std::string_view to_string(errc code) noexcept {
     case errc::invalid_argument: return "invalid_argument";
     case errc::not_found: return "not_found";
     case errc::failed: return "failed";
+    case errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

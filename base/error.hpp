@@ -17,6 +17,7 @@ enum class errc : std::uint8_t {
   invalid_argument,  ///< give up: the input (file, frame, request) is malformed
   not_found,         ///< give up: no such file, peer, actor, provider or model
   failed,            ///< give up: anything else that cannot succeed on retry
+  unavailable,       ///< retry later: no worker could serve it (they died and none came back)
 };
 
 /// The name of `code`, as used in logs and metrics labels ("timed_out").

@@ -1,9 +1,11 @@
 #include "client/router_client.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -21,6 +23,9 @@ using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using clock = std::chrono::steady_clock;
 
+/// Between rounds of connection attempts while every router is down (one restarting).
+constexpr auto resume_pause = std::chrono::milliseconds(100);
+
 /// The endpoints of a router's "host:port".
 expected<tcp::resolver::results_type> resolve(asio::io_context& io, const std::string& address) {
   auto parsed = parse_host_port(address);
@@ -36,11 +41,33 @@ expected<tcp::resolver::results_type> resolve(asio::io_context& io, const std::s
   return found;
 }
 
+/// What a request's client has received, kept across the routers it is resumed through.
+struct progress {
+  std::optional<wire::accepted> accepted;  ///< the first router's
+  std::vector<wire::resume_choice> choices;
+
+  /// Records a chunk's tokens in position order (a repeat is dropped).
+  void record(const wire::token_chunk& t) {
+    if (!accepted || t.choice >= choices.size()) return;
+    auto& c = choices[t.choice];
+    for (std::size_t i = 0; i < t.tokens.size(); ++i) {
+      if (t.first_position + i == accepted->prompt_tokens + c.tokens.size()) {
+        c.tokens.push_back(t.tokens[i]);
+      }
+    }
+    if (t.finish) {
+      c.done = true;
+      c.reason = *t.finish;
+    }
+  }
+};
+
 /// What one generate() is doing; touched only by the thread running the io_context.
 struct call_state {
   enum class phase : std::uint8_t { running, cancelling, timing_out };
   std::uint64_t tag = 0;
   const event_callback* on_event = nullptr;
+  progress* seen = nullptr;  ///< the request's progress over every router
   phase now = phase::running;
   bool heard = false;  ///< any message for this request arrived
   bool done = false;
@@ -66,7 +93,8 @@ struct router_client::impl {
   std::atomic<bool> cancel_requested{false};
   std::uint64_t next_tag = 1;
   std::optional<call_state> call;
-  bool last_heard = false;  // whether the last run_call heard from the router at all
+  bool last_heard = false;      // whether the last run_call heard from the router at all
+  generate_result last_result;  // what the last run_call had gathered
   std::deque<std::vector<std::byte>> out;
   std::array<std::byte, wire::client_length_bytes> length{};
   std::vector<std::uint64_t> body;
@@ -248,6 +276,8 @@ struct router_client::impl {
 
   void on_own_message(const wire::accepted& a) {
     auto& r = call->result;
+    if (call->seen->accepted) return;  // a resumed request: the caller saw its accepted
+    call->seen->accepted = a;
     r.request = a.request;
     r.seed = a.seed;
     r.prompt_tokens = a.prompt_tokens;
@@ -259,6 +289,7 @@ struct router_client::impl {
 
   void on_own_message(const wire::token_chunk& t) {
     call->result.completion_tokens += static_cast<std::uint32_t>(t.tokens.size());
+    call->seen->record(t);
     if (!deliver(t)) begin_cancel(call_state::phase::cancelling);
   }
 
@@ -282,12 +313,15 @@ struct router_client::impl {
   }
 
   expected<generate_result> run_call(const wire::generate_request& request,
-                                     const event_callback& on_event, clock::time_point deadline) {
+                                     const event_callback& on_event, clock::time_point deadline,
+                                     progress& seen, const generate_result& so_far) {
     auto frame = wire::encode_client_frame(request, options.limits);
     if (!frame) return tl::unexpected(frame.error());
     call.emplace();
     call->tag = request.client_tag;
     call->on_event = &on_event;
+    call->seen = &seen;
+    call->result = so_far;
     call->result.router = router_name();
     queue_write(std::move(*frame));
     read_length();
@@ -302,8 +336,17 @@ struct router_client::impl {
     io.run();
     auto outcome = std::move(*call->outcome);
     last_heard = call->heard;
+    last_result = call->result;
     call.reset();
     return outcome;
+  }
+
+  /// The next connect_any() starts after the router just used (which went away).
+  void rotate_past_current() {
+    const auto current = router_name();
+    auto& list = options.routers;
+    const auto it = std::find(list.begin(), list.end(), current);
+    if (it != list.end()) std::rotate(list.begin(), it + 1, list.end());
   }
 };
 
@@ -341,10 +384,15 @@ expected<generate_result> router_client::generate(wire::generate_request request
     return r;
   };
   // A connection may have died while idle: a request the router never acknowledged is
-  // retried, once per router address, on whichever router answers next.
+  // retried, once per router address, on whichever router answers next. One that was
+  // accepted and whose router then went away is resumed where its stream stopped.
+  progress seen;
+  seen.choices.resize(request.n);
+  generate_result so_far;
+  std::uint32_t resumes = 0;
   for (std::size_t attempt = 0;; ++attempt) {
     if (d.cancel_requested.load()) {
-      generate_result cancelled;
+      generate_result cancelled = so_far;
       cancelled.reason = wire::finish_reason::cancelled;
       return end_call(cancelled);
     }
@@ -354,13 +402,51 @@ expected<generate_result> router_client::generate(wire::generate_request request
           return end_call(
               fail(errc::timed_out, fmt::format("deadline passed: {}", ok.error().message)));
         }
+        if (resumes > 0 && ok.error().code == errc::disconnected) {
+          // Every router is down for a moment (one restarting): try again shortly.
+          std::this_thread::sleep_for(resume_pause);
+          if (resumes++ < d.options.max_resumes) continue;
+          return end_call(
+              fail(errc::disconnected, fmt::format("the router went away mid-stream and no router "
+                                                   "took the request back after {} tries: {}",
+                                                   resumes - 1, ok.error().message)));
+        }
         return end_call(tl::unexpected(ok.error()));
       }
     }
-    auto result = d.run_call(request, on_event, deadline);
-    const bool retry = !result && result.error().code == errc::disconnected && !d.last_heard &&
-                       attempt < d.options.routers.size();
+    auto sent = request;
+    if (seen.accepted) {
+      sent.params.seed = seen.accepted->seed;
+      sent.has_seed = true;
+      sent.resume = wire::resume_state{seen.accepted->request, seen.choices};
+      if (deadline != clock::time_point::max()) {
+        sent.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now())
+                   .count()));
+      }
+    }
+    auto result = d.run_call(sent, on_event, deadline, seen, so_far);
+    if (result) {
+      result->resumes = resumes;
+      return end_call(std::move(result));
+    }
+    const bool gone = result.error().code == errc::disconnected;
+    if (gone && seen.accepted && resumes < d.options.max_resumes && !d.cancel_requested.load() &&
+        clock::now() < deadline) {
+      ++resumes;
+      so_far = d.last_result;
+      d.rotate_past_current();
+      d.drop_connection();
+      continue;
+    }
+    // Not accepted yet (no answer, or a router that drains): the next router.
+    const bool retry =
+        gone && (!d.last_heard || !seen.accepted) && attempt < d.options.routers.size();
     if (!retry) return end_call(std::move(result));
+    if (d.last_heard) {
+      d.rotate_past_current();
+      d.drop_connection();
+    }
   }
 }
 

@@ -24,6 +24,11 @@ struct client_options {
   /// up on the connection (it is closed and the next generate reconnects).
   std::chrono::milliseconds cancel_grace{2000};
   wire::client_limits limits;
+  /// When the router of a request that was accepted goes away mid-stream (its connection
+  /// breaks, or it says it restarted), resume the request through the next router that
+  /// answers (the same one again once it is back), at most this many times per request;
+  /// 0: fail with disconnected instead.
+  std::uint32_t max_resumes = 8;
 };
 
 /// Streamed to the callback while a request runs.
@@ -41,8 +46,9 @@ struct generate_result {
   std::string placement;
   std::string prefill_node;
   std::string decode_node;
-  std::string router;           ///< the router address that served the request
+  std::string router;           ///< the router address that served the request (the last)
   std::uint32_t router_us = 0;  ///< time spent inside the router process (wire::finished)
+  std::uint32_t resumes = 0;    ///< times the request was resumed through another router
 };
 
 /// One connection to a router at a time, opened on demand. Not for concurrent
@@ -64,7 +70,11 @@ class router_client {
   /// disconnected when the router goes away mid-stream (the next call reconnects,
   /// trying the routers in order), and with the router's code (overloaded,
   /// invalid_argument, ...) when it rejects the request. A request not yet accepted is
-  /// retried on the next router when the connection turns out to be dead.
+  /// retried on the next router when the connection turns out to be dead. One accepted
+  /// whose router goes away mid-stream is resumed through the next router that answers
+  /// (client_options::max_resumes): with the seed the first router assigned and the
+  /// tokens received so far, so the stream goes on with nothing repeated or skipped;
+  /// `on_event` sees one accepted.
   [[nodiscard]] expected<generate_result> generate(wire::generate_request request,
                                                    const event_callback& on_event);
 

@@ -112,6 +112,8 @@ api_error from_rejection(errc code, std::string message) {
       return {503, std::move(message), "service_unavailable", {}, "disconnected"};
     case errc::not_found:
       return {404, std::move(message), "invalid_request_error", {}, "not_found"};
+    case errc::unavailable:
+      return {503, std::move(message), "service_unavailable", {}, "unavailable"};
     case errc::failed: break;
   }
   return {500, std::move(message), "server_error", {}, "failed"};

@@ -11,9 +11,16 @@
 namespace baton::launcher {
 namespace {
 
+/// The crash fault of `role`, if role_options asks for one.
+actors::crash_fault crash_of(const role_options& r, wire::role role) {
+  if (!r.crash || r.crash->first != role) return {};
+  return actors::crash_fault(r.crash->second);
+}
+
 runtime::child_spec decode_actor(const runtime::topology& t, const runtime::node_spec& spec,
-                                 const serving_model& sm) {
+                                 const serving_model& sm, const role_options& r) {
   actors::decode_options o;
+  o.crash = crash_of(r, wire::role::decode);
   o.device = device_options_for(t, spec);
   o.device.engine.kv_blocks = spec.kv_blocks;
   o.device.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
@@ -28,6 +35,7 @@ runtime::child_spec prefill_actor(const runtime::topology& t, const runtime::nod
   o.device = device_options_for(t, spec);
   o.device.engine.kv_blocks = spec.kv_blocks;
   o.faults = r.faults;
+  o.faults.crash = crash_of(r, wire::role::prefill);
   o.config.pipeline = !r.kv_after_compute;
   o.config.max_in_flight = o.device.engine.max_sequences;
   return {actors::prefill_name,
@@ -50,6 +58,7 @@ runtime::child_spec router_actor(const runtime::topology& t, const serving_model
   o.native_address = r.native_address;
   if (!r.http_address.empty()) o.http_address = fmt::format("http://{}", r.http_address);
   o.entry = r.router;
+  o.crash = crash_of(r, wire::role::router);
   for (const auto& n : t.nodes) {
     if (n.has_role(wire::role::decode)) o.kv_blocks[n.name] = n.kv_blocks;
   }
@@ -71,7 +80,7 @@ std::vector<runtime::child_spec> role_actors(const runtime::topology& t,
                                              const runtime::node_spec& spec,
                                              const serving_model& sm, const role_options& r) {
   std::vector<runtime::child_spec> out;
-  if (spec.has_role(wire::role::decode)) out.push_back(decode_actor(t, spec, sm));
+  if (spec.has_role(wire::role::decode)) out.push_back(decode_actor(t, spec, sm, r));
   if (spec.has_role(wire::role::prefill)) out.push_back(prefill_actor(t, spec, sm, r));
   if (spec.has_role(wire::role::router)) out.push_back(router_actor(t, sm, r));
   return out;

@@ -4,7 +4,9 @@
 // supervisor: the one place where the topology's roles and limits become actor options.
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "actors/prefill/prefill_actor.hpp"
@@ -30,6 +32,8 @@ struct serving_model {
 
 struct role_options {
   actors::prefill_faults faults;  ///< chaos tests only
+  /// Chaos tests only: this role's actor crashes at its n-th message (once per process).
+  std::optional<std::pair<wire::role, std::uint64_t>> crash;
   bool kv_after_compute = false;  ///< the serial baseline of `baton bench disagg`
   /// The router's front doors as bound ("host:port"), for its ready line; empty: none.
   std::string native_address;

@@ -1,5 +1,6 @@
 #include "runtime/admin_server.hpp"
 
+#include <charconv>
 #include <exception>
 #include <optional>
 #include <thread>
@@ -66,10 +67,21 @@ class session : public std::enable_shared_from_this<session> {
 
   void handle(const http::request<http::string_body>& req) {
     const bool keep = req.keep_alive();
-    if (req.method() != http::verb::get) {
-      return respond(http::status::method_not_allowed, "text/plain", "GET only\n", keep);
-    }
     const auto target = req.target();
+    if (req.method() == http::verb::post && target.starts_with("/drain"))
+      return drain(std::string_view(target.data(), target.size()), keep);
+    if (req.method() != http::verb::get) {
+      return respond(http::status::method_not_allowed, "text/plain", "GET only (POST /drain)\n",
+                     keep);
+    }
+    if (target == "/livez") {
+      return respond(http::status::ok, "application/json", "{\"status\":\"live\"}\n", keep);
+    }
+    if (target == "/readyz") {
+      const bool ok = routes_.ready ? routes_.ready() : routes_.healthy();
+      return respond(ok ? http::status::ok : http::status::service_unavailable, "application/json",
+                     fmt::format("{{\"status\":\"{}\"}}\n", ok ? "ready" : "not ready"), keep);
+    }
     if (target == "/health") {
       const bool ok = routes_.healthy();
       return respond(ok ? http::status::ok : http::status::service_unavailable, "application/json",
@@ -82,6 +94,25 @@ class session : public std::enable_shared_from_this<session> {
       return respond(http::status::ok, "application/json", routes_.status() + "\n", keep);
     }
     respond(http::status::not_found, "text/plain", "not found\n", keep);
+  }
+
+  /// POST /drain[?deadline_ms=N] (default 30 s).
+  void drain(std::string_view target, bool keep) {
+    if (!routes_.drain) return respond(http::status::not_found, "text/plain", "not found\n", keep);
+    std::int64_t deadline_ms = 30'000;
+    if (target != "/drain") {
+      constexpr std::string_view key = "/drain?deadline_ms=";
+      const auto value = target.starts_with(key) ? target.substr(key.size()) : std::string_view{};
+      const auto [end, ec] =
+          std::from_chars(value.data(), value.data() + value.size(), deadline_ms);
+      if (value.empty() || ec != std::errc{} || end != value.data() + value.size() ||
+          deadline_ms < 0 || deadline_ms > 3'600'000) {
+        return respond(http::status::bad_request, "text/plain",
+                       "expected POST /drain or /drain?deadline_ms=N (0 to 3600000)\n", keep);
+      }
+    }
+    respond(http::status::accepted, "application/json",
+            routes_.drain(std::chrono::milliseconds(deadline_ms)) + "\n", keep);
   }
 
   void respond(http::status status, const char* type, std::string body, bool keep) {
@@ -174,8 +205,10 @@ expected<std::unique_ptr<admin_server>> admin_server::start(const std::string& a
   return server;
 }
 
-expected<std::string> admin_get(const std::string& address, const std::string& path,
-                                std::chrono::milliseconds timeout) {
+namespace {
+
+expected<std::string> admin_request(http::verb verb, const std::string& address,
+                                    const std::string& path, std::chrono::milliseconds timeout) {
   auto at = resolve(address, port_zero::refused);
   if (!at) return tl::unexpected(at.error());
   asio::io_context io;
@@ -184,17 +217,30 @@ expected<std::string> admin_get(const std::string& address, const std::string& p
   beast::error_code ec;
   stream.connect(*at, ec);
   if (ec) return fail(errc::disconnected, fmt::format("{}: {}", address, ec.message()));
-  http::request<http::empty_body> req(http::verb::get, path, 11);
+  http::request<http::empty_body> req(verb, path, 11);
   req.set(http::field::host, address);
+  req.prepare_payload();
   http::write(stream, req, ec);
   beast::flat_buffer buffer;
   http::response<http::string_body> res;
   if (!ec) http::read(stream, buffer, res, ec);
   if (ec) return fail(errc::disconnected, fmt::format("{}{}: {}", address, path, ec.message()));
-  if (res.result() != http::status::ok) {
+  if (res.result_int() / 100 != 2) {
     return fail(errc::failed, fmt::format("{}{}: HTTP {}", address, path, res.result_int()));
   }
   return std::move(res.body());
+}
+
+}  // namespace
+
+expected<std::string> admin_get(const std::string& address, const std::string& path,
+                                std::chrono::milliseconds timeout) {
+  return admin_request(http::verb::get, address, path, timeout);
+}
+
+expected<std::string> admin_post(const std::string& address, const std::string& path,
+                                 std::chrono::milliseconds timeout) {
+  return admin_request(http::verb::post, address, path, timeout);
 }
 
 }  // namespace baton::runtime

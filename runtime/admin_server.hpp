@@ -2,8 +2,13 @@
 
 // A node's admin port: a small HTTP/1.1 server (Boost.Beast) answering
 //   GET /health   200 {"status":"ok",...} while the node serves, 503 otherwise
+//   GET /livez    200 while the process answers at all (liveness)
+//   GET /readyz   200 while the node is joined, its actors run and it is not draining
+//                 (routers may place work on it), 503 otherwise (readiness)
 //   GET /metrics  the metrics registry as Prometheus text
 //   GET /status   the membership table as JSON (what `baton status` prints)
+//   POST /drain[?deadline_ms=N]  202: the node takes no new work, finishes what it has
+//                 (moving what is left after N ms), leaves and exits 0
 // It owns one Asio io_context and the thread that runs it; handlers are called there.
 
 #include <chrono>
@@ -22,6 +27,9 @@ struct admin_routes {
   std::function<bool()> healthy;
   std::function<std::string()> metrics;  ///< Prometheus text
   std::function<std::string()> status;   ///< a JSON document
+  std::function<bool()> ready;           ///< empty: /readyz answers as /health
+  /// Starts draining with this deadline; returns a JSON document. Empty: 404.
+  std::function<std::string(std::chrono::milliseconds deadline)> drain;
 };
 
 class admin_server {
@@ -38,5 +46,8 @@ class admin_server {
 /// or an error (disconnected when nobody answers, failed for another status).
 [[nodiscard]] expected<std::string> admin_get(const std::string& address, const std::string& path,
                                               std::chrono::milliseconds timeout);
+/// POSTs (no body) to `path` of an admin port; the body of a 2xx answer, or an error.
+[[nodiscard]] expected<std::string> admin_post(const std::string& address, const std::string& path,
+                                               std::chrono::milliseconds timeout);
 
 }  // namespace baton::runtime

@@ -93,6 +93,25 @@ void fabric_io::set_ticker(std::function<void()> tick) {
   ticker_ = std::move(shared);
 }
 
+void fabric_io::set_unreachable(std::function<void(const std::string& node)> hook) {
+  auto shared = std::make_shared<const std::function<void(const std::string&)>>(std::move(hook));
+  std::lock_guard lock(routes_mu_);
+  unreachable_ = std::move(shared);
+}
+
+void fabric_io::send_failed(const transport::event& e) {
+  send_failures_.add();
+  if (e.status || e.status.error().code != errc::disconnected) return;
+  std::string node;
+  std::shared_ptr<const std::function<void(const std::string&)>> hook;
+  {
+    std::lock_guard lock(routes_mu_);
+    if (auto it = names_.find(e.peer); it != names_.end()) node = it->second;
+    hook = unreachable_;
+  }
+  if (!node.empty() && hook && *hook) (*hook)(node);
+}
+
 void fabric_io::tick_at(std::chrono::steady_clock::time_point at) {
   if (progress_thread_ && endpoint_->set_timer(at)) return;
   const auto ticks = at.time_since_epoch().count();
@@ -281,7 +300,10 @@ void fabric_io::execute(command& c) {
     case command::kind::detach: {
       {
         std::lock_guard routes_lock(routes_mu_);
-        if (auto it = peers_.find(c.node); it != peers_.end()) routes_.erase(it->second);
+        if (auto it = peers_.find(c.node); it != peers_.end()) {
+          routes_.erase(it->second);
+          names_.erase(it->second);
+        }
         for (auto id : aliases_[c.node]) routes_.erase(id);
       }
       {
@@ -344,6 +366,7 @@ void fabric_io::connect(const std::string& node, const std::string& address, caf
   {
     std::lock_guard routes_lock(routes_mu_);
     routes_[*peer] = bridge;
+    names_[*peer] = node;
     for (auto id : aliases_[node]) routes_[id] = bridge;
   }
   {
@@ -449,7 +472,7 @@ bool fabric_io::handle_event(transport::event& e) {
     return true;
   }
   if (e.kind == event_kind::send_done) {
-    if (!e.status) send_failures_.add();
+    if (!e.status) send_failed(e);
     if (endpoint_full_.load()) endpoint_->interrupt();  // room for what waits
     return true;
   }
@@ -482,7 +505,7 @@ void fabric_io::deliver(transport::event& e) {
     if (notify_sink_) caf::anon_send(notify_sink_, std::move(note));
     return;
   }
-  if (e.kind == event_kind::send_done && !e.status) send_failures_.add();
+  if (e.kind == event_kind::send_done && !e.status) send_failed(e);
 }
 
 std::string fabric_io::name_of(transport::peer_id peer) const {

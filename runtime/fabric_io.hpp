@@ -65,6 +65,10 @@ class fabric_io final : public frame_sink, public kv_fabric {
   /// time moved later costs no wake-up), else on the fabric thread. It must be quick and
   /// never block. Set it before the first tick_at().
   void set_ticker(std::function<void()> tick);
+  /// Told (on a transport thread) the name of a connected peer a send could not reach
+  /// (connection refused, reset or unreachable): evidence that its process is gone. It
+  /// must not block.
+  void set_unreachable(std::function<void(const std::string& node)> hook);
   /// When the ticker runs next (replacing the time given before); from any thread.
   void tick_at(std::chrono::steady_clock::time_point at);
   void attach(const std::string& node, const std::string& fabric_address,
@@ -139,6 +143,8 @@ class fabric_io final : public frame_sink, public kv_fabric {
   void route(transport::event& e);
   void tick();
   bool handle_event(transport::event& e);
+  /// A failed send: tells the unreachable hook when the peer could not be reached.
+  void send_failed(const transport::event& e);
   /// A handler on a transport thread threw: count and log it (the boundary's one place).
   void handler_failed(const char* what);
 
@@ -171,6 +177,8 @@ class fabric_io final : public frame_sink, public kv_fabric {
   // Where arriving frames go, read by the endpoint's progress thread.
   std::mutex routes_mu_;
   std::map<transport::peer_id, caf::actor> routes_;
+  std::map<transport::peer_id, std::string> names_;  // of connected peers, for send_failed
+  std::shared_ptr<const std::function<void(const std::string&)>> unreachable_;
   std::shared_ptr<const frame_filter> filter_;
   std::shared_ptr<const std::function<void()>> ticker_;
   bool progress_thread_ = false;  // the endpoint delivers on its own thread (set_event_handler)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -139,8 +140,15 @@ membership_output membership_state::on_message(const std::string& from, std::uin
       out.sends.push_back({from, sender->fabric_address, make_heartbeat(hb->sequence, true),
                            now + config_.suspect_after});
     } else if (hb->is_ack) {
-      std::erase_if(probes_,
-                    [&](const probe& p) { return p.target == from && p.sequence == hb->sequence; });
+      const auto answered = std::erase_if(
+          probes_, [&](const probe& p) { return p.target == from && p.sequence == hb->sequence; });
+      if (answered > 0) {
+        lower_health();  // answered in time: this node keeps up
+      } else if (std::erase_if(late_, [&](const auto& p) {
+                   return p.first == from && p.second == hb->sequence;
+                 }) > 0) {
+        raise_health();  // answered after its timeout: this node (or its network) runs late
+      }
     }
   } else if (std::holds_alternative<wire::leave>(body)) {
     if (const auto* sender = find(from)) {
@@ -152,22 +160,73 @@ membership_output membership_state::on_message(const std::string& from, std::uin
   return out;
 }
 
+milliseconds membership_state::probe_period() const {
+  return config_.probe_interval * (1 + health_);
+}
+
+milliseconds membership_state::probe_timeout() const {
+  return config_.suspect_after * (1 + health_);
+}
+
+milliseconds membership_state::suspicion_timeout(std::size_t suspecters) const {
+  const auto base = config_.dead_after - config_.suspect_after;
+  const auto longest = base * config_.suspicion_max_multiplier;
+  // Confirmations to expect: no more than the other live members can give (as memberlist
+  // does); a cluster too small to confirm anything gets the base at once.
+  std::size_t others = 0;
+  for (const auto& [name, r] : members_) others += live(r.info.state) ? 1 : 0;
+  const auto k = std::min<std::size_t>(static_cast<std::size_t>(config_.suspicion_confirmations),
+                                       others > 1 ? others - 1 : 0);
+  if (k == 0) return base;
+  const double confirmations = static_cast<double>(suspecters > 0 ? suspecters - 1 : 0);
+  const double fraction =
+      std::min(1.0, std::log(confirmations + 1) / std::log(static_cast<double>(k) + 1));
+  const auto shrunk =
+      longest - std::chrono::duration_cast<milliseconds>((longest - base) * fraction);
+  return std::max(base, shrunk);
+}
+
+void membership_state::confirm(record& r, const wire::member& update, time_point now) {
+  if (update.suspecter.empty() ||
+      std::find(r.suspecters.begin(), r.suspecters.end(), update.suspecter) != r.suspecters.end()) {
+    return;
+  }
+  r.suspecters.push_back(update.suspecter);
+  r.suspect_deadline = std::min(
+      r.suspect_deadline, std::max(now, r.suspect_since + suspicion_timeout(r.suspecters.size())));
+  spread(update);  // confirmations travel too, so every suspecter's timer shrinks
+}
+
 void membership_state::apply(const wire::member& update, time_point now, membership_output& out) {
   if (update.node == self_.member.node) {
-    // Someone suspects or buried this node: refute with a higher incarnation.
+    // Someone suspects or buried this node: refute with a higher incarnation. Being
+    // suspected is also a sign that this node may be the slow one.
     if (!leaving_ && update.state != member_state::alive &&
         update.incarnation >= self_.member.incarnation) {
+      raise_health();
       refute(update.incarnation, out);
     }
     return;
   }
   auto it = members_.find(update.node);
+  if (it != members_.end() && update.state == member_state::suspect &&
+      it->second.info.state == member_state::suspect &&
+      update.incarnation == it->second.info.incarnation) {
+    confirm(it->second, update, now);
+    return;
+  }
   if (it != members_.end() && !overrides(update, it->second.info)) return;
   auto& r = it != members_.end() ? it->second : members_[update.node];
   const bool joins = it == members_.end() || !live(r.info.state);
+  if (r.info.state == member_state::suspect && update.state == member_state::alive) {
+    ++false_suspicions_;  // it refuted: it was alive all along
+  }
   r.info = update;
   if (update.state == member_state::suspect) {
-    r.suspect_deadline = now + (config_.dead_after - config_.suspect_after);
+    r.suspect_since = now;
+    r.suspecters.clear();
+    if (!update.suspecter.empty()) r.suspecters.push_back(update.suspecter);
+    r.suspect_deadline = now + suspicion_timeout(std::max<std::size_t>(1, r.suspecters.size()));
     r.next_reprobe = now;  // tell it at once: an alive suspect refutes in its ack
   }
   if (joins || !live(update.state)) probe_order_.clear();  // rebuilt at the next probe
@@ -218,8 +277,15 @@ wire::heartbeat membership_state::make_heartbeat(std::uint64_t sequence, bool is
   return wire::heartbeat{sequence, is_ack, 0, 0, std::move(updates)};
 }
 
+wire::heartbeat membership_state::bare_probe(std::uint64_t sequence,
+                                             std::optional<wire::member> news) const {
+  wire::heartbeat hb{sequence, false, 0, 0, {self_.member}};
+  if (news) hb.updates.push_back(std::move(*news));
+  return hb;
+}
+
 void membership_state::start_probe(time_point now, membership_output& out) {
-  next_probe_ = now + config_.probe_interval;
+  next_probe_ = now + probe_period();
   if (probe_order_.empty() || probe_index_ >= probe_order_.size()) {
     // Round-robin over a fresh random order: every member is probed within n periods.
     probe_order_.clear();
@@ -235,20 +301,24 @@ void membership_state::start_probe(time_point now, membership_output& out) {
     if (it == members_.end() || !live(it->second.info.state)) continue;
     probes_.push_back(probe{target, ++probe_sequence_, now, now + config_.probe_retry});
     out.sends.push_back({target, it->second.info.fabric_address,
-                         make_heartbeat(probe_sequence_, false), now + config_.suspect_after});
+                         make_heartbeat(probe_sequence_, false), now + probe_timeout()});
     return;
   }
 }
 
 void membership_state::expire(time_point now, membership_output& out) {
-  while (!probes_.empty() && now >= probes_.front().sent + config_.suspect_after) {
+  while (!probes_.empty() && now >= probes_.front().sent + probe_timeout()) {
     const auto p = probes_.front();
     probes_.erase(probes_.begin());
+    late_.emplace_back(p.target, p.sequence);  // an answer now would come late
+    if (late_.size() > max_late_probes) late_.erase(late_.begin());
     auto it = members_.find(p.target);
-    if (it != members_.end() && it->second.info.state == member_state::alive) {
+    if (it != members_.end() && live(it->second.info.state)) {
+      // Suspects it, or (already suspect by another's word) confirms the suspicion.
       auto update = it->second.info;
       update.state = member_state::suspect;
-      apply(update, p.sent + config_.suspect_after, out);
+      update.suspecter = self_.member.node;
+      apply(update, std::min(now, p.sent + probe_timeout()), out);
     }
   }
   for (auto& [name, r] : members_) {
@@ -266,15 +336,17 @@ void membership_state::retry_probes(time_point now, membership_output& out) {
     p.next_retry = now + config_.probe_retry;
     auto it = members_.find(p.target);
     if (it == members_.end() || !live(it->second.info.state)) continue;
-    out.sends.push_back({p.target, it->second.info.fabric_address,
-                         make_heartbeat(p.sequence, false), now + config_.suspect_after});
+    // Retries carry no gossip: a dead target would swallow every transmission of it.
+    out.sends.push_back({p.target, it->second.info.fabric_address, bare_probe(p.sequence, {}),
+                         now + probe_timeout()});
   }
   for (auto& [name, r] : members_) {
     if (r.info.state != member_state::suspect || now < r.next_reprobe) continue;
     r.next_reprobe = now + config_.probe_retry;
     // Not tracked as a probe: its ack matters only for the refutation it carries.
-    out.sends.push_back({name, r.info.fabric_address, make_heartbeat(++probe_sequence_, false),
-                         now + config_.suspect_after});
+    // Only the suspicion it must refute: other gossip would be lost on a dead node.
+    out.sends.push_back({name, r.info.fabric_address, bare_probe(++probe_sequence_, r.info),
+                         now + probe_timeout()});
   }
 }
 
@@ -290,8 +362,7 @@ void membership_state::reconnect(time_point now, membership_output& out) {
   next_reconnect_ = now + config_.reconnect_interval;
   const auto& target = dead[reconnect_index_++ % dead.size()]->info;
   // Not tracked as a probe: what matters is that it tells the target it was buried.
-  auto hb = make_heartbeat(++probe_sequence_, false);
-  hb.updates.push_back(target);
+  auto hb = bare_probe(++probe_sequence_, target);
   out.sends.push_back(
       {target.node, target.fabric_address, std::move(hb), now + config_.probe_retry});
 }
@@ -302,6 +373,9 @@ membership_output membership_state::on_tick(time_point now) {
     if (now >= join_deadline_) send_join(now, out);
     return out;
   }
+  // A tick that comes a probe period after it was due: this node is starved of CPU, and
+  // what it would conclude about others now is suspect.
+  if (now > next_deadline() + config_.probe_interval) raise_health();
   expire(now, out);
   retry_probes(now, out);
   if (now >= next_probe_) start_probe(now, out);
@@ -325,10 +399,36 @@ membership_output membership_state::leave(time_point now) {
   return out;
 }
 
+membership_output membership_state::drain(time_point now) {
+  membership_output out;
+  if (self_.member.draining || leaving_) return out;
+  self_.member.draining = true;
+  ++self_.member.incarnation;  // overrides the alive, not-draining record everywhere
+  out.changes.push_back(self_.member);
+  spread(self_.member);
+  next_probe_ = now;
+  return out;
+}
+
+membership_output membership_state::on_unreachable(const std::string& node, time_point now) {
+  membership_output out;
+  auto it = members_.find(node);
+  if (it == members_.end() || !live(it->second.info.state) || !joined_) return out;
+  if (it->second.info.state == member_state::alive) {
+    auto update = it->second.info;
+    update.state = member_state::suspect;
+    update.suspecter = self_.member.node;
+    apply(update, now, out);
+  }
+  auto& r = it->second;
+  r.suspect_deadline = std::min(r.suspect_deadline, now + config_.unreachable_confirm);
+  return out;
+}
+
 time_point membership_state::next_deadline() const {
   if (!joined_) return join_deadline_;
   time_point next = std::min(next_probe_, next_reconnect_);
-  if (!probes_.empty()) next = std::min(next, probes_.front().sent + config_.suspect_after);
+  if (!probes_.empty()) next = std::min(next, probes_.front().sent + probe_timeout());
   for (const auto& p : probes_) next = std::min(next, p.next_retry);
   for (const auto& [name, r] : members_) {
     if (r.info.state == member_state::suspect) {

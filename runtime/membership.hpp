@@ -14,6 +14,18 @@
 // dead. A live node that hears so refutes with a higher incarnation, whose frames the
 // other side accepts again; a frame from a buried incarnation is read for that news alone.
 //
+// Failure detection that does not lie, after Lifeguard (Dadgar, Phillips and Currey, 2018):
+// a node keeps a local health score that rises when the answer to one of its probes comes
+// after the probe's timeout, when it has to refute a suspicion of itself, and when its
+// ticks run late (it is the slow one, starved of CPU), and falls with each probe answered
+// in time; its probe period and probe
+// timeout are multiplied by (1 + score). A suspicion starts long (suspicion_max_multiplier
+// times the base) and shrinks towards the base as other members independently suspect the
+// same incarnation (each suspect update names its suspecter). A member whose connection
+// the transport reports refused or reset (its process is gone; on_unreachable) is declared
+// dead after unreachable_confirm unless it answers: fast failover for crashed processes,
+// patience for slow ones.
+//
 // An event-driven state class: no threads, no clock, no I/O. Each call takes the time and
 // returns the messages to send; the caller owns delivery and calls on_tick() by
 // next_deadline().
@@ -34,17 +46,26 @@ using time_point = std::chrono::steady_clock::time_point;
 using std::chrono::milliseconds;
 
 struct membership_config {
-  milliseconds probe_interval{40};  ///< one probe per node per interval
-  milliseconds suspect_after{80};   ///< an unanswered probe makes its target suspect...
-  milliseconds dead_after{160};     ///< ...and, unrefuted, dead this long after the probe
-  milliseconds join_timeout{500};   ///< then the next seed is tried
+  milliseconds probe_interval{100};  ///< one probe per node per interval (x local health)
+  milliseconds suspect_after{250};   ///< an unanswered probe makes its target suspect...
+  /// ...and, unrefuted, dead this long after the probe when independently confirmed
+  /// (suspicion_confirmations times); unconfirmed, the suspicion lasts
+  /// suspicion_max_multiplier times longer.
+  milliseconds dead_after{750};
+  milliseconds join_timeout{500};  ///< then the next seed is tried
   /// An unanswered probe is sent again this often until its target answers or becomes
   /// suspect, and a suspect is probed this often until it refutes or is declared dead:
   /// a lost message alone then rarely makes a node suspect, and a suspect that is alive
   /// learns of the suspicion (and refutes it) within a round trip.
   milliseconds probe_retry{20};
   /// One dead member (not one that left) is sent a reconnect probe this often.
-  milliseconds reconnect_interval{1000};
+  milliseconds reconnect_interval{500};
+  int max_local_health = 8;          ///< the local health score's ceiling
+  int suspicion_max_multiplier = 4;  ///< an unconfirmed suspicion lasts this many times the base
+  int suspicion_confirmations = 3;   ///< independent suspicions that shrink it to the base
+  /// A member reported unreachable (on_unreachable) is dead this long later unless it
+  /// answers.
+  milliseconds unreachable_confirm{60};
   int gossip_multiplier = 3;      ///< an update rides on multiplier*log2(n) messages
   std::size_t max_piggyback = 8;  ///< updates per message
 };
@@ -94,6 +115,12 @@ class membership_state {
   [[nodiscard]] membership_output on_tick(time_point now);
   /// Announces that this node leaves; the caller keeps ticking briefly so it spreads.
   [[nodiscard]] membership_output leave(time_point now);
+  /// Announces that this node takes no new work (a higher incarnation with draining set).
+  [[nodiscard]] membership_output drain(time_point now);
+  /// The transport could not reach `node` (its connection was refused or reset): a live
+  /// member becomes suspect and is declared dead unreachable_confirm later unless it
+  /// refutes. Ignored for a member not alive or suspect.
+  [[nodiscard]] membership_output on_unreachable(const std::string& node, time_point now);
 
   /// When on_tick() next has work to do.
   [[nodiscard]] time_point next_deadline() const;
@@ -106,11 +133,20 @@ class membership_state {
   /// was declared dead or left.
   [[nodiscard]] bool accepts(const std::string& node, std::uint64_t incarnation) const;
 
+  /// The local health score, 0 (healthy) to max_local_health.
+  [[nodiscard]] int local_health() const { return health_; }
+  /// Suspicions of live members that ended in a refutation (the member was alive).
+  [[nodiscard]] std::uint64_t false_suspicions() const { return false_suspicions_; }
+  /// How long a suspicion lasts with `suspecters` independent suspecters (>= 1).
+  [[nodiscard]] milliseconds suspicion_timeout(std::size_t suspecters) const;
+
  private:
   struct record {
     wire::member info;
+    time_point suspect_since{};
     time_point suspect_deadline{};
-    time_point next_reprobe{};  ///< while suspect
+    time_point next_reprobe{};            ///< while suspect
+    std::vector<std::string> suspecters;  ///< of the suspected incarnation
   };
   struct probe {
     std::string target;
@@ -124,10 +160,20 @@ class membership_state {
   };
 
   void apply(const wire::member& update, time_point now, membership_output& out);
+  /// Another member independently suspects `r`'s incarnation: the suspicion shortens.
+  void confirm(record& r, const wire::member& update, time_point now);
+  void raise_health() { health_ = std::min(health_ + 1, config_.max_local_health); }
+  void lower_health() { health_ = std::max(health_ - 1, 0); }
+  /// The probe period and timeout, scaled by local health.
+  [[nodiscard]] milliseconds probe_period() const;
+  [[nodiscard]] milliseconds probe_timeout() const;
   void refute(std::uint64_t incarnation, membership_output& out);
   void spread(const wire::member& update);
   [[nodiscard]] std::vector<wire::member> piggyback();
   [[nodiscard]] wire::heartbeat make_heartbeat(std::uint64_t sequence, bool is_ack);
+  /// A probe carrying only this node and `news` (no gossip consumed).
+  [[nodiscard]] wire::heartbeat bare_probe(std::uint64_t sequence,
+                                           std::optional<wire::member> news) const;
   [[nodiscard]] std::optional<std::string> incompatibility(const wire::join& j) const;
   void handle_join(const wire::join& j, time_point now, membership_output& out);
   void send_join(time_point now, membership_output& out);
@@ -153,6 +199,12 @@ class membership_state {
   time_point next_probe_{};
   time_point next_reconnect_ = time_point::max();  // while some member is dead
   std::size_t reconnect_index_ = 0;
+  int health_ = 0;
+  /// Probes that expired unanswered (target, sequence), newest last: an answer to one
+  /// shows that this node's probes run late.
+  std::vector<std::pair<std::string, std::uint64_t>> late_;
+  static constexpr std::size_t max_late_probes = 16;
+  std::uint64_t false_suspicions_ = 0;
 };
 
 }  // namespace baton::runtime

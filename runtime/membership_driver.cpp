@@ -20,6 +20,13 @@ membership_driver::membership_driver(node_context& ctx, wire::join self,
                                      std::uint64_t random_seed, membership_hooks hooks)
     : ctx_(ctx),
       hooks_(std::move(hooks)),
+      local_health_(ctx.metrics().get_gauge(
+          "baton_membership_local_health",
+          "Lifeguard local health score: 0 healthy; each point multiplies probe periods and "
+          "timeouts (this node's own probes or ticks ran late)")),
+      false_suspicions_(ctx.metrics().get_counter(
+          "baton_membership_false_suspicions_total",
+          "Members suspected by this node's view that refuted: they were alive")),
       state_(std::move(self), std::move(seeds), config, random_seed),
       decoder_(ctx.config().limits) {}
 
@@ -76,6 +83,27 @@ void membership_driver::leave() {
   apply(state_.leave(now), now);
 }
 
+void membership_driver::drain() {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return;
+  const auto now = clock::now();
+  apply(state_.drain(now), now);
+}
+
+void membership_driver::on_unreachable(const std::string& node) {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return;
+  const auto now = clock::now();
+  auto out = state_.on_unreachable(node, now);
+  if (!out.changes.empty()) spdlog::info("member {}: the transport cannot reach it", node);
+  apply(std::move(out), now);
+}
+
+bool membership_driver::joined() const {
+  std::lock_guard lock(mutex_);
+  return state_.joined();
+}
+
 std::vector<wire::member> membership_driver::members() const {
   std::lock_guard lock(mutex_);
   return state_.members();
@@ -91,6 +119,11 @@ void membership_driver::arm(time_point not_before) {
 
 void membership_driver::apply(membership_output out, time_point not_before) {
   ctx_.set_incarnation(state_.self().incarnation);
+  local_health_.set(state_.local_health());
+  if (state_.false_suspicions() > false_suspicions_seen_) {
+    false_suspicions_.add(state_.false_suspicions() - false_suspicions_seen_);
+    false_suspicions_seen_ = state_.false_suspicions();
+  }
   for (auto& s : out.sends) {
     auto link = ctx_.link(s.node, s.fabric_address);  // attaches the peer on first use
     if (!link) continue;
@@ -100,6 +133,7 @@ void membership_driver::apply(membership_output out, time_point not_before) {
   }
   for (const auto& m : out.changes) {
     ctx_.update_member(m);
+    if (hooks_.changed) hooks_.changed(m);
     spdlog::info("member {} is {} (incarnation {})", m.node, to_string(m.state), m.incarnation);
     if (m.state != wire::member_state::dead && m.state != wire::member_state::left) continue;
     if (auto bridge = ctx_.bridge(m.node)) {

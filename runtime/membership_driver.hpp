@@ -30,6 +30,8 @@ struct membership_hooks {
   std::function<void()> left;
   /// Asks for tick() once `at` has passed, replacing the time asked for before.
   std::function<void(time_point at)> tick_at;
+  /// What is known of a member changed (its state, incarnation or draining).
+  std::function<void(const wire::member& m)> changed;
 };
 
 class membership_driver {
@@ -57,6 +59,12 @@ class membership_driver {
   [[nodiscard]] bool take(std::span<const std::byte> bytes);
   /// Announces that this node leaves; `left` runs once the news has spread.
   void leave();
+  /// Announces that this node takes no new work (it stays a member until leave()).
+  void drain();
+  /// The transport could not reach `node` (membership_state::on_unreachable); any thread.
+  void on_unreachable(const std::string& node);
+  /// Joined the cluster (or formed it as the first seed).
+  [[nodiscard]] bool joined() const;
   /// Every known node, this one included, sorted by name.
   [[nodiscard]] std::vector<wire::member> members() const;
 
@@ -69,6 +77,9 @@ class membership_driver {
 
   node_context& ctx_;
   membership_hooks hooks_;
+  gauge& local_health_;
+  counter& false_suspicions_;
+  std::uint64_t false_suspicions_seen_ = 0;
   mutable std::mutex mutex_;
   membership_state state_;
   wire::decoder decoder_;

@@ -1,5 +1,6 @@
 #include "runtime/node.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "runtime/fabric_io.hpp"
 #include "runtime/membership_driver.hpp"
 #include "runtime/messages.hpp"
+#include "runtime/peer_watch.hpp"
 #include "runtime/remote_actor.hpp"
 
 namespace baton::runtime {
@@ -135,9 +137,18 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   io_->set_hub(system_.spawn(hub, context_.get(), io_.get()));
 
   auto self = options.identity;
-  self.member = {
-      spec_.name,  context_->incarnation(), wire::member_state::alive, spec_.kind, spec_.device,
-      spec_.roles, spec_.fabric_address,    spec_.admin_address};
+  self.member = {spec_.name,
+                 context_->incarnation(),
+                 wire::member_state::alive,
+                 spec_.kind,
+                 spec_.device,
+                 spec_.roles,
+                 spec_.fabric_address,
+                 spec_.admin_address,
+                 false,
+                 spec_.has_role(wire::role::decode) ? spec_.kv_blocks : 0,
+                 "",
+                 options.restarts};
   const auto& t = options.topology.timeouts;
   membership_config mc;
   mc.probe_interval = milliseconds(t.probe_interval_ms);
@@ -147,11 +158,14 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   hooks.refused = [this](const std::string& reason) { stop(stop_reason::refused, reason); };
   hooks.left = [this] { stop(stop_reason::left, "left the cluster"); };
   hooks.tick_at = [io = io_.get()](time_point at) { io->tick_at(at); };
+  hooks.changed = [this](const wire::member& m) { watch_->update(m); };
   spdlog::info("node {} ({} on {}) incarnation {}, probe seed {}", spec_.name,
                to_string(spec_.kind), spec_.device, context_->incarnation(), options.random_seed);
   membership_ = std::make_unique<membership_driver>(*context_, std::move(self), seeds_of(options),
                                                     mc, options.random_seed, std::move(hooks));
   auto* membership = membership_.get();
+  watch_ = std::make_unique<peer_watch>(
+      spec_.name, [membership](const std::string& n) { membership->on_unreachable(n); });
   context_->set_membership([membership](const wire::frame& f) { membership->on_frame(f); });
   io_->set_filter(
       [membership, ctx = context_.get()](std::span<const std::byte> f,
@@ -159,6 +173,8 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
         return membership->take(f) || ctx->take(f, received);
       });
   io_->set_ticker([membership] { membership->tick(); });
+  io_->set_unreachable([membership](const std::string& n) { membership->on_unreachable(n); });
+  for (const auto& a : options.actors) actor_names_.push_back(a.name);
   membership->start();
   (void)spawn_echo(*context_);
   supervisor_ =
@@ -176,6 +192,7 @@ node::~node() {
     for (const auto& a : stopped) self->wait_for(a);
   }
   context_->set_rma(nullptr);
+  watch_.reset();  // before membership: it reports into it
   io_.reset();
   membership_.reset();  // nothing calls it now: the bridges and the progress thread are gone
   supervisor_ = nullptr;
@@ -188,6 +205,18 @@ std::vector<wire::member> node::members() const {
 
 void node::leave() {
   membership_->leave();  // its `left` hook stops the node once the news has spread
+}
+
+void node::drain() {
+  if (draining_.exchange(true)) return;
+  membership_->drain();
+}
+
+bool node::ready() const {
+  if (draining_.load() || !membership_->joined()) return false;
+  return std::all_of(actor_names_.begin(), actor_names_.end(), [this](const std::string& a) {
+    return static_cast<bool>(context_->lookup(a));
+  });
 }
 
 void node::stop(stop_reason reason, std::string detail) {

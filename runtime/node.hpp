@@ -4,6 +4,7 @@
 // thread, the bridges to peers, and membership. Role actors (router, prefill, decode) are
 // published on it and reach actors on other nodes through remote_actor.
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@ namespace baton::runtime {
 
 class fabric_io;
 class membership_driver;
+class peer_watch;
 
 struct node_options {
   runtime::topology topology;
@@ -37,6 +39,7 @@ struct node_options {
   std::uint64_t random_seed = 0;  ///< probe order; printed in the log
   std::vector<child_spec> actors;  ///< the node's role actors, supervised
   restart_budget budget;
+  std::uint32_t restarts = 0;  ///< times baton up (or systemd) restarted this node: gossiped
 };
 
 /// Why a node stopped.
@@ -78,6 +81,11 @@ class node {
 
   /// Announces that this node leaves; wait() returns `left` once the news has spread.
   void leave();
+  /// Announces that this node takes no new work; it stays a member until leave().
+  void drain();
+  [[nodiscard]] bool draining() const { return draining_.load(); }
+  /// Joined, every role actor running, and not draining: routers may place work here.
+  [[nodiscard]] bool ready() const;
   /// Makes wait() return; the first call's reason wins.
   void stop(stop_reason reason, std::string detail);
   /// Blocks until the node stops (refused join, leave, failure or stop()); returns why.
@@ -93,7 +101,10 @@ class node {
   std::unique_ptr<fabric_io> io_;
   std::unique_ptr<node_context> context_;
   std::unique_ptr<membership_driver> membership_;
+  std::unique_ptr<peer_watch> watch_;
   caf::actor supervisor_;
+  std::vector<std::string> actor_names_;
+  std::atomic<bool> draining_{false};
   mutable std::mutex mutex_;
   std::condition_variable stopped_cv_;
   std::optional<node_stop> stopped_;

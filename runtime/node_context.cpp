@@ -178,6 +178,18 @@ std::vector<caf::actor> node_context::shutdown() {
   return stopped;
 }
 
+void node_context::set_work(const std::string& actor, std::size_t n) {
+  std::lock_guard lock(mutex_);
+  work_[actor] = n;
+}
+
+std::size_t node_context::work() const {
+  std::lock_guard lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& [actor, n] : work_) total += n;
+  return total;
+}
+
 void node_context::drop_bridge(const std::string& node) {
   std::lock_guard lock(mutex_);
   bridges_.erase(node);

@@ -98,6 +98,11 @@ class node_context {
   [[nodiscard]] bool take(std::span<const std::byte> bytes,
                           std::chrono::steady_clock::time_point received);
 
+  /// What `actor` still holds (requests, attempts, jobs), as it reports it; a draining node
+  /// leaves once the sum is zero. Any thread.
+  void set_work(const std::string& actor, std::size_t n);
+  [[nodiscard]] std::size_t work() const;
+
   /// Stops every published actor and bridge and forgets them (node shutdown); returns
   /// them, so the caller can wait until they are gone.
   [[nodiscard]] std::vector<caf::actor> shutdown();
@@ -113,6 +118,7 @@ class node_context {
   std::atomic<kv_fabric*> rma_{nullptr};
   mutable std::mutex mutex_;
   std::map<std::string, caf::actor> actors_;
+  std::map<std::string, std::size_t> work_;
   std::map<std::string, wire::member> directory_;
   std::vector<caf::actor_addr> member_watchers_;
   struct bridge_entry {

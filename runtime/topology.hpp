@@ -94,14 +94,16 @@ struct limits_spec {
   std::uint32_t max_new_tokens = 4096;
 };
 
-/// Failure detection (runtime/membership.hpp): a probe unanswered for suspect_after_ms
-/// makes its target suspect, and dead at dead_after_ms unless it refutes. With these
-/// defaults a killed node is declared dead within 300 ms on a LAN.
+/// Failure detection (runtime/membership.hpp, docs/operations.md "Failure detection"): a
+/// probe unanswered for suspect_after_ms makes its target suspect, and dead at
+/// dead_after_ms unless it refutes (up to four times later while no other member confirms
+/// the suspicion; every period and timeout stretches while this node itself runs late). A
+/// killed process, whose connections are refused, is declared dead within about 100 ms.
 struct timeouts_spec {
   std::uint32_t request_ms = 30'000;
-  std::uint32_t probe_interval_ms = 40;
-  std::uint32_t suspect_after_ms = 80;
-  std::uint32_t dead_after_ms = 160;
+  std::uint32_t probe_interval_ms = 100;
+  std::uint32_t suspect_after_ms = 250;
+  std::uint32_t dead_after_ms = 750;
 };
 
 struct topology {

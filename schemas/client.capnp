@@ -18,6 +18,22 @@ struct GenerateRequest {
   hasSeed @5 :Bool;            # false: the router picks a seed and reports it in Accepted
   timeoutMs @6 :UInt32;        # 0 = the server's default
   n @7 :UInt32;                # choices (OpenAI's n), each seeded from the seed; 0 reads as 1
+  resume @8 :Resume;           # set: this continues a request whose router went away
+}
+
+# What a client has of one choice of a request it resumes.
+struct ResumeChoice {
+  tokens @0 :List(UInt32);     # every token received, in position order
+  done @1 :Bool;               # the choice ended (it said so with a chunk's finish)
+  reason @2 :Inference.FinishReason;
+}
+
+# A request resumed on another router: the first router's request id (decode nodes keep
+# its sequences a while for whoever claims them), and, per choice, what arrived. The
+# request carries the seed the first router assigned (hasSeed) and the same parameters.
+struct Resume {
+  requestId @0 :UInt64;
+  choices @1 :List(ResumeChoice);  # one per choice, n of them
 }
 
 # Client -> router: stop a request; the router answers with Finished(cancelled).

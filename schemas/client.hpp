@@ -16,6 +16,23 @@
 
 namespace baton::wire {
 
+/// What a client has of one choice of a request it resumes.
+struct resume_choice {
+  std::vector<std::uint32_t> tokens;  ///< every token received, in position order
+  bool done = false;                  ///< the choice ended (its chunk said so)
+  finish_reason reason = finish_reason::length;
+  bool operator==(const resume_choice&) const = default;
+};
+
+/// A request resumed on another router after its router went away: the first router's
+/// request id and, per choice, what the client received. Decoded values have exactly n
+/// choices.
+struct resume_state {
+  request_id request{};
+  std::vector<resume_choice> choices;
+  bool operator==(const resume_state&) const = default;
+};
+
 /// Client -> router: generate text for `prompt`.
 struct generate_request {
   std::uint64_t client_tag = 0;  ///< chosen by the client, unique among its open requests
@@ -28,6 +45,9 @@ struct generate_request {
   /// Choices (OpenAI's `n`, 1..max_choices): choice i samples with
   /// engine::choice_seed(seed, i); choice 0 is what a request of one choice gives.
   std::uint32_t n = 1;
+  /// Set: continue this request where the client's stream stopped (with the seed the first
+  /// router assigned, has_seed true, and every other field as first sent).
+  std::optional<resume_state> resume{};
   bool operator==(const generate_request&) const = default;
 };
 

@@ -21,6 +21,7 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the length prefix is written and read as a little-endian word");
 static_assert(static_cast<int>(gen::ErrorCode::FAILED) == static_cast<int>(errc::failed));
+static_assert(static_cast<int>(gen::ErrorCode::UNAVAILABLE) == static_cast<int>(errc::unavailable));
 static_assert(static_cast<int>(gen::FinishReason::CANCELLED) ==
               static_cast<int>(finish_reason::cancelled));
 
@@ -106,6 +107,20 @@ checked validate(const client_message& m, const client_limits& l) {
           if (v.n == 0 || v.n > max_choices) {
             return bad("generate.n", fmt::format("{} is not in [1, {}]", v.n, max_choices));
           }
+          if (v.resume) {
+            if (v.resume->choices.size() != v.n) {
+              return bad("generate.resume.choices",
+                         fmt::format("{} choices for n {}", v.resume->choices.size(), v.n));
+            }
+            if (!v.has_seed) return bad("generate.resume", "a resumed request carries its seed");
+            for (const auto& c : v.resume->choices) {
+              if (auto ok = check_size(c.tokens.size(), l.max_chunk_tokens,
+                                       "generate.resume.choices.tokens", "tokens");
+                  !ok) {
+                return ok;
+              }
+            }
+          }
           return check_sampling(v.params, v.has_seed);
         } else if constexpr (std::is_same_v<T, accepted>) {
           if (auto ok = check_size(v.prompt_text.size(), l.max_prompt_bytes, "accepted.promptText",
@@ -154,14 +169,28 @@ expected<client_message> from_capnp(gen::ClientMessage::Reader r) {
   switch (r.which()) {
     case gen::ClientMessage::GENERATE: {
       auto g = r.getGenerate();
-      return generate_request{g.getClientTag(),
-                              text_of(g.getPrompt()),
-                              g.getMaxTokens(),
-                              g.getMaxPositions(),
-                              detail::sampling_from(g.getSampling()),
-                              g.getHasSeed(),
-                              g.getTimeoutMs(),
-                              std::max<std::uint32_t>(1, g.getN())};
+      generate_request out{g.getClientTag(),
+                           text_of(g.getPrompt()),
+                           g.getMaxTokens(),
+                           g.getMaxPositions(),
+                           detail::sampling_from(g.getSampling()),
+                           g.getHasSeed(),
+                           g.getTimeoutMs(),
+                           std::max<std::uint32_t>(1, g.getN())};
+      if (g.hasResume()) {
+        auto resume = g.getResume();
+        resume_state s{request_id{resume.getRequestId()}, {}};
+        for (auto c : resume.getChoices()) {
+          auto reason = enum_from(c.getReason(), finish_reason::cancelled, "resume.reason");
+          if (!reason) return tl::unexpected(reason.error());
+          std::vector<std::uint32_t> tokens;
+          tokens.reserve(c.getTokens().size());
+          for (auto t : c.getTokens()) tokens.push_back(t);
+          s.choices.push_back({std::move(tokens), c.getDone(), *reason});
+        }
+        out.resume = std::move(s);
+      }
+      return out;
     }
     case gen::ClientMessage::CANCEL: return cancel_request{r.getCancel().getClientTag()};
     case gen::ClientMessage::ACCEPTED: {
@@ -200,7 +229,7 @@ expected<client_message> from_capnp(gen::ClientMessage::Reader r) {
     }
     case gen::ClientMessage::REJECTED: {
       auto j = r.getRejected();
-      auto code = enum_from(j.getCode(), errc::failed, "rejected.code");
+      auto code = enum_from(j.getCode(), errc::unavailable, "rejected.code");
       if (!code) return tl::unexpected(code.error());
       return rejected{j.getClientTag(), *code, text_of(j.getMessage())};
     }
@@ -223,6 +252,18 @@ void to_capnp(const client_message& m, gen::ClientMessage::Builder b) {
           g.setHasSeed(v.has_seed);
           g.setTimeoutMs(v.timeout_ms);
           g.setN(v.n);
+          if (v.resume) {
+            auto resume = g.initResume();
+            resume.setRequestId(static_cast<std::uint64_t>(v.resume->request));
+            auto list = resume.initChoices(static_cast<capnp::uint>(v.resume->choices.size()));
+            for (capnp::uint i = 0; i < v.resume->choices.size(); ++i) {
+              const auto& c = v.resume->choices[i];
+              auto tokens = list[i].initTokens(static_cast<capnp::uint>(c.tokens.size()));
+              for (capnp::uint t = 0; t < c.tokens.size(); ++t) tokens.set(t, c.tokens[t]);
+              list[i].setDone(c.done);
+              list[i].setReason(static_cast<gen::FinishReason>(c.reason));
+            }
+          }
         } else if constexpr (std::is_same_v<T, cancel_request>) {
           b.initCancel().setClientTag(v.client_tag);
         } else if constexpr (std::is_same_v<T, accepted>) {

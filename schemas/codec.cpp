@@ -166,8 +166,9 @@ std::uint64_t decoder::rejected_total() const noexcept {
 
 const char* body_name(const body& b) noexcept {
   static constexpr const char* names[] = {
-      "join",   "joinReply", "heartbeat", "leave",   "admit", "prefill", "prefillDone", "tokens",
-      "finish", "cancel",    "abort",     "monitor", "down",  "failure", "credit",      "window"};
+      "join",        "joinReply", "heartbeat", "leave",  "admit", "prefill",
+      "prefillDone", "tokens",    "finish",    "cancel", "abort", "monitor",
+      "down",        "failure",   "credit",    "window", "claim", "claimed"};
   static_assert(std::size(names) == std::variant_size_v<body>);
   return names[b.index()];
 }

@@ -44,4 +44,5 @@ enum ErrorCode {
   invalidArgument @3;
   notFound @4;
   failed @5;
+  unavailable @6;
 }

@@ -14,6 +14,7 @@ namespace baton::wire::detail {
 namespace {
 
 static_assert(static_cast<int>(gen::ErrorCode::FAILED) == static_cast<int>(errc::failed));
+static_assert(static_cast<int>(gen::ErrorCode::UNAVAILABLE) == static_cast<int>(errc::unavailable));
 static_assert(static_cast<int>(gen::NodeKind::CPU) == static_cast<int>(node_kind::cpu));
 static_assert(static_cast<int>(gen::Role::KV) == static_cast<int>(role::kv));
 static_assert(static_cast<int>(gen::MemberState::LEFT) == static_cast<int>(member_state::left));
@@ -70,7 +71,11 @@ checked<member> member_from(gen::Member::Reader r, const char* field) {
            text_of(r.getDevice()),
            {},
            text_of(r.getFabricAddress()),
-           text_of(r.getAdminAddress())};
+           text_of(r.getAdminAddress()),
+           r.getDraining(),
+           r.getKvBlocks(),
+           text_of(r.getSuspecter()),
+           r.getRestarts()};
   for (auto raw : r.getRoles()) {
     auto each = enum_from(raw, role::kv, field);
     if (!each) return tl::unexpected(each.error());
@@ -183,13 +188,13 @@ checked<body> runtime_from(gen::Envelope::Body::Reader b) {
     case gen::Envelope::Body::MONITOR: return monitor{address_from(b.getMonitor().getWatcher())};
     case gen::Envelope::Body::DOWN: {
       auto r = b.getDown();
-      auto code = enum_from(r.getCode(), errc::failed, "down.code");
+      auto code = enum_from(r.getCode(), errc::unavailable, "down.code");
       if (!code) return tl::unexpected(code.error());
       return down{address_from(r.getActor()), *code, text_of(r.getReason())};
     }
     case gen::Envelope::Body::FAILURE: {
       auto r = b.getFailure();
-      auto code = enum_from(r.getCode(), errc::failed, "failure.code");
+      auto code = enum_from(r.getCode(), errc::unavailable, "failure.code");
       if (!code) return tl::unexpected(code.error());
       return failure{*code, text_of(r.getMessage())};
     }
@@ -211,7 +216,23 @@ checked<body> outcome_from(gen::Envelope::Body::Reader b) {
     }
     case gen::Envelope::Body::CANCEL: {
       auto r = b.getCancel();
-      return cancel{request_id{r.getRequestId()}, text_of(r.getReason())};
+      return cancel{request_id{r.getRequestId()}, text_of(r.getReason()), r.getAttempt()};
+    }
+    case gen::Envelope::Body::CLAIM: {
+      auto r = b.getClaim();
+      claim c{
+          request_id{r.getRequestId()}, request_id{r.getNewRequestId()}, r.getAttemptBase(), {}};
+      for (auto x : r.getChoices()) c.choices.push_back({x.getChoice(), x.getPosition()});
+      return c;
+    }
+    case gen::Envelope::Body::CLAIMED: {
+      auto r = b.getClaimed();
+      claimed c{request_id{r.getRequestId()}, {}};
+      for (auto x : r.getAttempts()) {
+        c.attempts.push_back(
+            {x.getAttempt(), list_of<std::uint32_t>(x.getChoices()), x.getBlocks()});
+      }
+      return c;
     }
     case gen::Envelope::Body::WINDOW: {
       auto r = b.getWindow();
@@ -219,7 +240,7 @@ checked<body> outcome_from(gen::Envelope::Body::Reader b) {
     }
     case gen::Envelope::Body::ABORT: {
       auto r = b.getAbort();
-      auto code = enum_from(r.getCode(), errc::failed, "abort.code");
+      auto code = enum_from(r.getCode(), errc::unavailable, "abort.code");
       if (!code) return tl::unexpected(code.error());
       return abort_attempt{request_id{r.getRequestId()}, r.getAttempt(), *code,
                            text_of(r.getMessage())};

@@ -34,5 +34,7 @@ struct Envelope {
     failure @20 :Runtime.Failure;
     credit @21 :Runtime.Credit;
     window @22 :Inference.Window;
+    claim @23 :Inference.Claim;
+    claimed @24 :Inference.Claimed;
   }
 }

@@ -13,9 +13,9 @@
 
 namespace baton::wire {
 
-using body =
-    std::variant<join, join_reply, heartbeat, leave, admit, prefill, prefill_done, token_batch,
-                 finish, cancel, abort_attempt, monitor, down, failure, credit, stream_window>;
+using body = std::variant<join, join_reply, heartbeat, leave, admit, prefill, prefill_done,
+                          token_batch, finish, cancel, abort_attempt, monitor, down, failure,
+                          credit, stream_window, claim, claimed>;
 
 /// One message between actors on different nodes.
 struct frame {

@@ -124,6 +124,39 @@ struct Window {
 struct Cancel {
   requestId @0 :UInt64;
   reason @1 :Text;
+  attempt @2 :UInt32;          # only this attempt; 0 = every attempt of the request
+}
+
+# One choice a router resuming a request still needs, and the position its client
+# expects next (the prompt's tokens plus those it has received).
+struct ClaimChoice {
+  choice @0 :UInt32;
+  position @1 :UInt32;
+}
+
+# Router -> every decode node, resuming a request whose router died (the client came back
+# with the first router's request id): a decode node holding that request's sequences for
+# a router that is gone hands them over (no recompute). It renumbers each attempt it holds
+# `attemptBase` + i, sends the tokens from each choice's position on, and answers Claimed.
+struct Claim {
+  requestId @0 :UInt64;        # the first router's request id
+  newRequestId @1 :UInt64;     # the claiming router's
+  attemptBase @2 :UInt32;
+  choices @3 :List(ClaimChoice);
+}
+
+# One attempt a decode node handed over: its new number, the choices it serves, and the
+# KV blocks it commits.
+struct ClaimedAttempt {
+  attempt @0 :UInt32;
+  choices @1 :List(UInt32);
+  blocks @2 :UInt32;
+}
+
+# Decode -> the claiming router: what it took over (maybe nothing).
+struct Claimed {
+  requestId @0 :UInt64;        # the claiming router's id
+  attempts @1 :List(ClaimedAttempt);
 }
 
 # Any actor -> peer: this attempt ended in failure. A prefill sends it only after every

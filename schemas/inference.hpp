@@ -141,10 +141,46 @@ struct stream_window {
   bool operator==(const stream_window&) const = default;
 };
 
+/// Router -> prefill or decode: the request (or only `attempt` of it, when not 0) is over.
 struct cancel {
   request_id request{};
   std::string reason;
+  std::uint32_t attempt = 0;
   bool operator==(const cancel&) const = default;
+};
+
+/// A choice a resuming router still needs, and the position its client expects next.
+struct claim_choice {
+  std::uint32_t choice = 0;
+  std::uint32_t position = 0;
+  bool operator==(const claim_choice&) const = default;
+};
+
+/// Router -> decode, resuming `request` (the first router's id) as `new_request` after its
+/// router died: a decode node holding that request's sequences for a router that is gone
+/// hands them over: it renumbers each attempt attempt_base + i, sends each choice's tokens
+/// from `position` on, and answers claimed. Decoded claims name each choice once.
+struct claim {
+  request_id request{};
+  request_id new_request{};
+  std::uint32_t attempt_base = 0;
+  std::vector<claim_choice> choices;
+  bool operator==(const claim&) const = default;
+};
+
+/// One attempt handed over: its new number, the choices it serves, its committed blocks.
+struct claimed_attempt {
+  std::uint32_t attempt = 0;
+  std::vector<std::uint32_t> choices;
+  std::uint32_t blocks = 0;
+  bool operator==(const claimed_attempt&) const = default;
+};
+
+/// Decode -> the claiming router: what it took over of the claim (maybe nothing).
+struct claimed {
+  request_id request{};  ///< the claiming router's id
+  std::vector<claimed_attempt> attempts;
+  bool operator==(const claimed&) const = default;
 };
 
 /// This attempt failed; a prefill sends it only after all its RMA writes ended.

@@ -36,6 +36,10 @@ struct Member {
   roles @5 :List(Role);
   fabricAddress @6 :Text;
   adminAddress @7 :Text;
+  draining @8 :Bool;           # takes no new work: finishing what it has, then leaving
+  kvBlocks @9 :UInt32;         # KV pool size in blocks (decode nodes), for placement
+  suspecter @10 :Text;         # a suspect update: the node that suspects it
+  restarts @11 :UInt32;        # times its supervisor (baton up, systemd) restarted it
 }
 
 # Sent to a seed by a node that wants to join. A node whose wire version, model hash,

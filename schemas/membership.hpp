@@ -20,6 +20,10 @@ struct member {
   std::vector<role> roles;
   std::string fabric_address;
   std::string admin_address;
+  bool draining = false;        ///< takes no new work: finishing what it has, then leaving
+  std::uint32_t kv_blocks = 0;  ///< KV pool size in blocks (decode nodes), for placement
+  std::string suspecter{};      ///< in a suspect update: the node that suspects it
+  std::uint32_t restarts = 0;   ///< times its supervisor (baton up, systemd) restarted it
   bool operator==(const member&) const = default;
 };
 

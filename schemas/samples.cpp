@@ -44,10 +44,18 @@ std::vector<frame> sample_frames() {
   const std::vector<token_logprobs> logprobs = {{261, -0.25f, {{261, -0.25f}, {278, -1.75f}}},
                                                 {3434, -2.5f, {{99, -0.5f}, {3434, -2.5f}}},
                                                 {278, -0.125f, {{278, -0.125f}, {1, -3.0f}}}};
-  const member prefill_node{"prefill-0",         1,
-                            member_state::alive, node_kind::trainium,
-                            "emulated:trn2",     {role::prefill, role::kv},
-                            "127.0.0.1:7101",    "127.0.0.1:9101"};
+  const member prefill_node{"prefill-0",
+                            1,
+                            member_state::alive,
+                            node_kind::trainium,
+                            "emulated:trn2",
+                            {role::prefill, role::kv},
+                            "127.0.0.1:7101",
+                            "127.0.0.1:9101",
+                            true,
+                            4096,
+                            "",
+                            2};
   const member router_node{"router-0",
                            3,
                            member_state::suspect,
@@ -55,7 +63,11 @@ std::vector<frame> sample_frames() {
                            "cpu",
                            {role::router},
                            "127.0.0.1:7100",
-                           "127.0.0.1:9100"};
+                           "127.0.0.1:9100",
+                           false,
+                           0,
+                           "decode-1",
+                           0};
   const std::vector<member> members = {router_node, prefill_node};
   const join j{
       prefill_node, wire_version, 0xb0a507e7ad0f6266, {16, 5, 4, 8, 4}, "baton-cpu/1 avx2"};
@@ -77,7 +89,7 @@ std::vector<frame> sample_frames() {
   frames.push_back(envelope(
       token_batch{request_id{1}, 0, 6, {261, 3434, 278}, finish_reason::length, 2, logprobs}));
   frames.push_back(envelope(finish{request_id{1}, 0, finish_reason::length, 95, 1}));
-  frames.push_back(envelope(cancel{request_id{1}, "client disconnected"}));
+  frames.push_back(envelope(cancel{request_id{1}, "client disconnected", 4}));
   frames.push_back(envelope(
       abort_attempt{request_id{1}, 0, errc::timed_out, "RMA write to decode-0 timed out"}));
   frames.push_back(envelope(monitor{actor_address{"router-0", "router"}}));
@@ -87,6 +99,8 @@ std::vector<frame> sample_frames() {
   frames.back().in_reply_to = 41;
   frames.push_back(envelope(credit{128}));
   frames.push_back(envelope(stream_window{request_id{1}, 0, 70}));
+  frames.push_back(envelope(claim{request_id{9}, request_id{77}, 33, {{0, 40}, {2, 38}}}));
+  frames.push_back(envelope(claimed{request_id{77}, {{33, {0}, 4}, {34, {1, 2}, 6}}}));
 
   return frames;
 }
@@ -98,6 +112,10 @@ std::vector<client_message> sample_client_messages() {
   params.logprobs = true;
   params.top_logprobs = 1;
   generate_request generate{7, "Once upon a time", 32, 256, params, true, 5000, 3};
+  generate.resume = resume_state{request_id{99},
+                                 {{{278, 1701}, false, finish_reason::length},
+                                  {{}, false, finish_reason::length},
+                                  {{278}, true, finish_reason::end_of_text}}};
   token_chunk chunk{7, 5, {278, 1701, 29892}, " there was"};
   chunk.choice = 2;
   chunk.logprobs = {{278, -0.5f, " the", {{278, -0.5f, " the"}}},
@@ -111,7 +129,7 @@ std::vector<client_message> sample_client_messages() {
                "disaggregated"},
       chunk,
       finished{7, finish_reason::end_of_text, 5, 27, 118},
-      rejected{7, errc::overloaded, "no decode node has room"},
+      rejected{7, errc::unavailable, "no decode worker came back within 10000 ms"},
   };
 }
 

@@ -54,6 +54,10 @@ void fill(const member& m, gen::Member::Builder b) {
   }
   b.setFabricAddress(text(m.fabric_address));
   b.setAdminAddress(text(m.admin_address));
+  b.setDraining(m.draining);
+  b.setKvBlocks(m.kv_blocks);
+  b.setSuspecter(text(m.suspecter));
+  b.setRestarts(m.restarts);
 }
 
 template <class Builder>
@@ -150,6 +154,28 @@ struct body_filler {
     auto r = b.initCancel();
     r.setRequestId(static_cast<std::uint64_t>(c.request));
     r.setReason(text(c.reason));
+    r.setAttempt(c.attempt);
+  }
+  void operator()(const claim& c) {
+    auto r = b.initClaim();
+    r.setRequestId(static_cast<std::uint64_t>(c.request));
+    r.setNewRequestId(static_cast<std::uint64_t>(c.new_request));
+    r.setAttemptBase(c.attempt_base);
+    auto list = r.initChoices(size_of(c.choices));
+    for (capnp::uint i = 0; i < c.choices.size(); ++i) {
+      list[i].setChoice(c.choices[i].choice);
+      list[i].setPosition(c.choices[i].position);
+    }
+  }
+  void operator()(const claimed& c) {
+    auto r = b.initClaimed();
+    r.setRequestId(static_cast<std::uint64_t>(c.request));
+    auto list = r.initAttempts(size_of(c.attempts));
+    for (capnp::uint i = 0; i < c.attempts.size(); ++i) {
+      list[i].setAttempt(c.attempts[i].attempt);
+      fill_list(c.attempts[i].choices, list[i].initChoices(size_of(c.attempts[i].choices)));
+      list[i].setBlocks(c.attempts[i].blocks);
+    }
   }
   void operator()(const stream_window& w) {
     auto r = b.initWindow();

@@ -11,7 +11,7 @@
 namespace baton::wire {
 
 /// The wire version this build speaks; the frame header and the join handshake carry it.
-inline constexpr std::uint16_t wire_version = 3;
+inline constexpr std::uint16_t wire_version = 4;
 
 enum class request_id : std::uint64_t {};
 

@@ -110,6 +110,7 @@ checked<> check_member(const member& m, const codec_limits& l, std::string_view 
   if (m.roles.empty()) return out_of_bounds(field, fmt::format("{} has no roles", m.node));
   if (auto ok = check_size(m.roles.size(), l.max_roles, field, "roles"); !ok) return ok;
   if (auto ok = check_name(m.fabric_address, l, field); !ok) return ok;
+  if (auto ok = check_name(m.suspecter, l, field, false); !ok) return ok;
   return check_name(m.admin_address, l, field, false);
 }
 
@@ -194,6 +195,48 @@ struct body_checker {
     return {};
   }
   checked<> operator()(const stream_window&) const { return {}; }
+  checked<> operator()(const claim& c) const {
+    if (c.choices.empty() || c.choices.size() > max_choices) {
+      return out_of_bounds("claim.choices", fmt::format("{} choices, expected 1 to {}",
+                                                        c.choices.size(), max_choices));
+    }
+    for (std::size_t i = 0; i < c.choices.size(); ++i) {
+      if (c.choices[i].choice >= max_choices) {
+        return out_of_bounds("claim.choices", fmt::format("choice {} is not below {}",
+                                                          c.choices[i].choice, max_choices));
+      }
+      for (std::size_t j = 0; j < i; ++j) {
+        if (c.choices[j].choice == c.choices[i].choice) {
+          return out_of_bounds("claim.choices",
+                               fmt::format("choice {} named twice", c.choices[i].choice));
+        }
+      }
+    }
+    if (c.attempt_base > std::numeric_limits<std::uint32_t>::max() - max_choices) {
+      return out_of_bounds("claim.attemptBase", "attemptBase + choices overflows");
+    }
+    return {};
+  }
+  checked<> operator()(const claimed& c) const {
+    if (c.attempts.size() > max_choices) {
+      return out_of_bounds("claimed.attempts", fmt::format("{} attempts, expected at most {}",
+                                                           c.attempts.size(), max_choices));
+    }
+    for (const auto& a : c.attempts) {
+      if (a.choices.empty() || a.choices.size() > max_choices) {
+        return out_of_bounds(
+            "claimed.attempts.choices",
+            fmt::format("{} choices, expected 1 to {}", a.choices.size(), max_choices));
+      }
+      for (const auto choice : a.choices) {
+        if (choice >= max_choices) {
+          return out_of_bounds("claimed.attempts.choices",
+                               fmt::format("choice {} is not below {}", choice, max_choices));
+        }
+      }
+    }
+    return {};
+  }
   checked<> operator()(const cancel& c) const { return check_text(c.reason, l, "cancel.reason"); }
   checked<> operator()(const abort_attempt& a) const {
     return check_text(a.message, l, "abort.message");

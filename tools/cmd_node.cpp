@@ -2,23 +2,33 @@
 // topology: its runtime (membership, bridges, fabric), its admin port and, on a router,
 // its front doors. SIGINT or SIGTERM makes it leave the cluster cleanly (a second one
 // stops it at once). Once everything is bound it prints one line with the addresses
-// (port 0 in the topology resolved):
+// (port 0 in the topology resolved), and once it has joined and its actors run, another:
 //   node NAME listening fabric=ADDRESS admin=ADDRESS [native=ADDRESS] [http=ADDRESS]
-// Exit status: 0 after leaving, 1 when refused or failed or stopped, 2 for a bad
-// configuration (topology, model, an address that cannot be bound).
+//   node NAME ready
+// POST /drain on its admin port (`baton drain`) makes it take no new work, finish what it
+// has (moving what is left at the deadline to other nodes), leave and exit 0.
+// Exit status: 0 after leaving (a signal, a drain) or when an operator's second signal
+// stopped it; 1 when it failed (its actors crashed past their budget: restart it); 2 for a
+// bad configuration (topology, model, an address that cannot be bound) and 3 when the
+// cluster refused its join (model, KV layout or numerics differ): restarting changes
+// neither. baton up and the systemd unit restart only 1 and deaths by signal.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <csignal>
+#include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <tuple>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actors/router/router_actor.hpp"
@@ -35,7 +45,13 @@
 namespace baton::tools {
 namespace {
 
+constexpr int exit_failed = 1;
 constexpr int exit_config = 2;
+constexpr int exit_refused = 3;
+constexpr auto ready_poll = std::chrono::milliseconds(10);
+constexpr auto drain_poll = std::chrono::milliseconds(20);
+/// After evicting at the drain deadline, how long the node waits for its actors to let go.
+constexpr auto evict_grace = std::chrono::seconds(3);
 
 struct node_args {
   std::string config = "cluster.toml";
@@ -43,6 +59,7 @@ struct node_args {
   std::vector<std::string> join;
   std::uint64_t seed = 0;
   launcher::role_options roles;  ///< faults and baselines, for chaos tests and benchmarks
+  std::uint32_t restarts = 0;    ///< set by baton up: times this node was restarted
   std::string checkpoint;        ///< overrides the topology's [model] (baton up's stand-in)
   std::string tokenizer;
   /// Override this node's addresses in the topology ("host:port"; port 0: any).
@@ -78,12 +95,16 @@ std::string status_json(runtime::node& n) {
                        {"device", m.device},
                        {"roles", roles},
                        {"state", runtime::to_string(m.state)},
+                       {"draining", m.draining},
+                       {"restarts", m.restarts},
                        {"incarnation", m.incarnation},
                        {"fabric", m.fabric_address},
                        {"admin", m.admin_address}});
   }
   const nlohmann::json status = {
-      {"node", n.spec().name}, {"incarnation", n.context().incarnation()}, {"members", members}};
+      {"node", n.spec().name},      {"incarnation", n.context().incarnation()},
+      {"ready", n.ready()},         {"draining", n.draining()},
+      {"work", n.context().work()}, {"members", members}};
   return status.dump();
 }
 
@@ -155,6 +176,9 @@ class signal_pipe {
 /// learn those addresses from. They stop in the reverse order of their declaration: the
 /// ports first, while the node they call into still runs.
 struct running_node {
+  ~running_node() {
+    if (drainer.joinable()) drainer.join();
+  }
   std::unique_ptr<launcher::serving_model> model;
   std::shared_ptr<actors::router_entry> router = std::make_shared<actors::router_entry>();
   actors::router_gateway gateway{router};
@@ -163,7 +187,50 @@ struct running_node {
   std::unique_ptr<runtime::admin_server> admin;
   std::unique_ptr<frontend::native_server> native;
   std::unique_ptr<frontend::http_server> http;
+  std::mutex drain_mutex;
+  std::thread drainer;  ///< runs a drain; joined first (declared last)
 };
+
+/// Takes no new work, waits for what the node holds to finish, moves what is left at
+/// `deadline` to other nodes, then leaves (the node's wait() then returns `left`).
+void drain(running_node& r, std::chrono::milliseconds deadline) {
+  auto& node = *r.owner;
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  spdlog::info("draining: no new work; {} held; leaving when it is done or in {} ms",
+               node.context().work(), deadline.count());
+  while (node.context().work() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(drain_poll);
+  }
+  if (const auto left = node.context().work(); left > 0) {
+    spdlog::warn("drain deadline: {} still held move to other nodes", left);
+    for (const char* actor : {actors::router_name, actors::decode_name, actors::prefill_name}) {
+      if (auto a = node.context().lookup(actor)) caf::anon_send(a, actors::evict_atom::value);
+    }
+    const auto grace = std::chrono::steady_clock::now() + evict_grace;
+    while (node.context().work() > 0 && std::chrono::steady_clock::now() < grace) {
+      std::this_thread::sleep_for(drain_poll);
+    }
+  }
+  spdlog::info("drained: leaving the cluster");
+  node.leave();
+}
+
+/// The admin port's POST /drain: starts the drain once; later calls report it.
+std::string start_drain(running_node& r, std::chrono::milliseconds deadline) {
+  auto* n = r.node.load();
+  if (n == nullptr) return R"({"draining":false,"error":"the node is not running yet"})";
+  std::lock_guard lock(r.drain_mutex);
+  if (!n->draining()) {
+    n->drain();
+    r.router->draining.store(true);
+    r.drainer = std::thread([&r, deadline] { drain(r, deadline); });
+  }
+  return nlohmann::json{{"node", n->spec().name},
+                        {"draining", true},
+                        {"work", n->context().work()},
+                        {"deadline_ms", deadline.count()}}
+      .dump();
+}
 
 /// "host:port" as bound: the topology's host and the port actually listened on.
 std::string bound(const std::string& address, std::uint16_t port) {
@@ -204,15 +271,21 @@ expected<void> start_front_doors(const runtime::topology& t, const runtime::node
 
 expected<void> start_admin(const runtime::node_spec& spec, running_node& r) {
   auto admin = runtime::admin_server::start(
-      spec.admin_address, {[&r] { return r.node.load() != nullptr; },
-                           [&r] {
-                             auto* n = r.node.load();
-                             return n ? n->metrics().prometheus_text() : std::string();
-                           },
-                           [&r] {
-                             auto* n = r.node.load();
-                             return n ? status_json(*n) : std::string("{}");
-                           }});
+      spec.admin_address,
+      {[&r] { return r.node.load() != nullptr; },
+       [&r] {
+         auto* n = r.node.load();
+         return n ? n->metrics().prometheus_text() : std::string();
+       },
+       [&r] {
+         auto* n = r.node.load();
+         return n ? status_json(*n) : std::string("{}");
+       },
+       [&r] {
+         auto* n = r.node.load();
+         return n != nullptr && n->ready();
+       },
+       [&r](std::chrono::milliseconds deadline) { return start_drain(r, deadline); }});
   if (!admin) return tl::unexpected(admin.error());
   r.admin = std::move(*admin);
   return {};
@@ -252,6 +325,7 @@ expected<std::unique_ptr<running_node>> start(const node_args& args) {
   options.admin_address = bound(spec->admin_address, r->admin->port());
   options.join = args.join;
   options.identity = *identity;
+  options.restarts = args.restarts;
   options.random_seed = args.seed != 0 ? args.seed : std::random_device{}();
   options.actors = launcher::role_actors(*topology, *spec, *r->model, roles);
   auto n = runtime::node::start(std::move(options));
@@ -279,16 +353,32 @@ int run_node(const node_args& args) {
   }
   auto& node = *(*running)->owner;
   auto watcher = signals.watch(node);
+  // One line once the node has joined and its actors run (what scripts wait for).
+  std::atomic<bool> done{false};
+  std::thread readiness([&] {
+    while (!done.load() && !node.ready()) std::this_thread::sleep_for(ready_poll);
+    if (done.load()) return;
+    fmt::print("node {} ready\n", args.name);
+    std::fflush(stdout);
+  });
   const auto stopped = node.wait();
+  done.store(true);
+  readiness.join();
   signals.close_watch();
   watcher.join();
-  if (stopped.reason == runtime::stop_reason::left) {
-    spdlog::info("node {} stopped: {}", args.name, stopped.detail);
-    return 0;
+  switch (stopped.reason) {
+    case runtime::stop_reason::left:
+    case runtime::stop_reason::stopped:
+      spdlog::info("node {} stopped ({}): {}", args.name, runtime::to_string(stopped.reason),
+                   stopped.detail);
+      return 0;
+    case runtime::stop_reason::refused:
+      spdlog::error("node {} stopped: {}", args.name, stopped.detail);
+      return exit_refused;
+    case runtime::stop_reason::failed: break;
   }
-  spdlog::error("node {} stopped ({}): {}", args.name, runtime::to_string(stopped.reason),
-                stopped.detail);
-  return 1;
+  spdlog::error("node {} failed: {}", args.name, stopped.detail);
+  return exit_failed;
 }
 
 }  // namespace
@@ -300,6 +390,8 @@ void add_node_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--name", args.name, "This node's name in the topology")->required();
   cmd->add_option("--join", args.join, "Seed to join through (node name or fabric address)");
   cmd->add_option("--seed", args.seed, "Random seed for probe order (0: random, logged)");
+  cmd->add_option("--restarts", args.restarts,
+                  "Times this node was restarted (set by baton up; shown by baton status)");
   cmd->add_option("--fabric", args.fabric, "This node's fabric address (overrides the topology)");
   cmd->add_option("--admin", args.admin, "This node's admin address (overrides the topology)");
   cmd->add_option("--native", args.native, "A router's client port (overrides the topology)");
@@ -312,6 +404,28 @@ void add_node_command(CLI::App& app, int& exit_code) {
       "--fault-delay-writes-ms",
       [](int ms) { args.roles.faults.delay_writes = std::chrono::milliseconds(ms); },
       "Chaos: post every KV slice write this much later");
+  cmd->add_option_function<std::string>(
+         "--fault-crash",
+         [](const std::string& v) {
+           const auto colon = v.find(':');
+           const auto role = v.substr(0, colon);
+           std::uint64_t after = 0;
+           const auto count = colon == std::string::npos ? std::string() : v.substr(colon + 1);
+           const auto [end, ec] = std::from_chars(count.data(), count.data() + count.size(), after);
+           const std::map<std::string, wire::role> roles = {{"router", wire::role::router},
+                                                            {"prefill", wire::role::prefill},
+                                                            {"decode", wire::role::decode}};
+           if (!roles.contains(role) || ec != std::errc{} || end != count.data() + count.size() ||
+               after == 0) {
+             throw CLI::ValidationError(
+                 "--fault-crash", fmt::format("'{}': expected ROLE:N, ROLE router, prefill or "
+                                              "decode and N >= 1",
+                                              v));
+           }
+           args.roles.crash = {roles.at(role), after};
+         },
+         "Chaos: this node's ROLE actor crashes at its N-th message (ROLE:N), once")
+      ->type_name("ROLE:N");
   cmd->add_flag("--kv-after-compute", args.roles.kv_after_compute,
                 "Ship a prompt's KV only once it is fully computed (the serial baseline)");
   auto* checkpoint = cmd->add_option("--checkpoint", args.checkpoint,

@@ -1,6 +1,7 @@
 #include "actors/decode/decode_actor.hpp"
 
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -20,6 +21,9 @@ struct decode_shell {
   /// Writer nodes granted the whole pool, with the incarnation granted to: a restarted
   /// node is a new endpoint and needs a new grant.
   std::map<std::string, std::uint64_t> granted;
+  std::set<std::string> warned;  ///< nodes a delivery failure was logged for (until they go)
+  std::map<std::string, std::uint64_t> watched;  ///< routers and prefills monitored
+  crash_fault crash;
   bool step_queued = false;
   runtime::gauge* free_blocks = nullptr;
   std::optional<stat_counters> counters;
@@ -28,6 +32,7 @@ using decode_actor = caf::stateful_actor<decode_shell>;
 
 void publish_metrics(decode_shell& st) {
   st.free_blocks->set(static_cast<double>(st.state->uncommitted_blocks()));
+  st.ctx->set_work(decode_name, st.state->active());
   st.counters->publish();
 }
 
@@ -47,6 +52,12 @@ void mirror_stats(decode_shell& st) {
   c.mirror(s.slices_landed, "baton_decode_slices_landed_total",
            "KV slices written into this node (notifications)");
   c.mirror(s.tokens, "baton_decode_tokens_total", "Tokens generated");
+  c.mirror(s.orphaned, "baton_decode_orphaned_total",
+           "Running attempts kept after their router died, for a claim");
+  c.mirror(s.claimed, "baton_decode_claimed_total",
+           "Orphaned attempts handed over to a router resuming their request");
+  c.mirror(s.orphans_released, "baton_decode_orphans_released_total",
+           "Orphaned attempts released unclaimed after the grace period");
 }
 
 /// Grants `writer` RMA access to the whole pool (once per node incarnation). Blocks are
@@ -84,8 +95,22 @@ void after(decode_actor* self, effects out) {
   publish_metrics(st);
 }
 
+/// Watches the router and prefill actors of `m`, so a crash of one is noticed.
+void watch_peer(decode_actor* self, const wire::member& m) {
+  auto& st = self->state;
+  if (m.state != wire::member_state::alive || m.node == st.ctx->name()) return;
+  for (const auto role : m.roles) {
+    if (role == wire::role::router)
+      watch_actor(*st.ctx, self, decode_name, m, router_name, st.watched);
+    if (role == wire::role::prefill) {
+      watch_actor(*st.ctx, self, decode_name, m, prefill_name, st.watched);
+    }
+  }
+}
+
 void on_frame(decode_actor* self, const runtime::inbound& in) {
   auto& st = self->state;
+  st.crash.tick(decode_name);
   const auto& from = in.frame->source;
   std::visit(
       [&](const auto& body) {
@@ -101,7 +126,9 @@ void on_frame(decode_actor* self, const runtime::inbound& in) {
         } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
           after(self, st.state->on_prefill_done(from, body, clock::now()));
         } else if constexpr (std::is_same_v<T, wire::cancel>) {
-          after(self, st.state->on_cancel(body));
+          after(self, st.state->on_cancel(from, body));
+        } else if constexpr (std::is_same_v<T, wire::claim>) {
+          after(self, st.state->on_claim(from, body, clock::now()));
         } else if constexpr (std::is_same_v<T, wire::stream_window>) {
           st.state->on_window(body);
           after(self, {});
@@ -138,11 +165,15 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
   st.state = std::make_unique<decode_state>(
       *st.engine, wire::actor_address{ctx->name(), decode_name},
       kv_region{static_cast<std::uint64_t>(ctx->rma()->local_node()), 0, 0}, options.config);
+  st.crash = options.crash;
   mirror_stats(st);
   publish_metrics(st);
   ctx->rma()->set_notify_sink(caf::actor_cast<caf::actor>(self->address()));
   // Writers are granted on their first admit; a node that dies or leaves is forgotten.
-  (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
+  // Routers' and prefills' actors are watched: one that crashes ends what it held here.
+  for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) {
+    watch_peer(self, m);
+  }
   spdlog::info("decode: {} KV blocks of {} tokens ({} MiB, registered), engine {}",
                st.engine->pool().n_blocks(), st.engine->pool().layout().block_tokens,
                st.region->bytes.size() >> 20, st.engine->describe());
@@ -165,11 +196,41 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
         const auto& m = u.member;
         if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
           s.granted.erase(m.node);
-          after(self, s.state->on_node_gone(m.node));
+          s.warned.erase(m.node);
+          after(self, s.state->on_node_gone(m.node, clock::now()));
+          return;
         }
+        watch_peer(self, m);
+      },
+      [self](runtime::remote_down& d) {
+        auto& s = self->state;
+        s.watched.erase(d.actor.node + "/" + d.actor.actor);
+        const auto m = s.ctx->member(d.actor.node);
+        if (!m || m->state != wire::member_state::alive) return;  // membership says the rest
+        if (d.reason.code == errc::not_found) {  // not restarted yet: look again later
+          self->delayed_send(self, rewatch_delay, rewatch_atom::value, d.actor.node);
+          return;
+        }
+        spdlog::warn("decode: {}/{} terminated ({}): what it held here ends", d.actor.node,
+                     d.actor.actor, d.reason.message);
+        after(self, s.state->on_actor_gone(d.actor, clock::now()));
+        // Watch its successor once its supervisor has restarted it.
+        self->delayed_send(self, rewatch_delay, rewatch_atom::value, d.actor.node);
+      },
+      [self](rewatch_atom, const std::string& node) {
+        if (auto m = self->state.ctx->member(node)) watch_peer(self, *m);
+      },
+      [self](evict_atom) {
+        spdlog::warn("decode: draining: {} attempts move to other nodes",
+                     self->state.state->active());
+        after(self, self->state.state->evict("node " + self->state.ctx->name() + " is draining"));
       },
       [self](runtime::delivery_failure& f) {
-        spdlog::warn("decode: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
+        // Once per peer: a dead router would otherwise cost a line per token sent to it.
+        if (self->state.warned.insert(f.target.node).second) {
+          spdlog::warn("decode: to {}/{}: {} (further failures to it are not logged)",
+                       f.target.node, f.target.actor, f.reason.message);
+        }
         after(self, self->state.state->on_undeliverable(f.target));
       },
   };

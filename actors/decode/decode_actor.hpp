@@ -12,6 +12,7 @@ namespace baton::actors {
 struct decode_options {
   device_options device;  ///< kv_blocks is the pool size (0: the engine's default)
   decode_config config;
+  crash_fault crash;  ///< chaos tests only
 };
 
 /// Spawns the decode actor of this node: a thin shell around decode_state. Its engine's KV

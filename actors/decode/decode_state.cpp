@@ -3,6 +3,7 @@
 #include "base/check.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -113,6 +114,7 @@ effects decode_state::on_admit(const wire::actor_address& from, const wire::admi
     lane l;
     l.choice = c;
     l.generated = static_cast<std::uint32_t>(m.tokens.size() - m.prompt_length);
+    l.history.assign(m.tokens.begin() + m.prompt_length, m.tokens.end());
     a.lanes.push_back(std::move(l));
   }
   a.committed = need;
@@ -245,38 +247,58 @@ effects decode_state::emit(const key& k, attempt& a, std::size_t index, std::int
   const std::size_t position = engine_.length(l.sequence);
   if (token == engine::tokenizer::bos && !a.params.ignore_eos) {
     ++stats_.finished;
-    out.send(a.router, wire::finish{k.first, k.second, wire::finish_reason::end_of_text,
-                                    l.generated, l.choice});
+    l.finished = wire::finish_reason::end_of_text;
+    to_router(
+        a, wire::finish{k.first, k.second, wire::finish_reason::end_of_text, l.generated, l.choice},
+        out);
     end_lane(k, a, index);
     return out;
   }
   ++l.generated;
   ++stats_.tokens;
+  l.history.push_back(token);
+  if (logprobs) l.logprobs.push_back(*logprobs);
   wire::token_batch batch{
       k.first, k.second, static_cast<std::uint32_t>(position), {static_cast<std::uint32_t>(token)},
       {},      l.choice};
   if (logprobs) batch.logprobs.push_back(std::move(*logprobs));
   if (l.generated >= a.max_tokens || position >= engine_.max_context()) {
     ++stats_.finished;
+    l.finished = wire::finish_reason::length;
     batch.finish = wire::finish_reason::length;  // the last token and the end in one message
-    out.send(a.router, std::move(batch));
+    to_router(a, std::move(batch), out);
     end_lane(k, a, index);
     return out;
   }
-  out.send(a.router, std::move(batch));
+  to_router(a, std::move(batch), out);
   l.last_token = token;
   return out;
 }
 
-void decode_state::end_lane(const key& k, attempt& a, std::size_t index) {
+void decode_state::close_lane(const key& k, attempt& a, std::size_t index) {
   lane& l = a.lanes[index];
   l.done = true;
   if (l.holds_sequence) engine_.remove_sequence(l.sequence);
   l.holds_sequence = false;
   std::erase(running_, lane_key{k, index});
-  if (std::all_of(a.lanes.begin(), a.lanes.end(), [](const lane& x) { return x.done; })) {
+}
+
+void decode_state::end_lane(const key& k, attempt& a, std::size_t index) {
+  close_lane(k, a, index);
+  // An orphan keeps its ended lanes' tokens for a claim.
+  if (!a.orphaned &&
+      std::all_of(a.lanes.begin(), a.lanes.end(), [](const lane& x) { return x.done; })) {
     release(k);
   }
+}
+
+void decode_state::to_router(const attempt& a, wire::body m, effects& out) const {
+  if (!a.orphaned) out.send(a.router, std::move(m));
+}
+
+std::size_t decode_state::orphans() const {
+  return static_cast<std::size_t>(std::count_if(
+      attempts_.begin(), attempts_.end(), [](const auto& entry) { return entry.second.orphaned; }));
 }
 
 bool decode_state::may_step(const attempt& a, const lane& l) const {
@@ -342,11 +364,16 @@ effects decode_state::step(time_point now) {
   return publish(std::move(out), step->modelled, now);
 }
 
-effects decode_state::on_cancel(const wire::cancel& m) {
+effects decode_state::on_cancel(const wire::actor_address& from, const wire::cancel& m) {
   effects out;
   std::vector<key> keys;
   for (const auto& [k, a] : attempts_) {
-    if (k.first == m.request && a.state != phase::quarantined) keys.push_back(k);
+    // Only its router ends an attempt: a router that lost its client must not cancel what
+    // another router has claimed.
+    if (k.first == m.request && (m.attempt == 0 || k.second == m.attempt) &&
+        a.state != phase::quarantined && a.router.node == from.node && !a.orphaned) {
+      keys.push_back(k);
+    }
   }
   for (const key& k : keys) {
     ++stats_.cancelled;
@@ -374,30 +401,145 @@ effects decode_state::on_abort(const wire::actor_address& from, const wire::abor
   return out;
 }
 
-effects decode_state::on_node_gone(const std::string& node) {
+effects decode_state::on_node_gone(const std::string& node, time_point now) {
+  effects out = writer_gone(node);
+  out.append(router_gone(node, now));
+  return out;
+}
+
+effects decode_state::on_actor_gone(const wire::actor_address& actor, time_point now) {
+  if (actor.actor == router_name) return router_gone(actor.node, now);
+  if (actor.actor == prefill_name) return writer_gone(actor.node);
+  return {};
+}
+
+effects decode_state::writer_gone(const std::string& node) {
   effects out;
-  std::vector<key> writer_gone;
-  std::vector<key> router_gone;
+  std::vector<key> gone;
   for (const auto& [k, a] : attempts_) {
-    if (a.writer == node && a.state != phase::running) {
-      writer_gone.push_back(k);
-    } else if (a.router.node == node && a.state != phase::quarantined) {
-      router_gone.push_back(k);
-    }
+    if (a.writer == node && a.state != phase::running) gone.push_back(k);
   }
-  for (const key& k : writer_gone) {
+  for (const key& k : gone) {
     const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
     if (a.state == phase::awaiting_kv) {
       out.send(a.router, wire::abort_attempt{k.first, k.second, errc::disconnected,
-                                             fmt::format("prefill node {} is gone", node)});
+                                             fmt::format("prefill on {} is gone", node)});
     }
     release(k);
   }
-  for (const key& k : router_gone) {
-    ++stats_.cancelled;
-    quarantine_or_release(k);
+  return out;
+}
+
+effects decode_state::router_gone(const std::string& node, time_point now) {
+  effects out;
+  std::vector<key> gone;
+  for (const auto& [k, a] : attempts_) {
+    if (a.router.node == node && a.state != phase::quarantined && !a.orphaned) gone.push_back(k);
+  }
+  for (const key& k : gone) {
+    attempt& a = must_find(attempts_, k, "an attempt of a dead router");
+    if (a.state != phase::running) {
+      ++stats_.cancelled;
+      quarantine_or_release(k);
+      continue;
+    }
+    // Kept for a router that resumes the request, for orphan_grace.
+    ++stats_.orphaned;
+    a.orphaned = true;
+    a.timer = ++next_timer_;
+    timers_.emplace(a.timer, k);
+    out.timers.push_back({a.timer, now + config_.orphan_grace});
+    if (std::all_of(a.lanes.begin(), a.lanes.end(), [](const lane& x) { return x.done; })) {
+      release(k);  // nothing left to hand over
+    }
   }
   return out;
+}
+
+effects decode_state::on_claim(const wire::actor_address& from, const wire::claim& m, time_point) {
+  effects out;
+  std::vector<key> held;
+  for (const auto& [k, a] : attempts_) {
+    if (k.first != m.request || a.state != phase::running) continue;
+    if (a.orphaned || a.router.node != from.node) held.push_back(k);
+  }
+  wire::claimed reply{m.new_request, {}};
+  effects replay;
+  std::uint32_t number = m.attempt_base;
+  for (const key& k : held) {
+    if (hand_over(k, m, from, number, replay, reply)) ++number;
+  }
+  // The answer first: the router learns the attempts before their tokens arrive.
+  out.send(from, std::move(reply));
+  out.append(std::move(replay));
+  return out;
+}
+
+bool decode_state::hand_over(const key& k, const wire::claim& m, const wire::actor_address& from,
+                             std::uint32_t number, effects& out, wire::claimed& reply) {
+  attempt& a = must_find(attempts_, k, "a claimed attempt");
+  const std::size_t prompt = a.prompt_length;
+  const std::size_t delivered_before = a.tokens.size() - prompt;
+  std::vector<std::pair<std::size_t, std::size_t>> serving;  // (lane, client's history index)
+  for (std::size_t i = 0; i < a.lanes.size(); ++i) {
+    lane& l = a.lanes[i];
+    const auto wanted =
+        std::find_if(m.choices.begin(), m.choices.end(),
+                     [&](const wire::claim_choice& c) { return c.choice == l.choice; });
+    const bool servable = wanted != m.choices.end() && wanted->position >= prompt &&
+                          wanted->position - prompt <= l.history.size() &&
+                          (!a.params.logprobs || wanted->position - prompt >= delivered_before);
+    if (!servable) {
+      // Not asked for (done at the client), or the client is past or before what this
+      // lane can send: the claimer places it afresh.
+      close_lane(k, a, i);
+      continue;
+    }
+    serving.emplace_back(i, wanted->position - prompt);
+  }
+  if (serving.empty()) {
+    release(k);
+    return false;
+  }
+  const key moved{m.new_request, number};
+  timers_.erase(a.timer);
+  a.timer = 0;
+  a.orphaned = false;
+  a.router = from;
+  wire::claimed_attempt taken{number, {}, static_cast<std::uint32_t>(a.committed)};
+  std::uint32_t lowest = std::numeric_limits<std::uint32_t>::max();
+  for (const auto& [i, from_index] : serving) {
+    lane& l = a.lanes[i];
+    taken.choices.push_back(l.choice);
+    lowest = std::min(lowest, static_cast<std::uint32_t>(prompt + from_index));
+    if (from_index < l.history.size()) {
+      wire::token_batch batch{
+          m.new_request, number,  static_cast<std::uint32_t>(prompt + from_index), {},
+          l.finished,    l.choice};
+      for (std::size_t h = from_index; h < l.history.size(); ++h) {
+        batch.tokens.push_back(static_cast<std::uint32_t>(l.history[h]));
+        if (a.params.logprobs) batch.logprobs.push_back(l.logprobs[h - delivered_before]);
+      }
+      out.send(from, std::move(batch));
+    } else if (l.finished) {
+      out.send(from, wire::finish{m.new_request, number, *l.finished, l.generated, l.choice});
+    }
+  }
+  a.limit = std::max(a.limit, lowest + wire::initial_stream_window);
+  ++stats_.claimed;
+  reply.attempts.push_back(std::move(taken));
+  auto entry = attempts_.extract(k);
+  entry.key() = moved;
+  attempts_.insert(std::move(entry));
+  for (auto& r : running_) {
+    if (r.first == k) r.first = moved;
+  }
+  attempt& now_held = must_find(attempts_, moved, "the attempt just handed over");
+  if (std::all_of(now_held.lanes.begin(), now_held.lanes.end(),
+                  [](const lane& x) { return x.done; })) {
+    release(moved);  // everything it had is on its way
+  }
+  return true;
 }
 
 effects decode_state::on_undeliverable(const wire::actor_address& to) {
@@ -430,12 +572,34 @@ effects decode_state::on_timer(std::uint64_t id, time_point) {
   const key k = t->second;
   timers_.erase(t);
   auto it = attempts_.find(k);
+  if (it != attempts_.end() && it->second.orphaned) {  // nobody claimed it in time
+    ++stats_.orphans_released;
+    release(k);
+    return out;
+  }
   if (it == attempts_.end() || it->second.state != phase::awaiting_kv) return out;
   out.send(it->second.router,
            wire::abort_attempt{k.first, k.second, errc::timed_out,
                                fmt::format("no prefill-done from {} within {} ms",
                                            it->second.writer, config_.kv_timeout.count())});
   quarantine_or_release(k);
+  return out;
+}
+
+effects decode_state::evict(const std::string& why) {
+  effects out;
+  std::vector<key> keys;
+  for (const auto& [k, a] : attempts_) {
+    if (a.state != phase::quarantined) keys.push_back(k);
+  }
+  for (const key& k : keys) {
+    attempt& a = must_find(attempts_, k, "an attempt to evict");
+    to_router(a, wire::abort_attempt{k.first, k.second, errc::unavailable, why}, out);
+    if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+      out.send({a.writer, prefill_name}, wire::cancel{k.first, why, k.second});
+    }
+    quarantine_or_release(k);
+  }
   return out;
 }
 
@@ -447,7 +611,7 @@ effects decode_state::fail(const key& k, errc code, std::string message) {
   effects out;
   auto it = attempts_.find(k);
   if (it == attempts_.end()) return out;
-  out.send(it->second.router, wire::abort_attempt{k.first, k.second, code, std::move(message)});
+  to_router(it->second, wire::abort_attempt{k.first, k.second, code, std::move(message)}, out);
   release(k);
   return out;
 }

@@ -26,6 +26,9 @@ struct decode_config {
   /// Reserved blocks wait this long for prefill-done; then the attempt is given up (its
   /// blocks stay quarantined until the writer's attempt ends).
   std::chrono::milliseconds kv_timeout{10'000};
+  /// A running attempt whose router is gone is kept this long for a router that claims it
+  /// (a client resuming through another router); then it is released.
+  std::chrono::milliseconds orphan_grace{5'000};
 };
 
 /// Where the engine's KV pool sits in transport-registered memory, so descriptors can name it.
@@ -45,6 +48,9 @@ struct decode_stats {
   std::uint64_t cancelled = 0;
   std::uint64_t slices_landed = 0;  ///< RMA notifications counted
   std::uint64_t tokens = 0;
+  std::uint64_t orphaned = 0;          ///< running attempts kept after their router died
+  std::uint64_t claimed = 0;           ///< attempts handed over to a claiming router
+  std::uint64_t orphans_released = 0;  ///< orphaned attempts nobody claimed in time
 };
 
 /// Policy (documented in docs/serving.md): admission reserves every block a request can
@@ -56,6 +62,13 @@ struct decode_stats {
 /// attempt has ended (its prefill-done or abort, which it sends after all its writes) or
 /// its node is gone, even when the attempt was cancelled or timed out here. A retry is a
 /// new attempt and always gets fresh blocks.
+///
+/// Orphans: when a router dies, its running attempts are not dropped but orphaned for
+/// orphan_grace: they generate up to their stream window, keep every token (a lane's
+/// history) and send nothing. A router resuming the request (claim) takes them over under
+/// its own request id and attempt numbers, and gets each choice's tokens from the position
+/// its client expects: a stream continues across a router's death without recompute. Only
+/// the router an attempt belongs to can cancel it.
 ///
 /// Modelled time: when the device reports one (an emulated device), the messages of that
 /// prefill or step are held and sent by on_timer once the time has passed, and no step
@@ -75,19 +88,31 @@ class decode_state {
   /// adds the sequence to the batch.
   effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m,
                           time_point now);
-  /// Ends every attempt of the request; remote-written blocks go to quarantine, and a
-  /// prefill still computing for it is told (after the job this node sent it).
-  effects on_cancel(const wire::cancel& m);
+  /// Ends the request's attempts (or m.attempt only) that belong to `from`; remote-written
+  /// blocks go to quarantine, and a prefill still computing for it is told (after the job
+  /// this node sent it).
+  effects on_cancel(const wire::actor_address& from, const wire::cancel& m);
+  /// A router resumes a request whose router is gone: hands over what this node holds of
+  /// it (claimed, then each choice's tokens from the claimed position on).
+  effects on_claim(const wire::actor_address& from, const wire::claim& m, time_point now);
   /// Raises the attempt's window: a sequence never generates at or past its limit.
   void on_window(const wire::stream_window& m);
   /// The writer gave up on its attempt: its blocks are free again; the router is told.
   effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m);
-  /// `node` died or left: ends its writers' quarantines and its routers' requests.
-  effects on_node_gone(const std::string& node);
+  /// `node` died or left: ends its writers' quarantines, and orphans its routers' running
+  /// attempts (the others end).
+  effects on_node_gone(const std::string& node, time_point now);
+  /// The actor `actor` terminated on a live node (a crash its supervisor restarts): a
+  /// router's running attempts are orphaned as if its node had died; a prefill's
+  /// unfinished jobs end (its writes are over with it).
+  effects on_actor_gone(const wire::actor_address& actor, time_point now);
   /// A message to `to` was not delivered: a prefill job that did not reach its prefill
   /// actor ends its attempt (abort_attempt, errc::disconnected, to the router).
   effects on_undeliverable(const wire::actor_address& to);
   effects on_timer(std::uint64_t id, time_point now);
+  /// This node is leaving: every attempt ends with abort_attempt{unavailable, why} to its
+  /// router, which places it elsewhere.
+  effects evict(const std::string& why);
   /// A notify value of a landed slice (for counters only: prefill-done is what counts).
   void on_slice_landed(std::uint64_t value);
 
@@ -103,6 +128,8 @@ class decode_state {
 
   [[nodiscard]] const decode_stats& stats() const { return stats_; }
   [[nodiscard]] std::size_t active() const { return attempts_.size(); }
+  /// Attempts kept for a router that may claim them.
+  [[nodiscard]] std::size_t orphans() const;
   /// Running sequences (one per choice of each running attempt).
   [[nodiscard]] std::size_t running() const { return running_.size(); }
   /// Running sequences waiting for a window (their client reads slowly).
@@ -125,6 +152,12 @@ class decode_state {
     std::int32_t last_token = 0;  ///< the next decode input
     std::uint32_t generated = 0;  ///< tokens of this choice sampled so far (all attempts)
     bool done = false;
+    /// The choice's tokens after the prompt: the admit's delivered ones, then each one
+    /// sampled here; history[i] sits at position prompt_length + i.
+    std::vector<std::int32_t> history;
+    /// Log-probabilities of the tokens sampled here (when the sampling asks), in order.
+    std::vector<wire::token_logprobs> logprobs;
+    std::optional<wire::finish_reason> finished;  ///< how it ended (kept while orphaned)
   };
   struct attempt {
     wire::actor_address router;
@@ -138,6 +171,7 @@ class decode_state {
     std::uint32_t limit = 0;    ///< no token at a position >= limit (the stream window)
     std::size_t committed = 0;  ///< blocks this attempt may grow to
     std::uint64_t timer = 0;
+    bool orphaned = false;  ///< its router is gone: kept for a claim until `timer`
   };
   /// A running lane: (attempt, index in its lanes).
   using lane_key = std::pair<key, std::size_t>;
@@ -164,7 +198,19 @@ class decode_state {
                std::optional<wire::token_logprobs> logprobs);
   /// Lane `index` is over: its sequence goes; the attempt goes with its last lane.
   void end_lane(const key& k, attempt& a, std::size_t index);
+  /// Lane `index` is over: its sequence goes (the attempt stays).
+  void close_lane(const key& k, attempt& a, std::size_t index);
   effects fail(const key& k, errc code, std::string message);
+  /// The prefill writer on `node` is gone: its attempts here end.
+  effects writer_gone(const std::string& node);
+  /// The router on `node` is gone: its running attempts become orphans, the others end.
+  effects router_gone(const std::string& node, time_point now);
+  /// Sends `m` to the attempt's router unless it is orphaned (its router is gone).
+  void to_router(const attempt& a, wire::body m, effects& out) const;
+  /// Hands `a` (at key `k`) over to the claimer as attempt `number`; false when none of its
+  /// lanes can serve the claim (then it is released).
+  bool hand_over(const key& k, const wire::claim& m, const wire::actor_address& from,
+                 std::uint32_t number, effects& out, wire::claimed& reply);
   void release(const key& k);
   void quarantine_or_release(const key& k);
 

@@ -77,6 +77,7 @@ struct prefill_shell {
   std::unique_ptr<fabric_writer> writer;
   std::unique_ptr<prefill_state> state;
   bool step_queued = false;
+  crash_fault crash;
   runtime::gauge* queue_depth = nullptr;
   std::optional<stat_counters> counters;
   // Timing of each job: compute, then the KV transfer still exposed after it.
@@ -117,6 +118,7 @@ void after(prefill_actor* self, effects out) {
     self->send(self, step_atom::value);
   }
   st.queue_depth->set(static_cast<double>(st.state->queue_depth()));
+  st.ctx->set_work(prefill_name, st.state->queue_depth() + st.state->writing());
   st.counters->publish();
 }
 
@@ -168,6 +170,7 @@ void step(prefill_actor* self) {
 
 void on_inbound(prefill_actor* self, runtime::inbound& in) {
   auto& s = self->state;
+  s.crash.tick(prefill_name);
   const auto& from = in.frame->source;
   if (const auto* job = std::get_if<wire::prefill>(&in.frame->body)) {
     after(self, s.state->on_prefill(from, *job));
@@ -198,6 +201,7 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
                                       caf::actor_cast<caf::actor>(self->address()), options);
   st.state = std::make_unique<prefill_state>(
       *st.engine, wire::actor_address{ctx->name(), prefill_name}, *st.writer, options.config);
+  st.crash = options.faults.crash;
   mirror_stats(st);
   (void)ctx->watch_members(caf::actor_cast<caf::actor>(self->address()));
   spdlog::info("prefill: {} KV blocks of {} tokens (registered), engine {}",

@@ -18,6 +18,7 @@ struct prefill_faults {
   std::optional<std::uint64_t> corrupt_slice;
   /// Every slice write is posted this much later than it is ready.
   std::chrono::milliseconds delay_writes{0};
+  crash_fault crash;  ///< the actor crashes at its n-th message (once)
 };
 
 struct prefill_options {

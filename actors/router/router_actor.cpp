@@ -18,6 +18,8 @@ namespace {
 
 /// Check slow clients again: (drain_atom).
 using drain_atom = caf::atom_constant<caf::atom("r_drain")>;
+/// The injected crash is due (--fault-crash router:N): the actor throws.
+using crash_atom = caf::atom_constant<caf::atom("r_crash")>;
 
 /// A client whose stream holds more than this is slow: its decode gets no new window.
 constexpr std::size_t slow_client_bytes = 64 * 1024;
@@ -66,6 +68,12 @@ class router_core {
   void on_drain();
   void on_member(const wire::member& m);
   void on_failure(const runtime::delivery_failure& f);
+  /// A worker's actor terminated on a live node: its requests migrate.
+  void on_actor_gone(const wire::actor_address& actor);
+  /// The router actor is gone: every open request ends with rejected{disconnected}, which
+  /// a router client answers by resuming the request (through this node once the router
+  /// restarted, or another).
+  void abandon();
 
  private:
   // The lock is held for all of these.
@@ -92,6 +100,7 @@ class router_core {
   runtime::histogram& ttft_;
   runtime::histogram& e2e_;
   runtime::gauge& inflight_;
+  runtime::gauge& waiting_;
   runtime::gauge& prefill_workers_;
   runtime::gauge& decode_workers_;
   runtime::counter& failures_;
@@ -123,6 +132,8 @@ router_core::router_core(runtime::node_context& ctx, const engine::tokenizer& to
       e2e_(ctx.metrics().get_histogram("baton_router_request_seconds",
                                        "Time from request to its end", latency_bounds)),
       inflight_(ctx.metrics().get_gauge("baton_router_requests_inflight", "Requests admitted")),
+      waiting_(ctx.metrics().get_gauge("baton_router_waiting_requests",
+                                       "Requests waiting for a worker (none alive, or no room)")),
       prefill_workers_(ctx.metrics().get_gauge(
           "baton_router_workers", "Workers the router places on", {{"role", "prefill"}})),
       decode_workers_(ctx.metrics().get_gauge(
@@ -152,7 +163,7 @@ void router_core::guarded(const char* what, std::uint64_t id, F&& fn) {
         wire::rejected{0, errc::failed, "the router failed handling this request"});
     by_stream_.erase(it->second.stream->id());
     open_.erase(it);
-    after(state_.on_client_gone(wire::request_id{id}));
+    after(state_.on_client_gone(wire::request_id{id}, clock::now()));
   } catch (...) {  // NOLINT(bugprone-empty-catch): the request is gone either way
   }
 }
@@ -180,6 +191,18 @@ void router_core::mirror_stats() {
   c.mirror(s.failed, requests, help, {{"outcome", "failed"}});
   c.mirror(s.client_gone, requests, help, {{"outcome", "client_gone"}});
   c.mirror(s.timed_out, requests, help, {{"outcome", "timed_out"}});
+  c.mirror(s.unavailable, requests, help, {{"outcome", "unavailable"}});
+  c.mirror(s.waited, "baton_router_waited_total", "Requests that waited for a worker");
+  c.mirror(s.resumed, "baton_router_resumed_total",
+           "Requests resumed here after their router died (a client came back)");
+  c.mirror(s.claimed, "baton_router_claimed_attempts_total",
+           "Attempts decode nodes handed over to a resumed request (no recompute)");
+  for (std::size_t i = 0; i < migration_causes; ++i) {
+    const auto cause = static_cast<migration_cause>(i);
+    c.mirror(s.migrations[i], "baton_router_migrations_total",
+             "Requests whose work moved to other workers, by cause",
+             {{"cause", std::string(to_string(cause))}});
+  }
   const std::string placed = "baton_router_placements_total";
   const std::string placed_help = "Attempts by placement";
   c.mirror(s.disaggregated, placed, placed_help, {{"placement", "disaggregated"}});
@@ -226,6 +249,7 @@ void router_core::after(router_effects out) {
   while (!todo.empty()) {
     auto next = std::move(todo.front());
     todo.pop_front();
+    for (const auto& line : next.log) spdlog::warn("router: {}", line);
     for (auto& e : next.events) deliver(e);
     for (auto& s : next.sends) {
       if (send_local(ctx_, router_name, s)) continue;
@@ -243,6 +267,8 @@ void router_core::after(router_effects out) {
   }
   arm();
   inflight_.set(static_cast<double>(state_.inflight()));
+  ctx_.set_work(router_name, state_.inflight());
+  waiting_.set(static_cast<double>(state_.waiting()));
   prefill_workers_.set(static_cast<double>(state_.workers(wire::role::prefill)));
   decode_workers_.set(static_cast<double>(state_.workers(wire::role::decode)));
   counters_.publish();
@@ -269,6 +295,9 @@ void router_core::start(const wire::generate_request& request,
                         clock::time_point received) {
   std::lock_guard lock(mutex_);
   received_ = received;
+  if (options_.crash.count()) {
+    if (auto self = caf::actor_cast<caf::actor>(self_)) caf::anon_send(self, crash_atom::value);
+  }
   std::uint64_t key = 0;
   router_effects out;
   try {
@@ -299,17 +328,26 @@ void router_core::stop(std::uint64_t stream) {
   const auto id = it->second;
   by_stream_.erase(it);
   open_.erase(static_cast<std::uint64_t>(id));
-  after(state_.on_client_gone(id));
+  after(state_.on_client_gone(id, clock::now()));
 }
 
 bool router_core::take(const wire::frame& f, clock::time_point received) {
   const auto* tokens = std::get_if<wire::token_batch>(&f.body);
   const auto* finish = std::get_if<wire::finish>(&f.body);
   const auto* abort = std::get_if<wire::abort_attempt>(&f.body);
-  if (tokens == nullptr && finish == nullptr && abort == nullptr) return false;
+  const auto* claimed = std::get_if<wire::claimed>(&f.body);
+  if (tokens == nullptr && finish == nullptr && abort == nullptr && claimed == nullptr) {
+    return false;
+  }
   std::lock_guard lock(mutex_);
   received_ = received;
   const auto& from = f.source;
+  if (claimed != nullptr) {
+    const auto id = static_cast<std::uint64_t>(claimed->request);
+    guarded("a claim's answer", id,
+            [&] { after(state_.on_claimed(from, *claimed, clock::now())); });
+    return true;
+  }
   const auto id = static_cast<std::uint64_t>(tokens != nullptr   ? tokens->request
                                              : finish != nullptr ? finish->request
                                                                  : abort->request);
@@ -322,10 +360,10 @@ bool router_core::take(const wire::frame& f, clock::time_point received) {
           caf::delayed_anon_send(self, drain_check, drain_atom::value);
         }
       }
-      after(state_.on_tokens(from, *tokens, room));
+      after(state_.on_tokens(from, *tokens, room, clock::now()));
       charge(id);
     } else if (finish != nullptr) {
-      after(state_.on_finish(from, *finish));
+      after(state_.on_finish(from, *finish, clock::now()));
     } else {
       after(state_.on_abort(from, *abort, clock::now()));
       charge(id);
@@ -370,6 +408,27 @@ void router_core::on_member(const wire::member& m) {
   learn(m);
 }
 
+void router_core::on_actor_gone(const wire::actor_address& actor) {
+  std::lock_guard lock(mutex_);
+  received_ = clock::now();
+  const auto role = actor.actor == prefill_name ? wire::role::prefill : wire::role::decode;
+  after(state_.on_actor_restarted(actor.node, role, received_));
+}
+
+void router_core::abandon() {
+  std::lock_guard lock(mutex_);
+  for (auto& [id, o] : open_) {
+    (void)o.stream->send(
+        wire::rejected{0, errc::disconnected, "the router restarted; resume the request"});
+  }
+  if (!open_.empty())
+    spdlog::warn("router: {} open requests ended: the router stops", open_.size());
+  open_.clear();
+  by_stream_.clear();
+  state_.forget_all();
+  ctx_.set_work(router_name, 0);
+}
+
 void router_core::on_failure(const runtime::delivery_failure& f) {
   std::lock_guard lock(mutex_);
   spdlog::warn("router: to {}/{}: {}", f.target.node, f.target.actor, f.reason.message);
@@ -378,18 +437,27 @@ void router_core::on_failure(const runtime::delivery_failure& f) {
 }
 
 void router_core::learn(const wire::member& m) {
+  const auto now = clock::now();
   if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
-    after(state_.on_node_gone(m.node, clock::now()));
+    after(state_.on_node_gone(m.node, now));
     return;
   }
   if (m.state != wire::member_state::alive) return;
+  if (m.draining) {
+    state_.on_draining(m.node);
+    after({});
+    return;
+  }
   for (const wire::role r : m.roles) {
     if (r == wire::role::prefill) {
-      state_.add_worker({m.node, prefill_name}, r, m.kind, 0);
+      after(state_.add_worker({m.node, prefill_name}, r, m.kind, 0, now));
     } else if (r == wire::role::decode) {
+      // What the node says of its pool; a node of an older build says nothing.
       const auto blocks = options_.kv_blocks.find(m.node);
-      state_.add_worker({m.node, decode_name}, r, m.kind,
-                        blocks == options_.kv_blocks.end() ? 0 : blocks->second);
+      const std::size_t kv = m.kv_blocks > 0                      ? m.kv_blocks
+                             : blocks == options_.kv_blocks.end() ? 0
+                                                                  : blocks->second;
+      after(state_.add_worker({m.node, decode_name}, r, m.kind, kv, now));
     }
   }
   const bool prefill_ok = state_.workers(wire::role::prefill) > 0 ||
@@ -409,6 +477,7 @@ namespace {
 
 struct router_shell {
   std::shared_ptr<router_core> core;
+  std::map<std::string, std::uint64_t> watched;  ///< workers' actors monitored
 };
 using router_actor = caf::stateful_actor<router_shell>;
 
@@ -426,17 +495,52 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
     std::lock_guard lock(entry->mutex);
     entry->core = core;
   }
-  // Gone: the fast paths stop reaching this core (a restarted router installs its own).
+  // Gone: the fast paths stop reaching this core (a restarted router installs its own), and
+  // its open requests end so that their clients resume them.
   self->attach_functor([ctx, entry, weak = std::weak_ptr<router_core>(core)] {
     ctx->set_taker(router_name, {});
+    if (auto c = weak.lock()) c->abandon();
     if (!entry) return;
     std::lock_guard lock(entry->mutex);
     if (entry->core == weak.lock()) entry->core.reset();
   });
+  const auto watch = [self, ctx](const wire::member& m) {
+    if (m.state != wire::member_state::alive || m.draining) return;
+    for (const auto role : m.roles) {
+      if (role == wire::role::decode) {
+        watch_actor(*ctx, self, router_name, m, decode_name, self->state.watched);
+      }
+      if (role == wire::role::prefill) {
+        watch_actor(*ctx, self, router_name, m, prefill_name, self->state.watched);
+      }
+    }
+  };
+  for (const auto& m : ctx->watch_members(caf::actor_cast<caf::actor>(self->address()))) watch(m);
   return {
       [self](timer_atom, std::uint64_t) { self->state.core->on_timer(); },
       [self](drain_atom) { self->state.core->on_drain(); },
-      [self](runtime::member_update& u) { self->state.core->on_member(u.member); },
+      [self, watch](runtime::member_update& u) {
+        self->state.core->on_member(u.member);
+        watch(u.member);
+      },
+      [self, ctx](runtime::remote_down& d) {
+        self->state.watched.erase(d.actor.node + "/" + d.actor.actor);
+        const auto m = ctx->member(d.actor.node);
+        if (!m || m->state != wire::member_state::alive) return;  // membership says the rest
+        if (d.reason.code != errc::not_found) {
+          spdlog::warn("router: {}/{} terminated ({}): its requests move", d.actor.node,
+                       d.actor.actor, d.reason.message);
+          self->state.core->on_actor_gone(d.actor);
+        }
+        self->delayed_send(self, rewatch_delay, rewatch_atom::value, d.actor.node);
+      },
+      [watch, ctx](rewatch_atom, const std::string& node) {
+        if (auto m = ctx->member(node)) watch(*m);
+      },
+      [self](evict_atom) { self->state.core->abandon(); },
+      [](crash_atom) {
+        throw std::runtime_error("fault injected: the router crashes (--fault-crash router)");
+      },
       [self](runtime::delivery_failure& f) { self->state.core->on_failure(f); },
       [self](runtime::inbound& in) {
         if (!self->state.core->take(*in.frame, in.received)) {
@@ -464,7 +568,12 @@ void router_gateway::start(const wire::generate_request& request,
   }
   if (!core) {
     (void)stream->send(
-        wire::rejected{request.client_tag, errc::overloaded, "the router is not running"});
+        wire::rejected{request.client_tag, errc::unavailable, "the router is not running"});
+    return;
+  }
+  if (entry_->draining.load()) {
+    (void)stream->send(wire::rejected{request.client_tag, errc::disconnected,
+                                      "this router is draining: use another router"});
     return;
   }
   core->start(request, std::move(stream), received);

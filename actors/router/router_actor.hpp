@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -8,6 +9,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/router/router_state.hpp"
+#include "actors/shell.hpp"
 #include "engine/tokenizer.hpp"
 #include "frontend/service.hpp"
 #include "runtime/node_context.hpp"
@@ -21,6 +23,9 @@ class router_core;
 struct router_entry {
   std::mutex mutex;
   std::shared_ptr<router_core> core;
+  /// The node drains: new requests are refused (errc::disconnected, so that a router
+  /// client tries the next router).
+  std::atomic<bool> draining{false};
 };
 
 struct router_options {
@@ -35,6 +40,7 @@ struct router_options {
   std::string http_address;
   /// Where the router registers for the client servers (router_gateway); may be null.
   std::shared_ptr<router_entry> entry;
+  crash_fault crash;  ///< chaos tests only: the actor crashes at its n-th client request
 };
 
 /// Spawns the router actor of this node: a thin shell around router_state that learns its

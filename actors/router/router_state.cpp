@@ -10,6 +10,17 @@
 
 namespace baton::actors {
 
+std::string_view to_string(migration_cause cause) noexcept {
+  switch (cause) {
+    case migration_cause::node_death: return "node_death";
+    case migration_cause::router_death: return "router_death";
+    case migration_cause::drain: return "drain";
+    case migration_cause::actor_crash: return "actor_crash";
+    case migration_cause::worker_failure: return "worker_failure";
+  }
+  return "?";
+}
+
 router_state::router_state(const engine::tokenizer& tok, std::int32_t seq_len,
                            std::size_t block_tokens, wire::actor_address self, router_config config)
     : tok_(tok),
@@ -25,8 +36,17 @@ std::size_t router_state::blocks_for(std::size_t positions) const {
   return (positions + block_tokens_ - 1) / block_tokens_;
 }
 
+std::size_t router_state::blocks_needed(const request& r, std::size_t tokens,
+                                        std::size_t count) const {
+  const std::size_t remaining = r.max_tokens - (tokens - r.prompt.size());
+  const std::size_t one = blocks_for(tokens + remaining - 1);
+  return one + (count - 1) * (one - tokens / block_tokens_);
+}
+
 std::size_t router_state::workers(wire::role role) const {
-  return role == wire::role::prefill ? prefill_.size() : decode_.size();
+  const auto& table = role == wire::role::prefill ? prefill_ : decode_;
+  return static_cast<std::size_t>(std::count_if(
+      table.begin(), table.end(), [](const auto& entry) { return !entry.second.draining; }));
 }
 
 std::size_t router_state::score(wire::role role, const worker& w) const {
@@ -35,24 +55,47 @@ std::size_t router_state::score(wire::role role, const worker& w) const {
   return w.load + (w.kind == preferred ? 0 : config_.kind_penalty);
 }
 
-void router_state::add_worker(const wire::actor_address& address, wire::role role,
-                              wire::node_kind kind, std::size_t kv_blocks) {
+std::uint64_t router_state::add_timer(wire::request_id id, timer_kind kind, time_point at,
+                                      router_effects& out) {
+  const std::uint64_t t = ++next_timer_;
+  timers_.emplace(t, std::pair{id, kind});
+  out.timers.push_back({t, at});
+  return t;
+}
+
+router_effects router_state::add_worker(const wire::actor_address& address, wire::role role,
+                                        wire::node_kind kind, std::size_t kv_blocks,
+                                        time_point now) {
+  router_effects out;
   auto& table = role == wire::role::prefill ? prefill_ : decode_;
   auto& rank = role == wire::role::prefill ? prefill_rank_ : decode_rank_;
-  if (table.contains(address.node)) return;
-  worker w{address, kind, kv_blocks, 0, 0, 0};
+  if (table.contains(address.node)) return out;
+  worker w{address, kind, kv_blocks, 0, 0, 0, false};
   w.score = score(role, w);
   rank.emplace(w.score, address.node);
   table.emplace(address.node, std::move(w));
+  capacity_changed_ = true;
+  settle(now, out);
+  return out;
+}
+
+void router_state::on_draining(const std::string& node) {
+  for (auto* table : {&prefill_, &decode_}) {
+    auto it = table->find(node);
+    if (it == table->end() || it->second.draining) continue;
+    auto& rank = table == &prefill_ ? prefill_rank_ : decode_rank_;
+    rank.erase({it->second.score, node});
+    it->second.draining = true;
+  }
 }
 
 void router_state::adjust(wire::role role, worker& w, std::ptrdiff_t load, std::ptrdiff_t blocks) {
   auto& rank = role == wire::role::prefill ? prefill_rank_ : decode_rank_;
-  rank.erase({w.score, w.address.node});
+  if (!w.draining) rank.erase({w.score, w.address.node});
   w.load = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(w.load) + load);
   w.committed = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(w.committed) + blocks);
   w.score = score(role, w);
-  rank.emplace(w.score, w.address.node);
+  if (!w.draining) rank.emplace(w.score, w.address.node);
 }
 
 router_state::worker* router_state::pick(wire::role role, const std::set<std::string>& avoid,
@@ -85,7 +128,6 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
     return refuse(errc::overloaded,
                   fmt::format("router {}: {} requests in flight", self_.node, requests_.size()));
   }
-  if (decode_.empty()) return refuse(errc::overloaded, "no decode worker is alive");
   if (in.params.temperature < 0 || !(in.params.top_p > 0 && in.params.top_p <= 1)) {
     return refuse(errc::invalid_argument,
                   fmt::format("temperature {} must be >= 0 and top_p {} in (0, 1]",
@@ -94,6 +136,10 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
   if (in.n == 0 || in.n > wire::max_choices) {
     return refuse(errc::invalid_argument,
                   fmt::format("n {} must be in [1, {}]", in.n, wire::max_choices));
+  }
+  if (in.resume && (in.resume->choices.size() != in.n || !in.has_seed)) {
+    return refuse(errc::invalid_argument,
+                  "a resumed request carries its seed and one state per choice");
   }
   for (const auto& b : in.params.logit_bias) {
     if (b.token >= static_cast<std::uint32_t>(tok_.vocab_size())) {
@@ -137,90 +183,213 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
   r.max_tokens = static_cast<std::uint32_t>(can_generate);
   if (in.max_tokens > 0) r.max_tokens = std::min(r.max_tokens, in.max_tokens);
   r.choices.resize(in.n);
-  r.timer = ++next_timer_;
-  timers_.emplace(r.timer, id);
+  if (in.resume) {
+    // The client's tokens are what was delivered; a choice it saw end is done.
+    for (std::uint32_t c = 0; c < in.n; ++c) {
+      const auto& from = in.resume->choices[c];
+      auto& choice = r.choices[c];
+      for (const auto t : from.tokens) {
+        if (choice.delivered.size() >= r.max_tokens) break;
+        choice.delivered.push_back(static_cast<std::int32_t>(
+            std::min<std::uint32_t>(t, static_cast<std::uint32_t>(tok_.vocab_size() - 1))));
+      }
+      choice.done = from.done || choice.delivered.size() >= r.max_tokens;
+      choice.reason = from.done ? from.reason : wire::finish_reason::length;
+    }
+    r.resumed_from = in.resume->request;
+    ++stats_.resumed;
+    ++stats_.migrations[static_cast<std::size_t>(migration_cause::router_death)];
+    acc.placement = "resumed";
+    out.log.push_back(fmt::format("request {} resumes request {} of a router that went away",
+                                  static_cast<std::uint64_t>(id),
+                                  static_cast<std::uint64_t>(in.resume->request)));
+  }
   const auto timeout =
       in.timeout_ms > 0 ? std::chrono::milliseconds(in.timeout_ms) : config_.default_timeout;
-  out.timers.push_back({r.timer, now + timeout});
   auto [it, inserted] = requests_.emplace(id, std::move(r));
-  auto placed = place(id, it->second);
+  request& req = it->second;
+  req.timer = add_timer(id, timer_kind::deadline, now + timeout, out);
+  if (in.resume) {
+    out.events.push_back({id, std::move(acc)});
+    claim(id, req, now, out);
+    return out;
+  }
+  auto placed = place(id, req, now);
   if (auto e_it = requests_.find(id); e_it != requests_.end() && !e_it->second.attempts.empty()) {
     const auto& first = e_it->second.attempts.begin()->second;
     acc.prefill_node = first.prefill;
     acc.decode_node = first.decode;
     acc.placement = first.prefill.empty() ? "prefill-on-decode" : "disaggregated";
-    out.events.push_back({id, std::move(acc)});
+  } else if (requests_.contains(id)) {
+    acc.placement = "waiting";
   }
+  if (!placed.events.empty() &&
+      std::holds_alternative<wire::rejected>(placed.events.front().what)) {
+    // Refused at once (the queue is full): no accepted before it, and not a failure.
+    --stats_.accepted;
+    --stats_.failed;
+    out.append(std::move(placed));
+    return out;
+  }
+  out.events.push_back({id, std::move(acc)});
   out.append(std::move(placed));
   return out;
 }
 
-router_effects router_state::place(wire::request_id id, request& r) {
+void router_state::claim(wire::request_id id, request& r, time_point now, router_effects& out) {
+  wire::claim c{r.resumed_from, id, 0, {}};
+  for (std::uint32_t i = 0; i < r.choices.size(); ++i) {
+    if (r.choices[i].done) continue;
+    c.choices.push_back(
+        {i, static_cast<std::uint32_t>(r.prompt.size() + r.choices[i].delivered.size())});
+  }
+  if (c.choices.empty() || decode_.empty()) {
+    out.append(place(id, r, now));
+    return;
+  }
+  for (const auto& [node, w] : decode_) {
+    // Each node renumbers what it hands over from its own base: numbers never collide.
+    c.attempt_base = r.last_attempt + 1;
+    r.last_attempt += wire::max_choices;
+    r.claiming.insert(node);
+    out.send(w.address, c);
+  }
+  r.claim_timer = add_timer(id, timer_kind::claim, now + config_.claim_timeout, out);
+}
+
+router_effects router_state::on_claimed(const wire::actor_address& from, const wire::claimed& m,
+                                        time_point now) {
   router_effects out;
-  std::vector<std::uint32_t> open;
-  for (std::uint32_t c = 0; c < r.choices.size(); ++c) {
-    if (!r.choices[c].done) open.push_back(c);
-  }
-  if (open.empty()) {  // everything was delivered before a failure
-    std::uint32_t generated = 0;
-    for (const auto& c : r.choices) generated += static_cast<std::uint32_t>(c.delivered.size());
-    out.events.push_back(
-        {id, wire::finished{0, r.choices.front().reason,
-                            static_cast<std::uint32_t>(r.prompt.size()), generated}});
-    ++stats_.finished;
-    finish_request(id);
-    return out;
-  }
-  if (r.rounds >= config_.max_attempts) {
-    return fail(id, r.last_error.value_or(error{errc::failed, "no attempt left"}));
-  }
-  ++r.rounds;
-  // Choices that have delivered nothing (the first round) share one attempt and the
-  // prompt's KV; once they diverge, each resumes from its own tokens.
-  const bool together =
-      std::all_of(open.begin(), open.end(),
-                  [&](std::uint32_t c) { return r.choices[c].delivered.empty(); }) &&
-      open.back() - open.front() + 1 == open.size();
-  if (together) {
-    if (!place_attempt(id, r, open.front(), static_cast<std::uint32_t>(open.size()), out)) {
-      return out;
+  auto it = requests_.find(m.request);
+  const bool due = it != requests_.end() && it->second.claiming.erase(from.node) > 0;
+  for (const auto& a : m.attempts) {
+    request* r = due ? &it->second : nullptr;
+    // Each choice once: an attempt that brings one already served (or done) is not needed.
+    const bool wanted =
+        r != nullptr && std::all_of(a.choices.begin(), a.choices.end(), [&](std::uint32_t c) {
+          return c < r->choices.size() && !r->choices[c].done &&
+                 std::none_of(r->attempts.begin(), r->attempts.end(),
+                              [&](const auto& live) { return live.second.serves(c); });
+        });
+    auto d = decode_.find(from.node);
+    if (!wanted || d == decode_.end() || r->attempts.contains(a.attempt)) {
+      out.send(from, wire::cancel{m.request, "not needed", a.attempt});
+      continue;
     }
-  } else {
-    for (const std::uint32_t c : open) {
-      if (!place_attempt(id, r, c, 1, out)) return out;
+    attempt_state taken;
+    taken.choices = a.choices;
+    std::sort(taken.choices.begin(), taken.choices.end());
+    taken.at = stage::decoding;
+    taken.decode = from.node;
+    taken.blocks = a.blocks;
+    std::size_t lowest = std::numeric_limits<std::size_t>::max();
+    for (const auto c : taken.choices) {
+      lowest = std::min(lowest, r->prompt.size() + r->choices[c].delivered.size());
     }
+    taken.window = static_cast<std::uint32_t>(lowest) + wire::initial_stream_window;
+    r->attempts.emplace(a.attempt, std::move(taken));
+    adjust(wire::role::decode, d->second, 1, static_cast<std::ptrdiff_t>(a.blocks));
+    ++stats_.claimed;
   }
+  if (due && it->second.claiming.empty()) end_claim(m.request, it->second, now, out);
+  settle(now, out);
   return out;
 }
 
-bool router_state::place_attempt(wire::request_id id, request& r, std::uint32_t first,
-                                 std::uint32_t count, router_effects& out) {
+void router_state::end_claim(wire::request_id id, request& r, time_point now, router_effects& out) {
+  r.claiming.clear();
+  timers_.erase(r.claim_timer);
+  r.claim_timer = 0;
+  std::size_t taken = 0;
+  for (const auto& [n, a] : r.attempts) taken += a.choices.size();
+  out.log.push_back(fmt::format("request {}: decode nodes handed over {} of its choices",
+                                static_cast<std::uint64_t>(id), taken));
+  out.append(place(id, r, now));
+}
+
+router_effects router_state::place(wire::request_id id, request& r, time_point now) {
+  router_effects out;
+  if (std::all_of(r.choices.begin(), r.choices.end(), [](const auto& c) { return c.done; })) {
+    maybe_finished(id, r, out);  // everything was delivered before a failure
+    return out;
+  }
+  if (!r.claiming.empty() || r.waiting) return out;  // placed when the claim or wait ends
+  std::vector<std::uint32_t> unplaced;
+  for (std::uint32_t c = 0; c < r.choices.size(); ++c) {
+    const bool live = std::any_of(r.attempts.begin(), r.attempts.end(),
+                                  [&](const auto& a) { return a.second.serves(c); });
+    if (!r.choices[c].done && !live) unplaced.push_back(c);
+  }
+  if (unplaced.empty()) return out;
+  // Choices that have delivered nothing (the first round) share one attempt and the
+  // prompt's KV; once they diverge, each resumes from its own tokens.
+  const bool together =
+      r.attempts.empty() && unplaced.back() - unplaced.front() + 1 == unplaced.size() &&
+      std::all_of(unplaced.begin(), unplaced.end(),
+                  [&](std::uint32_t c) { return r.choices[c].delivered.empty(); });
+  std::vector<std::vector<std::uint32_t>> groups;
+  if (together) {
+    groups.push_back(unplaced);
+  } else {
+    for (const auto c : unplaced) groups.push_back({c});
+  }
+  bool must_wait = false;
+  for (const auto& g : groups) {
+    switch (place_attempt(id, r, g, out)) {
+      case fit::placed: break;
+      case fit::wait: must_wait = true; break;
+      case fit::never: {
+        cancel_workers(id, r, out);
+        const std::size_t need =
+            blocks_needed(r, r.prompt.size() + r.choices[g.front()].delivered.size(), g.size());
+        std::size_t largest = 0;
+        for (const auto& [n, w] : decode_) largest = std::max(largest, w.kv_blocks);
+        out.append(fail(id, error{errc::invalid_argument,
+                                  fmt::format("the request needs {} KV blocks; the largest decode "
+                                              "worker has {}",
+                                              need, largest)}));
+        return out;
+      }
+    }
+  }
+  if (must_wait) wait(id, r, now, out);
+  return out;
+}
+
+router_state::fit router_state::place_attempt(wire::request_id id, request& r,
+                                              const std::vector<std::uint32_t>& choices,
+                                              router_effects& out) {
+  const std::uint32_t first = choices.front();
+  const auto count = static_cast<std::uint32_t>(choices.size());
   const auto& delivered = r.choices[first].delivered;
   const std::size_t tokens = r.prompt.size() + delivered.size();
-  const std::size_t remaining = r.max_tokens - delivered.size();
-  const std::size_t one = blocks_for(tokens + remaining - 1);
-  const std::size_t blocks = one + (count - 1) * (one - tokens / block_tokens_);
+  const std::size_t blocks = blocks_needed(r, tokens, count);
   worker* d = pick(wire::role::decode, r.avoid, blocks);
   if (d == nullptr) {
-    cancel_workers(id, r, out);
-    out.append(fail(id, error{errc::overloaded, "no decode worker has room for the request"}));
-    return false;
+    // Never, when every decode worker is too small for it; else wait for one.
+    const bool fits_somewhere =
+        decode_.empty() || std::any_of(decode_.begin(), decode_.end(), [&](const auto& w) {
+          return w.second.kv_blocks == 0 || w.second.kv_blocks >= blocks;
+        });
+    if (!fits_somewhere) return fit::never;
+    r.last_error = error{errc::unavailable, decode_rank_.empty()
+                                                ? "no decode worker is alive"
+                                                : "no decode worker has room for the request"};
+    return fit::wait;
   }
   worker* p = nullptr;
   if (tokens > config_.prefill_on_decode_max_tokens) {
     p = pick(wire::role::prefill, r.avoid, 0);
     if (p == nullptr && config_.when_no_prefill == no_prefill_policy::fail) {
-      cancel_workers(id, r, out);
-      out.append(fail(id, error{errc::overloaded, "no prefill worker is alive"}));
-      return false;
+      r.last_error = error{errc::unavailable, "no prefill worker is alive"};
+      return fit::wait;
     }
     if (p == nullptr) ++stats_.no_prefill_fallback;
   }
   ++(p == nullptr ? stats_.prefill_on_decode : stats_.disaggregated);
   const std::uint32_t number = ++r.last_attempt;
   attempt_state& a = r.attempts[number];
-  a.first = first;
-  a.count = count;
+  a.choices = choices;
   a.decode = d->address.node;
   a.prefill = p == nullptr ? std::string{} : p->address.node;
   a.at = p == nullptr ? stage::decoding : stage::prefilling;
@@ -240,7 +409,43 @@ bool router_state::place_attempt(wire::request_id id, request& r, std::uint32_t 
   m.choice = first;
   m.choices = count;
   out.send(d->address, std::move(m));
-  return true;
+  return fit::placed;
+}
+
+void router_state::wait(wire::request_id id, request& r, time_point now, router_effects& out) {
+  if (r.waiting) return;
+  if (waiting_.size() >= config_.max_waiting) {
+    ++stats_.overloaded;
+    cancel_workers(id, r, out);
+    out.append(
+        fail(id, error{errc::overloaded,
+                       fmt::format("{} requests already wait for a worker ({})", waiting_.size(),
+                                   r.last_error ? r.last_error->message : "no capacity")}));
+    return;
+  }
+  r.waiting = true;
+  waiting_.push_back(id);
+  ++stats_.waited;
+  r.wait_timer = add_timer(id, timer_kind::wait, now + config_.max_wait, out);
+  out.log.push_back(fmt::format("request {} waits for a worker: {}", static_cast<std::uint64_t>(id),
+                                r.last_error ? r.last_error->message : "no capacity"));
+}
+
+void router_state::settle(time_point now, router_effects& out) {
+  if (!capacity_changed_ || waiting_.empty()) return;
+  capacity_changed_ = false;
+  auto queued = std::move(waiting_);
+  waiting_.clear();
+  for (const auto id : queued) {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) continue;
+    request& r = it->second;
+    r.waiting = false;
+    timers_.erase(r.wait_timer);
+    r.wait_timer = 0;
+    // Placed, or back in the queue (in its turn: what still waits keeps its order).
+    out.append(place(id, r, now));
+  }
 }
 
 wire::token_chunk router_state::chunk_of(request& r, std::uint32_t c, const wire::token_batch& m) {
@@ -275,11 +480,10 @@ wire::token_chunk router_state::chunk_of(request& r, std::uint32_t c, const wire
 }
 
 router_effects router_state::on_tokens(const wire::actor_address& from, const wire::token_batch& m,
-                                       bool client_has_room) {
+                                       bool client_has_room, time_point now) {
   router_effects out;
   auto [r, a] = current(m.request, m.attempt, from.node);
-  if (r == nullptr || m.choice < a->first || m.choice >= a->first + a->count ||
-      r->choices[m.choice].done) {
+  if (r == nullptr || !a->serves(m.choice) || r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
   }
@@ -298,6 +502,7 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
   } else if (client_has_room) {
     widen_window(m.request, *r, m.attempt, out);
   }
+  settle(now, out);
   return out;
 }
 
@@ -317,7 +522,7 @@ void router_state::widen_window(wire::request_id id, request& r, std::uint32_t a
                                 router_effects& out) {
   auto& a = must_find(r.attempts, attempt, "a window of a live attempt");
   std::size_t delivered = std::numeric_limits<std::size_t>::max();
-  for (std::uint32_t c = a.first; c < a.first + a.count; ++c) {
+  for (const auto c : a.choices) {
     if (!r.choices[c].done) delivered = std::min(delivered, r.choices[c].delivered.size());
   }
   if (delivered == std::numeric_limits<std::size_t>::max()) return;
@@ -330,11 +535,11 @@ void router_state::widen_window(wire::request_id id, request& r, std::uint32_t a
   out.send(d->second.address, wire::stream_window{id, attempt, limit});
 }
 
-router_effects router_state::on_finish(const wire::actor_address& from, const wire::finish& m) {
+router_effects router_state::on_finish(const wire::actor_address& from, const wire::finish& m,
+                                       time_point now) {
   router_effects out;
   auto [r, a] = current(m.request, m.attempt, from.node);
-  if (r == nullptr || m.choice < a->first || m.choice >= a->first + a->count ||
-      r->choices[m.choice].done) {
+  if (r == nullptr || !a->serves(m.choice) || r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
   }
@@ -347,6 +552,7 @@ router_effects router_state::on_finish(const wire::actor_address& from, const wi
     out.events.push_back({m.request, std::move(end)});
   }
   choice_done(m.request, *r, m.attempt, m.choice, m.reason, out);
+  settle(now, out);
   return out;
 }
 
@@ -355,16 +561,19 @@ void router_state::choice_done(wire::request_id id, request& r, std::uint32_t at
   r.choices[c].done = true;
   r.choices[c].reason = reason;
   const auto& a = must_find(r.attempts, attempt, "a choice ends in a live attempt");
-  bool attempt_over = true;
-  for (std::uint32_t i = a.first; i < a.first + a.count; ++i) {
-    attempt_over = attempt_over && r.choices[i].done;
-  }
+  const bool attempt_over = std::all_of(a.choices.begin(), a.choices.end(),
+                                        [&](std::uint32_t i) { return r.choices[i].done; });
   if (attempt_over) end_attempt(r, attempt);
+  maybe_finished(id, r, out);
+}
+
+void router_state::maybe_finished(wire::request_id id, request& r, router_effects& out) {
   if (!std::all_of(r.choices.begin(), r.choices.end(), [](const auto& x) { return x.done; })) {
     return;
   }
   std::uint32_t generated = 0;
   for (const auto& x : r.choices) generated += static_cast<std::uint32_t>(x.delivered.size());
+  cancel_workers(id, r, out);  // attempts still open (a claimed duplicate) end too
   out.events.push_back(
       {id, wire::finished{0, r.choices.front().reason, static_cast<std::uint32_t>(r.prompt.size()),
                           generated}});
@@ -373,7 +582,7 @@ void router_state::choice_done(wire::request_id id, request& r, std::uint32_t at
 }
 
 router_effects router_state::on_abort(const wire::actor_address& from, const wire::abort_attempt& m,
-                                      time_point) {
+                                      time_point now) {
   auto [r, a] = current(m.request, m.attempt, from.node);
   if (r == nullptr) {
     ++stats_.stale_messages;
@@ -385,91 +594,163 @@ router_effects router_state::on_abort(const wire::actor_address& from, const wir
     out.append(fail(m.request, error{m.code, fmt::format("{}: {}", from.node, m.message)}));
     return out;
   }
+  const bool draining = [&] {
+    auto d = decode_.find(from.node);
+    return d != decode_.end() && d->second.draining;
+  }();
   if (m.code == errc::overloaded) r->avoid.insert(from.node);
   // Other failures of a disaggregated attempt (a timed-out or failed prefill, as the decode
   // relays them) steer the retry away from its prefill node.
   if (m.code != errc::overloaded && !a->prefill.empty()) r->avoid.insert(a->prefill);
-  return retry(m.request, *r, error{m.code, fmt::format("{}: {}", from.node, m.message)});
+  const auto cause = draining ? migration_cause::drain : migration_cause::worker_failure;
+  if (cause == migration_cause::worker_failure && ++r->failures >= config_.max_attempts) {
+    router_effects out;
+    cancel_workers(m.request, *r, out);
+    out.append(fail(m.request, error{m.code, fmt::format("{} attempts failed; the last: {}: {}",
+                                                         r->failures, from.node, m.message)}));
+    return out;
+  }
+  return migrate(m.request, *r, error{m.code, fmt::format("{}: {}", from.node, m.message)}, cause,
+                 now);
 }
 
-router_effects router_state::retry(wire::request_id id, request& r, error why) {
+router_effects router_state::migrate(wire::request_id id, request& r, error why,
+                                     migration_cause cause, time_point now) {
   ++stats_.retries;
-  r.last_error = std::move(why);
+  ++stats_.migrations[static_cast<std::size_t>(cause)];
   router_effects out;
+  out.log.push_back(fmt::format("request {} moves ({}): {}", static_cast<std::uint64_t>(id),
+                                to_string(cause), why.message));
+  r.last_error = std::move(why);
   cancel_workers(id, r, out);
   while (!r.attempts.empty()) end_attempt(r, r.attempts.begin()->first);
-  out.append(place(id, r));
+  out.append(place(id, r, now));
+  settle(now, out);
   return out;
 }
 
-router_effects router_state::on_node_gone(const std::string& node, time_point) {
+router_effects router_state::on_node_gone(const std::string& node, time_point now,
+                                          migration_cause cause) {
   for (auto* table : {&prefill_, &decode_}) {
     auto it = table->find(node);
     if (it == table->end()) continue;
     auto& rank = table == &prefill_ ? prefill_rank_ : decode_rank_;
-    rank.erase({it->second.score, node});
+    if (!it->second.draining) rank.erase({it->second.score, node});
+    if (it->second.draining) cause = migration_cause::drain;
     table->erase(it);
   }
-  return retry_all_on(node, error{errc::disconnected, fmt::format("node {} is gone", node)});
+  router_effects out;
+  // A resumed request stops waiting for an answer that will not come.
+  std::vector<wire::request_id> claims;
+  for (auto& [id, r] : requests_) {
+    if (r.claiming.erase(node) > 0 && r.claiming.empty()) claims.push_back(id);
+  }
+  for (const auto id : claims)
+    end_claim(id, must_find(requests_, id, "a claiming request"), now, out);
+  out.append(migrate_all_on(
+      node,
+      error{errc::unavailable,
+            fmt::format("node {} {}", node,
+                        cause == migration_cause::drain ? "drained and left" : "is gone")},
+      cause, now));
+  return out;
 }
 
-router_effects router_state::on_undeliverable(const std::string& node, time_point) {
-  return retry_all_on(
-      node, error{errc::disconnected, fmt::format("node {} did not take a message", node)});
+router_effects router_state::on_undeliverable(const std::string& node, time_point now) {
+  return migrate_all_on(
+      node, error{errc::unavailable, fmt::format("node {} did not take a message", node)},
+      migration_cause::actor_crash, now);
 }
 
-router_effects router_state::retry_all_on(const std::string& node, const error& why) {
+router_effects router_state::on_actor_restarted(const std::string& node, wire::role role,
+                                                time_point now) {
+  return migrate_all_on(
+      node,
+      error{errc::unavailable, fmt::format("the {} actor of {} restarted", node,
+                                           role == wire::role::prefill ? "prefill" : "decode")},
+      migration_cause::actor_crash, now, role);
+}
+
+router_effects router_state::migrate_all_on(const std::string& node, const error& why,
+                                            migration_cause cause, time_point now,
+                                            std::optional<wire::role> only) {
   router_effects out;
   std::vector<wire::request_id> hit;
   for (const auto& [id, r] : requests_) {
     for (const auto& [number, a] : r.attempts) {
-      if ((a.prefill == node && a.at != stage::decoding) || a.decode == node) {
+      const bool on_prefill =
+          a.prefill == node && a.at != stage::decoding && (!only || *only == wire::role::prefill);
+      const bool on_decode = a.decode == node && (!only || *only == wire::role::decode);
+      if (on_prefill || on_decode) {
         hit.push_back(id);
         break;
       }
     }
   }
   for (const wire::request_id id : hit) {
-    request& r = must_find(requests_, id, "a request hit by a node's death is open");
+    request& r = must_find(requests_, id, "a request hit by a node's failure is open");
     r.avoid.insert(node);
-    out.append(retry(id, r, why));
+    out.append(migrate(id, r, why, cause, now));
   }
   return out;
 }
 
-router_effects router_state::on_client_gone(wire::request_id id) {
+router_effects router_state::on_client_gone(wire::request_id id, time_point now) {
   router_effects out;
   auto it = requests_.find(id);
   if (it == requests_.end()) return out;
   cancel_workers(id, it->second, out);
   ++stats_.client_gone;
   finish_request(id);
+  settle(now, out);
   return out;
 }
 
-router_effects router_state::on_timer(std::uint64_t id, time_point) {
+router_effects router_state::on_timer(std::uint64_t id, time_point now) {
   router_effects out;
   auto t = timers_.find(id);
   if (t == timers_.end()) return out;
-  const wire::request_id rid = t->second;
+  const auto [rid, kind] = t->second;
   timers_.erase(t);
   auto it = requests_.find(rid);
   if (it == requests_.end()) return out;
-  cancel_workers(rid, it->second, out);
-  ++stats_.timed_out;
-  out.append(fail(rid, error{errc::timed_out, "the request's deadline passed"}));
+  request& r = it->second;
+  switch (kind) {
+    case timer_kind::claim: end_claim(rid, r, now, out); break;
+    case timer_kind::wait: {
+      ++stats_.unavailable;
+      cancel_workers(rid, r, out);
+      out.append(
+          fail(rid, error{errc::unavailable,
+                          fmt::format("no worker could take the request within {} ms: {}",
+                                      config_.max_wait.count(),
+                                      r.last_error ? r.last_error->message : "no capacity")}));
+      break;
+    }
+    case timer_kind::deadline: {
+      cancel_workers(rid, r, out);
+      ++stats_.timed_out;
+      out.append(fail(rid, error{errc::timed_out, "the request's deadline passed"}));
+      break;
+    }
+  }
+  settle(now, out);
   return out;
+}
+
+void router_state::forget_all() {
+  while (!requests_.empty()) finish_request(requests_.begin()->first);
 }
 
 void router_state::cancel_workers(wire::request_id id, const request& r, router_effects& out) {
   std::set<std::string> told;  // one cancel per node ends every attempt of the request there
   for (const auto& [number, a] : r.attempts) {
     if (auto d = decode_.find(a.decode); d != decode_.end() && told.insert(a.decode).second) {
-      out.send(d->second.address, wire::cancel{id, "request ended"});
+      out.send(d->second.address, wire::cancel{id, "request ended", 0});
     }
     if (a.at == stage::decoding) continue;
     if (auto p = prefill_.find(a.prefill); p != prefill_.end() && told.insert(a.prefill).second) {
-      out.send(p->second.address, wire::cancel{id, "request ended"});
+      out.send(p->second.address, wire::cancel{id, "request ended", 0});
     }
   }
 }
@@ -477,6 +758,11 @@ void router_state::cancel_workers(wire::request_id id, const request& r, router_
 router_effects router_state::fail(wire::request_id id, error why) {
   router_effects out;
   ++stats_.failed;
+  // A worker that went away is the service's unavailability to the client; disconnected
+  // is kept for this router going away (which a client resumes elsewhere).
+  if (why.code == errc::disconnected) why.code = errc::unavailable;
+  out.log.push_back(
+      fmt::format("request {} failed: {}", static_cast<std::uint64_t>(id), why.to_string()));
   out.events.push_back({id, wire::rejected{0, why.code, std::move(why.message)}});
   finish_request(id);
   return out;
@@ -495,14 +781,20 @@ void router_state::end_attempt(request& r, std::uint32_t attempt) {
     }
   }
   r.attempts.erase(it);
+  capacity_changed_ = true;
 }
 
 void router_state::finish_request(wire::request_id id) {
   auto it = requests_.find(id);
   if (it == requests_.end()) return;
-  while (!it->second.attempts.empty()) end_attempt(it->second, it->second.attempts.begin()->first);
-  timers_.erase(it->second.timer);
+  auto& r = it->second;
+  while (!r.attempts.empty()) end_attempt(r, r.attempts.begin()->first);
+  timers_.erase(r.timer);
+  timers_.erase(r.wait_timer);
+  timers_.erase(r.claim_timer);
+  if (r.waiting) std::erase(waiting_, id);
   requests_.erase(it);
+  capacity_changed_ = true;  // a place in flight and in the queue
 }
 
 std::pair<router_state::request*, router_state::attempt_state*> router_state::current(

@@ -1,17 +1,22 @@
 #pragma once
 
 // The router's logic, without CAF: admission with a bounded number of requests in flight,
-// tokenization, placement of each attempt on a decode and a prefill worker, the request
-// table, token streaming in position order, retries when a worker fails or dies, and
-// cancellation. The router actor is a thin shell that feeds it client requests, worker
-// messages and membership changes, and delivers what it returns.
+// tokenization, placement of each attempt on a decode and a prefill worker, a bounded
+// queue of requests waiting for a worker, the request table, token streaming in position
+// order, migration when a worker fails, dies, drains or restarts, resumption of a request
+// whose router died (claiming its sequences from the decode nodes), and cancellation. The
+// router actor is a thin shell that feeds it client requests, worker messages and
+// membership changes, and delivers what it returns.
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <random>
 #include <set>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -24,9 +29,20 @@ namespace baton::actors {
 
 /// What to do when a request needs a prefill worker and none is alive.
 enum class no_prefill_policy : std::uint8_t {
-  fail,               ///< refuse the request (errc::overloaded, "no prefill worker")
+  fail,               ///< wait for one in the queue (errc::unavailable when the wait ends)
   prefill_on_decode,  ///< compute the prompt on the decode node
 };
+
+/// Why a request's work moved to other workers.
+enum class migration_cause : std::uint8_t {
+  node_death,      ///< its worker's node died
+  router_death,    ///< its router died: a client resumed it here
+  drain,           ///< its worker's node drained and left
+  actor_crash,     ///< its worker's actor crashed (restarted by its supervisor) or took nothing
+  worker_failure,  ///< its worker gave the attempt up (refused, timed out, failed)
+};
+inline constexpr std::size_t migration_causes = 5;
+[[nodiscard]] std::string_view to_string(migration_cause cause) noexcept;
 
 struct router_config {
   std::size_t max_inflight = 256;  ///< admitted requests at once; beyond: overloaded at once
@@ -34,7 +50,9 @@ struct router_config {
   /// would cost more than it saves); 0: never.
   std::uint32_t prefill_on_decode_max_tokens = 0;
   no_prefill_policy when_no_prefill = no_prefill_policy::fail;
-  std::uint32_t max_attempts = 3;  ///< placements per request before it fails
+  /// Placements per request that workers may give up (refusals, timeouts) before it fails;
+  /// migrations after a death, drain or crash do not count (the deadline bounds them).
+  std::uint32_t max_attempts = 3;
   std::chrono::milliseconds default_timeout{30'000};
   std::uint64_t seed = 1;  ///< seeds the sampling seeds assigned to requests without one
   /// Kind-awareness: a worker of the other kind counts as this many requests more loaded.
@@ -42,6 +60,15 @@ struct router_config {
   /// Back-pressure: while its client has room, a request's decode may run this many
   /// positions ahead of what was delivered; a slow client gets no new window.
   std::uint32_t stream_window = wire::initial_stream_window;
+  /// Requests waiting for a worker (none alive for a role, or no KV room) at most; one
+  /// more is answered overloaded.
+  std::size_t max_waiting = 256;
+  /// How long a request waits for a worker before it fails with errc::unavailable (its
+  /// deadline, when sooner, fails it first).
+  std::chrono::milliseconds max_wait{10'000};
+  /// How long a resumed request waits for the decode nodes to answer its claim before it
+  /// places what nobody handed over.
+  std::chrono::milliseconds claim_timeout{250};
 };
 
 /// Something for the client of `request`. The shell fills in the client's tag.
@@ -52,33 +79,53 @@ struct client_event {
 
 struct [[nodiscard]] router_effects : effects {
   std::vector<client_event> events;
+  /// Lines for the shell's log: one per request that failed, migrated, waited or resumed,
+  /// naming its id, the cause and the node.
+  std::vector<std::string> log;
 
   void append(router_effects&& other) {
     effects::append(std::move(other));
     for (auto& e : other.events) events.push_back(std::move(e));
+    for (auto& l : other.log) log.push_back(std::move(l));
   }
 };
 
 struct router_stats {
   std::uint64_t accepted = 0;
-  std::uint64_t overloaded = 0;  ///< refused at once: too many in flight or no worker
+  std::uint64_t overloaded = 0;  ///< refused at once: too many in flight or the queue full
   std::uint64_t invalid = 0;
   std::uint64_t finished = 0;
   std::uint64_t failed = 0;  ///< ended with an error after being accepted
   std::uint64_t client_gone = 0;
   std::uint64_t timed_out = 0;
+  std::uint64_t unavailable = 0;  ///< failed: no worker came back within max_wait
   std::uint64_t retries = 0;
   std::uint64_t disaggregated = 0;        ///< attempts placed prefill -> decode
   std::uint64_t prefill_on_decode = 0;    ///< attempts prefilled on the decode node by policy
   std::uint64_t no_prefill_fallback = 0;  ///< ... because no prefill worker was alive
   std::uint64_t tokens = 0;
   std::uint64_t stale_messages = 0;  ///< from an old attempt or an unknown request, dropped
+  std::uint64_t waited = 0;          ///< requests that waited for a worker
+  std::uint64_t resumed = 0;         ///< requests resumed here after their router died
+  std::uint64_t claimed = 0;         ///< attempts decode nodes handed over (no recompute)
+  std::array<std::uint64_t, migration_causes> migrations{};  ///< requests moved, by cause
 };
 
 /// Placement is O(log n) in the number of workers: each role keeps its workers ordered by
 /// load (attempts in flight, plus kind_penalty when the kind is not the role's preferred
 /// one: prefill prefers trainium, decode prefers wafer-scale); the first that fits wins,
-/// skipping nodes that already failed the request unless no other fits.
+/// skipping nodes that already failed the request unless no other fits. A draining worker
+/// keeps its attempts but gets no new ones.
+///
+/// Waiting: a request (or the part of it a failure left unplaced) that finds no live
+/// worker for a role, or no decode worker with room, waits in a FIFO queue of at most
+/// max_waiting requests; every event that may bring capacity (a worker joins, an attempt
+/// ends) places what waits, in order. A wait ends after max_wait with errc::unavailable.
+///
+/// Resuming: a request that arrives with wire::resume_state continues one whose router
+/// died. It keeps the client's tokens per choice, asks every decode worker to hand over
+/// that request's orphaned sequences (claim), waits for their answers (claim_timeout at
+/// most) and places only what nobody handed over, from the client's position.
 ///
 /// Not thread-safe; `tok` must outlive this.
 class router_state {
@@ -86,32 +133,47 @@ class router_state {
   router_state(const engine::tokenizer& tok, std::int32_t seq_len, std::size_t block_tokens,
                wire::actor_address self, router_config config = {});
 
-  /// Makes the actor `address` (named "prefill" or "decode") a worker of `role`.
-  void add_worker(const wire::actor_address& address, wire::role role, wire::node_kind kind,
-                  std::size_t kv_blocks);
-  /// Forgets `node`'s workers and retries every request that had an attempt on it.
-  router_effects on_node_gone(const std::string& node, time_point now);
-  /// A message to `node` could not be delivered (its actor is gone or restarting): retries
-  /// every request that had an attempt on it, keeping the worker.
+  /// Makes the actor `address` (named "prefill" or "decode") a worker of `role` (once);
+  /// what waits for one is placed.
+  router_effects add_worker(const wire::actor_address& address, wire::role role,
+                            wire::node_kind kind, std::size_t kv_blocks, time_point now);
+  /// `node` drains: its workers get no new attempts (theirs go on).
+  void on_draining(const std::string& node);
+  /// Forgets `node`'s workers and migrates every request that had an attempt on it.
+  router_effects on_node_gone(const std::string& node, time_point now,
+                              migration_cause cause = migration_cause::node_death);
+  /// A message to `node` could not be delivered (its actor is gone or restarting):
+  /// migrates every request that had an attempt on it, keeping the worker.
   router_effects on_undeliverable(const std::string& node, time_point now);
+  /// `node`'s actor of `role` restarted: what it held is lost; its requests migrate.
+  router_effects on_actor_restarted(const std::string& node, wire::role role, time_point now);
 
-  /// A new request. The events carry its id: accepted, or rejected at once.
+  /// A new request (or one resumed from another router). The events carry its id:
+  /// accepted, or rejected at once.
   router_effects on_generate(const wire::generate_request& r, time_point now);
   /// Tokens for a client (and the end of the request when the batch says so);
   /// `client_has_room` is false while the client reads too slowly,
   /// and then the decode node gets no new window until on_client_ready().
   router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m,
-                           bool client_has_room = true);
+                           bool client_has_room, time_point now);
   /// A slow client has room again: the decode node may go on.
   router_effects on_client_ready(wire::request_id request);
-  router_effects on_finish(const wire::actor_address& from, const wire::finish& m);
+  router_effects on_finish(const wire::actor_address& from, const wire::finish& m, time_point now);
   router_effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m,
                           time_point now);
+  /// A decode node's answer to a claim.
+  router_effects on_claimed(const wire::actor_address& from, const wire::claimed& m,
+                            time_point now);
   /// The client cancelled or is gone: the workers are told, nothing goes to the client.
-  router_effects on_client_gone(wire::request_id request);
+  router_effects on_client_gone(wire::request_id request, time_point now);
   router_effects on_timer(std::uint64_t id, time_point now);
+  /// This router stops (it drains past its deadline): forgets every request without a
+  /// message to any worker, so that their decode nodes keep the sequences for the routers
+  /// their clients resume through.
+  void forget_all();
 
   [[nodiscard]] std::size_t inflight() const { return requests_.size(); }
+  [[nodiscard]] std::size_t waiting() const { return waiting_.size(); }
   [[nodiscard]] std::size_t workers(wire::role role) const;
   [[nodiscard]] const router_stats& stats() const { return stats_; }
   [[nodiscard]] std::uint64_t seed() const { return config_.seed; }
@@ -119,22 +181,27 @@ class router_state {
  private:
   /// prefilling: the decode node has the admit and sends the job to the prefill node.
   enum class stage : std::uint8_t { prefilling, decoding };
+  enum class timer_kind : std::uint8_t { deadline, wait, claim };
+  /// How placing an attempt went.
+  enum class fit : std::uint8_t { placed, wait, never };
   /// One choice of the request (OpenAI's n): what its client has been sent.
   struct choice_state {
     std::vector<std::int32_t> delivered;
     bool done = false;
     wire::finish_reason reason = wire::finish_reason::length;
   };
-  /// One placement of some choices, first .. first + count - 1, on a decode node (and a
-  /// prefill node, unless prefilled on the decode node).
+  /// One placement of some choices on a decode node (and a prefill node, unless
+  /// prefilled on the decode node or handed over by a claim).
   struct attempt_state {
-    std::uint32_t first = 0;
-    std::uint32_t count = 1;
+    std::vector<std::uint32_t> choices;  ///< ascending
     stage at = stage::prefilling;
     std::string prefill;  ///< node of the prefill; empty: on the decode node
     std::string decode;
     std::size_t blocks = 0;    ///< blocks it commits on its decode node
     std::uint32_t window = 0;  ///< its stream window limit
+    [[nodiscard]] bool serves(std::uint32_t c) const {
+      return std::find(choices.begin(), choices.end(), c) != choices.end();
+    }
   };
   /// Choices of one request share a placement while none has delivered anything; a retry
   /// cancels every attempt of the request and places its unfinished choices anew (each on
@@ -147,10 +214,16 @@ class router_state {
     std::vector<choice_state> choices;
     std::map<std::uint32_t, attempt_state> attempts;  ///< live, by attempt number
     std::uint32_t last_attempt = 0;                   ///< attempt numbers given so far
-    std::uint32_t rounds = 0;                         ///< placements, retries included
-    std::set<std::string> avoid;                      ///< nodes that refused or failed this request
+    std::uint32_t failures = 0;   ///< attempts workers gave up (counted against max_attempts)
+    std::set<std::string> avoid;  ///< nodes that refused or failed this request
     std::optional<error> last_error;
     std::uint64_t timer = 0;
+    std::uint64_t wait_timer = 0;  ///< while waiting
+    bool waiting = false;
+    /// Resuming: the first router's id, and the decode nodes whose claimed answer is due.
+    wire::request_id resumed_from{};
+    std::set<std::string> claiming;
+    std::uint64_t claim_timer = 0;
   };
   struct worker {
     wire::actor_address address;
@@ -159,20 +232,31 @@ class router_state {
     std::size_t load = 0;       ///< attempts in flight
     std::size_t committed = 0;  ///< blocks our attempts hold (decode)
     std::size_t score = 0;      ///< the key in the role's ordered set
+    bool draining = false;      ///< not ranked: no new attempts
   };
   using ranking = std::set<std::pair<std::size_t, std::string>>;
 
-  /// Places every unfinished choice (a round), or completes the request when none is
-  /// left, or fails it when the rounds or the workers are used up.
-  router_effects place(wire::request_id id, request& r);
-  /// Places choices first .. first + count - 1 as one attempt; false (and `out` holds the
-  /// failure) when no worker fits.
-  bool place_attempt(wire::request_id id, request& r, std::uint32_t first, std::uint32_t count,
-                     router_effects& out);
+  /// Places every choice that is neither done nor in a live attempt, or completes the
+  /// request when no choice is left, or queues it when a worker is missing.
+  router_effects place(wire::request_id id, request& r, time_point now);
+  /// Places `choices` as one attempt, appending its messages to `out`.
+  fit place_attempt(wire::request_id id, request& r, const std::vector<std::uint32_t>& choices,
+                    router_effects& out);
+  /// Queues the request for a worker (or fails it overloaded when the queue is full).
+  void wait(wire::request_id id, request& r, time_point now, router_effects& out);
+  /// Places what waits, in order, once capacity may have appeared.
+  void settle(time_point now, router_effects& out);
+  /// Sends the claim of a resumed request to every decode worker.
+  void claim(wire::request_id id, request& r, time_point now, router_effects& out);
+  /// The claim is answered (or timed out): places what nobody handed over.
+  void end_claim(wire::request_id id, request& r, time_point now, router_effects& out);
   /// Ends an attempt's bookkeeping (loads and blocks) without messages.
   void end_attempt(request& r, std::uint32_t attempt);
-  router_effects retry(wire::request_id id, request& r, error why);
-  router_effects retry_all_on(const std::string& node, const error& why);
+  /// Cancels every attempt and places the unfinished choices again.
+  router_effects migrate(wire::request_id id, request& r, error why, migration_cause cause,
+                         time_point now);
+  router_effects migrate_all_on(const std::string& node, const error& why, migration_cause cause,
+                                time_point now, std::optional<wire::role> only = std::nullopt);
   router_effects fail(wire::request_id id, error why);
   /// Tells the workers of every attempt of the request that it is over.
   void cancel_workers(wire::request_id id, const request& r, router_effects& out);
@@ -180,6 +264,8 @@ class router_state {
   /// Choice `c` ended for `reason`; with its last choice the request ends well.
   void choice_done(wire::request_id id, request& r, std::uint32_t attempt, std::uint32_t c,
                    wire::finish_reason reason, router_effects& out);
+  /// The request ends well when every choice is done.
+  void maybe_finished(wire::request_id id, request& r, router_effects& out);
   /// Widens an attempt's window when the client has room and a quarter of it was used.
   void widen_window(wire::request_id id, request& r, std::uint32_t attempt, router_effects& out);
   /// The request and its live attempt `attempt`, if `from` is that attempt's decode node.
@@ -189,11 +275,16 @@ class router_state {
   /// The token_chunk of `m`'s new tokens for choice `c` (repeats dropped), with their text
   /// and log-probabilities.
   [[nodiscard]] wire::token_chunk chunk_of(request& r, std::uint32_t c, const wire::token_batch& m);
+  [[nodiscard]] std::uint64_t add_timer(wire::request_id id, timer_kind kind, time_point at,
+                                        router_effects& out);
 
   worker* pick(wire::role role, const std::set<std::string>& avoid, std::size_t blocks);
   void adjust(wire::role role, worker& w, std::ptrdiff_t load, std::ptrdiff_t blocks);
   [[nodiscard]] std::size_t score(wire::role role, const worker& w) const;
   [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
+  /// The KV blocks an attempt of `count` choices needs from `tokens` on.
+  [[nodiscard]] std::size_t blocks_needed(const request& r, std::size_t tokens,
+                                          std::size_t count) const;
 
   const engine::tokenizer& tok_;
   std::int32_t seq_len_;
@@ -204,7 +295,9 @@ class router_state {
   std::uint64_t next_request_ = 0;
   std::uint64_t next_timer_ = 0;
   std::map<wire::request_id, request> requests_;
-  std::map<std::uint64_t, wire::request_id> timers_;
+  std::map<std::uint64_t, std::pair<wire::request_id, timer_kind>> timers_;
+  std::vector<wire::request_id> waiting_;  ///< FIFO
+  bool capacity_changed_ = false;          ///< since the last settle()
   std::map<std::string, worker> prefill_;
   std::map<std::string, worker> decode_;
   ranking prefill_rank_;

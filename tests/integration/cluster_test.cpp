@@ -183,7 +183,7 @@ TEST_F(ClusterTest, AMismatchedNodeIsRefusedWithAReason) {
   auto& odd = cluster.start("n3", {}, config);
   auto status = odd.wait(10s);
   ASSERT_TRUE(status) << "a refused node must stop";
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3) << "refused is exit code 3";
   EXPECT_NE(odd.log().find("join refused: model hash"), std::string::npos) << odd.log();
   EXPECT_EQ(cluster.state_of("n0", "n3"), "") << "a refused node never half-joins";
 }

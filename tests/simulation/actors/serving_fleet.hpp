@@ -81,6 +81,7 @@ class copy_writer final : public slice_writer {
 };
 
 struct fleet_options {
+  std::size_t routers = 1;  ///< router-0, router-1, ...: each knows every worker
   std::size_t prefill_nodes = 2;
   std::size_t decode_nodes = 2;
   std::size_t kv_blocks = 512;
@@ -100,26 +101,42 @@ class fleet {
     auto t = engine::tokenizer::load(shared_model("tok512.bin"), model_->config().vocab_size);
     EXPECT_TRUE(t.has_value());
     tok_ = std::make_unique<engine::tokenizer>(std::move(*t));
-    router_ =
-        std::make_unique<router_state>(*tok_, model_->config().seq_len, 16,
-                                       wire::actor_address{"router-0", "router"}, options.router);
-    for (std::size_t i = 0; i < options.decode_nodes; ++i) {
-      const std::string name = "decode-" + std::to_string(i);
-      auto& d = decodes_[name];
-      d.engine = make_engine(options.kv_blocks);
-      d.state = std::make_unique<decode_state>(*d.engine, wire::actor_address{name, "decode"},
-                                               kv_region{100 + i, 7, 0});
-      router_->add_worker({name, "decode"}, wire::role::decode, wire::node_kind::wafer_scale,
-                          options.kv_blocks);
+    for (std::size_t i = 0; i < std::max<std::size_t>(1, options.routers); ++i) {
+      const auto name = "router-" + std::to_string(i);
+      routers_[name] = std::make_unique<router_state>(
+          *tok_, model_->config().seq_len, 16, wire::actor_address{name, "router"}, options.router);
     }
-    for (std::size_t i = 0; i < options.prefill_nodes; ++i) {
-      const std::string name = "prefill-" + std::to_string(i);
-      auto& p = prefills_[name];
-      p.engine = make_engine(options.kv_blocks);
-      p.writer = std::make_unique<copy_writer>(*this, name);
-      p.state = std::make_unique<prefill_state>(*p.engine, wire::actor_address{name, "prefill"},
-                                                *p.writer, options.prefill);
-      router_->add_worker({name, "prefill"}, wire::role::prefill, wire::node_kind::trainium, 0);
+    for (std::size_t i = 0; i < options.decode_nodes; ++i) add_decode(i);
+    for (std::size_t i = 0; i < options.prefill_nodes; ++i) add_prefill(i);
+  }
+
+  /// Starts decode-`i` and tells the router (as membership would).
+  void add_decode(std::size_t i) {
+    const std::string name = "decode-" + std::to_string(i);
+    auto& d = decodes_[name];
+    d.engine = make_engine(options_.kv_blocks);
+    d.state = std::make_unique<decode_state>(*d.engine, wire::actor_address{name, "decode"},
+                                             kv_region{100 + i, 7, 0});
+    dead_.erase(name);
+    for (auto& [r, state] : routers_) {
+      if (dead_.contains(r)) continue;
+      dispatch(r, state->add_worker({name, "decode"}, wire::role::decode,
+                                    wire::node_kind::wafer_scale, options_.kv_blocks, now_));
+    }
+  }
+  /// Starts prefill-`i` and tells the router.
+  void add_prefill(std::size_t i) {
+    const std::string name = "prefill-" + std::to_string(i);
+    auto& p = prefills_[name];
+    p.engine = make_engine(options_.kv_blocks);
+    p.writer = std::make_unique<copy_writer>(*this, name);
+    p.state = std::make_unique<prefill_state>(*p.engine, wire::actor_address{name, "prefill"},
+                                              *p.writer, options_.prefill);
+    dead_.erase(name);
+    for (auto& [r, state] : routers_) {
+      if (dead_.contains(r)) continue;
+      dispatch(r, state->add_worker({name, "prefill"}, wire::role::prefill,
+                                    wire::node_kind::trainium, 0, now_));
     }
   }
 
@@ -172,13 +189,50 @@ class fleet {
     return submit(std::move(r));
   }
 
-  /// Submits `r` as a client would (its client tag is the fleet's).
-  wire::request_id submit(wire::generate_request r) {
+  /// Submits `r` to `router` as a client would (its client tag is the fleet's).
+  wire::request_id submit(wire::generate_request r, const std::string& router = "router-0") {
     r.client_tag = ++tags_;
-    auto out = router_->on_generate(r, now_);
+    auto out = routers_.at(router)->on_generate(r, now_);
     const wire::request_id id = out.events.empty() ? wire::request_id{} : out.events[0].request;
-    dispatch("router-0", std::move(out));
+    sent_[id] = r;
+    dispatch(router, std::move(out));
     return id;
+  }
+
+  /// The client of `id` comes back through `router` with what it received, as the router
+  /// client does when its router went away: the original request, its seed, and per choice
+  /// its tokens. Returns the new request's id; combined() joins the two.
+  wire::request_id resume(wire::request_id id, const std::string& router) {
+    auto r = sent_.at(id);
+    const auto& seen = log(id);
+    EXPECT_TRUE(seen.accepted) << "a request is resumed after it was accepted";
+    r.params.seed = seen.accepted->seed;
+    r.has_seed = true;
+    wire::resume_state state{id, {}};
+    for (std::uint32_t c = 0; c < r.n; ++c) {
+      const auto& choice = seen.choice(c);
+      wire::resume_choice rc;
+      for (const auto t : choice.tokens) rc.tokens.push_back(static_cast<std::uint32_t>(t));
+      rc.done = choice.finish.has_value();
+      if (choice.finish) rc.reason = *choice.finish;
+      state.choices.push_back(std::move(rc));
+    }
+    r.resume = std::move(state);
+    const auto resumed = submit(std::move(r), router);
+    resumed_from_[resumed] = id;
+    return resumed;
+  }
+
+  /// What the client of a resumed request saw of choice `c` through both routers.
+  [[nodiscard]] std::string combined(wire::request_id resumed, std::uint32_t c = 0) {
+    const auto first = resumed_from_.at(resumed);
+    std::string text = log(first).choice(c).text;
+    if (text.empty() && log(first).accepted) text = log(first).accepted->prompt_text;
+    const auto& more = log(resumed).choice(c);
+    // The resumed log starts with the echo again: only what came after it is new.
+    const auto echo = log(resumed).accepted ? log(resumed).accepted->prompt_text : std::string();
+    EXPECT_TRUE(more.text.starts_with(echo) || more.text.empty());
+    return text + (more.text.empty() ? std::string() : more.text.substr(echo.size())) + "\n";
   }
 
   /// Delivers messages and runs prefill jobs and decode steps until nothing is left to do
@@ -221,8 +275,8 @@ class fleet {
         continue;
       }
       if (dead_.contains(node)) continue;
-      if (node == "router-0") {
-        dispatch(node, router_->on_timer(t.id, now_));
+      if (routers_.contains(node)) {
+        dispatch(node, routers_.at(node)->on_timer(t.id, now_));
       } else if (decodes_.contains(node)) {
         dispatch(node, decodes_.at(node).state->on_timer(t.id, now_));
       } else {
@@ -234,9 +288,11 @@ class fleet {
   /// `node` stops; every survivor learns it is gone (as membership would tell them).
   void kill(const std::string& node) {
     dead_.insert(node);
-    dispatch("router-0", router_->on_node_gone(node, now_));
+    for (auto& [r, state] : routers_) {
+      if (!dead_.contains(r)) dispatch(r, state->on_node_gone(node, now_));
+    }
     for (auto& [name, d] : decodes_) {
-      if (!dead_.contains(name)) dispatch(name, d.state->on_node_gone(node));
+      if (!dead_.contains(name)) dispatch(name, d.state->on_node_gone(node, now_));
     }
     for (auto& [name, p] : prefills_) {
       if (!dead_.contains(name)) dispatch(name, p.state->on_node_gone(node));
@@ -247,19 +303,27 @@ class fleet {
   /// was not delivered, as the runtime's failure reply would tell it.
   void refuse(const std::string& node) { refused_.insert(node); }
 
-  void client_gone(wire::request_id id) { dispatch("router-0", router_->on_client_gone(id)); }
+  void client_gone(wire::request_id id) {
+    dispatch("router-0", routers_.at("router-0")->on_client_gone(id, now_));
+  }
   /// The client of `id` reads slowly (no room) or catches up again.
   void slow_client(wire::request_id id, bool slow) {
     if (slow) {
       slow_.insert(id);
     } else {
       slow_.erase(id);
-      dispatch("router-0", router_->on_client_ready(id));
+      dispatch("router-0", routers_.at("router-0")->on_client_ready(id));
     }
   }
 
   [[nodiscard]] const client_log& log(wire::request_id id) { return logs_[id]; }
-  [[nodiscard]] router_state& router() { return *router_; }
+  [[nodiscard]] router_state& router(const std::string& name = "router-0") {
+    return *routers_.at(name);
+  }
+  /// `router`'s client of `id` went away (its connection broke).
+  void client_gone(wire::request_id id, const std::string& router) {
+    dispatch(router, routers_.at(router)->on_client_gone(id, now_));
+  }
   [[nodiscard]] const engine::tokenizer& tokenizer() const { return *tok_; }
   [[nodiscard]] decode_state& decode(const std::string& n) { return *decodes_.at(n).state; }
   [[nodiscard]] engine::device& decode_engine(const std::string& n) {
@@ -298,7 +362,9 @@ class fleet {
   fleet_options options_;
   std::unique_ptr<engine::model> model_;
   std::unique_ptr<engine::tokenizer> tok_;
-  std::unique_ptr<router_state> router_;
+  std::map<std::string, std::unique_ptr<router_state>> routers_;
+  std::map<wire::request_id, wire::generate_request> sent_;
+  std::map<wire::request_id, wire::request_id> resumed_from_;
   std::map<std::string, decode_node> decodes_;
   std::map<std::string, prefill_node> prefills_;
   std::set<std::string> dead_;
@@ -359,8 +425,8 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
   ++counts_[wire::body_name(m.body)];
   const std::string& to = m.to.node;
   if (refused_.contains(to)) {
-    if (from.node == "router-0") {
-      dispatch(from.node, router_->on_undeliverable(to, now_));
+    if (routers_.contains(from.node)) {
+      dispatch(from.node, routers_.at(from.node)->on_undeliverable(to, now_));
     } else if (decodes_.contains(from.node)) {
       dispatch(from.node, decodes_.at(from.node).state->on_undeliverable(m.to));
     }
@@ -369,13 +435,16 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
-        if (to == "router-0") {
+        if (routers_.contains(to)) {
+          router_state& router = *routers_.at(to);
           if constexpr (std::is_same_v<T, wire::token_batch>) {
-            dispatch(to, router_->on_tokens(from, body, !slow_.contains(body.request)));
+            dispatch(to, router.on_tokens(from, body, !slow_.contains(body.request), now_));
           } else if constexpr (std::is_same_v<T, wire::finish>) {
-            dispatch(to, router_->on_finish(from, body));
+            dispatch(to, router.on_finish(from, body, now_));
+          } else if constexpr (std::is_same_v<T, wire::claimed>) {
+            dispatch(to, router.on_claimed(from, body, now_));
           } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {
-            dispatch(to, router_->on_abort(from, body, now_));
+            dispatch(to, router.on_abort(from, body, now_));
           } else {
             ADD_FAILURE() << "router got " << wire::body_name(m.body);
           }
@@ -386,7 +455,9 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
           } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
             dispatch(to, d.on_prefill_done(from, body, now_));
           } else if constexpr (std::is_same_v<T, wire::cancel>) {
-            dispatch(to, d.on_cancel(body));
+            dispatch(to, d.on_cancel(from, body));
+          } else if constexpr (std::is_same_v<T, wire::claim>) {
+            dispatch(to, d.on_claim(from, body, now_));
           } else if constexpr (std::is_same_v<T, wire::stream_window>) {
             d.on_window(body);
           } else if constexpr (std::is_same_v<T, wire::abort_attempt>) {

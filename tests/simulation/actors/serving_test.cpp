@@ -292,14 +292,53 @@ TEST(Serving, ShortPromptsPrefillOnTheDecodeNodeByPolicy) {
   EXPECT_EQ(f.messages("prefill"), 0u);
 }
 
-TEST(Serving, NoPrefillWorkerFailsOrFallsBackAsConfigured) {
+TEST(Serving, NoPrefillWorkerWaitsForOneOrFallsBackAsConfigured) {
   fleet_options o;
   o.prefill_nodes = 0;
+  o.router.max_wait = std::chrono::milliseconds(2000);
   {
+    // Nobody comes: after max_wait, unavailable (not overloaded: nothing is throttled).
     fleet f(o);
     const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    f.pump();
+    EXPECT_FALSE(f.log(id).done());
+    EXPECT_EQ(f.router().waiting(), 1u);
+    f.advance(std::chrono::milliseconds(1900));
+    EXPECT_FALSE(f.log(id).done());
+    f.advance(std::chrono::milliseconds(200));
     ASSERT_TRUE(f.log(id).rejected);
-    EXPECT_EQ(f.log(id).rejected->code, errc::overloaded);
+    EXPECT_EQ(f.log(id).rejected->code, errc::unavailable);
+    EXPECT_NE(f.log(id).rejected->message.find("no prefill worker is alive"), std::string::npos)
+        << f.log(id).rejected->message;
+    EXPECT_EQ(f.router().waiting(), 0u);
+    EXPECT_EQ(f.router().stats().unavailable, 1u);
+  }
+  {
+    // One comes back within the wait: the request goes on, identical to llama2.c.
+    fleet f(o);
+    const auto id = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    f.pump();
+    f.advance(std::chrono::milliseconds(1500));
+    f.add_prefill(0);
+    f.pump();
+    ASSERT_TRUE(f.log(id).finished);
+    EXPECT_EQ(f.log(id).output(), read_text(shared_model("expected_t0_n100.txt")));
+    EXPECT_EQ(f.router().stats().waited, 1u);
+  }
+  {
+    // The queue is bounded: one request more than it holds is refused at once, overloaded.
+    auto small = o;
+    small.router.max_waiting = 2;
+    fleet f(small);
+    const auto a = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    const auto b = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    const auto c = f.submit("Once upon a time", 0.0f, 0.9f, std::nullopt, 100);
+    f.pump();
+    EXPECT_FALSE(f.log(a).done());
+    EXPECT_FALSE(f.log(b).done());
+    ASSERT_TRUE(f.log(c).rejected);
+    EXPECT_FALSE(f.log(c).accepted) << "refused at once, never accepted";
+    EXPECT_EQ(f.log(c).rejected->code, errc::overloaded);
   }
   o.router.when_no_prefill = no_prefill_policy::prefill_on_decode;
   fleet f(o);
@@ -510,6 +549,101 @@ TEST(Serving, EveryChoiceCompletesIdenticallyWhenItsDecodeNodeDiesMidStream) {
     }
     EXPECT_EQ(f.router().stats().retries, 1u);
   }
+}
+
+/// A router dies mid-stream; the client comes back through the other router with its
+/// tokens: the decode node hands the orphaned sequences over (no prefill, no admit), and
+/// every choice continues exactly where the client's stream stopped.
+TEST(Failover, ARouterDiesMidStreamAndTheDecodeNodeHandsItsSequencesToTheNext) {
+  for (const auto seed : baton::testing::test_seeds(60, 3)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    fleet_options o;
+    o.routers = 2;
+    fleet f(o);
+    const auto r = adjusted_request(3, seed);
+    const auto id = f.submit(r);
+    f.pump([&] { return f.log(id).choice(1).tokens.size() >= 10; });
+    ASSERT_FALSE(f.log(id).done());
+    const auto admits = f.messages("admit");
+    f.kill("router-0");
+    f.pump();  // the orphans run on to their window, and stop
+    const auto resumed = f.resume(id, "router-1");
+    f.pump();
+    ASSERT_TRUE(f.log(resumed).finished)
+        << (f.log(resumed).rejected ? f.log(resumed).rejected->message : "");
+    for (std::uint32_t c = 0; c < 3; ++c) {
+      EXPECT_EQ(f.combined(resumed, c), reference_of(f, r, c)) << "choice " << c;
+    }
+    EXPECT_EQ(f.messages("admit"), admits) << "nothing recomputed";
+    EXPECT_GT(f.router("router-1").stats().claimed, 0u);
+    EXPECT_EQ(f.router("router-1").stats().resumed, 1u);
+    for (const auto* d : {"decode-0", "decode-1"}) {
+      EXPECT_EQ(f.decode(d).active(), 0u) << d;
+      EXPECT_EQ(f.decode_engine(d).pool().free_blocks(), 512u) << d;
+    }
+  }
+}
+
+/// Past the grace period the decode node has released the orphans: the next router places
+/// the choices again from the client's tokens (a recompute), and the text is the same.
+TEST(Failover, AResumeAfterTheGracePeriodRecomputesFromTheClientsTokens) {
+  fleet_options o;
+  o.routers = 2;
+  fleet f(o);
+  const auto r = adjusted_request(2, 71);
+  const auto id = f.submit(r);
+  f.pump([&] { return f.log(id).choice(0).tokens.size() >= 8; });
+  f.kill("router-0");
+  f.pump();
+  f.advance(std::chrono::milliseconds(6000));  // decode_config::orphan_grace is 5 s
+  for (const auto* d : {"decode-0", "decode-1"}) EXPECT_EQ(f.decode(d).orphans(), 0u) << d;
+  const auto resumed = f.resume(id, "router-1");
+  f.pump();
+  ASSERT_TRUE(f.log(resumed).finished);
+  for (std::uint32_t c = 0; c < 2; ++c) {
+    EXPECT_EQ(f.combined(resumed, c), reference_of(f, r, c)) << "choice " << c;
+  }
+  EXPECT_EQ(f.router("router-1").stats().claimed, 0u);
+}
+
+/// The client's connection to a live router broke and it resumed elsewhere: the first
+/// router's cancel (it lost its client) reaches the decode node after the claim and must
+/// not end what the second router now owns.
+TEST(Failover, TheFirstRoutersLateCancelDoesNotEndWhatTheSecondClaimed) {
+  fleet_options o;
+  o.routers = 2;
+  fleet f(o);
+  const auto r = adjusted_request(1, 81);
+  const auto id = f.submit(r);
+  f.pump([&] { return f.log(id).tokens().size() >= 6; });
+  const auto resumed = f.resume(id, "router-1");
+  f.pump([&] { return f.router("router-1").stats().claimed > 0; });
+  f.client_gone(id, "router-0");
+  f.pump();
+  ASSERT_TRUE(f.log(resumed).finished);
+  EXPECT_EQ(f.combined(resumed), reference_of(f, r, 0));
+}
+
+/// The only decode node dies: the request waits for one (no error), and goes on when a
+/// new node joins, identical to the reference.
+TEST(Failover, WithEveryDecodeNodeDeadTheRequestWaitsAndGoesOnWhenOneJoins) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  const auto r = adjusted_request(1, 91);
+  const auto id = f.submit(r);
+  f.pump([&] { return f.log(id).tokens().size() >= 6; });
+  f.kill("decode-0");
+  f.pump();
+  EXPECT_FALSE(f.log(id).done());
+  EXPECT_EQ(f.router().waiting(), 1u);
+  f.advance(std::chrono::milliseconds(800));
+  f.add_decode(1);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished) << (f.log(id).rejected ? f.log(id).rejected->message : "");
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::node_death)],
+            1u);
 }
 
 TEST(Serving, IgnoreEosGoesOnPastTheEndOfText) {

@@ -51,8 +51,9 @@ wire::join identity(const std::string& name, std::uint64_t incarnation = 1) {
 /// (printed on construction).
 class sim_cluster {
  public:
-  explicit sim_cluster(std::uint64_t seed, transport::loopback::fault_plan faults = {})
-      : seed_(seed), net_(std::make_shared<transport::loopback::network>(seed)) {
+  explicit sim_cluster(std::uint64_t seed, transport::loopback::fault_plan faults = {},
+                       membership_config config = {})
+      : seed_(seed), config_(config), net_(std::make_shared<transport::loopback::network>(seed)) {
     std::printf("membership over loopback, seed %llu\n", static_cast<unsigned long long>(seed));
     net_->use_manual_clock(time_point{});
     // Messages take 1 ms unless the plan says otherwise.
@@ -67,7 +68,7 @@ class sim_cluster {
     auto& n = nodes_[name];
     n.endpoint = std::move(*ep);
     n.state = std::make_unique<membership_state>(self, std::vector<seed_node>{{"n0", "fabric-n0"}},
-                                                 membership_config{}, seed_ + nodes_.size());
+                                                 config_, seed_ + nodes_.size());
     deliver(name, n.state->start(now), now);
     return *n.state;
   }
@@ -89,6 +90,15 @@ class sim_cluster {
     }
   }
   void set_faults(const transport::loopback::fault_plan& faults) { net_->set_faults(faults); }
+  /// `name` runs nothing (no message handled, no tick) until `until`, as a process starved
+  /// of CPU or paused; what reaches it meanwhile waits in its queue.
+  void stall(const std::string& name, time_point until) { nodes_.at(name).stalled_until = until; }
+  /// `observer`'s transport reports that it cannot reach `node` (a refused connection).
+  void unreachable(const std::string& observer, const std::string& node, time_point now) {
+    deliver(observer, at(observer).on_unreachable(node, now), now);
+  }
+  /// `name` announces that it drains.
+  void drain(const std::string& name, time_point now) { deliver(name, at(name).drain(now), now); }
   /// `name` announces that it leaves; returns how many nodes it told directly.
   std::size_t leave(const std::string& name, time_point now) {
     auto out = at(name).leave(now);
@@ -103,11 +113,11 @@ class sim_cluster {
     for (; now < until; now += 1ms) {
       net_->advance_to(now);
       for (auto& [name, n] : nodes_) {
-        if (n.dead) continue;
+        if (n.dead || n.stalled_until > now) continue;
         receive(name, n, now);
       }
       for (auto& [name, n] : nodes_) {
-        if (n.dead || n.state->next_deadline() > now) continue;
+        if (n.dead || n.stalled_until > now || n.state->next_deadline() > now) continue;
         deliver(name, n.state->on_tick(now), now);
       }
     }
@@ -128,6 +138,7 @@ class sim_cluster {
     std::unique_ptr<membership_state> state;
     std::map<std::string, transport::peer_id> peers;  // by fabric address
     bool dead = false;
+    time_point stalled_until{};
   };
 
   static std::string address_of(const std::string& name) { return fmt::format("fabric-{}", name); }
@@ -177,6 +188,7 @@ class sim_cluster {
   }
 
   std::uint64_t seed_;
+  membership_config config_;
   std::shared_ptr<transport::loopback::network> net_;
   std::map<std::string, sim_node> nodes_;
   wire::decoder decoder_;
@@ -195,7 +207,9 @@ TEST(Membership, NodesJoinThroughTheSeed) {
   }
 }
 
-TEST(Membership, AKilledNodeIsDeclaredDeadWithin300ms) {
+/// A node that dies silently (no connection refused: its host is gone) is found by probes:
+/// suspect after suspect_after (250 ms), dead once the other member confirms (750 ms).
+TEST(Membership, ASilentlyKilledNodeIsDeclaredDeadWithin1200ms) {
   for (const auto seed : baton::testing::test_seeds(1, 20)) {
     SCOPED_TRACE(baton::testing::replay_hint(seed));
     sim_cluster sim(seed);
@@ -206,7 +220,7 @@ TEST(Membership, AKilledNodeIsDeclaredDeadWithin300ms) {
     const auto killed_at = now;
     while (sim.view("n0", "n2") != member_state::dead ||
            sim.view("n1", "n2") != member_state::dead) {
-      ASSERT_LT(now - killed_at, 300ms) << "seed " << seed;
+      ASSERT_LT(now - killed_at, 1200ms) << "seed " << seed;
       sim.run(now, now + 1ms);
     }
   }
@@ -285,7 +299,7 @@ TEST(Membership, ASuspectedNodeRefutesAndStaysAMember) {
   sim.run(now, now + 1s);
   const auto before = sim.at("n2").self().incarnation;
   sim.cut("n2", true);
-  sim.run(now, now + 120ms);
+  sim.run(now, now + 400ms);  // past suspect_after, short of dead_after
   sim.cut("n2", false);
   sim.run(now, now + 2s);
   EXPECT_GT(sim.at("n2").self().incarnation, before);
@@ -305,7 +319,7 @@ TEST(Membership, FramesFromOldIncarnationsAreNotAccepted) {
   EXPECT_FALSE(n0.accepts("n1", 4));
   EXPECT_TRUE(n0.accepts("n1", 6));  // a restart
   sim.kill("n1");
-  sim.run(now, now + 1s);
+  sim.run(now, now + 2s);
   EXPECT_FALSE(n0.accepts("n1", 5)) << "the dead incarnation stays dead";
 }
 
@@ -314,7 +328,7 @@ TEST(Membership, DisseminationScalesWithoutAllToAllTraffic) {
   sim_cluster sim(baton::testing::test_seeds(10, 1).front());
   time_point now{};
   for (int i = 0; i < n; ++i) sim.add(identity(node_name(i)), now);
-  sim.run(now, now + 3s);
+  sim.run(now, now + 8s);
   for (int i = 0; i < n; i += 9) {
     ASSERT_EQ(sim.at(node_name(i)).members().size(), static_cast<std::size_t>(n));
   }
@@ -326,9 +340,9 @@ TEST(Membership, DisseminationScalesWithoutAllToAllTraffic) {
     if (i == 50) continue;
     EXPECT_EQ(sim.view(node_name(i), "n50"), member_state::dead) << i;
   }
-  // Each node sends about one probe and one ack per 40 ms period, however large the
-  // cluster: 2 s is 50 periods, so well under 3 x 50 messages, where all-to-all
-  // heartbeats would be 99 x 50.
+  // Each node sends about one probe and one ack per 100 ms period, however large the
+  // cluster (plus suspicion traffic about n50): 2 s is 20 periods, so well under 150
+  // messages, where all-to-all heartbeats would be 99 x 20.
   for (const auto& [name, count] : sim.sent) EXPECT_LT(count, 150) << name;
   (void)killed_at;
 }
@@ -343,8 +357,9 @@ transport::loopback::fault_plan lossy() {
 
 /// Five nodes join and then run for `run_for` under `faults`; returns the cluster.
 std::unique_ptr<sim_cluster> five_nodes(std::uint64_t seed, transport::loopback::fault_plan faults,
-                                        std::chrono::milliseconds run_for, time_point& now) {
-  auto sim = std::make_unique<sim_cluster>(seed, faults);
+                                        std::chrono::milliseconds run_for, time_point& now,
+                                        membership_config config = {}) {
+  auto sim = std::make_unique<sim_cluster>(seed, faults, config);
   for (int i = 0; i < 5; ++i) sim->add(identity(node_name(i)), now);
   sim->run(now, now + run_for);
   return sim;
@@ -367,7 +382,9 @@ TEST(MembershipFaults, DropsDuplicatesAndReorderingCauseNoFalseDeaths) {
   }
 }
 
-TEST(MembershipFaults, AKilledNodeIsStillDeclaredDeadWithin300msOnALossyNetwork) {
+/// Five nodes: each probes the dead one within four periods; the suspicion shrinks as the
+/// others confirm it.
+TEST(MembershipFaults, ASilentlyKilledNodeIsStillDeclaredDeadWithin2500msOnALossyNetwork) {
   for (const auto seed : baton::testing::test_seeds(1, 20)) {
     SCOPED_TRACE(baton::testing::replay_hint(seed));
     time_point now{};
@@ -376,7 +393,7 @@ TEST(MembershipFaults, AKilledNodeIsStillDeclaredDeadWithin300msOnALossyNetwork)
     const auto killed_at = now;
     for (int i = 0; i < 4; ++i) {
       while (sim->view(node_name(i), "n4") != member_state::dead) {
-        ASSERT_LT(now - killed_at, 300ms) << "seed " << seed << " n" << i;
+        ASSERT_LT(now - killed_at, 2500ms) << "seed " << seed << " n" << i;
         sim->run(now, now + 1ms);
       }
     }
@@ -405,7 +422,7 @@ TEST(MembershipFaults, APartitionShorterThanTheTimeoutHealsWithoutDeaths) {
   // n3 and n4 are cut off from everyone for less than the dead timeout.
   sim->cut("n3", true);
   sim->cut("n4", true);
-  sim->run(now, now + 120ms);
+  sim->run(now, now + 400ms);
   sim->cut("n3", false);
   sim->cut("n4", false);
   sim->run(now, now + 2s);
@@ -423,34 +440,149 @@ TEST(MembershipFaults, APartitionShorterThanTheTimeoutHealsWithoutDeaths) {
 TEST(MembershipFaults, APartitionLongerThanTheDeadTimeoutHealsWhenItEnds) {
   time_point now{};
   auto sim = five_nodes(baton::testing::test_seeds(23, 1).front(), {}, 1s, now);
-  const auto before = sim->at("n4").self().incarnation;
+  std::map<std::string, std::uint64_t> before;
+  for (int i = 0; i < 5; ++i) before[node_name(i)] = sim->at(node_name(i)).self().incarnation;
   sim->cut("n4", true);
-  sim->run(now, now + 1s);
+  sim->run(now, now + 15s);
   // Both sides buried the other: neither accepts the other's frames any more.
   for (int i = 0; i < 4; ++i) {
     ASSERT_EQ(sim->view(node_name(i), "n4"), member_state::dead) << i;
     ASSERT_EQ(sim->view("n4", node_name(i)), member_state::dead) << i;
   }
   sim->cut("n4", false);
-  sim->run(now, now + 4s);  // reconnect probes every second tell each side it was buried
-  for (int i = 0; i < 5; ++i) {
-    for (const auto& m : sim->at(node_name(i)).members()) {
-      EXPECT_EQ(m.state, member_state::alive) << node_name(i) << " sees " << m.node;
+  const auto healed_at = now;
+  // Reconnect probes (every 500 ms to one dead member) tell each side it was buried.
+  const auto all_alive = [&] {
+    for (int i = 0; i < 5; ++i) {
+      for (const auto& m : sim->at(node_name(i)).members()) {
+        if (m.state != member_state::alive) return false;
+      }
     }
+    return true;
+  };
+  while (!all_alive()) {
+    ASSERT_LT(now - healed_at, 2s) << "not healed 2 s after the partition ended";
+    sim->run(now, now + 1ms);
   }
-  EXPECT_GT(sim->at("n4").self().incarnation, before) << "n4 refuted its burial";
+  sim->run(now, now + 2s);
+  EXPECT_TRUE(all_alive()) << "no flapping after healing";
+  EXPECT_GT(sim->at("n4").self().incarnation, before["n4"]) << "n4 refuted its burial";
+  // No churn: each buried node refutes its burial once (and maybe its suspicion once).
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_LE(sim->at(node_name(i)).self().incarnation, before[node_name(i)] + 2) << i;
+  }
 }
 
 TEST(MembershipFaults, APartitionedNodeIsDeadToTheOthersAndTheRestAgree) {
   time_point now{};
   auto sim = five_nodes(baton::testing::test_seeds(22, 1).front(), lossy(), 1s, now);
   sim->cut("n4", true);
-  sim->run(now, now + 1s);
+  sim->run(now, now + 3s);
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(sim->view(node_name(i), "n4"), member_state::dead) << i;
     for (int j = 0; j < 4; ++j) {
       EXPECT_EQ(sim->view(node_name(i), node_name(j)), member_state::alive) << i << " sees " << j;
     }
+  }
+}
+
+/// A node starved of CPU (running 250 ms out of every 600, its messages queued meanwhile)
+/// answers late, is suspected, refutes, and is never declared dead; its late ticks raise
+/// its local health. The detector of the earlier defaults (40/80/160 ms, no Lifeguard)
+/// buries it: the test can tell the two apart.
+TEST(Lifeguard, AStarvedNodeIsSuspectedButNeverDeclaredDead) {
+  const auto starve = [](membership_config config, std::uint64_t seed, int& max_health) {
+    time_point now{};
+    auto sim = five_nodes(seed, lossy(), 1s, now, config);
+    for (int period = 0; period < 40; ++period) {
+      sim->stall("n2", now + 350ms);
+      sim->run(now, now + 600ms);
+      max_health = std::max(max_health, sim->at("n2").local_health());
+    }
+    return sim;
+  };
+  for (const auto seed : baton::testing::test_seeds(31, 3)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    int health = 0;
+    auto sim = starve({}, seed, health);
+    for (const auto& line : sim->trace) {
+      EXPECT_EQ(line.find(" dead "), std::string::npos) << line;
+    }
+    std::uint64_t refuted = 0;
+    for (int i = 0; i < 5; ++i) refuted += sim->at(node_name(i)).false_suspicions();
+    EXPECT_GT(refuted, 0u) << "its late answers made it suspect, and each suspicion was refuted";
+    EXPECT_GT(health, 0) << "its own late ticks raised its local health";
+  }
+  membership_config old;
+  old.probe_interval = 40ms;
+  old.suspect_after = 80ms;
+  old.dead_after = 160ms;
+  old.suspicion_max_multiplier = 1;
+  old.max_local_health = 0;
+  int ignored = 0;
+  auto sim = starve(old, 31, ignored);
+  bool buried = false;
+  for (const auto& line : sim->trace)
+    buried = buried || line.find(": n2 dead ") != std::string::npos;
+  EXPECT_TRUE(buried) << "the old defaults declare a starved node dead";
+}
+
+TEST(Lifeguard, IndependentConfirmationsShortenASuspicion) {
+  time_point now{};
+  auto sim = five_nodes(41, {}, 1s, now);
+  const auto& n0 = sim->at("n0");
+  const membership_config c;
+  const auto base = c.dead_after - c.suspect_after;
+  EXPECT_EQ(n0.suspicion_timeout(1), base * c.suspicion_max_multiplier);
+  EXPECT_LT(n0.suspicion_timeout(2), n0.suspicion_timeout(1));
+  EXPECT_LT(n0.suspicion_timeout(3), n0.suspicion_timeout(2));
+  EXPECT_EQ(n0.suspicion_timeout(4), base) << "three confirmations: the base";
+  EXPECT_EQ(n0.suspicion_timeout(9), base);
+}
+
+/// A process that is gone has its connections refused: the node that saw it declares it
+/// dead within unreachable_confirm, and the others learn it by gossip.
+TEST(Lifeguard, AnUnreachableNodeIsDeclaredDeadAtOnce) {
+  for (const auto seed : baton::testing::test_seeds(51, 10)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    time_point now{};
+    auto sim = five_nodes(seed, lossy(), 1s, now);
+    sim->kill("n4");
+    const auto killed_at = now;
+    sim->unreachable("n0", "n4", now);
+    while (sim->view("n0", "n4") != member_state::dead) {
+      ASSERT_LT(now - killed_at, 100ms) << "seed " << seed;
+      sim->run(now, now + 1ms);
+    }
+    for (int i = 1; i < 4; ++i) {
+      while (sim->view(node_name(i), "n4") != member_state::dead) {
+        ASSERT_LT(now - killed_at, 600ms) << "seed " << seed << " n" << i;
+        sim->run(now, now + 1ms);
+      }
+    }
+  }
+}
+
+TEST(Lifeguard, AnUnreachableReportAboutALiveNodeIsRefuted) {
+  time_point now{};
+  auto sim = five_nodes(61, {}, 1s, now);
+  const auto before = sim->at("n3").self().incarnation;
+  sim->unreachable("n0", "n3", now);
+  sim->run(now, now + 2s);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(sim->view(node_name(i), "n3"), member_state::alive) << i;
+  EXPECT_GT(sim->at("n3").self().incarnation, before);
+}
+
+TEST(Membership, ADrainingNodeStaysAMemberAndEveryoneSeesItDraining) {
+  time_point now{};
+  auto sim = five_nodes(71, lossy(), 1s, now);
+  sim->drain("n3", now);
+  sim->run(now, now + 1s);
+  for (int i = 0; i < 5; ++i) {
+    const auto* m = sim->at(node_name(i)).find("n3");
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->state, member_state::alive) << i;
+    EXPECT_TRUE(m->draining) << i;
   }
 }
 

@@ -86,7 +86,7 @@ TEST(Topology, ParsesAValidFile) {
   EXPECT_EQ(decode->kv_blocks, 100u);
   EXPECT_EQ(decode->max_batch, 32u);
   EXPECT_EQ(topo->timeouts.dead_after_ms, 400u);
-  EXPECT_EQ(topo->timeouts.suspect_after_ms, 80u);
+  EXPECT_EQ(topo->timeouts.suspect_after_ms, 250u);
   EXPECT_EQ(topo->model.checkpoint, "/etc/baton/models/m.bin");
   EXPECT_EQ(topo->seeds, std::vector<std::string>{"router-0"});  // routers by default
   EXPECT_EQ(topo->find("nobody"), nullptr);
@@ -154,7 +154,7 @@ TEST(Topology, ClusterRulesAreChecked) {
   EXPECT_NE(message.find("node[1].admin: 127.0.0.1:9100 is already used"), std::string::npos)
       << message;
   message = error_of(edit("dead_after_ms = 400", "dead_after_ms = 50"));
-  EXPECT_NE(message.find("suspect_after_ms (80) < dead_after_ms (50)"), std::string::npos)
+  EXPECT_NE(message.find("suspect_after_ms (250) < dead_after_ms (50)"), std::string::npos)
       << message;
   message = error_of(edit("provider = \"tcp\"", "provider = \"tcp\"\nseeds = [\"nobody\"]"));
   EXPECT_NE(message.find("cluster.seeds: \"nobody\" is not a node"), std::string::npos) << message;
