@@ -2,9 +2,9 @@
 // the router's native port (frontend/native_server), with a scripted generate_handler
 // standing in for the router.
 #include <chrono>
-#include <stdexcept>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>

@@ -3,9 +3,9 @@
 #include "frontend/http_server.hpp"
 
 #include <chrono>
-#include <stdexcept>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -343,15 +343,23 @@ TEST_F(HttpServer, BadJsonAndWrongTypesAre400) {
 }
 
 TEST_F(HttpServer, TheContentPartThatEndedTheRouterIs400AndTheServerServesOn) {
-  auto r = call(port_, http::verb::post, "/v1/chat/completions",
-                R"({"model":"stories260K","messages":[{"role":"user","content":[{"type":1,"text":"x"}]}]})");
+  auto r = call(
+      port_, http::verb::post, "/v1/chat/completions",
+      R"({"model":"stories260K","messages":[{"role":"user","content":[{"type":1,"text":"x"}]}]})");
   EXPECT_EQ(r.status, 400u) << r.body;
   EXPECT_EQ(r.parsed()["error"]["param"], "messages[0].content[0].type");
   // A type-confused value in each field, one request each: all answered 4xx, none crash.
-  for (const auto& [field, value] : std::vector<std::pair<std::string, json>>{
-           {"model", 1}, {"messages", "x"}, {"max_tokens", {1}}, {"temperature", {{"a", 1}}},
-           {"top_p", "0.5"}, {"seed", 1.5}, {"stream", 1}, {"stream_options", {1}}, {"stop", 4},
-           {"user", false}}) {
+  for (const auto& [field, value] :
+       std::vector<std::pair<std::string, json>>{{"model", 1},
+                                                 {"messages", "x"},
+                                                 {"max_tokens", {1}},
+                                                 {"temperature", {{"a", 1}}},
+                                                 {"top_p", "0.5"},
+                                                 {"seed", 1.5},
+                                                 {"stream", 1},
+                                                 {"stream_options", {1}},
+                                                 {"stop", 4},
+                                                 {"user", false}}) {
     auto body = chat();
     body[field] = value;
     const auto bad = post(port_, "/v1/chat/completions", body);

@@ -18,8 +18,10 @@ std::size_t occurrences(const std::string& text, const std::string& what) {
 }
 
 TEST(Plot, AFigureOfEveryMarkIsWellFormed) {
-  panel timeline{.id = "timeline", .title = "kills & <stalls>", .x_label = "s", .y_label = "request"};
-  timeline.lines.push_back(line{.points = {{0, 0}, {1, 2}, {2, 1}}, .color = "#000", .label = "in flight"});
+  panel timeline{
+      .id = "timeline", .title = "kills & <stalls>", .x_label = "s", .y_label = "request"};
+  timeline.lines.push_back(
+      line{.points = {{0, 0}, {1, 2}, {2, 1}}, .color = "#000", .label = "in flight"});
   timeline.bars.push_back({0.5, 0.75, 3});
   timeline.markers.push_back({"kill", 1.25, "#d62728", 0});
   timeline.markers.push_back({"end", 1e9, "#2ca02c", 1});
