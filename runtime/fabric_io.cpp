@@ -42,11 +42,12 @@ fabric_io::fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_regi
           {{"thread", "progress"}})),
       rma_writes_(metrics.get_counter("baton_fabric_rma_writes_total", "RMA writes posted.")),
       rma_failures_(metrics.get_counter("baton_fabric_rma_write_failures_total",
-                                        "RMA writes refused, expired or failed.")),
-      thread_([this] { run(); }) {
+                                        "RMA writes refused, expired or failed.")) {
   // Frames and send completions bypass the fabric thread where the transport allows it.
   progress_thread_ =
       endpoint_->set_event_handler([this](transport::event& e) { return on_event(e); });
+  // Started once progress_thread_ is known: run() reads it.
+  thread_ = std::thread([this] { run(); });
 }
 
 fabric_io::~fabric_io() {

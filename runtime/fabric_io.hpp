@@ -203,7 +203,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
     std::uint64_t tag = 0;
   };
   std::map<transport::op_id, write_reply> writes_in_flight_;
-  std::thread thread_;  // last: starts after everything above exists
+  std::thread thread_;  // started by the constructor's body, after everything above exists
 };
 
 }  // namespace baton::runtime

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what it needs, checks
 # formatting, builds Release and runs every test label, builds ASan+UBSan and runs the
-# unit, conformance, simulation and fuzz-regression labels, then runs each libFuzzer
-# target for a while. Prints the time of each stage. Exits non-zero on any failure.
+# unit, component, conformance, simulation and fuzz-regression labels, builds TSan and
+# runs the unit, component, conformance and simulation labels, then runs each libFuzzer
+# target for a while. The sanitizer builds build only what their labels run
+# (CMakePresets.json). Prints the time of each stage. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,15 +70,17 @@ stage "format check" format_check
 stage "release build" build release
 stage "release tests (all labels)" run_ctest release
 stage "asan build" build asan
-stage "asan tests (unit, conformance, simulation, fuzz-regression)" run_ctest asan
+stage "asan tests (unit, component, conformance, simulation, fuzz-regression)" run_ctest asan
+stage "tsan build" build tsan
+stage "tsan tests (unit, component, conformance, simulation)" run_ctest tsan
 stage "fuzz (${fuzz_seconds} s per target)" fuzz
 
 echo
 echo "== stage times"
 total=0
 for i in "${!stage_names[@]}"; do
-  printf '  %-62s %5d s\n' "${stage_names[$i]}" "${stage_seconds[$i]}"
+  printf '  %-72s %5d s\n' "${stage_names[$i]}" "${stage_seconds[$i]}"
   total=$((total + stage_seconds[i]))
 done
-printf '  %-62s %5d s\n' "total" "$total"
+printf '  %-72s %5d s\n' "total" "$total"
 echo "tests: ${passed} passed, ${failed} failed"
