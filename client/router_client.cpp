@@ -390,6 +390,7 @@ expected<generate_result> router_client::generate(wire::generate_request request
   seen.choices.resize(request.n);
   generate_result so_far;
   std::uint32_t resumes = 0;
+  std::uint32_t reconnects = 0;  // while no router answers a resume
   for (std::size_t attempt = 0;; ++attempt) {
     if (d.cancel_requested.load()) {
       generate_result cancelled = so_far;
@@ -405,11 +406,11 @@ expected<generate_result> router_client::generate(wire::generate_request request
         if (resumes > 0 && ok.error().code == errc::disconnected) {
           // Every router is down for a moment (one restarting): try again shortly.
           std::this_thread::sleep_for(resume_pause);
-          if (resumes++ < d.options.max_resumes) continue;
+          if (reconnects++ < d.options.max_resumes) continue;
           return end_call(
               fail(errc::disconnected, fmt::format("the router went away mid-stream and no router "
                                                    "took the request back after {} tries: {}",
-                                                   resumes - 1, ok.error().message)));
+                                                   reconnects, ok.error().message)));
         }
         return end_call(tl::unexpected(ok.error()));
       }

@@ -1,5 +1,6 @@
 #include "launcher/child_process.hpp"
 
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,22 +15,24 @@ namespace baton::launcher {
 
 child_process::child_process(const std::vector<std::string>& argv, const std::filesystem::path& log)
     : log_(log) {
+  // Truncated here, before the child exists: a reader never sees a previous run's lines.
+  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   const pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
     if (getppid() != parent) _exit(1);
-    std::FILE* out = std::fopen(log.c_str(), "w");
-    if (out != nullptr) {
-      dup2(fileno(out), STDOUT_FILENO);
-      dup2(fileno(out), STDERR_FILENO);
+    if (out >= 0) {
+      dup2(out, STDOUT_FILENO);  // dup2's copies are not close-on-exec
+      dup2(out, STDERR_FILENO);
     }
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     execv(args[0], args.data());
     _exit(127);
   }
+  if (out >= 0) ::close(out);
 }
 
 child_process::~child_process() {

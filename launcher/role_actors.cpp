@@ -25,6 +25,7 @@ runtime::child_spec decode_actor(const runtime::topology& t, const runtime::node
   o.device.engine.kv_blocks = spec.kv_blocks;
   o.device.engine.max_sequences = std::max<std::size_t>(64, 2 * spec.max_batch);
   o.config.max_batch = spec.max_batch;
+  o.config.orphan_grace = std::chrono::milliseconds(t.timeouts.orphan_grace_ms);
   return {actors::decode_name,
           [&sm, o](runtime::node_context& ctx) { return actors::spawn_decode(ctx, sm.model, o); }};
 }
@@ -48,10 +49,12 @@ runtime::child_spec router_actor(const runtime::topology& t, const serving_model
   o.config.max_inflight = t.limits.max_queued_requests;
   o.config.default_timeout = std::chrono::milliseconds(t.timeouts.request_ms);
   o.config.prefill_on_decode_max_tokens = t.router.prefill_on_decode_max_tokens;
-  o.config.when_no_prefill = t.router.when_no_prefill == "fail"
-                                 ? actors::no_prefill_policy::fail
+  o.config.when_no_prefill = t.router.when_no_prefill == "wait"
+                                 ? actors::no_prefill_policy::wait
                                  : actors::no_prefill_policy::prefill_on_decode;
   o.config.max_attempts = t.router.max_attempts;
+  o.config.max_waiting = t.router.max_waiting;
+  o.config.max_wait = std::chrono::milliseconds(t.router.max_wait_ms);
   o.config.seed = std::random_device{}();
   o.seq_len = sm.model.config().seq_len;
   o.block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);

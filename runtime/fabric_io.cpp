@@ -21,6 +21,7 @@ using steady = std::chrono::steady_clock;
 constexpr steady::rep never = steady::time_point::max().time_since_epoch().count();
 constexpr auto connect_give_up = 10s;
 constexpr auto send_timeout = 5s;
+constexpr auto reset_quiet = 1s;  // send failures this soon after a reconnect are its own
 constexpr std::size_t max_backlog_frames = 8192;  // per peer, waiting to be sent
 constexpr std::size_t max_waiting_writes = 4096;  // per peer, RMA writes not yet posted
 constexpr auto blocking_call_limit = 30s;  // a kv_fabric call the fabric thread leaves unanswered
@@ -109,6 +110,11 @@ void fabric_io::send_failed(const transport::event& e) {
     std::lock_guard lock(routes_mu_);
     if (auto it = names_.find(e.peer); it != names_.end()) node = it->second;
     hook = unreachable_;
+    // Sends that a reconnect cut short say nothing about the peer.
+    if (auto it = reset_at_.find(node);
+        it != reset_at_.end() && std::chrono::steady_clock::now() - it->second < reset_quiet) {
+      return;
+    }
   }
   if (!node.empty() && hook && *hook) (*hook)(node);
 }
@@ -216,6 +222,13 @@ void fabric_io::detach(const std::string& node) {
   push(std::move(c));
 }
 
+void fabric_io::reconnect(const std::string& node) {
+  command c{};
+  c.what = command::kind::reconnect;
+  c.node = node;
+  push(std::move(c));
+}
+
 void fabric_io::bind(const std::string& node, transport::peer_id peer) {
   command c{};
   c.what = command::kind::bind;
@@ -319,6 +332,15 @@ void fabric_io::execute(command& c) {
       fail_waiting(c.node, error{errc::disconnected, fmt::format("{} was detached", c.node)});
       return;
     }
+    case command::kind::reconnect:
+      if (auto it = peers_.find(c.node); it != peers_.end()) {
+        {
+          std::lock_guard routes_lock(routes_mu_);
+          reset_at_[c.node] = std::chrono::steady_clock::now();
+        }
+        endpoint_->reset_peer(it->second);
+      }
+      return;
     case command::kind::bind:
       aliases_[c.node].push_back(c.peer);
       if (auto it = bridges_.find(c.node); it != bridges_.end()) {

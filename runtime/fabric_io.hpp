@@ -76,6 +76,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
   void post(const std::string& node, wire::encoded_frame frame,
             std::chrono::steady_clock::time_point until = {}) override;
   void detach(const std::string& node) override;
+  void reconnect(const std::string& node) override;
   /// Routes frames that arrive from `peer` (a peer that reached us first) to `node`'s bridge.
   void bind(const std::string& node, transport::peer_id peer);
 
@@ -108,7 +109,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
     std::uint64_t tag = 0;
   };
   struct command {
-    enum class kind : std::uint8_t { attach, detach, bind, call, grant, write } what;
+    enum class kind : std::uint8_t { attach, detach, reconnect, bind, call, grant, write } what;
     std::string node;
     std::string address;
     caf::actor bridge;
@@ -178,6 +179,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
   std::mutex routes_mu_;
   std::map<transport::peer_id, caf::actor> routes_;
   std::map<transport::peer_id, std::string> names_;  // of connected peers, for send_failed
+  std::map<std::string, std::chrono::steady_clock::time_point> reset_at_;  // last reconnect
   std::shared_ptr<const std::function<void(const std::string&)>> unreachable_;
   std::shared_ptr<const frame_filter> filter_;
   std::shared_ptr<const std::function<void()>> ticker_;

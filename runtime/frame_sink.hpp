@@ -30,6 +30,9 @@ class frame_sink {
 
   /// Forgets `node`: no more frames go to or come from it.
   virtual void detach(const std::string& node) = 0;
+  /// Drops the transport's connection to `node` so the next frame opens a new one (a node
+  /// declared dead may have been cut off, and an old connection recover late).
+  virtual void reconnect(const std::string& /*node*/) {}
 };
 
 }  // namespace baton::runtime

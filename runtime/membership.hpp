@@ -85,6 +85,9 @@ struct membership_output {
     /// answer, that has not left by the time its target would be suspected is of no use,
     /// and one to a node that is really dead must not keep the transport retrying.
     time_point until{};
+    /// Over a new connection: the target was declared dead, and the old one may be stuck
+    /// in TCP's retransmission backoff after a partition.
+    bool fresh_connection = false;
   };
   std::vector<send> sends;
   std::vector<wire::member> changes;   ///< members whose state or incarnation changed
@@ -146,6 +149,7 @@ class membership_state {
     time_point suspect_since{};
     time_point suspect_deadline{};
     time_point next_reprobe{};            ///< while suspect
+    time_point dead_since{};              ///< while dead
     std::vector<std::string> suspecters;  ///< of the suspected incarnation
   };
   struct probe {

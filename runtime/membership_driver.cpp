@@ -27,6 +27,8 @@ membership_driver::membership_driver(node_context& ctx, wire::join self,
       false_suspicions_(ctx.metrics().get_counter(
           "baton_membership_false_suspicions_total",
           "Members suspected by this node's view that refuted: they were alive")),
+      deaths_(ctx.metrics().get_counter("baton_membership_deaths_total",
+                                        "Members this node saw declared dead")),
       state_(std::move(self), std::move(seeds), config, random_seed),
       decoder_(ctx.config().limits) {}
 
@@ -127,6 +129,7 @@ void membership_driver::apply(membership_output out, time_point not_before) {
   for (auto& s : out.sends) {
     auto link = ctx_.link(s.node, s.fabric_address);  // attaches the peer on first use
     if (!link) continue;
+    if (s.fresh_connection) ctx_.sink().reconnect(s.node);
     auto sent = link->send({ctx_.name(), "membership"}, {s.node, "membership"}, std::move(s.body),
                            0, s.until);
     if (!sent) spdlog::error("membership frame to {} not sent: {}", s.node, sent.error().message);
@@ -135,6 +138,7 @@ void membership_driver::apply(membership_output out, time_point not_before) {
     ctx_.update_member(m);
     if (hooks_.changed) hooks_.changed(m);
     spdlog::info("member {} is {} (incarnation {})", m.node, to_string(m.state), m.incarnation);
+    if (m.state == wire::member_state::dead) deaths_.add();
     if (m.state != wire::member_state::dead && m.state != wire::member_state::left) continue;
     if (auto bridge = ctx_.bridge(m.node)) {
       const bool dead = m.state == wire::member_state::dead;

@@ -79,6 +79,7 @@ class membership_driver {
   membership_hooks hooks_;
   gauge& local_health_;
   counter& false_suspicions_;
+  counter& deaths_;  ///< members this node saw become dead
   std::uint64_t false_suspicions_seen_ = 0;
   mutable std::mutex mutex_;
   membership_state state_;

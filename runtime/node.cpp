@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -18,19 +20,62 @@
 namespace baton::runtime {
 namespace {
 
+using hub_retry_atom = caf::atom_constant<caf::atom("hub_retry")>;
+
+/// A frame from a node this one has not learned yet (it joined a moment ago and the
+/// gossip that names it is on its way): kept until the node is known, in arrival order.
+struct held_frame {
+  std::shared_ptr<const wire::frame> frame;
+  std::chrono::steady_clock::time_point received;
+  transport::peer_id peer;
+  std::chrono::steady_clock::time_point until;
+};
+
 struct hub_state {
   static inline const char* name = "baton.hub";
   std::optional<wire::decoder> decoder;
+  std::deque<held_frame> held;
 };
 
+constexpr auto hold_for = std::chrono::seconds(2);
+constexpr std::size_t max_held = 4096;
+constexpr auto hold_retry = std::chrono::milliseconds(10);
+
 /// Frames from peers that reached this node before it attached them: decode, find (or
-/// spawn) the bridge of the sending node, route the peer there from now on.
+/// spawn) the bridge of the sending node, route the peer there from now on. A frame from a
+/// node not known yet (other than a membership frame) waits up to hold_for for the
+/// membership to learn it (a node that just joined may talk to a member before the gossip
+/// naming it has reached that member); then, or beyond max_held frames, it is dropped and
+/// counted.
 caf::behavior hub(caf::stateful_actor<hub_state>* self, node_context* ctx, fabric_io* io) {
   self->state.decoder.emplace(ctx->config().limits);
   auto& rejected = ctx->metrics().get_counter("baton_frames_rejected_total",
                                               "Frames the codec rejected.", {{"peer", "unknown"}});
-  auto& unroutable = ctx->metrics().get_counter("baton_frames_unroutable_total",
-                                                "Frames from a node whose address is not known.");
+  auto& unroutable = ctx->metrics().get_counter(
+      "baton_frames_unroutable_total",
+      "Frames from a node whose address did not become known within 2 s.");
+  // Delivers the held frames in order while their nodes are known; true if none is left.
+  auto deliver_held = [=, &unroutable] {
+    auto& held = self->state.held;
+    const auto now = std::chrono::steady_clock::now();
+    std::deque<held_frame> still;
+    std::set<std::string> waiting;  // nodes with an earlier frame still held: keep the order
+    for (auto& h : held) {
+      const auto& node = h.frame->source.node;
+      auto bridge = waiting.contains(node) ? caf::actor() : ctx->bridge(node);
+      if (bridge) {
+        io->bind(node, h.peer);
+        self->send(bridge, decoded_atom::value, inbound{std::move(h.frame), h.received});
+      } else if (h.until <= now) {
+        unroutable.add();
+      } else {
+        waiting.insert(node);
+        still.push_back(std::move(h));
+      }
+    }
+    held.swap(still);
+    return held.empty();
+  };
   return {
       [=, &rejected, &unroutable](raw_frame& r, transport::peer_id peer) {
         auto decoded = self->state.decoder->decode(*r.bytes);
@@ -42,13 +87,29 @@ caf::behavior hub(caf::stateful_actor<hub_state>* self, node_context* ctx, fabri
         auto f = std::make_shared<const wire::frame>(std::move(*decoded));
         std::string address;
         if (const auto* j = std::get_if<wire::join>(&f->body)) address = j->member.fabric_address;
-        auto bridge = ctx->bridge(f->source.node, address);
-        if (!bridge) {
+        auto& held = self->state.held;
+        // Membership frames are never held: late, a probe would only mislead.
+        const bool membership = std::holds_alternative<wire::join>(f->body) ||
+                                std::holds_alternative<wire::join_reply>(f->body) ||
+                                std::holds_alternative<wire::heartbeat>(f->body) ||
+                                std::holds_alternative<wire::leave>(f->body);
+        if (held.empty() || membership) {
+          if (auto bridge = ctx->bridge(f->source.node, address)) {
+            io->bind(f->source.node, peer);
+            self->send(bridge, decoded_atom::value, inbound{std::move(f), r.received});
+            return;
+          }
+        }
+        if (membership || held.size() >= max_held) {
           unroutable.add();
           return;
         }
-        io->bind(f->source.node, peer);
-        self->send(bridge, decoded_atom::value, inbound{std::move(f), r.received});
+        const bool first = held.empty();
+        held.push_back({std::move(f), r.received, peer, r.received + hold_for});
+        if (first) self->delayed_send(self, hold_retry, hub_retry_atom::value);
+      },
+      [=](hub_retry_atom) {
+        if (!deliver_held()) self->delayed_send(self, hold_retry, hub_retry_atom::value);
       },
   };
 }

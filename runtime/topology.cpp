@@ -279,12 +279,14 @@ void read_limits(const toml::table& t, diagnostics& diag, limits_spec& l) {
 }
 
 void read_timeouts(const toml::table& t, diagnostics& diag, timeouts_spec& o) {
-  table_reader r(t, "timeouts", diag,
-                 {"request_ms", "probe_interval_ms", "suspect_after_ms", "dead_after_ms"});
+  table_reader r(
+      t, "timeouts", diag,
+      {"request_ms", "probe_interval_ms", "suspect_after_ms", "dead_after_ms", "orphan_grace_ms"});
   o.request_ms = r.integer("request_ms", 1, 86'400'000).value_or(o.request_ms);
   o.probe_interval_ms = r.integer("probe_interval_ms", 1, 60'000).value_or(o.probe_interval_ms);
   o.suspect_after_ms = r.integer("suspect_after_ms", 1, 600'000).value_or(o.suspect_after_ms);
   o.dead_after_ms = r.integer("dead_after_ms", 1, 600'000).value_or(o.dead_after_ms);
+  o.orphan_grace_ms = r.integer("orphan_grace_ms", 0, 600'000).value_or(o.orphan_grace_ms);
   if (!diag.failed() && o.suspect_after_ms >= o.dead_after_ms) {
     diag.fail(t.source(), fmt::format("timeouts: expected suspect_after_ms ({}) < "
                                       "dead_after_ms ({})",
@@ -294,17 +296,20 @@ void read_timeouts(const toml::table& t, diagnostics& diag, timeouts_spec& o) {
 
 void read_router(const toml::table& t, diagnostics& diag, router_spec& o) {
   table_reader r(t, "router", diag,
-                 {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts"});
+                 {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts", "max_waiting",
+                  "max_wait_ms"});
   o.prefill_on_decode_max_tokens =
       r.integer("prefill_on_decode_max_tokens", 0, 1 << 20).value_or(0);
   o.when_no_prefill = r.string("when_no_prefill", false).value_or(o.when_no_prefill);
-  if (o.when_no_prefill != "fail" && o.when_no_prefill != "prefill-on-decode") {
+  if (o.when_no_prefill != "wait" && o.when_no_prefill != "prefill-on-decode") {
     diag.fail(t.get("when_no_prefill")->source(),
-              fmt::format("router.when_no_prefill: expected \"fail\" or "
+              fmt::format("router.when_no_prefill: expected \"wait\" or "
                           "\"prefill-on-decode\", got \"{}\"",
                           o.when_no_prefill));
   }
   o.max_attempts = r.integer("max_attempts", 1, 100).value_or(o.max_attempts);
+  o.max_waiting = r.integer("max_waiting", 0, 1 << 20).value_or(o.max_waiting);
+  o.max_wait_ms = r.integer("max_wait_ms", 0, 3'600'000).value_or(o.max_wait_ms);
 }
 
 void read_emulated(const toml::table& t, diagnostics& diag, emulated_spec& o) {

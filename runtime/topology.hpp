@@ -75,9 +75,15 @@ struct model_spec {
 struct router_spec {
   /// Prompts of at most this many tokens are prefilled on the decode node; 0: never.
   std::uint32_t prefill_on_decode_max_tokens = 0;
-  /// When no prefill node is alive: "fail" (answer overloaded) or "prefill-on-decode".
-  std::string when_no_prefill = "fail";
+  /// When no prefill node is alive: "wait" (in the wait queue, for one to come back) or
+  /// "prefill-on-decode".
+  std::string when_no_prefill = "wait";
   std::uint32_t max_attempts = 3;  ///< placements per request, retries included
+  /// Requests waiting for capacity (no live worker for a role, no KV room) at most; one more
+  /// is answered overloaded (429).
+  std::uint32_t max_waiting = 256;
+  /// How long a request waits for capacity before failing unavailable (503).
+  std::uint32_t max_wait_ms = 10'000;
 };
 
 /// Nodes whose device is "emulated:PROFILE" (engine/emulated_engine.hpp).
@@ -104,6 +110,8 @@ struct timeouts_spec {
   std::uint32_t probe_interval_ms = 100;
   std::uint32_t suspect_after_ms = 250;
   std::uint32_t dead_after_ms = 750;
+  /// A decode node keeps a dead router's sequences this long for a router that claims them.
+  std::uint32_t orphan_grace_ms = 5'000;
 };
 
 struct topology {

@@ -73,11 +73,14 @@ int run_on_cluster(const generate_args& args) {
   };
   fmt::print(stderr,
              "router {}; request {}; seed {}; {} (prefill {}, decode {}); prompt {} tokens, "
-             "{} generated; first token at {:.1f} ms, end at {:.1f} ms\n",
+             "{} generated; first token at {:.1f} ms, end at {:.1f} ms{}\n",
              result->router, static_cast<std::uint64_t>(result->request), result->seed,
              result->placement, result->prefill_node.empty() ? "-" : result->prefill_node,
              result->decode_node, result->prompt_tokens, result->completion_tokens,
-             first ? ms(*first) : 0.0, ms(std::chrono::steady_clock::now()));
+             first ? ms(*first) : 0.0, ms(std::chrono::steady_clock::now()),
+             result->resumes == 0
+                 ? std::string()
+                 : fmt::format("; resumed {} time(s) after its router died", result->resumes));
   return 0;
 }
 

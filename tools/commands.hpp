@@ -11,6 +11,7 @@ namespace baton::tools {
 void add_check_command(CLI::App& app, int& exit_code);
 void add_node_command(CLI::App& app, int& exit_code);
 void add_status_command(CLI::App& app, int& exit_code);
+void add_drain_command(CLI::App& app, int& exit_code);
 void add_up_command(CLI::App& app, int& exit_code);
 void add_selfcheck_command(CLI::App& app, int& exit_code);
 void add_model_command(CLI::App& app, int& exit_code);

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   baton::tools::add_check_command(app, exit_code);
   baton::tools::add_node_command(app, exit_code);
   baton::tools::add_status_command(app, exit_code);
+  baton::tools::add_drain_command(app, exit_code);
   baton::tools::add_up_command(app, exit_code);
   baton::tools::add_selfcheck_command(app, exit_code);
   baton::tools::add_model_command(app, exit_code);

@@ -461,7 +461,7 @@ void router_core::learn(const wire::member& m) {
     }
   }
   const bool prefill_ok = state_.workers(wire::role::prefill) > 0 ||
-                          options_.config.when_no_prefill != no_prefill_policy::fail;
+                          options_.config.when_no_prefill != no_prefill_policy::wait;
   if (!announced_ && prefill_ok && state_.workers(wire::role::decode) > 0) {
     announced_ = true;
     spdlog::info("router ready native={}{} ({} prefill, {} decode workers)",

@@ -380,7 +380,7 @@ router_state::fit router_state::place_attempt(wire::request_id id, request& r,
   worker* p = nullptr;
   if (tokens > config_.prefill_on_decode_max_tokens) {
     p = pick(wire::role::prefill, r.avoid, 0);
-    if (p == nullptr && config_.when_no_prefill == no_prefill_policy::fail) {
+    if (p == nullptr && config_.when_no_prefill == no_prefill_policy::wait) {
       r.last_error = error{errc::unavailable, "no prefill worker is alive"};
       return fit::wait;
     }

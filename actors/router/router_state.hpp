@@ -29,7 +29,7 @@ namespace baton::actors {
 
 /// What to do when a request needs a prefill worker and none is alive.
 enum class no_prefill_policy : std::uint8_t {
-  fail,               ///< wait for one in the queue (errc::unavailable when the wait ends)
+  wait,               ///< wait for one in the queue (errc::unavailable when the wait ends)
   prefill_on_decode,  ///< compute the prompt on the decode node
 };
 
@@ -49,7 +49,7 @@ struct router_config {
   /// Prompts of at most this many tokens are prefilled on the decode node (the transfer
   /// would cost more than it saves); 0: never.
   std::uint32_t prefill_on_decode_max_tokens = 0;
-  no_prefill_policy when_no_prefill = no_prefill_policy::fail;
+  no_prefill_policy when_no_prefill = no_prefill_policy::wait;
   /// Placements per request that workers may give up (refusals, timeouts) before it fails;
   /// migrations after a death, drain or crash do not count (the deadline bounds them).
   std::uint32_t max_attempts = 3;

@@ -136,6 +136,26 @@ TYPED_TEST(TransportConformance, MessagesFromOnePeerArriveInOrder) {
               static_cast<unsigned long long>(this->a_->stats().batches_sent));
 }
 
+TYPED_TEST(TransportConformance, AResetPeerIsReachedAgainUnderItsIdInBothDirections) {
+  // What membership does to a member declared dead after a partition: a new connection.
+  for (int round = 0; round < 3; ++round) {
+    this->a_->reset_peer(this->a_to_b_);
+    ASSERT_TRUE(this->a_->send(this->a_to_b_, testing::pack({100u + round}), in(5000ms)));
+    auto got = await_event(
+        *this->b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+    ASSERT_TRUE(got.has_value()) << "round " << round;
+    EXPECT_EQ(got->peer, this->b_to_a_);
+    EXPECT_EQ(testing::unpack(got->payload, 0), 100u + round);
+    // And back, over whatever connection b has to a now.
+    ASSERT_TRUE(this->b_->send(this->b_to_a_, testing::pack({200u + round}), in(5000ms)));
+    auto back = await_event(
+        *this->a_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+    ASSERT_TRUE(back.has_value()) << "round " << round;
+    EXPECT_EQ(back->peer, this->a_to_b_);
+    EXPECT_EQ(testing::unpack(back->payload, 0), 200u + round);
+  }
+}
+
 TYPED_TEST(TransportConformance, SmallAndLargeMessagesArriveIntact) {
   const std::size_t max = this->a_->limits().max_message_bytes;
   for (std::size_t size : {std::size_t{1}, std::size_t{64}, std::size_t{4096}, max}) {

@@ -1,7 +1,10 @@
 #include "cluster_harness.hpp"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <thread>
 
 #include <fmt/format.h>
@@ -69,6 +72,25 @@ std::optional<nlohmann::json> test_cluster::status(const std::string& name) cons
   auto json = nlohmann::json::parse(*body, nullptr, false);
   if (json.is_discarded()) return std::nullopt;
   return json;
+}
+
+command_result run(const std::string& command) {
+  command_result r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer{};
+  std::size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    r.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
 }
 
 bool test_cluster::start_serving(const std::map<std::string, std::vector<std::string>>& extra,

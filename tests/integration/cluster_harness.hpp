@@ -76,6 +76,17 @@ class test_cluster : public launcher::local_cluster {
       std::chrono::milliseconds timeout = std::chrono::seconds(20));
 };
 
+/// A shell command's exit status (-1 if it did not exit) and standard output.
+struct command_result {
+  int status = -1;
+  std::string out;
+};
+
+/// Runs `command` with /bin/sh and waits for it.
+[[nodiscard]] command_result run(const std::string& command);
+/// `s` quoted for /bin/sh.
+[[nodiscard]] std::string quote(const std::string& s);
+
 /// Polls `done` every 10 ms until it holds or `timeout` passes; returns how long it took.
 [[nodiscard]] std::optional<std::chrono::milliseconds> wait_until(
     const std::function<bool()>& done, std::chrono::milliseconds timeout);

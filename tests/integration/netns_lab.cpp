@@ -125,6 +125,7 @@ expected<void> netns_lab::add_host(const std::string& name,
   if (auto ok = run({ip_, "netns", "add", host}); !ok) return tl::unexpected(ok.error());
   namespaces_.push_back(host);
   const auto port = fmt::format("h{}", namespaces_.size());  // the host's port on the bridge
+  ports_[name] = port;
   const auto bridge = ns("bridge");
   std::vector<std::vector<std::string>> steps = {
       {ip_, "netns", "exec", bridge, ip_, "link", "add", port, "type", "veth", "peer", "name",
@@ -138,6 +139,15 @@ expected<void> netns_lab::add_host(const std::string& name,
   for (const auto& argv : steps) {
     if (auto ok = run(argv); !ok) return tl::unexpected(ok.error());
   }
+  return {};
+}
+
+expected<void> netns_lab::set_link(const std::string& name, bool up) {
+  const auto port = ports_.find(name);
+  if (port == ports_.end()) return fail(errc::not_found, "no host " + name);
+  auto ok = run(
+      {ip_, "netns", "exec", ns("bridge"), ip_, "link", "set", port->second, up ? "up" : "down"});
+  if (!ok) return tl::unexpected(ok.error());
   return {};
 }
 

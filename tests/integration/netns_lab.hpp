@@ -7,6 +7,7 @@
 // namespace deleted; namespaces left behind by a test process that died (SIGKILL) are
 // removed by the next lab. Not thread-safe: one thread drives a lab.
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,10 @@ class netns_lab {
   [[nodiscard]] expected<void> add_host(const std::string& name,
                                         const std::vector<std::string>& addresses);
 
+  /// Takes host `name`'s port on the bridge down (a partition: nothing reaches it or leaves
+  /// it, and its own interface stays up) or back up.
+  [[nodiscard]] expected<void> set_link(const std::string& name, bool up);
+
   /// The argv that runs `/bin/sh -c script` inside host `name`'s namespace (the process
   /// that ends up running is the script's, so signals reach it).
   [[nodiscard]] std::vector<std::string> shell(const std::string& name,
@@ -38,9 +43,10 @@ class netns_lab {
   netns_lab(std::string ip, std::string prefix);
   [[nodiscard]] std::string ns(const std::string& name) const { return prefix_ + name; }
 
-  std::string ip_;                       ///< the ip binary
-  std::string prefix_;                   ///< "bwt<pid>-"
-  std::vector<std::string> namespaces_;  ///< created, the bridge's first
+  std::string ip_;                            ///< the ip binary
+  std::string prefix_;                        ///< "bwt<pid>-"
+  std::vector<std::string> namespaces_;       ///< created, the bridge's first
+  std::map<std::string, std::string> ports_;  ///< each host's port on the bridge
 };
 
 }  // namespace baton::testing

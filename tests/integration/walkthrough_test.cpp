@@ -150,12 +150,6 @@ bool starts_with_words(const std::string& command, const std::string& prefix) {
   return command.starts_with(prefix + " ") || command == prefix;
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 struct run_result {
   int status = -1;  ///< the exit status; -1 when killed or timed out
   std::string out;

@@ -160,6 +160,26 @@ expected<peer_id> fabric_endpoint::add_peer(const address& peer, deadline until)
               fmt::format("add_peer {}: no answer before the deadline", peer.text));
 }
 
+void fabric_endpoint::reset_peer(peer_id id) {
+  // The address leaves the AV (rxm closes its connection: FI_AV_REMOVE_CLEANUP, set by
+  // the set-up) and comes back under a new fi_addr; the peer keeps its id and node.
+  run_on_progress([&] {
+    std::lock_guard lock(state_mu_);
+    if (static_cast<std::size_t>(id) >= peers_.size()) return;
+    auto& e = peers_[static_cast<std::uint32_t>(id)];
+    fi_addr_t old = e.addr;
+    if (fi_av_remove(av_.get(), &old, 1, 0) != 0) return;
+    peer_by_addr_.erase(old);
+    fi_addr_t fresh = FI_ADDR_UNSPEC;
+    if (fi_av_insert(av_.get(), e.raw.data(), 1, &fresh, 0, nullptr) != 1) {
+      e.failure = error{errc::disconnected, "reset_peer: the address could not be inserted again"};
+      return;
+    }
+    e.addr = fresh;
+    peer_by_addr_[fresh] = id;
+  });
+}
+
 expected<region_id> fabric_endpoint::allocate_region(std::size_t bytes) {
   if (bytes == 0) return fail(errc::invalid_argument, "allocate_region: zero bytes");
   {

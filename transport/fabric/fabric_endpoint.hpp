@@ -44,6 +44,7 @@ class fabric_endpoint final : public endpoint {
   node_id local_node() const override { return node_; }
   const endpoint_limits& limits() const override { return config_.limits; }
   expected<peer_id> add_peer(const address& peer, deadline until) override;
+  void reset_peer(peer_id peer) override;
   expected<region_id> allocate_region(std::size_t bytes) override;
   std::span<std::byte> region_bytes(region_id region) override;
   expected<void> free_region(region_id region) override;

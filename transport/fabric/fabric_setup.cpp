@@ -5,7 +5,9 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include <fmt/format.h>
@@ -69,6 +71,10 @@ expected<host_port> tcp_address(const std::string& text, port_zero zero) {
 }  // namespace
 
 expected<std::unique_ptr<endpoint>> make_fabric_endpoint(const endpoint_config& config) {
+  // libfabric reads its parameters once, at its first call: fi_av_remove must close rxm's
+  // connection for reset_peer to open a new one (an operator's own setting wins).
+  static std::once_flag parameters;
+  std::call_once(parameters, [] { ::setenv("FI_AV_REMOVE_CLEANUP", "1", 0); });
   auto choice = choose(config.provider);
   if (!choice) return tl::unexpected(choice.error());
   auto hints = make_hints(*choice);

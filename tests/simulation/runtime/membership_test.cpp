@@ -128,6 +128,8 @@ class sim_cluster {
     return m ? std::optional(m->state) : std::nullopt;
   }
   std::map<std::string, int> sent;  // messages sent per node
+  /// Sends asked to go over a new connection: "<ms> <from> -> <to>".
+  std::vector<std::string> fresh_connections;
   std::map<std::string, std::string> refusals;
   /// Every change any node saw, in order: "<ms> <observer>: <node> <state> <incarnation>".
   std::vector<std::string> trace;
@@ -169,6 +171,10 @@ class sim_cluster {
     auto& n = nodes_.at(from);
     for (auto& s : out.sends) {
       ++sent[from];
+      if (s.fresh_connection) {
+        fresh_connections.push_back(
+            fmt::format("{} {} -> {}", (now - time_point{}) / 1ms, from, s.node));
+      }
       auto peer = n.peers.find(s.fabric_address);
       if (peer == n.peers.end()) {
         // Unreachable now (partitioned or dead): the message is lost, as on a fabric.
@@ -443,7 +449,16 @@ TEST(MembershipFaults, APartitionLongerThanTheDeadTimeoutHealsWhenItEnds) {
   std::map<std::string, std::uint64_t> before;
   for (int i = 0; i < 5; ++i) before[node_name(i)] = sim->at(node_name(i)).self().incarnation;
   sim->cut("n4", true);
+  const auto cut_at = now;
   sim->run(now, now + 15s);
+  // Reconnect probes go over new connections (an old TCP one backs off while the link is
+  // down), but only to members dead for a second: never to one gossip buried a moment ago.
+  ASSERT_FALSE(sim->fresh_connections.empty());
+  for (const auto& line : sim->fresh_connections) {
+    const auto ms = std::stoll(line);
+    EXPECT_GE(ms - (cut_at - time_point{}) / 1ms, 1000) << line;
+    EXPECT_TRUE(line.ends_with("-> n4") || line.find(" n4 -> ") != std::string::npos) << line;
+  }
   // Both sides buried the other: neither accepts the other's frames any more.
   for (int i = 0; i < 4; ++i) {
     ASSERT_EQ(sim->view(node_name(i), "n4"), member_state::dead) << i;

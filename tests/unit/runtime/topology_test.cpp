@@ -202,15 +202,19 @@ TEST(Topology, RouterPolicyIsReadAndChecked) {
   auto topo = parse_topology(edit("[timeouts]",
                                   "[router]\nprefill_on_decode_max_tokens = 32\n"
                                   "when_no_prefill = \"prefill-on-decode\"\n"
-                                  "max_attempts = 5\n\n[timeouts]"),
+                                  "max_attempts = 5\nmax_waiting = 7\nmax_wait_ms = 2500\n\n"
+                                  "[timeouts]\norphan_grace_ms = 900\n"),
                              "c.toml");
   ASSERT_TRUE(topo) << topo.error().message;
   EXPECT_EQ(topo->router.prefill_on_decode_max_tokens, 32u);
   EXPECT_EQ(topo->router.when_no_prefill, "prefill-on-decode");
   EXPECT_EQ(topo->router.max_attempts, 5u);
+  EXPECT_EQ(topo->router.max_waiting, 7u);
+  EXPECT_EQ(topo->router.max_wait_ms, 2500u);
+  EXPECT_EQ(topo->timeouts.orphan_grace_ms, 900u);
   const auto message =
       error_of(edit("[timeouts]", "[router]\nwhen_no_prefill = \"maybe\"\n\n[timeouts]"));
-  EXPECT_NE(message.find("router.when_no_prefill: expected \"fail\" or \"prefill-on-decode\", "
+  EXPECT_NE(message.find("router.when_no_prefill: expected \"wait\" or \"prefill-on-decode\", "
                          "got \"maybe\""),
             std::string::npos)
       << message;
