@@ -13,25 +13,30 @@
 
 namespace baton::launcher {
 
-child_process::child_process(const std::vector<std::string>& argv, const std::filesystem::path& log)
-    : log_(log) {
-  // Truncated here, before the child exists: a reader never sees a previous run's lines.
-  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+pid_t spawn(const std::string& path, const std::vector<std::string>& argv, int output) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the parent
     if (getppid() != parent) _exit(1);
-    if (out >= 0) {
-      dup2(out, STDOUT_FILENO);  // dup2's copies are not close-on-exec
-      dup2(out, STDERR_FILENO);
+    if (output >= 0) {
+      dup2(output, STDOUT_FILENO);  // dup2's copies are not close-on-exec
+      dup2(output, STDERR_FILENO);
     }
-    execv(args[0], args.data());
+    execv(path.c_str(), args.data());
     _exit(127);
   }
+  return pid;
+}
+
+child_process::child_process(const std::vector<std::string>& argv, const std::filesystem::path& log)
+    : log_(log) {
+  // Truncated here, before the child exists: a reader never sees a previous run's lines.
+  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  pid_ = spawn(argv.at(0), argv, out);
   if (out >= 0) ::close(out);
 }
 

@@ -15,6 +15,12 @@
 
 namespace baton::launcher {
 
+/// Forks and execs `path` with `argv` (argv[0] included), its standard output and error
+/// on `output`, killed when this process dies (PR_SET_PDEATHSIG). The pid, or -1 when
+/// fork fails. The caller reaps it.
+[[nodiscard]] pid_t spawn(const std::string& path, const std::vector<std::string>& argv,
+                          int output);
+
 /// A child process; killed (SIGKILL) and reaped on destruction if still running.
 class child_process {
  public:

@@ -230,7 +230,6 @@ void membership_state::apply(const wire::member& update, time_point now, members
     r.next_reprobe = now;  // tell it at once: an alive suspect refutes in its ack
   }
   if (joins || !live(update.state)) probe_order_.clear();  // rebuilt at the next probe
-  if (update.state == member_state::dead) r.dead_since = now;
   if (update.state == member_state::dead && next_reconnect_ == time_point::max()) {
     next_reconnect_ = now + config_.reconnect_interval;
   }
@@ -361,16 +360,24 @@ void membership_state::reconnect(time_point now, membership_output& out) {
     return;
   }
   next_reconnect_ = now + config_.reconnect_interval;
-  const auto& chosen = *dead[reconnect_index_++ % dead.size()];
-  const auto& target = chosen.info;
-  // Not tracked as a probe: what matters is that it tells the target it was buried. Over
-  // a new connection once it has been dead a while: one cut off by a partition may be
-  // stuck in TCP's backoff, while a member just buried by stale gossip is still talking
-  // to us on its connection and refutes within moments.
+  const auto& target = dead[reconnect_index_++ % dead.size()]->info;
+  // Not tracked as a probe: what matters is that it tells the target it was buried.
   auto hb = bare_probe(++probe_sequence_, target);
-  const bool fresh = now - chosen.dead_since >= 2 * config_.reconnect_interval;
   out.sends.push_back(
-      {target.node, target.fabric_address, std::move(hb), now + config_.probe_retry, fresh});
+      {target.node, target.fabric_address, std::move(hb), now + config_.probe_retry});
+}
+
+membership_output membership_state::on_reachable(const std::string& node, time_point now) {
+  membership_output out;
+  auto it = members_.find(node);
+  if (it == members_.end() || it->second.info.state == member_state::left || !joined_ || leaving_) {
+    return out;
+  }
+  const auto& target = it->second.info;
+  auto hb = bare_probe(++probe_sequence_, target);
+  out.sends.push_back(
+      {target.node, target.fabric_address, std::move(hb), now + config_.probe_retry, true});
+  return out;
 }
 
 membership_output membership_state::on_tick(time_point now) {

@@ -85,8 +85,7 @@ struct membership_output {
     /// answer, that has not left by the time its target would be suspected is of no use,
     /// and one to a node that is really dead must not keep the transport retrying.
     time_point until{};
-    /// Over a new connection: the target was declared dead, and the old one may be stuck
-    /// in TCP's retransmission backoff after a partition.
+    /// Over a new connection (on_reachable): the old one may be stuck in TCP's backoff.
     bool fresh_connection = false;
   };
   std::vector<send> sends;
@@ -124,6 +123,11 @@ class membership_state {
   /// member becomes suspect and is declared dead unreachable_confirm later unless it
   /// refutes. Ignored for a member not alive or suspect.
   [[nodiscard]] membership_output on_unreachable(const std::string& node, time_point now);
+  /// The network reaches `node` again (peer_watch connected to it after failing to): it
+  /// is sent a reconnect probe at once over a new connection, since the old one's
+  /// retransmissions started while the network was down and back off for seconds (for a
+  /// dead member, the probe also tells it it was buried). Ignored for one that left.
+  [[nodiscard]] membership_output on_reachable(const std::string& node, time_point now);
 
   /// When on_tick() next has work to do.
   [[nodiscard]] time_point next_deadline() const;
@@ -149,7 +153,6 @@ class membership_state {
     time_point suspect_since{};
     time_point suspect_deadline{};
     time_point next_reprobe{};            ///< while suspect
-    time_point dead_since{};              ///< while dead
     std::vector<std::string> suspecters;  ///< of the suspected incarnation
   };
   struct probe {

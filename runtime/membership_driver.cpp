@@ -101,6 +101,17 @@ void membership_driver::on_unreachable(const std::string& node) {
   apply(std::move(out), now);
 }
 
+void membership_driver::on_reachable(const std::string& node) {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return;
+  const auto now = clock::now();
+  auto out = state_.on_reachable(node, now);
+  if (!out.sends.empty()) {
+    spdlog::info("member {}: the network reaches it again: probing over a new connection", node);
+  }
+  apply(std::move(out), now);
+}
+
 bool membership_driver::joined() const {
   std::lock_guard lock(mutex_);
   return state_.joined();

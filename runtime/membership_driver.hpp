@@ -63,6 +63,8 @@ class membership_driver {
   void drain();
   /// The transport could not reach `node` (membership_state::on_unreachable); any thread.
   void on_unreachable(const std::string& node);
+  /// The network reaches `node` again (membership_state::on_reachable); any thread.
+  void on_reachable(const std::string& node);
   /// Joined the cluster (or formed it as the first seed).
   [[nodiscard]] bool joined() const;
   /// Every known node, this one included, sorted by name.

@@ -226,7 +226,8 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
                                                     mc, options.random_seed, std::move(hooks));
   auto* membership = membership_.get();
   watch_ = std::make_unique<peer_watch>(
-      spec_.name, [membership](const std::string& n) { membership->on_unreachable(n); });
+      spec_.name, [membership](const std::string& n) { membership->on_unreachable(n); },
+      [membership](const std::string& n) { membership->on_reachable(n); });
   context_->set_membership([membership](const wire::frame& f) { membership->on_frame(f); });
   io_->set_filter(
       [membership, ctx = context_.get()](std::span<const std::byte> f,

@@ -22,6 +22,8 @@ using error_code = boost::system::error_code;
 constexpr auto connect_timeout = std::chrono::seconds(1);
 constexpr auto retry_refused = std::chrono::milliseconds(500);
 constexpr auto retry_other = std::chrono::seconds(1);
+constexpr auto dead_connect_timeout = std::chrono::milliseconds(500);
+constexpr auto dead_retry = std::chrono::milliseconds(500);
 
 std::string host_of(const std::string& address) {
   auto parsed = parse_host_port(address, port_zero::allowed);
@@ -42,31 +44,44 @@ struct peer_watch::impl {
     asio::steady_timer timer;
     std::uint64_t generation = 0;
     bool reported = false;  ///< told `gone` for this incarnation
+    bool dead = false;      ///< watched for the network's return
+    bool cut = false;       ///< dead, and a connect timed out or found no route
     /// It refuted a report (a new incarnation without having died): its admin port is not
     /// evidence of anything (misconfigured), so it is never reported again.
     bool distrusted = false;
     std::array<char, 64> scratch{};
   };
 
-  impl(std::string self_name, std::function<void(const std::string&)> on_gone)
-      : self(std::move(self_name)), gone(std::move(on_gone)) {}
+  impl(std::string self_name, std::function<void(const std::string&)> on_gone,
+       std::function<void(const std::string&)> on_back)
+      : self(std::move(self_name)), gone(std::move(on_gone)), back(std::move(on_back)) {}
 
   void update(const wire::member& m) {
     if (m.node == self) return;
-    const bool live =
-        m.state == wire::member_state::alive || m.state == wire::member_state::suspect;
+    const bool dead = m.state == wire::member_state::dead;
+    const bool watched_state =
+        dead || m.state == wire::member_state::alive || m.state == wire::member_state::suspect;
     auto it = peers.find(m.node);
-    if (!live || m.admin_address.empty() || host_of(m.admin_address) != host_of(m.fabric_address)) {
+    if (!watched_state || m.admin_address.empty() ||
+        host_of(m.admin_address) != host_of(m.fabric_address)) {
       if (it != peers.end()) forget(*it->second), peers.erase(it);
       return;
     }
-    if (it != peers.end() && it->second->incarnation == m.incarnation) return;
+    if (it != peers.end() && it->second->incarnation == m.incarnation) {
+      if (it->second->dead == dead) return;
+      it->second->dead = dead;
+      // Buried: an idle connection says nothing while the network is down; test it anew.
+      if (dead) connect(it->second);
+      return;
+    }
     auto parsed = parse_host_port(m.admin_address);
     error_code ec;
     const auto address = parsed ? asio::ip::make_address(parsed->host, ec) : asio::ip::address{};
     if (!parsed || ec) return;  // a name, not an address: nothing to watch cheaply
     bool distrusted = false;
+    bool cut = false;  // a refuting member comes back under a new incarnation
     if (it != peers.end()) {
+      cut = it->second->cut;
       distrusted = it->second->distrusted || it->second->reported;
       if (it->second->reported && !it->second->distrusted) {
         spdlog::warn(
@@ -79,6 +94,8 @@ struct peer_watch::impl {
     }
     auto w = std::make_shared<watched>(io);
     w->distrusted = distrusted;
+    w->dead = dead;
+    w->cut = cut;
     w->node = m.node;
     w->incarnation = m.incarnation;
     w->endpoint = tcp::endpoint(address, parsed->port);
@@ -97,7 +114,7 @@ struct peer_watch::impl {
     const auto generation = ++w->generation;
     error_code ignored;
     w->socket.close(ignored);
-    w->timer.expires_after(connect_timeout);
+    w->timer.expires_after(w->dead ? dead_connect_timeout : connect_timeout);
     w->timer.async_wait([w, generation](error_code ec) {
       if (ec || w->generation != generation) return;
       error_code ignore;
@@ -106,6 +123,16 @@ struct peer_watch::impl {
     w->socket.async_connect(w->endpoint, [this, w, generation](error_code ec) {
       if (w->generation != generation) return;
       w->timer.cancel();
+      if (!ec && w->cut) {  // even if gossip revived it meanwhile: its connection is stale
+        w->cut = false;
+        back(w->node);
+      }
+      if (w->dead) {
+        if (ec && ec != asio::error::connection_refused) w->cut = true;
+        error_code ignore;
+        w->socket.close(ignore);
+        return retry(w, dead_retry);
+      }
       if (!ec) return watch(w, generation);
       if (ec == asio::error::connection_refused) {
         if (!w->reported && !w->distrusted) {
@@ -140,14 +167,16 @@ struct peer_watch::impl {
 
   std::string self;
   std::function<void(const std::string&)> gone;
+  std::function<void(const std::string&)> back;
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::map<std::string, std::shared_ptr<watched>> peers;  // touched on the thread only
   std::thread thread;
 };
 
-peer_watch::peer_watch(std::string self, std::function<void(const std::string& node)> gone)
-    : impl_(std::make_unique<impl>(std::move(self), std::move(gone))) {
+peer_watch::peer_watch(std::string self, std::function<void(const std::string& node)> gone,
+                       std::function<void(const std::string& node)> back)
+    : impl_(std::make_unique<impl>(std::move(self), std::move(gone), std::move(back))) {
   impl_->thread = std::thread([p = impl_.get()] { p->io.run(); });
 }
 

@@ -8,7 +8,7 @@
 // and a budget per minute, binding the ports it had; one that left (status 0), was
 // misconfigured (2) or refused (3) is not. When the topology's model
 // is not found, it says so loudly and serves a synthetic model of stories260K's shape.
-#include <sys/prctl.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +27,7 @@
 
 #include "engine/model.hpp"
 #include "engine/tokenizer.hpp"
+#include "launcher/child_process.hpp"
 #include "launcher/local_cluster.hpp"
 #include "runtime/topology.hpp"
 #include "tools/commands.hpp"
@@ -62,29 +63,19 @@ struct node_record {
   bool running = false;
 };
 
-/// Forks and execs `baton node` for `name`, its stdout and stderr into one pipe.
+/// Starts `baton node` for `name`, its stdout and stderr into one pipe.
 expected<pid_t> spawn_node(const std::string& config, const std::string& name,
                            const std::vector<std::string>& extra, int& read_fd) {
   int fds[2];
-  if (pipe(fds) != 0) return fail(errc::failed, "pipe failed");
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) return fail(errc::failed, "fork failed");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    dup2(fds[1], STDOUT_FILENO);
-    dup2(fds[1], STDERR_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    std::vector<const char*> argv = {"baton",        "node",   "--config",
-                                     config.c_str(), "--name", name.c_str()};
-    for (const auto& e : extra) argv.push_back(e.c_str());
-    argv.push_back(nullptr);
-    execv("/proc/self/exe", const_cast<char* const*>(argv.data()));
-    _exit(127);
-  }
+  if (pipe2(fds, O_CLOEXEC) != 0) return fail(errc::failed, "pipe failed");
+  std::vector<std::string> argv = {"baton", "node", "--config", config, "--name", name};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  const pid_t pid = launcher::spawn("/proc/self/exe", argv, fds[1]);
   close(fds[1]);
+  if (pid < 0) {
+    close(fds[0]);
+    return fail(errc::failed, "fork failed");
+  }
   read_fd = fds[0];
   return pid;
 }

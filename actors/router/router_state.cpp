@@ -116,6 +116,42 @@ router_state::worker* router_state::pick(wire::role role, const std::set<std::st
   return nullptr;
 }
 
+std::optional<std::string> router_state::check(const wire::generate_request& in) const {
+  if (in.params.temperature < 0 || !(in.params.top_p > 0 && in.params.top_p <= 1)) {
+    return fmt::format("temperature {} must be >= 0 and top_p {} in (0, 1]",
+                       in.params.temperature, in.params.top_p);
+  }
+  if (in.n == 0 || in.n > wire::max_choices) {
+    return fmt::format("n {} must be in [1, {}]", in.n, wire::max_choices);
+  }
+  if (in.resume && (in.resume->choices.size() != in.n || !in.has_seed)) {
+    return "a resumed request carries its seed and one state per choice";
+  }
+  for (const auto& b : in.params.logit_bias) {
+    if (b.token >= static_cast<std::uint32_t>(tok_.vocab_size())) {
+      return fmt::format("logit_bias names token {}; the vocabulary has {} tokens", b.token,
+                         tok_.vocab_size());
+    }
+  }
+  return std::nullopt;
+}
+
+void router_state::take_resume(const wire::resume_state& from, request& r) const {
+  // The client's tokens are what was delivered; a choice it saw end is done.
+  for (std::size_t c = 0; c < r.choices.size(); ++c) {
+    const auto& seen = from.choices[c];
+    auto& choice = r.choices[c];
+    for (const auto t : seen.tokens) {
+      if (choice.delivered.size() >= r.max_tokens) break;
+      choice.delivered.push_back(static_cast<std::int32_t>(
+          std::min<std::uint32_t>(t, static_cast<std::uint32_t>(tok_.vocab_size() - 1))));
+    }
+    choice.done = seen.done || choice.delivered.size() >= r.max_tokens;
+    choice.reason = seen.done ? seen.reason : wire::finish_reason::length;
+  }
+  r.resumed_from = from.request;
+}
+
 router_effects router_state::on_generate(const wire::generate_request& in, time_point now) {
   router_effects out;
   const wire::request_id id{++next_request_};
@@ -128,26 +164,7 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
     return refuse(errc::overloaded,
                   fmt::format("router {}: {} requests in flight", self_.node, requests_.size()));
   }
-  if (in.params.temperature < 0 || !(in.params.top_p > 0 && in.params.top_p <= 1)) {
-    return refuse(errc::invalid_argument,
-                  fmt::format("temperature {} must be >= 0 and top_p {} in (0, 1]",
-                              in.params.temperature, in.params.top_p));
-  }
-  if (in.n == 0 || in.n > wire::max_choices) {
-    return refuse(errc::invalid_argument,
-                  fmt::format("n {} must be in [1, {}]", in.n, wire::max_choices));
-  }
-  if (in.resume && (in.resume->choices.size() != in.n || !in.has_seed)) {
-    return refuse(errc::invalid_argument,
-                  "a resumed request carries its seed and one state per choice");
-  }
-  for (const auto& b : in.params.logit_bias) {
-    if (b.token >= static_cast<std::uint32_t>(tok_.vocab_size())) {
-      return refuse(errc::invalid_argument,
-                    fmt::format("logit_bias names token {}; the vocabulary has {} tokens", b.token,
-                                tok_.vocab_size()));
-    }
-  }
+  if (auto bad = check(in)) return refuse(errc::invalid_argument, std::move(*bad));
   request r;
   r.prompt = tok_.encode(in.prompt, true, false);
   const auto n_prompt = static_cast<std::int32_t>(r.prompt.size());
@@ -184,19 +201,7 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
   if (in.max_tokens > 0) r.max_tokens = std::min(r.max_tokens, in.max_tokens);
   r.choices.resize(in.n);
   if (in.resume) {
-    // The client's tokens are what was delivered; a choice it saw end is done.
-    for (std::uint32_t c = 0; c < in.n; ++c) {
-      const auto& from = in.resume->choices[c];
-      auto& choice = r.choices[c];
-      for (const auto t : from.tokens) {
-        if (choice.delivered.size() >= r.max_tokens) break;
-        choice.delivered.push_back(static_cast<std::int32_t>(
-            std::min<std::uint32_t>(t, static_cast<std::uint32_t>(tok_.vocab_size() - 1))));
-      }
-      choice.done = from.done || choice.delivered.size() >= r.max_tokens;
-      choice.reason = from.done ? from.reason : wire::finish_reason::length;
-    }
-    r.resumed_from = in.resume->request;
+    take_resume(*in.resume, r);
     ++stats_.resumed;
     ++stats_.migrations[static_cast<std::size_t>(migration_cause::router_death)];
     acc.placement = "resumed";

@@ -247,6 +247,10 @@ class router_state {
   /// Places what waits, in order, once capacity may have appeared.
   void settle(time_point now, router_effects& out);
   /// Sends the claim of a resumed request to every decode worker.
+  /// What is wrong with `in` beyond what the codec checks, or nullopt.
+  [[nodiscard]] std::optional<std::string> check(const wire::generate_request& in) const;
+  /// Takes what the client of a resumed request received as delivered.
+  void take_resume(const wire::resume_state& from, request& r) const;
   void claim(wire::request_id id, request& r, time_point now, router_effects& out);
   /// The claim is answered (or timed out): places what nobody handed over.
   void end_claim(wire::request_id id, request& r, time_point now, router_effects& out);

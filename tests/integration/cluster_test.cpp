@@ -1,5 +1,8 @@
 // Real node processes on 127.0.0.1: join, failure detection, late join, drain, refusal,
 // stale incarnations, and the idle cost of a cluster.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -186,6 +189,31 @@ TEST_F(ClusterTest, AMismatchedNodeIsRefusedWithAReason) {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3) << "refused is exit code 3";
   EXPECT_NE(odd.log().find("join refused: model hash"), std::string::npos) << odd.log();
   EXPECT_EQ(cluster.state_of("n0", "n3"), "") << "a refused node never half-joins";
+}
+
+TEST_F(ClusterTest, AnAddressInUseIsNamedAndIsAConfigurationError) {
+  // A port some other process holds, for each of the node's listening addresses.
+  const int holder = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(holder, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  ASSERT_EQ(::listen(holder, 1), 0);
+  socklen_t len = sizeof at;
+  ASSERT_EQ(::getsockname(holder, reinterpret_cast<sockaddr*>(&at), &len), 0);
+  const auto taken = fmt::format("127.0.0.1:{}", ntohs(at.sin_port));
+  for (const char* flag : {"--fabric", "--admin", "--native"}) {
+    child_process node({BATON_BINARY, "node", "--config", cluster.topology_file().string(),
+                        "--name", "n0", flag, taken},
+                       cluster.dir() / "in-use.log");
+    const auto status = node.wait(20s);
+    ASSERT_TRUE(status) << flag;
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 2) << flag << "\n" << node.log();
+    EXPECT_NE(node.log().find(taken), std::string::npos)
+        << flag << ": the error names the address\n"
+        << node.log();
+  }
+  ::close(holder);
 }
 
 TEST_F(ClusterTest, AFrameFromAnOldIncarnationIsDropped) {

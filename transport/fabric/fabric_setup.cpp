@@ -101,7 +101,11 @@ expected<std::unique_ptr<endpoint>> make_fabric_endpoint(const endpoint_config& 
                 fmt::format("provider not available: {} ({})", config.provider, error_text(rc)));
   }
   auto ep = std::make_unique<fabric_endpoint>(config);
-  if (auto opened = ep->open(std::move(info)); !opened) return tl::unexpected(opened.error());
+  if (auto opened = ep->open(std::move(info)); !opened) {
+    // "fi_endpoint: Address already in use" says nothing of which address.
+    return fail(opened.error(),
+                fmt::format("{} endpoint on {}: ", config.provider, config.bind.text));
+  }
   return std::unique_ptr<endpoint>(std::move(ep));
 }
 
