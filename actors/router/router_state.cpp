@@ -118,8 +118,8 @@ router_state::worker* router_state::pick(wire::role role, const std::set<std::st
 
 std::optional<std::string> router_state::check(const wire::generate_request& in) const {
   if (in.params.temperature < 0 || !(in.params.top_p > 0 && in.params.top_p <= 1)) {
-    return fmt::format("temperature {} must be >= 0 and top_p {} in (0, 1]",
-                       in.params.temperature, in.params.top_p);
+    return fmt::format("temperature {} must be >= 0 and top_p {} in (0, 1]", in.params.temperature,
+                       in.params.top_p);
   }
   if (in.n == 0 || in.n > wire::max_choices) {
     return fmt::format("n {} must be in [1, {}]", in.n, wire::max_choices);
