@@ -8,7 +8,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"Baton: a runtime for disaggregated LLM inference"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "baton 0.1.0");
+  app.set_version_flag("--version", "baton " BATON_VERSION);
   int exit_code = 0;
   baton::tools::add_check_command(app, exit_code);
   baton::tools::add_node_command(app, exit_code);
