@@ -62,6 +62,7 @@ void acceptor_thread::accept() {
   acceptor_.async_accept([this](error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
+      accept_failing_ = false;
       error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       try {
@@ -70,8 +71,18 @@ void acceptor_thread::accept() {
         failures_.fetch_add(1);
         spdlog::error("{} server: accepting a connection failed: {}", what_, e.what());
       }
+      accept();
+      return;
     }
-    accept();
+    // Out of file descriptors (or memory): the pending connection stays queued, and
+    // accepting again at once would spin. Pause briefly; say so once per episode.
+    if (!accept_failing_) spdlog::warn("{} server: cannot accept: {}", what_, ec.message());
+    accept_failing_ = true;
+    backoff_.expires_after(std::chrono::milliseconds(50));
+    backoff_.async_wait([this](error_code wait_ec) {
+      if (wait_ec) return;
+      accept();
+    });
   });
 }
 
@@ -81,12 +92,40 @@ void acceptor_thread::stop(const std::function<void()>& on_stop) {
   asio::post(io_, [&] {
     error_code ignored;
     acceptor_.close(ignored);
+    backoff_.cancel();
     if (on_stop) on_stop();
     stopped.set_value();
   });
   stopped.get_future().wait();
   io_.stop();
   thread_.join();
+}
+
+std::optional<std::string> connection_count::admit(const asio::ip::address& peer) {
+  std::lock_guard lock(mutex_);
+  if (total_ >= max_total_) return fmt::format("{} connections open, the limit", max_total_);
+  auto& mine = per_address_[peer];
+  if (mine >= max_per_address_) {
+    return fmt::format("{} connections open from {}, the limit per client address",
+                       max_per_address_, peer.to_string());
+  }
+  ++mine;
+  ++total_;
+  return std::nullopt;
+}
+
+void connection_count::release(const asio::ip::address& peer) {
+  std::lock_guard lock(mutex_);
+  auto it = per_address_.find(peer);
+  if (it == per_address_.end() || it->second == 0) return;
+  if (--it->second == 0) per_address_.erase(it);
+  --total_;
+}
+
+asio::ip::address peer_address(const tcp::socket& socket) {
+  error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  return ec ? asio::ip::address{} : endpoint.address();
 }
 
 }  // namespace baton::frontend::detail

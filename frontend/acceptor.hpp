@@ -6,6 +6,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -58,10 +61,36 @@ class acceptor_thread {
   std::string what_;
   asio::io_context io_{1};
   tcp::acceptor acceptor_{io_};
+  asio::steady_timer backoff_{io_};  // after a failed accept (out of descriptors)
+  bool accept_failing_ = false;      // io thread only
   accept_fn on_accept_;
   std::uint16_t port_ = 0;
   std::atomic<std::uint64_t> failures_{0};
   std::thread thread_;
 };
+
+/// Open connections, counted in all and per client address, so that one client (say, one
+/// holding a thousand idle connections) cannot take the server from the others.
+/// Thread-safe.
+class connection_count {
+ public:
+  connection_count(std::size_t max_total, std::size_t max_per_address)
+      : max_total_(max_total), max_per_address_(max_per_address) {}
+
+  /// Counts a connection from `peer`; or, over a limit, counts nothing and says which.
+  [[nodiscard]] std::optional<std::string> admit(const asio::ip::address& peer);
+  /// Uncounts a connection admit() counted.
+  void release(const asio::ip::address& peer);
+
+ private:
+  std::mutex mutex_;
+  std::size_t max_total_;
+  std::size_t max_per_address_;
+  std::size_t total_ = 0;
+  std::map<asio::ip::address, std::size_t> per_address_;
+};
+
+/// The client address of `socket` (unspecified when it is not connected any more).
+[[nodiscard]] asio::ip::address peer_address(const tcp::socket& socket);
 
 }  // namespace baton::frontend::detail

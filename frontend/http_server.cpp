@@ -14,10 +14,12 @@ using detail::tcp;
 class server_impl final : public http_server {
  public:
   server_impl(http_options options, generate_handler& handler)
-      : core_{std::move(options), {}, handler, {}, {}, {1}, nullptr} {
+      : core_{std::move(options), {}, handler, {}, {}, {1}, nullptr, nullptr} {
     core_.limits = {core_.options.model, core_.options.max_tokens_limit,
                     core_.options.max_prompt_bytes};
     core_.gate = std::make_shared<io_gate>(server_.io().get_executor());
+    core_.connections = std::make_unique<detail::connection_count>(
+        core_.options.max_connections, core_.options.max_connections_per_client);
   }
 
   expected<void> listen() {
@@ -47,8 +49,8 @@ class server_impl final : public http_server {
     std::erase_if(sessions_, [](const auto& entry) { return entry.second.expired(); });
     auto s = std::make_shared<http_session>(std::move(socket), core_);
     sessions_.emplace(s.get(), s);
-    if (core_.stats.connections_open.load() >= core_.options.max_connections) {
-      s->refuse();
+    if (auto refused = core_.connections->admit(s->peer())) {
+      s->refuse(*refused);
       return;
     }
     core_.stats.connections_accepted.fetch_add(1);
@@ -65,9 +67,10 @@ class server_impl final : public http_server {
 
 expected<std::unique_ptr<http_server>> http_server::start(http_options options,
                                                           generate_handler& handler) {
-  if (options.max_connections == 0 || options.max_open_requests == 0 ||
-      options.max_body_bytes == 0 || options.max_queued_bytes_per_stream == 0 ||
-      options.idle_timeout_ms == 0) {
+  if (options.max_connections == 0 || options.max_connections_per_client == 0 ||
+      options.max_open_requests == 0 || options.max_body_bytes == 0 ||
+      options.max_queued_bytes_per_stream == 0 || options.idle_timeout_ms == 0 ||
+      options.header_timeout_ms == 0) {
     return fail(errc::invalid_argument, "http server: every limit must be positive");
   }
   if (options.model.empty()) return fail(errc::invalid_argument, "http server: no model id");

@@ -26,11 +26,17 @@ struct http_options {
   std::size_t max_header_bytes = 16u << 10;            ///< larger request headers: 431
   std::uint32_t max_tokens_limit = 4096;               ///< larger max_tokens: 400
   std::size_t max_prompt_bytes = 256u << 10;           ///< longer prompts (after the template): 400
-  std::size_t max_connections = 256;                   ///< beyond: 429, then closed
+  std::size_t max_connections = 4096;                  ///< beyond: 429, then closed
+  std::size_t max_connections_per_client = 64;         ///< from one address; beyond: 429
   std::size_t max_open_requests = 256;                 ///< generations in progress; beyond: 429
   std::size_t max_queued_bytes_per_stream = 4u << 20;  ///< a slower reader is cut off
   std::uint32_t default_timeout_ms = 300'000;  ///< a request's deadline (504 when it passes)
-  std::uint32_t idle_timeout_ms = 30'000;      ///< a connection silent this long is closed
+  /// A request's headers must have arrived this long after the server starts waiting for
+  /// them (a new connection, or the previous answer on a kept-alive one), or the
+  /// connection is closed: a client that trickles headers (or says nothing) holds its
+  /// connection no longer.
+  std::uint32_t header_timeout_ms = 10'000;
+  std::uint32_t idle_timeout_ms = 30'000;  ///< then the body too, or the connection is closed
   /// Prometheus text served on GET /metrics (the server appends its own baton_http_*
   /// series); empty: only those.
   std::function<std::string()> metrics_text;

@@ -80,20 +80,19 @@ http_stats http_counters::snapshot() const {
 }
 
 http_session::http_session(tcp::socket socket, http_core& core)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()), core_(core) {}
+    : socket_(std::move(socket)),
+      peer_(detail::peer_address(socket_)),
+      timer_(socket_.get_executor()),
+      core_(core) {}
 
 void http_session::start() {
   counted_ = true;
   read_request();
 }
 
-void http_session::refuse() {
+void http_session::refuse(const std::string& why) {
   keep_alive_ = false;
-  respond_error({429,
-                 fmt::format("{} connections open, the limit", core_.options.max_connections),
-                 "rate_limit_error",
-                 {},
-                 "overloaded"});
+  respond_error({429, why, "rate_limit_error", {}, "overloaded"});
 }
 
 void http_session::close(cancel_reason why) {
@@ -104,7 +103,10 @@ void http_session::close(cancel_reason why) {
   timer_.cancel();
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
-  if (counted_) core_.stats.connections_open.fetch_sub(1);
+  if (counted_) {
+    core_.stats.connections_open.fetch_sub(1);
+    core_.connections->release(peer_);
+  }
 }
 
 // --- the failure boundary
@@ -144,17 +146,22 @@ void http_session::read_request() {
   parser_->header_limit(static_cast<std::uint32_t>(core_.options.max_header_bytes));
   parser_->body_limit(core_.options.max_body_bytes);
   waiting_ = true;
-  timer_.expires_after(std::chrono::milliseconds(core_.options.idle_timeout_ms));
-  timer_.async_wait([self = shared_from_this()](error_code ec) {
-    if (!ec && self->waiting_) self->close(cancel_reason::disconnected);
-  });
+  wait_at_most(core_.options.header_timeout_ms);
   http::async_read_header(
       socket_, buffer_, *parser_,
       [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
 }
 
+void http_session::wait_at_most(std::uint32_t ms) {
+  timer_.expires_after(std::chrono::milliseconds(ms));
+  timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (!ec && self->waiting_) self->close(cancel_reason::disconnected);
+  });
+}
+
 void http_session::on_header(error_code ec) {
   if (ec) return read_failed(ec);
+  wait_at_most(core_.options.idle_timeout_ms);  // for the body
   const auto& req = parser_->get();
   if (beast::iequals(req[http::field::expect], "100-continue")) {
     write_raw("HTTP/1.1 100 Continue\r\n\r\n", nullptr);

@@ -60,6 +60,7 @@ struct http_core {
   http_metrics metrics;  // io thread only
   std::atomic<std::uint64_t> next_stream_id{1};
   std::shared_ptr<io_gate> gate;
+  std::unique_ptr<connection_count> connections;  // options' limits, in all and per address
 };
 
 /// One choice of a generation in progress (OpenAI's n; one by default).
@@ -100,9 +101,12 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   http_session(const http_session&) = delete;
   http_session& operator=(const http_session&) = delete;
 
+  /// Counted by core.connections (admitted there): reads requests.
   void start();
-  /// Over max_connections: 429, then closed.
-  void refuse();
+  /// Over a connection limit (`why`): 429, then closed.
+  void refuse(const std::string& why);
+  /// The client's address.
+  [[nodiscard]] const boost::asio::ip::address& peer() const { return peer_; }
   /// Ends the open request (telling the handler why) and closes the connection.
   void close(cancel_reason why);
 
@@ -115,6 +119,8 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   void failed(const char* where, const char* what);
 
   void read_request();
+  /// While waiting_ for a request: closes the connection in `ms` unless it arrives.
+  void wait_at_most(std::uint32_t ms);
   void on_header(error_code ec);
   void on_body(error_code ec);
   void read_failed(error_code ec);
@@ -156,6 +162,7 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   };
 
   tcp::socket socket_;
+  boost::asio::ip::address peer_;
   boost::asio::steady_timer timer_;  // idle timeout, the request's deadline, the linger bound
   http_core& core_;
   boost::beast::flat_buffer buffer_;
@@ -164,7 +171,7 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   std::deque<pending> out_;
   std::array<char, 16384> scratch_{};
   std::size_t drained_ = 0;
-  bool counted_ = false;
+  bool counted_ = false;  // admitted by core_.connections: released on close
   bool keep_alive_ = true;
   bool http11_ = true;
   bool waiting_ = false;      // for a request: the idle timer applies

@@ -43,6 +43,7 @@ struct server_core {
   counters stats;
   std::atomic<std::uint64_t> next_stream_id{1};
   std::shared_ptr<io_gate> gate;
+  std::unique_ptr<detail::connection_count> connections;  // in all and per address
 };
 
 using frame_bytes = std::vector<std::byte>;
@@ -52,22 +53,27 @@ using frame_bytes = std::vector<std::byte>;
 class session : public stream_sink, public std::enable_shared_from_this<session> {
  public:
   session(tcp::socket socket, server_core& core)
-      : socket_(std::move(socket)), linger_(socket_.get_executor()), core_(core) {}
+      : socket_(std::move(socket)),
+        peer_(detail::peer_address(socket_)),
+        linger_(socket_.get_executor()),
+        core_(core) {}
   session(const session&) = delete;
   session& operator=(const session&) = delete;
 
-  /// Registers with the connection count and starts reading frames.
+  /// Counted by core.connections (admitted there): starts reading frames.
   void start() {
     counted_ = true;
     read_length();
   }
 
-  /// Over max_connections: answers rejected{overloaded} and closes.
-  void refuse() {
+  /// Over a connection limit (`why`): answers rejected{overloaded} and closes.
+  void refuse(const std::string& why) {
     reading_ = false;
-    fail_connection(errc::overloaded,
-                    fmt::format("{} connections open, the limit", core_.options.max_connections));
+    fail_connection(errc::overloaded, why);
   }
+
+  /// The client's address.
+  [[nodiscard]] const asio::ip::address& peer() const { return peer_; }
 
   /// Ends every open request and closes the connection.
   void close(cancel_reason why) {
@@ -79,7 +85,10 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
     linger_.cancel();
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
-    if (counted_) core_.stats.connections_open.fetch_sub(1);
+    if (counted_) {
+      core_.stats.connections_open.fetch_sub(1);
+      core_.connections->release(peer_);
+    }
   }
 
   void on_response(const std::shared_ptr<bounded_stream>& stream, response r) override {
@@ -341,6 +350,7 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
   }
 
   tcp::socket socket_;
+  asio::ip::address peer_;
   asio::steady_timer linger_;
   server_core& core_;
   std::array<std::byte, wire::client_length_bytes> length_{};
@@ -359,8 +369,10 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
 class server_impl final : public native_server {
  public:
   server_impl(server_options options, generate_handler& handler)
-      : core_{std::move(options), handler, {}, {1}, nullptr} {
+      : core_{std::move(options), handler, {}, {1}, nullptr, nullptr} {
     core_.gate = std::make_shared<io_gate>(server_.io().get_executor());
+    core_.connections = std::make_unique<detail::connection_count>(
+        core_.options.max_connections, core_.options.max_connections_per_client);
   }
 
   expected<void> listen() {
@@ -397,9 +409,9 @@ class server_impl final : public native_server {
     // Forget sessions that ended; the registry only serves the shutdown.
     std::erase_if(sessions_, [](const auto& entry) { return entry.second.expired(); });
     auto s = std::make_shared<session>(std::move(socket), core_);
-    if (core_.stats.connections_open.load() >= core_.options.max_connections) {
+    if (auto refused = core_.connections->admit(s->peer())) {
       core_.stats.connections_refused.fetch_add(1);
-      s->refuse();
+      s->refuse(*refused);
       return;
     }
     core_.stats.connections_accepted.fetch_add(1);
@@ -417,8 +429,8 @@ class server_impl final : public native_server {
 
 expected<std::unique_ptr<native_server>> native_server::start(server_options options,
                                                               generate_handler& handler) {
-  if (options.max_connections == 0 || options.max_open_requests_per_connection == 0 ||
-      options.max_queued_bytes_per_stream == 0) {
+  if (options.max_connections == 0 || options.max_connections_per_client == 0 ||
+      options.max_open_requests_per_connection == 0 || options.max_queued_bytes_per_stream == 0) {
     return fail(errc::invalid_argument, "native server: every limit must be positive");
   }
   auto server = std::make_unique<server_impl>(std::move(options), handler);

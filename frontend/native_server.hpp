@@ -18,7 +18,8 @@ namespace baton::frontend {
 
 struct server_options {
   std::string address = "127.0.0.1:0";                ///< "host:port"; port 0 picks a free one
-  std::size_t max_connections = 256;                  ///< beyond: rejected{overloaded}, then closed
+  std::size_t max_connections = 4096;                 ///< beyond: rejected{overloaded}, then closed
+  std::size_t max_connections_per_client = 64;        ///< from one address; beyond: the same
   std::size_t max_open_requests_per_connection = 64;  ///< beyond: rejected{overloaded}
   std::size_t max_queued_bytes_per_stream = 4u << 20;
   std::uint32_t default_timeout_ms = 300'000;  ///< for requests with timeout_ms 0
@@ -28,7 +29,7 @@ struct server_options {
 /// Counters since start(); each is read atomically, the set is not a snapshot.
 struct server_stats {
   std::uint64_t connections_accepted = 0;
-  std::uint64_t connections_refused = 0;  ///< over max_connections
+  std::uint64_t connections_refused = 0;  ///< over max_connections or the per-client limit
   std::uint64_t connections_open = 0;
   std::uint64_t frames_received = 0;     ///< well-formed frames
   std::uint64_t frames_rejected = 0;     ///< malformed, oversized or wrong direction

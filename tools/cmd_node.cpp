@@ -13,6 +13,7 @@
 // cluster refused its join (model, KV layout or numerics differ): restarting changes
 // neither. baton up and the systemd unit restart only 1 and deaths by signal.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <array>
@@ -342,8 +343,21 @@ expected<std::unique_ptr<running_node>> start(const node_args& args) {
   return r;
 }
 
+/// Every client connection is an open file (a router allows thousands: http_options,
+/// server_options): the soft limit goes up to the hard one.
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const auto before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    spdlog::debug("open files limit raised from {} to {}", before, limit.rlim_cur);
+  }
+}
+
 int run_node(const node_args& args) {
   spdlog::flush_on(spdlog::level::info);  // logs go to files and pipes: no buffering
+  raise_open_files_limit();
   signal_pipe signals;  // before anything slow: a signal while starting still means "leave"
 
   auto running = start(args);

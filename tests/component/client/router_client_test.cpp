@@ -117,7 +117,10 @@ struct raw_connection {
   asio::io_context io;
   tcp::socket socket{io};
 
-  explicit raw_connection(std::uint16_t port) {
+  /// From `source` (any address of 127.0.0.0/8 is this host's).
+  explicit raw_connection(std::uint16_t port, const char* source = "127.0.0.1") {
+    socket.open(tcp::v4());
+    socket.bind(tcp::endpoint(asio::ip::make_address(source), 0));
     socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
   }
   void send(const wire::client_message& m) {
@@ -412,6 +415,42 @@ TEST(NativeServer, ConnectionsAreBounded) {
   EXPECT_EQ(std::get<wire::rejected>(*answer).code, errc::overloaded);
   EXPECT_EQ(server->stats().connections_refused, 1u);
   EXPECT_EQ(server->stats().connections_open, 1u);
+}
+
+TEST(NativeServer, OneClientAddressCannotTakeEveryConnection) {
+  scripted_handler handler;
+  server_options options;
+  options.max_connections = 8;
+  options.max_connections_per_client = 3;
+  auto server = serve(handler, options);
+  std::vector<std::unique_ptr<raw_connection>> idle;
+  for (int i = 0; i < 3; ++i)
+    idle.push_back(std::make_unique<raw_connection>(server->local_port()));
+  raw_connection fourth(server->local_port());
+  auto answer = fourth.receive();
+  ASSERT_TRUE(answer);
+  ASSERT_TRUE(std::holds_alternative<wire::rejected>(*answer));
+  EXPECT_EQ(std::get<wire::rejected>(*answer).code, errc::overloaded);
+  EXPECT_NE(std::get<wire::rejected>(*answer).message.find("per client address"),
+            std::string::npos);
+  // Another address is served while the first holds its three.
+  raw_connection other(server->local_port(), "127.0.0.2");
+  other.send(request_for("Once"));
+  auto accepted = other.receive();
+  ASSERT_TRUE(accepted);
+  EXPECT_TRUE(std::holds_alternative<wire::accepted>(*accepted));
+  EXPECT_EQ(server->stats().connections_refused, 1u);
+  // A connection that ends gives its address's place back.
+  idle.pop_back();
+  std::unique_ptr<raw_connection> again;
+  for (int i = 0; i < 200 && server->stats().connections_open != 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  again = std::make_unique<raw_connection>(server->local_port());
+  again->send(request_for("Once"));
+  auto served = again->receive();
+  ASSERT_TRUE(served);
+  EXPECT_TRUE(std::holds_alternative<wire::accepted>(*served));
 }
 
 TEST(NativeServer, SlowReaderEndsTheRequest) {

@@ -2,8 +2,11 @@
 // (ports picked by the kernel), driven by a Beast HTTP client and raw sockets.
 #include "frontend/http_server.hpp"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -102,6 +105,25 @@ reply call(std::uint16_t port, http::verb verb, const std::string& target,
   if (ec) return {};
   return {res.get().result_int(), res.get().body(),
           std::string(res.get()[http::field::content_type])};
+}
+
+/// GET `target` from the address `source` (any of 127.0.0.0/8 is this host's).
+reply get_from(const char* source, std::uint16_t port, const std::string& target) {
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.expires_after(10s);
+  stream.socket().open(tcp::v4());
+  stream.socket().bind(tcp::endpoint(asio::ip::make_address(source), 0));
+  stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  http::request<http::empty_body> req(http::verb::get, target, 11);
+  req.set(http::field::host, "127.0.0.1");
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  beast::error_code ec;
+  http::read(stream, buffer, res, ec);
+  if (ec) return {};
+  return {res.result_int(), res.body(), std::string(res[http::field::content_type])};
 }
 
 reply post(std::uint16_t port, const std::string& target, const json& body) {
@@ -499,6 +521,60 @@ TEST_F(HttpServer, OverloadIs429AtOnce) {
   EXPECT_EQ(handler_.wait_for_cancels(1).size(), 1u);
   EXPECT_TRUE(wait_for_idle());
   EXPECT_EQ(post(port_, "/v1/completions", completion()).status, 200u);
+}
+
+TEST_F(HttpServer, AThousandIdleConnectionsFromOneAddressDoNotLockOutAnother) {
+  // Fewer places than the idle connections: without a limit per address they would take
+  // them all, and every other client would get 429.
+  http_options o;
+  o.max_connections = 500;
+  start(o);
+  rlimit files{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_cur < 1200) {
+    files.rlim_cur = std::min<rlim_t>(files.rlim_max, 4096);
+    (void)::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  if (files.rlim_cur < 1200) GTEST_SKIP() << "needs 1200 open files, has " << files.rlim_cur;
+  asio::io_context io;
+  std::vector<tcp::socket> idle;
+  for (int i = 0; i < 1000; ++i) {
+    idle.emplace_back(io);
+    idle.back().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_));
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const auto served = get_from("127.0.0.2", port_, "/v1/models");
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(served.status, 200u) << served.body;
+  std::printf("figures: another client served in %.1f ms beside 1000 idle connections\n",
+              std::chrono::duration<double, std::milli>(took).count());
+  // The crowded address holds max_connections_per_client, once the other client has gone.
+  for (int i = 0; i < 200 && server_->stats().connections_open != 64; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(server_->stats().connections_open, 64u);
+  // One more from the crowded address: 429, naming the limit.
+  const auto refused = get_from("127.0.0.1", port_, "/v1/models");
+  EXPECT_EQ(refused.status, 429u);
+  EXPECT_NE(refused.body.find("per client address"), std::string::npos) << refused.body;
+}
+
+TEST_F(HttpServer, AClientThatTricklesItsHeadersIsClosedAtTheHeaderDeadline) {
+  http_options o;
+  o.header_timeout_ms = 300;
+  start(o);
+  asio::io_context io;
+  tcp::socket slow(io);
+  slow.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_));
+  asio::write(slow, asio::buffer(std::string("GET /v1/models HTTP/1.1\r\nHost: x\r\n")));
+  // The client holds its end open: the server closed its own.
+  EXPECT_TRUE(wait_for_idle()) << "still open after the header deadline";
+  std::array<char, 64> scratch{};
+  beast::error_code ec;
+  (void)slow.read_some(asio::buffer(scratch), ec);
+  EXPECT_EQ(ec, asio::error::eof);
+  // A whole request on a new connection is served as before.
+  EXPECT_EQ(call(port_, http::verb::get, "/v1/models").status, 200u);
 }
 
 TEST_F(HttpServer, RouterFailuresMapToStatusCodes) {
