@@ -135,6 +135,10 @@ class RouterThreads : public ::testing::Test {
     stopping_ = true;
     if (worker_.joinable()) worker_.join();
     caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
+    // The router's exit hook uses the node context and unregisters last: wait for it, since
+    // await_all_actors_done() can return before an actor's attachables have run, and the
+    // context goes before the actor system.
+    for (int i = 0; i < 1000 && registered(); ++i) std::this_thread::sleep_for(10ms);
     if (ctx_) (void)ctx_->shutdown();  // the bridge to d
     system_.await_all_actors_done();
   }
