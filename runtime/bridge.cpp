@@ -261,7 +261,7 @@ caf::behavior bridge(bridge_actor* self, node_context* ctx, std::string peer,
       },
       [self](node_gone& g) {
         fail_everything(self, g.reason);
-        self->state.ctx->sink().detach(self->state.peer);
+        self->state.ctx->sink().detach(self->state.peer, caf::actor_cast<caf::actor>(self));
         self->quit();
       },
   };

@@ -19,7 +19,9 @@ constexpr auto connect_attempt = 10ms;
 constexpr auto connect_retry = 50ms;
 using steady = std::chrono::steady_clock;
 constexpr steady::rep never = steady::time_point::max().time_since_epoch().count();
-constexpr auto connect_give_up = 10s;
+constexpr auto connect_give_up = 10s;          // then what waits for the connection fails...
+constexpr auto connect_retry_unanswered = 1s;  // ...and it is tried this often
+
 constexpr auto send_timeout = 5s;
 constexpr auto reset_quiet = 1s;  // send failures this soon after a reconnect are its own
 constexpr std::size_t max_backlog_frames = 8192;  // per peer, waiting to be sent
@@ -215,10 +217,11 @@ void fabric_io::post(const std::string& node, wire::encoded_frame frame,
   endpoint_->interrupt();  // the fabric thread sends it once connected or there is room
 }
 
-void fabric_io::detach(const std::string& node) {
+void fabric_io::detach(const std::string& node, const caf::actor& bridge) {
   command c{};
   c.what = command::kind::detach;
   c.node = node;
+  c.bridge = bridge;
   push(std::move(c));
 }
 
@@ -308,10 +311,18 @@ void fabric_io::report(const pending_write& w, expected<void> status) {
 void fabric_io::execute(command& c) {
   switch (c.what) {
     case command::kind::attach:
+      known_[c.node] = c.address;
       connecting_[c.node] = {c.address, c.bridge, {}, transport::clock::now() + connect_give_up};
       connect(c.node, c.address, c.bridge);
       return;
     case command::kind::detach: {
+      const caf::actor* current = nullptr;
+      if (auto it = bridges_.find(c.node); it != bridges_.end()) {
+        current = &it->second;
+      } else if (auto pending = connecting_.find(c.node); pending != connecting_.end()) {
+        current = &pending->second.bridge;
+      }
+      if (current != nullptr && *current != c.bridge) return;  // attached anew since
       {
         std::lock_guard routes_lock(routes_mu_);
         if (auto it = peers_.find(c.node); it != peers_.end()) {
@@ -333,12 +344,17 @@ void fabric_io::execute(command& c) {
       return;
     }
     case command::kind::reconnect:
-      if (auto it = peers_.find(c.node); it != peers_.end()) {
+      if (auto it = known_.find(c.node); it != known_.end()) {
         {
           std::lock_guard routes_lock(routes_mu_);
           reset_at_[c.node] = std::chrono::steady_clock::now();
         }
-        endpoint_->reset_peer(it->second);
+        endpoint_->reset_peer({it->second});
+      }
+      if (auto it = connecting_.find(c.node); it != connecting_.end()) {  // at once, as new
+        it->second.retry_at = {};
+        it->second.give_up_at = transport::clock::now() + connect_give_up;
+        it->second.unanswered = false;
       }
       return;
     case command::kind::bind:
@@ -371,16 +387,29 @@ void fabric_io::execute(command& c) {
 void fabric_io::connect(const std::string& node, const std::string& address, caf::actor bridge) {
   auto peer = endpoint_->add_peer({address}, transport::clock::now() + connect_attempt);
   if (!peer) {
-    auto& pending = connecting_[node];
-    if (peer.error().code != errc::timed_out || transport::clock::now() > pending.give_up_at) {
+    const auto code = peer.error().code;
+    const auto now = transport::clock::now();
+    if (code == errc::invalid_argument || code == errc::overloaded) {  // never will
       spdlog::warn("cannot reach {} at {}: {}", node, address, peer.error().message);
       connecting_.erase(node);
-      fail_waiting(
-          node, error{peer.error().code == errc::timed_out ? errc::disconnected : peer.error().code,
-                      fmt::format("cannot reach {}: {}", node, peer.error().message)});
+      fail_waiting(node,
+                   error{code, fmt::format("cannot reach {}: {}", node, peer.error().message)});
       return;
     }
-    pending.retry_at = transport::clock::now() + connect_retry;
+    // Unanswered or refused: tried until detached, since its bridge stays attached and a
+    // node cut off or restarting comes back at this address; after connect_give_up, less
+    // often, and what waits for the connection fails.
+    auto& pending = connecting_[node];
+    if (!pending.unanswered && now > pending.give_up_at) {
+      pending.unanswered = true;
+      spdlog::warn("cannot reach {} at {}: {}; trying again every {} s", node, address,
+                   peer.error().message, connect_retry_unanswered.count());
+      fail_waiting(node, error{errc::disconnected,
+                               fmt::format("cannot reach {}: {}", node, peer.error().message)});
+    }
+    pending.retry_at =
+        now + (pending.unanswered ? std::chrono::milliseconds(connect_retry_unanswered)
+                                  : std::chrono::milliseconds(connect_retry));
     return;
   }
   connecting_.erase(node);
@@ -541,6 +570,11 @@ std::string fabric_io::name_of(transport::peer_id peer) const {
   return {};
 }
 
+bool fabric_io::being_connected(const std::string& node) const {
+  auto it = connecting_.find(node);
+  return it != connecting_.end() && !it->second.unanswered;
+}
+
 void fabric_io::fail_waiting(const std::string& node, const error& why) {
   if (auto it = waiting_grants_.find(node); it != waiting_grants_.end()) {
     for (auto& g : it->second) g.result->set_value(tl::unexpected(why));
@@ -556,7 +590,7 @@ void fabric_io::serve_grants(const std::string& node) {
   auto it = waiting_grants_.find(node);
   if (it == waiting_grants_.end()) return;
   const auto peer = peers_.find(node);
-  const bool connecting = connecting_.contains(node);
+  const bool connecting = being_connected(node);
   const auto now = transport::clock::now();
   std::deque<pending_grant> still;
   for (auto& g : it->second) {
@@ -581,7 +615,7 @@ void fabric_io::send_writes(const std::string& node) {
   if (it == waiting_writes_.end()) return;
   auto& queue = it->second;
   const auto peer = peers_.find(node);
-  if (peer == peers_.end() && !connecting_.contains(node)) {
+  if (peer == peers_.end() && !being_connected(node)) {
     fail_waiting(node, error{errc::not_found,
                              fmt::format("rma write: {} is not attached or not reachable", node)});
     return;
@@ -658,9 +692,13 @@ void fabric_io::run() {
       idle = commands_.empty();
     }
     retry_connects();
-    const bool waiting =
-        !connecting_.empty() || !waiting_grants_.empty() || !waiting_writes_.empty();
-    std::chrono::milliseconds timeout = waiting ? connect_retry : 500ms;
+    std::chrono::milliseconds timeout =
+        waiting_grants_.empty() && waiting_writes_.empty() ? 500ms : connect_retry;
+    for (const auto& [node, pending] : connecting_) {
+      timeout =
+          std::clamp(std::chrono::ceil<std::chrono::milliseconds>(pending.retry_at - steady::now()),
+                     std::chrono::milliseconds(1), timeout);
+    }
     if (!progress_thread_) {  // the ticker's time is kept here
       const auto now = steady::now().time_since_epoch().count();
       auto at = tick_at_.load();

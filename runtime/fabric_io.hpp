@@ -75,7 +75,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
               caf::actor bridge) override;
   void post(const std::string& node, wire::encoded_frame frame,
             std::chrono::steady_clock::time_point until = {}) override;
-  void detach(const std::string& node) override;
+  void detach(const std::string& node, const caf::actor& bridge) override;
   void reconnect(const std::string& node) override;
   /// Routes frames that arrive from `peer` (a peer that reached us first) to `node`'s bridge.
   void bind(const std::string& node, transport::peer_id peer);
@@ -127,6 +127,8 @@ class fabric_io final : public frame_sink, public kv_fabric {
   void abandon(command& c);
   [[nodiscard]] std::string name_of(transport::peer_id peer) const;
   void fail_waiting(const std::string& node, const error& why);
+  /// Connecting and not given up on: grants and writes wait for it.
+  [[nodiscard]] bool being_connected(const std::string& node) const;
   void serve_waiting();
   void serve_grants(const std::string& node);
   void send_writes(const std::string& node);
@@ -188,7 +190,12 @@ class fabric_io final : public frame_sink, public kv_fabric {
   std::atomic<std::chrono::steady_clock::rep> tick_at_{
       std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
   // Owned by the thread.
-  std::map<std::string, transport::peer_id> peers_;                 // the id we connected with
+  std::map<std::string, transport::peer_id> peers_;  // the id we connected with
+  /// The address each node was last attached at, kept across detach: a reconnect must
+  /// reach the old connection, or the connect still under way, even while the node is
+  /// being attached again (a dead member's reconnect probes attach it, and that attach
+  /// waits on the very connection to replace).
+  std::map<std::string, std::string> known_;
   std::map<std::string, std::vector<transport::peer_id>> aliases_;  // ids it reached us by
   std::map<std::string, caf::actor> bridges_;
   struct pending_connect {
@@ -196,6 +203,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
     caf::actor bridge;
     std::chrono::steady_clock::time_point retry_at;
     std::chrono::steady_clock::time_point give_up_at;
+    bool unanswered = false;  ///< past give_up_at: retried slowly, nothing waits for it
   };
   std::map<std::string, pending_connect> connecting_;
   std::map<std::string, std::deque<pending_grant>> waiting_grants_;  // for their connection

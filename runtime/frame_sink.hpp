@@ -28,8 +28,10 @@ class frame_sink {
   virtual void post(const std::string& node, wire::encoded_frame frame,
                     std::chrono::steady_clock::time_point until = {}) = 0;
 
-  /// Forgets `node`: no more frames go to or come from it.
-  virtual void detach(const std::string& node) = 0;
+  /// Forgets `node` if `bridge` is still the one it delivers to: no more frames go to or
+  /// come from it. A bridge that has been replaced (the node died and came back, and its
+  /// old bridge's detach arrives after the new attach) detaches nothing.
+  virtual void detach(const std::string& node, const caf::actor& bridge) = 0;
   /// Drops the transport's connection to `node` so the next frame opens a new one (a node
   /// declared dead may have been cut off, and an old connection recover late).
   virtual void reconnect(const std::string& /*node*/) {}

@@ -114,11 +114,22 @@ membership_output membership_state::on_message(const std::string& from, std::uin
                                                const wire::body& body, time_point now) {
   membership_output out;
   if (!accepts(from, incarnation)) {
-    // An incarnation this node buried, perhaps alive behind a partition that has healed:
-    // it may be telling this node that it was buried too. Refute that, answer nothing.
+    // An incarnation this node buried, perhaps alive behind a partition that has healed
+    // (or buried on stale news that has just arrived): it may be telling this node that it
+    // was buried too. Refute that. A probe from the incarnation buried here is answered
+    // with that news alone, so that it refutes at once and does not suspect this node
+    // for a probe left unanswered; nothing else is answered.
     if (const auto* hb = std::get_if<wire::heartbeat>(&body)) {
       for (const auto& m : hb->updates) {
         if (m.node == self_.member.node) apply(m, now, out);
+      }
+      const auto* buried = find(from);
+      if (!hb->is_ack && buried != nullptr && buried->state == member_state::dead &&
+          buried->incarnation == incarnation) {
+        auto ack = bare_probe(hb->sequence, *buried);
+        ack.is_ack = true;
+        out.sends.push_back(
+            {from, buried->fabric_address, std::move(ack), now + config_.suspect_after});
       }
     }
     return out;

@@ -50,11 +50,13 @@ class endpoint {
   /// and shows up as the `peer` of its messages.
   [[nodiscard]] virtual expected<peer_id> add_peer(const address& peer, deadline until) = 0;
 
-  /// Drops the connection to `peer` (its operations in flight fail); the next operation
-  /// opens a new one under the same id. For a peer that was cut off: over TCP, an old
-  /// connection's retransmissions back off exponentially while the network is down, and
-  /// may wait seconds after it returns. No effect where there is no connection to drop.
-  virtual void reset_peer(peer_id /*peer*/) {}
+  /// Drops the connection to the peer at `peer` (its operations in flight fail), whether it
+  /// is established or still being made; the next operation opens a new one under the
+  /// same id. For a peer that was cut off: over TCP, an old connection's retransmissions
+  /// (or a connect's SYNs) back off exponentially while the network is down, and may wait
+  /// seconds after it returns. No effect for an address never added, or where there is no
+  /// connection to drop.
+  virtual void reset_peer(const address& /*peer*/) {}
 
   /// Allocates and registers `bytes` of memory under a fresh random 64-bit key.
   [[nodiscard]] virtual expected<region_id> allocate_region(std::size_t bytes) = 0;

@@ -23,7 +23,7 @@ T get(const std::byte* at) {
 expected<void> check_payload(kind type, std::size_t n, std::size_t max_message_bytes) {
   switch (type) {
     case kind::hello:
-      if (n <= 8 || n > 264) return fail(errc::invalid_argument, "frame: bad hello size");
+      if (n <= 9 || n > 265) return fail(errc::invalid_argument, "frame: bad hello size");
       return {};
     case kind::message:
       if (n > max_message_bytes)
@@ -99,16 +99,18 @@ expected<std::vector<view>> split_batch(std::span<const std::byte> payload, node
 }
 
 std::vector<std::byte> encode_hello(const hello_payload& hello) {
-  std::vector<std::byte> out(8 + hello.raw_address.size());
+  std::vector<std::byte> out(9 + hello.raw_address.size());
   put<std::uint64_t>(out.data(), hello.max_message_bytes);
-  std::copy(hello.raw_address.begin(), hello.raw_address.end(), out.begin() + 8);
+  out[8] = std::byte{hello.answer ? std::uint8_t{1} : std::uint8_t{0}};
+  std::copy(hello.raw_address.begin(), hello.raw_address.end(), out.begin() + 9);
   return out;
 }
 
 hello_payload decode_hello(std::span<const std::byte> payload) {
   hello_payload out;
   out.max_message_bytes = get<std::uint64_t>(payload.data());
-  out.raw_address.assign(payload.begin() + 8, payload.end());
+  out.answer = payload[8] != std::byte{0};
+  out.raw_address.assign(payload.begin() + 9, payload.end());
   return out;
 }
 

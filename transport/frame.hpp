@@ -15,7 +15,8 @@
 /// Layout, little-endian, 24-byte header then payload:
 ///   u32 magic 'BTN1' | u8 kind | u8 version (1) | u16 zero | u64 sender node |
 ///   u32 payload bytes | u32 zero
-/// Payloads: hello = u64 the sender's max_message_bytes, then its raw provider address;
+/// Payloads: hello = u64 the sender's max_message_bytes, u8 answer (1: it answers a hello,
+/// 0: it asks for one back), then its raw provider address;
 /// message = user bytes; batch = message frames (header and payload each) back to back,
 /// at least one, sent together to save a provider message each;
 /// grant = u64 key, u64 base, u64 offset, u64 length; revoke = u64 key, u64 offset,
@@ -55,6 +56,9 @@ struct view {
 
 struct hello_payload {
   std::uint64_t max_message_bytes = 0;
+  /// An answer to the peer's hello. A hello that is not one is always answered: the
+  /// peer's connection, and the hello it had from us on it, may be gone (reset_peer).
+  bool answer = false;
   std::vector<std::byte> raw_address;
 };
 [[nodiscard]] std::vector<std::byte> encode_hello(const hello_payload& hello);

@@ -322,6 +322,25 @@ TYPED_TEST(KvFabric, WriteToAnUnknownNodeIsReported) {
   EXPECT_EQ(done->status.error().code, errc::not_found);
 }
 
+// A node declared dead and alive again in quick succession: its old bridge's detach can
+// arrive after the new bridge's attach, and must not cut the new one off.
+TYPED_TEST(KvFabric, ALateDetachFromAReplacedBridgeLeavesTheNewOneAttached) {
+  auto box = std::make_shared<inbox>();
+  auto replacement = this->system_.spawn(collector, box);
+  this->a_->attach("b", this->b_->local_address().text, replacement);
+  this->a_->detach("b", this->actor_a_);  // the replaced bridge's, late
+  const auto frames = [&](inbox& in) {
+    std::lock_guard lock(in.mutex);
+    return in.frames;
+  };
+  const std::size_t at_b = frames(*this->box_b_);
+  this->a_->post("b", wire::encoded_frame{{0x3}});
+  EXPECT_TRUE(this->box_b_->wait([&] { return this->box_b_->frames > at_b; }));
+  this->b_->post("a", wire::encoded_frame{{0x4}});
+  EXPECT_TRUE(box->wait([&] { return box->frames > 0; }));  // to the new bridge
+  caf::anon_send_exit(replacement, caf::exit_reason::user_shutdown);
+}
+
 TYPED_TEST(KvFabric, WritesPastTheirDeadlineOrFromFreedRegionsAreReported) {
   auto ra = this->a_->allocate_region(4096);
   auto rb = this->b_->allocate_region(4096);

@@ -139,7 +139,7 @@ TYPED_TEST(TransportConformance, MessagesFromOnePeerArriveInOrder) {
 TYPED_TEST(TransportConformance, AResetPeerIsReachedAgainUnderItsIdInBothDirections) {
   // What membership does to a member declared dead after a partition: a new connection.
   for (int round = 0; round < 3; ++round) {
-    this->a_->reset_peer(this->a_to_b_);
+    this->a_->reset_peer(this->b_->local_address());
     ASSERT_TRUE(this->a_->send(this->a_to_b_, testing::pack({100u + round}), in(5000ms)));
     auto got = await_event(
         *this->b_, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);

@@ -102,7 +102,7 @@ expected<void> fabric_endpoint::admit() {
   return {};
 }
 
-void fabric_endpoint::post_hello(peer_id peer) {
+void fabric_endpoint::post_hello(peer_id peer, bool answer) {
   // Caller holds state_mu_. Our hello carries our raw address so the peer can answer.
   auto& entry = peers_[static_cast<std::uint32_t>(peer)];
   entry.hello_sent = true;
@@ -114,7 +114,7 @@ void fabric_endpoint::post_hello(peer_id peer) {
   operation->until = clock::now() + std::chrono::seconds(30);
   operation->frame =
       frame::encode(frame::kind::hello, node_,
-                    frame::encode_hello({config_.limits.max_message_bytes, raw_local_}));
+                    frame::encode_hello({config_.limits.max_message_bytes, answer, raw_local_}));
   submit(std::move(operation));
 }
 
@@ -147,7 +147,8 @@ expected<peer_id> fabric_endpoint::add_peer(const address& peer, deadline until)
   // Warm the connection: exchange hellos now so no request pays for the set-up.
   std::unique_lock lock(state_mu_);
   auto& entry = peers_[static_cast<std::uint32_t>(*id)];
-  if (!entry.node || entry.failure) post_hello(*id);
+  // One hello at a time (add_peer is called again and again while a peer does not answer).
+  if (!entry.node && (!entry.hello_sent || entry.failure)) post_hello(*id, false);
   bool ready = state_cv_.wait_until(lock, until, [&] {
     auto& e = peers_[static_cast<std::uint32_t>(*id)];
     return e.node.has_value() || e.failure.has_value();
@@ -160,12 +161,16 @@ expected<peer_id> fabric_endpoint::add_peer(const address& peer, deadline until)
               fmt::format("add_peer {}: no answer before the deadline", peer.text));
 }
 
-void fabric_endpoint::reset_peer(peer_id id) {
+void fabric_endpoint::reset_peer(const address& peer) {
+  auto raw = raw_address_of(peer);
+  if (!raw) return;
   // The address leaves the AV (rxm closes its connection: FI_AV_REMOVE_CLEANUP, set by
   // the set-up) and comes back under a new fi_addr; the peer keeps its id and node.
   run_on_progress([&] {
     std::lock_guard lock(state_mu_);
-    if (static_cast<std::size_t>(id) >= peers_.size()) return;
+    auto found = peer_by_raw_.find(raw_key(*raw));
+    if (found == peer_by_raw_.end()) return;
+    const peer_id id = found->second;
     auto& e = peers_[static_cast<std::uint32_t>(id)];
     fi_addr_t old = e.addr;
     if (fi_av_remove(av_.get(), &old, 1, 0) != 0) return;
@@ -177,6 +182,16 @@ void fabric_endpoint::reset_peer(peer_id id) {
     }
     e.addr = fresh;
     peer_by_addr_[fresh] = id;
+    if (!e.node) e.hello_sent = false;  // one may have gone down with the old connection
+    // Operations not yet handed to the provider go to the new connection (the old address
+    // may name nothing now, or another peer later).
+    for (op* o : pending_) {
+      if (o->peer == id) o->addr = fresh;
+    }
+    std::lock_guard submit_lock(submit_mu_);
+    for (auto& o : submitted_) {
+      if (o->peer == id) o->addr = fresh;
+    }
   });
 }
 

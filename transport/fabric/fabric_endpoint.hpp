@@ -44,7 +44,7 @@ class fabric_endpoint final : public endpoint {
   node_id local_node() const override { return node_; }
   const endpoint_limits& limits() const override { return config_.limits; }
   expected<peer_id> add_peer(const address& peer, deadline until) override;
-  void reset_peer(peer_id peer) override;
+  void reset_peer(const address& peer) override;
   expected<region_id> allocate_region(std::size_t bytes) override;
   std::span<std::byte> region_bytes(region_id region) override;
   expected<void> free_region(region_id region) override;
@@ -78,7 +78,9 @@ class fabric_endpoint final : public endpoint {
   [[nodiscard]] expected<std::unique_ptr<op>> make_rma(op_kind kind, const local_slice& local,
                                                        const remote_slice& remote, deadline until);
   [[nodiscard]] expected<std::vector<std::byte>> raw_address_of(const address& peer) const;
-  void post_hello(peer_id peer);
+  /// A hello to `peer`: a request (answer false) that the peer answers with its own, or
+  /// the answer to one.
+  void post_hello(peer_id peer, bool answer);
 
   // Progress thread (fabric_progress.cpp).
   void progress_loop();

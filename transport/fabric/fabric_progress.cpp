@@ -463,7 +463,7 @@ void fabric_endpoint::on_hello(const frame::view& f, fi_addr_t /*source*/) {
   entry.node = f.sender;
   entry.max_message_bytes = hello.max_message_bytes;
   peer_by_node_[f.sender] = id;
-  if (!entry.hello_sent || new_incarnation) post_hello(id);
+  if (!hello.answer) post_hello(id, true);
   state_cv_.notify_all();
 }
 

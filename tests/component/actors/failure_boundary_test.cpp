@@ -20,7 +20,7 @@ class null_sink final : public runtime::frame_sink {
   void attach(const std::string&, const std::string&, caf::actor) override {}
   void post(const std::string&, wire::encoded_frame,
             std::chrono::steady_clock::time_point) override {}
-  void detach(const std::string&) override {}
+  void detach(const std::string&, const caf::actor&) override {}
 };
 
 // `unused`: CAF 0.17 trips UBSan on spawned functions that take no argument besides self.

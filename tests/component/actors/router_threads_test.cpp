@@ -26,7 +26,7 @@ constexpr std::uint32_t tokens_per_request = 6;
 class queue_sink final : public runtime::frame_sink {
  public:
   void attach(const std::string&, const std::string&, caf::actor) override {}
-  void detach(const std::string&) override {}
+  void detach(const std::string&, const caf::actor&) override {}
   void post(const std::string& node, wire::encoded_frame frame,
             std::chrono::steady_clock::time_point) override {
     auto decoded = wire::decoder{}.decode(frame.bytes());

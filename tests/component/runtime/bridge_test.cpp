@@ -34,7 +34,7 @@ class recording_sink final : public frame_sink {
     ASSERT_TRUE(decoded) << decoded.error().message;
     frames.push_back({node, std::move(*decoded)});
   }
-  void detach(const std::string& node) override { detached.push_back(node); }
+  void detach(const std::string& node, const caf::actor&) override { detached.push_back(node); }
 
   std::vector<std::pair<std::string, std::string>> attached;
   std::vector<posted> frames;

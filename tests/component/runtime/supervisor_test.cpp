@@ -14,7 +14,7 @@ class null_sink final : public frame_sink {
   void attach(const std::string&, const std::string&, caf::actor) override {}
   void post(const std::string&, wire::encoded_frame,
             std::chrono::steady_clock::time_point) override {}
-  void detach(const std::string&) override {}
+  void detach(const std::string&, const caf::actor&) override {}
 };
 
 // Spawned functions take an argument besides `self`: CAF 0.17 trips UBSan on those
