@@ -112,6 +112,15 @@ void on_down(bridge_actor* self, const wire::down& d) {
 void dispatch(bridge_actor* self, inbound in) {
   auto& st = self->state;
   const auto f = in.frame;
+  if (f->source.node != st.peer) {
+    // The transport routes by connection, and a seed's placeholder bridge ("seed@HOST:PORT")
+    // shares its connection with the node it turns out to be: a frame belongs to its
+    // sender's bridge, whose credit window and requests it may answer.
+    if (auto owner = st.ctx->bridge(f->source.node)) {
+      self->send(owner, decoded_atom::value, std::move(in));
+      return;
+    }
+  }
   if (!st.ctx->accepts(f->source.node, f->sender_incarnation)) {
     st.stale->add();
     // Membership still reads what a buried incarnation says of this node (a partition may

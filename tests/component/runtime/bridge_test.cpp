@@ -95,7 +95,7 @@ class BridgeTest : public ::testing::Test {
 
   /// A frame from b's actor "x" to a's `actor`, as raw bytes arriving at the bridge.
   void arrive(wire::body body, std::string actor = "worker", std::uint64_t incarnation = 5,
-              std::uint64_t id = 100, std::uint64_t in_reply_to = 0) {
+              std::uint64_t id = 100, std::uint64_t in_reply_to = 0, caf::actor at = {}) {
     wire::frame f;
     f.source = {"b", "x"};
     f.target = {"a", std::move(actor)};
@@ -107,7 +107,7 @@ class BridgeTest : public ::testing::Test {
     ASSERT_TRUE(encoded);
     auto bytes =
         std::make_shared<std::vector<std::byte>>(encoded->bytes().begin(), encoded->bytes().end());
-    caf::anon_send(bridge_, raw_frame{std::move(bytes)});
+    caf::anon_send(at ? at : bridge_, raw_frame{std::move(bytes)});
     sched_.run();
   }
 
@@ -301,6 +301,25 @@ TEST_F(BridgeTest, SendsFromOtherThreadsShareTheBridgesCreditWindow) {
   arrive(wire::credit{1});  // through the bridge: releases what the link queued
   ASSERT_EQ(sink_.frames.size(), 5u);
   EXPECT_EQ(std::get<wire::token_batch>(sink_.frames[4].frame.body).first_position, 5u);
+}
+
+TEST_F(BridgeTest, FramesRoutedToASeedsBridgeReachTheirSendersBridge) {
+  // A node joined through b's address has a placeholder bridge for it, and the transport
+  // routes b's frames by connection, so they may reach the placeholder: b's credit must
+  // still open b's window, and what b sends must be answered with credit from b's link.
+  auto seed = ctx_->bridge("seed@fabric-b", "fabric-b");
+  sched_.run();
+  for (std::uint32_t i = 0; i < 5; ++i) send_from_worker(tokens(i));
+  ASSERT_EQ(sink_.frames.size(), 4u) << "window 4: the fifth waits for credit";
+  arrive(wire::credit{1}, "worker", 5, 100, 0, seed);
+  ASSERT_EQ(sink_.frames.size(), 5u) << "b's credit went to the placeholder's window";
+  EXPECT_EQ(sink_.frames[4].node, "b");
+  arrive(tokens(1), "worker", 5, 1, 0, seed);
+  arrive(tokens(2), "worker", 5, 2, 0, seed);
+  ASSERT_EQ(log_->inbound.size(), 2u);
+  ASSERT_EQ(sink_.frames.size(), 6u);
+  EXPECT_EQ(sink_.frames[5].node, "b");
+  EXPECT_EQ(std::get<wire::credit>(sink_.frames[5].frame.body).frames, 2u);
 }
 
 TEST_F(BridgeTest, AnActorsFastPathTakesItsFramesAndReturnsTheirCredit) {
