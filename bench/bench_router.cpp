@@ -171,29 +171,9 @@ int run_router(const router_args& a) {
   }
   const std::uint64_t seed = a.seed != 0 ? a.seed : std::random_device{}();
   fmt::print(stderr, "seed {} (replay with --seed {})\n", seed, seed);
-  const auto here = std::filesystem::current_path();
-  const auto model = runtime::model_file(a.model, here);
-  const auto tokenizer = runtime::model_file(a.tokenizer, here);
-  for (const auto& file : {model, tokenizer}) {
-    if (!std::filesystem::is_regular_file(file)) {
-      return fail_with(
-          fmt::format("no {} (names are looked up in BATON_MODEL_PATH, ./models, ../shared/models)",
-                      file.string()));
-    }
-  }
-  local_cluster c(
-      {.name = "bench-router",
-       .checkpoint = model,
-       .tokenizer = tokenizer,
-       .nodes = {{"router-0", {"router"}},
-                 {"prefill-0", {"prefill"}, "trainium", "emulated:trn2", "kv_blocks = 4096"},
-                 {"decode-0", {"decode"}, "wafer-scale", "emulated:cs3", "kv_blocks = 4096"}},
-       .sections = "[emulated]\ntime_scale = 0    # zero compute: only the serving path\n\n"
-                   "[limits]\nmax_queued_requests = 4096\n"});
-  if (auto ok = c.start_all(); !ok) return fail_with(ok.error().message);
-  if (auto ok = c.ready(std::chrono::seconds(30)); !ok) {
-    return fail_with("the cluster did not become ready: " + ok.error().message);
-  }
+  auto cluster = serving_path_cluster("bench-router", a.model, a.tokenizer);
+  if (!cluster) return fail_with(cluster.error().message);
+  auto& c = **cluster;
   std::size_t failures = 0;
   std::string first_error;
   if (a.warmup > 0)
@@ -212,6 +192,36 @@ int run_router(const router_args& a) {
 }
 
 }  // namespace
+
+expected<std::unique_ptr<local_cluster>> serving_path_cluster(const std::string& name,
+                                                              const std::string& model_name,
+                                                              const std::string& tokenizer_name) {
+  const auto here = std::filesystem::current_path();
+  const auto model = runtime::model_file(model_name, here);
+  const auto tokenizer = runtime::model_file(tokenizer_name, here);
+  for (const auto& file : {model, tokenizer}) {
+    if (!std::filesystem::is_regular_file(file)) {
+      return fail(
+          errc::not_found,
+          fmt::format("no {} (names are looked up in BATON_MODEL_PATH, ./models, ../shared/models)",
+                      file.string()));
+    }
+  }
+  auto c = std::make_unique<local_cluster>(launcher::local_cluster_options{
+      .name = name,
+      .checkpoint = model,
+      .tokenizer = tokenizer,
+      .nodes = {{"router-0", {"router"}},
+                {"prefill-0", {"prefill"}, "trainium", "emulated:trn2", "kv_blocks = 4096"},
+                {"decode-0", {"decode"}, "wafer-scale", "emulated:cs3", "kv_blocks = 4096"}},
+      .sections = "[emulated]\ntime_scale = 0    # zero compute: only the serving path\n\n"
+                  "[limits]\nmax_queued_requests = 4096\n"});
+  if (auto ok = c->start_all(); !ok) return tl::unexpected(ok.error());
+  if (auto ok = c->ready(std::chrono::seconds(30)); !ok) {
+    return fail(ok.error().code, "the cluster did not become ready: " + ok.error().message);
+  }
+  return c;
+}
 
 void add_bench_router_command(CLI::App& app, int& exit_code) {
   static router_args args;

@@ -1,10 +1,14 @@
 #include "client/router_client.hpp"
 
+#include "client/version.hpp"
+
 #include <algorithm>
-#include <atomic>
+#include <condition_variable>
 #include <deque>
+#include <future>
+#include <map>
 #include <mutex>
-#include <optional>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -22,9 +26,6 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using clock = std::chrono::steady_clock;
-
-/// Between rounds of connection attempts while every router is down (one restarting).
-constexpr auto resume_pause = std::chrono::milliseconds(100);
 
 /// The endpoints of a router's "host:port".
 expected<tcp::resolver::results_type> resolve(asio::io_context& io, const std::string& address) {
@@ -62,407 +63,615 @@ struct progress {
   }
 };
 
-/// What one generate() is doing; touched only by the thread running the io_context.
-struct call_state {
-  enum class phase : std::uint8_t { running, cancelling, timing_out };
-  std::uint64_t tag = 0;
-  const event_callback* on_event = nullptr;
-  progress* seen = nullptr;  ///< the request's progress over every router
-  phase now = phase::running;
-  bool heard = false;  ///< any message for this request arrived
-  bool done = false;
-  std::optional<expected<generate_result>> outcome;
-  generate_result result;
-};
-
 }  // namespace
 
-struct router_client::impl {
-  explicit impl(client_options o) : options(std::move(o)) {}
+namespace detail {
 
-  client_options options;
-  asio::io_context io{1};
-  tcp::socket socket{io};
-  asio::steady_timer timer{io};
-  bool connected = false;
-  std::uint64_t epoch = 0;  // counts dropped connections; stale write handlers see a change
-  std::mutex call_mutex;    // one generate() at a time
-  mutable std::mutex state_mutex;
-  std::string router;            // guarded by state_mutex
-  std::uint64_t active_tag = 0;  // guarded by state_mutex; 0 = no request runs
-  std::atomic<bool> cancel_requested{false};
-  std::uint64_t next_tag = 1;
-  std::optional<call_state> call;
-  bool last_heard = false;      // whether the last run_call heard from the router at all
-  generate_result last_result;  // what the last run_call had gathered
+struct connection;
+
+/// One request, from start() to its done callback. Touched only on the I/O thread.
+struct request {
+  enum class phase : std::uint8_t { running, cancelling, timing_out };
+  std::uint64_t tag = 0;
+  wire::generate_request original;
+  event_callback on_event;
+  done_callback on_done;
+  clock::time_point deadline = clock::time_point::max();
+  std::optional<asio::steady_timer> deadline_timer;
+  std::optional<asio::steady_timer> grace_timer;  ///< a cancel's confirmation
+  std::optional<asio::steady_timer> wait_timer;   ///< a resume's wait for a router
+  connection* on = nullptr;  ///< where it was sent last; null while it waits for a router
+  phase now = phase::running;
+  progress seen;
+  generate_result result;
+  std::uint32_t sends = 0;  ///< times sent before it was accepted
+};
+
+/// One router of the pool: its connection, reconnected with backoff while it is away.
+/// Touched only on the I/O thread.
+struct connection {
+  connection(asio::io_context& io, std::string a, std::chrono::milliseconds backoff_min)
+      : address(std::move(a)), socket(io), timer(io), backoff(backoff_min) {}
+
+  std::string address;
+  tcp::socket socket;
+  asio::steady_timer timer;  ///< the connect attempt's bound, then the next attempt
+  router_health::state now = router_health::state::down;
+  std::uint64_t epoch = 0;  ///< counts connections; handlers of an older one see a change
   std::deque<std::vector<std::byte>> out;
   std::array<std::byte, wire::client_length_bytes> length{};
   std::vector<std::uint64_t> body;
+  std::set<std::uint64_t> open;  ///< tags of the requests running over it
+  std::chrono::milliseconds backoff;
+  std::uint32_t failures = 0;
+  std::string last_error;
+};
 
-  // ---- connecting ------------------------------------------------------------------
-  void drop_connection() {
-    error_code ignored;
-    socket.shutdown(tcp::socket::shutdown_both, ignored);
-    socket.close(ignored);
-    connected = false;
-    out.clear();
-    ++epoch;
-    std::lock_guard lock(state_mutex);
-    router.clear();
-  }
-
-  expected<void> connect_one(const std::string& address, clock::time_point deadline) {
-    auto endpoints = resolve(io, address);
-    if (!endpoints) return tl::unexpected(endpoints.error());
-    error_code result = asio::error::would_block;
-    bool expired = false;
-    asio::async_connect(socket, *endpoints, [&](error_code ec, const tcp::endpoint&) {
-      result = ec;
-      timer.cancel();
-    });
-    timer.expires_at(std::min(clock::now() + options.connect_timeout, deadline));
-    timer.async_wait([&](error_code ec) {
-      if (ec) return;
-      expired = true;
-      error_code ignored;
-      socket.close(ignored);
-    });
-    io.restart();
-    io.run();
-    if (expired) return fail(errc::timed_out, fmt::format("{}: connect timed out", address));
-    if (result) return fail(errc::disconnected, fmt::format("{}: {}", address, result.message()));
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    return {};
-  }
-
-  /// Tries every router in order; the first that answers wins.
-  expected<void> connect_any(clock::time_point deadline) {
-    std::string failures;
+/// The pool: connections, requests, and the one thread that runs them.
+struct client_core {
+  explicit client_core(client_options o) : options(std::move(o)), work(io.get_executor()) {
     for (const auto& address : options.routers) {
-      if (clock::now() >= deadline) return fail(errc::timed_out, "deadline passed connecting");
-      auto ok = connect_one(address, deadline);
-      if (ok) {
-        connected = true;
-        std::lock_guard lock(state_mutex);
-        router = address;
-        return {};
-      }
-      if (ok.error().code == errc::invalid_argument) return ok;
-      error_code ignored;
-      socket.close(ignored);
-      failures += fmt::format("{}{}", failures.empty() ? "" : "; ", ok.error().message);
+      routers.push_back(std::make_unique<connection>(io, address, options.reconnect_min));
     }
-    return fail(errc::disconnected, fmt::format("no router answered: {}", failures));
   }
 
-  // ---- one request -----------------------------------------------------------------
-  void finish(expected<generate_result> outcome) {
-    if (call->done) return;
-    call->done = true;
-    call->outcome = std::move(outcome);
-    timer.cancel();
+  client_options options;
+  asio::io_context io{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::unique_ptr<connection>> routers;
+  std::map<std::uint64_t, std::shared_ptr<request>> requests;
+  std::deque<std::uint64_t> waiting;  ///< requests waiting for a router to be up
+  std::atomic<std::uint64_t> next_tag{1};
+  std::thread thread;
+  bool closed = false;
+  /// connect()'s wait for the first router to answer (or none to).
+  std::optional<std::promise<expected<void>>> ready;
+
+  [[nodiscard]] bool on_io_thread() const { return std::this_thread::get_id() == thread.get_id(); }
+
+  request* find(std::uint64_t tag) {
+    auto it = requests.find(tag);
+    return it == requests.end() ? nullptr : it->second.get();
   }
 
-  /// The connection is unusable: close it and end the request with `e`, or with
-  /// timed_out / cancelled when that is what the request was already doing.
-  void connection_failed(error e) {
-    drop_connection();
-    if (call->now == call_state::phase::timing_out) {
-      return finish(
-          fail(errc::timed_out, "deadline passed; the router did not confirm the cancel"));
+  // ---- connections ----------------------------------------------------------------
+  void connect(connection& c) {
+    if (closed || c.now != router_health::state::down) return;
+    c.timer.cancel();
+    auto endpoints = resolve(io, c.address);
+    if (!endpoints) return lost(c, endpoints.error());
+    c.now = router_health::state::connecting;
+    const auto at = ++c.epoch;
+    asio::async_connect(c.socket, *endpoints, [this, &c, at](error_code ec, const tcp::endpoint&) {
+      if (at != c.epoch) return;
+      if (ec) return lost(c, {errc::disconnected, fmt::format("{}: {}", c.address, ec.message())});
+      on_connected(c);
+    });
+    c.timer.expires_after(options.connect_timeout);
+    c.timer.async_wait([this, &c, at](error_code ec) {
+      if (ec || at != c.epoch || c.now != router_health::state::connecting) return;
+      lost(c, {errc::timed_out, fmt::format("{}: connect timed out", c.address)});
+    });
+  }
+
+  void on_connected(connection& c) {
+    c.timer.cancel();
+    error_code ignored;
+    c.socket.set_option(tcp::no_delay(true), ignored);
+    c.now = router_health::state::up;
+    c.failures = 0;
+    c.backoff = options.reconnect_min;
+    read_length(c, c.epoch);
+    check_ready();
+    place_waiting();
+  }
+
+  /// The connection (or the attempt to make it) is gone: what ran over it goes elsewhere
+  /// or ends, and the router is tried again after its backoff.
+  void lost(connection& c, const error& why) {
+    ++c.epoch;
+    error_code ignored;
+    c.socket.shutdown(tcp::socket::shutdown_both, ignored);
+    c.socket.close(ignored);
+    c.out.clear();
+    c.now = router_health::state::down;
+    ++c.failures;
+    c.last_error = why.message;
+    const auto open = std::exchange(c.open, {});
+    if (!closed) {
+      c.timer.expires_after(c.backoff);
+      c.timer.async_wait([this, &c](error_code ec) {
+        if (!ec) connect(c);
+      });
+      c.backoff = std::min(c.backoff * 2, options.reconnect_max);
     }
-    if (call->now == call_state::phase::cancelling) {
-      call->result.reason = wire::finish_reason::cancelled;
-      return finish(call->result);
+    for (const auto tag : open) {
+      if (auto* r = find(tag)) router_lost(*r, why);
     }
-    finish(tl::unexpected(std::move(e)));
+    check_ready();
+    settle_waiting();
   }
 
-  void queue_write(std::vector<std::byte> frame) {
-    out.push_back(std::move(frame));
-    if (out.size() == 1) write_next();
+  /// Tries every router that is away now, not after its backoff (a request needs one).
+  void kick() {
+    for (auto& c : routers) connect(*c);
   }
 
-  void write_next() {
+  [[nodiscard]] bool any_router(router_health::state s) const {
+    return std::any_of(routers.begin(), routers.end(), [s](const auto& c) { return c->now == s; });
+  }
+
+  [[nodiscard]] std::string why_none_answered() const {
+    std::string why;
+    for (const auto& c : routers) {
+      if (c->last_error.empty()) continue;
+      why += fmt::format("{}{}", why.empty() ? "" : "; ", c->last_error);
+    }
+    return fmt::format("no router answered: {}", why);
+  }
+
+  void check_ready() {
+    if (!ready) return;
+    if (any_router(router_health::state::up)) {
+      ready->set_value({});
+    } else if (!any_router(router_health::state::connecting)) {
+      ready->set_value(fail(errc::disconnected, why_none_answered()));
+    } else {
+      return;
+    }
+    ready.reset();
+  }
+
+  void read_length(connection& c, std::uint64_t at) {
+    asio::async_read(c.socket, asio::buffer(c.length), [this, &c, at](error_code ec, std::size_t) {
+      if (at != c.epoch) return;
+      if (ec) return read_failed(c, ec);
+      auto size = wire::client_frame_length(c.length, options.limits);
+      if (!size) return bad_frame(c, size.error());
+      c.body.resize(*size / sizeof(std::uint64_t));
+      asio::async_read(c.socket, asio::buffer(c.body.data(), *size),
+                       [this, &c, at](error_code ec2, std::size_t) {
+                         if (at != c.epoch) return;
+                         if (ec2) return read_failed(c, ec2);
+                         auto message = wire::decode_client_message(
+                             std::as_bytes(std::span(c.body)), options.limits);
+                         if (!message) return bad_frame(c, message.error());
+                         on_message(c, std::move(*message));
+                         if (at == c.epoch) read_length(c, at);
+                       });
+    });
+  }
+
+  void read_failed(connection& c, error_code ec) {
+    lost(c, {errc::disconnected, fmt::format("router {} went away: {}", c.address, ec.message())});
+  }
+
+  void bad_frame(connection& c, const error& e) {
+    lost(c, {errc::invalid_argument,
+             fmt::format("router {} sent a bad frame: {}", c.address, e.message)});
+  }
+
+  void write(connection& c, std::vector<std::byte> frame) {
+    c.out.push_back(std::move(frame));
+    if (c.out.size() == 1) write_next(c);
+  }
+
+  void write_next(connection& c) {
     asio::async_write(
-        socket, asio::buffer(out.front()), [this, at = epoch](error_code ec, std::size_t) {
-          if (at != epoch) return;  // the connection was dropped, and `out` with it
+        c.socket, asio::buffer(c.out.front()),
+        [this, &c, at = c.epoch](error_code ec, std::size_t) {
+          if (at != c.epoch) return;  // dropped, and `out` with it
           if (ec) {
-            if (connected && !call->done) {
-              connection_failed({errc::disconnected,
-                                 fmt::format("writing to {}: {}", router_name(), ec.message())});
-            }
-            return;
+            return lost(
+                c, {errc::disconnected, fmt::format("writing to {}: {}", c.address, ec.message())});
           }
-          out.pop_front();
-          if (!out.empty()) write_next();
+          c.out.pop_front();
+          if (!c.out.empty()) write_next(c);
         });
   }
 
-  std::string router_name() const {
-    std::lock_guard lock(state_mutex);
-    return router;
-  }
-
-  void begin_cancel(call_state::phase why) {
-    if (call->done || call->now != call_state::phase::running) return;
-    call->now = why;
-    auto frame = wire::encode_client_frame(wire::cancel_request{call->tag}, options.limits);
-    if (frame) queue_write(std::move(*frame));
-    timer.expires_after(options.cancel_grace);
-    timer.async_wait([this](error_code ec) {
-      if (ec || call->done) return;
-      connection_failed({errc::disconnected, "the router did not confirm the cancel"});
-    });
-  }
-
-  void read_length() {
-    asio::async_read(socket, asio::buffer(length), [this](error_code ec, std::size_t) {
-      if (call->done) return;
-      if (ec) return read_failed(ec);
-      auto size = wire::client_frame_length(length, options.limits);
-      if (!size) return bad_frame(size.error());
-      body.resize(*size / sizeof(std::uint64_t));
-      asio::async_read(
-          socket, asio::buffer(body.data(), *size), [this](error_code ec2, std::size_t) {
-            if (call->done) return;
-            if (ec2) return read_failed(ec2);
-            auto message =
-                wire::decode_client_message(std::as_bytes(std::span(body)), options.limits);
-            if (!message) return bad_frame(message.error());
-            on_message(std::move(*message));
-            if (!call->done) read_length();
-          });
-    });
-  }
-
-  void read_failed(error_code ec) {
-    if (call->done) return;
-    connection_failed(
-        {errc::disconnected, fmt::format("router {} went away{}: {}", router_name(),
-                                         call->heard ? " mid-stream" : "", ec.message())});
-  }
-
-  void bad_frame(const error& e) {
-    connection_failed({errc::invalid_argument,
-                       fmt::format("router {} sent a bad frame: {}", router_name(), e.message)});
-  }
-
-  bool deliver(const client_event& event) {
-    if (call->now != call_state::phase::running || !*call->on_event) return true;
-    return (*call->on_event)(event);
-  }
-
-  void on_message(wire::client_message message) {
+  void on_message(connection& c, wire::client_message message) {
     if (auto* r = std::get_if<wire::rejected>(&message); r && r->client_tag == 0) {
-      return connection_failed({r->code, fmt::format("router {}: {}", router_name(), r->message)});
+      return lost(c, {r->code, fmt::format("router {}: {}", c.address, r->message)});
     }
     std::visit(
-        [this](auto& m) {
+        [&](auto& m) {
           using T = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<T, wire::generate_request> ||
                         std::is_same_v<T, wire::cancel_request>) {
-            connection_failed({errc::invalid_argument,
-                               fmt::format("router {} sent a client's message", router_name())});
+            lost(c, {errc::invalid_argument,
+                     fmt::format("router {} sent a client's message", c.address)});
           } else {
-            if (m.client_tag != call->tag) return;  // a request this client gave up on
-            call->heard = true;
-            on_own_message(m);
+            auto* r = find(m.client_tag);
+            if (r == nullptr || r->on != &c) return;  // ended, or moved to another router
+            on_own_message(*r, m);
           }
         },
         message);
   }
 
-  void on_own_message(const wire::accepted& a) {
-    auto& r = call->result;
-    if (call->seen->accepted) return;  // a resumed request: the caller saw its accepted
-    call->seen->accepted = a;
-    r.request = a.request;
-    r.seed = a.seed;
-    r.prompt_tokens = a.prompt_tokens;
-    r.placement = a.placement;
-    r.prefill_node = a.prefill_node;
-    r.decode_node = a.decode_node;
-    if (!deliver(a)) begin_cancel(call_state::phase::cancelling);
-  }
-
-  void on_own_message(const wire::token_chunk& t) {
-    call->result.completion_tokens += static_cast<std::uint32_t>(t.tokens.size());
-    call->seen->record(t);
-    if (!deliver(t)) begin_cancel(call_state::phase::cancelling);
-  }
-
-  void on_own_message(const wire::finished& f) {
-    if (call->now == call_state::phase::timing_out) {
-      return finish(fail(errc::timed_out, "the request's deadline passed"));
+  // ---- requests --------------------------------------------------------------------
+  void begin(std::shared_ptr<request> r) {
+    if (closed) {
+      r->on_done(fail(errc::disconnected, "the client was closed"));
+      return;
     }
-    auto& r = call->result;
-    r.reason = f.reason;
-    r.prompt_tokens = f.prompt_tokens;
-    r.completion_tokens = f.completion_tokens;
-    r.router_us = f.router_us;
-    finish(r);
-  }
-
-  void on_own_message(const wire::rejected& j) {
-    if (call->now == call_state::phase::timing_out) {
-      return finish(fail(errc::timed_out, "the request's deadline passed"));
-    }
-    finish(fail(j.code, fmt::format("router {}: {}", router_name(), j.message)));
-  }
-
-  expected<generate_result> run_call(const wire::generate_request& request,
-                                     const event_callback& on_event, clock::time_point deadline,
-                                     progress& seen, const generate_result& so_far) {
-    auto frame = wire::encode_client_frame(request, options.limits);
-    if (!frame) return tl::unexpected(frame.error());
-    call.emplace();
-    call->tag = request.client_tag;
-    call->on_event = &on_event;
-    call->seen = &seen;
-    call->result = so_far;
-    call->result.router = router_name();
-    queue_write(std::move(*frame));
-    read_length();
-    if (deadline != clock::time_point::max()) {
-      timer.expires_at(deadline);
-      timer.async_wait([this](error_code ec) {
-        if (!ec) begin_cancel(call_state::phase::timing_out);
+    r->deadline_timer.emplace(io);
+    r->grace_timer.emplace(io);
+    r->wait_timer.emplace(io);
+    r->seen.choices.resize(r->original.n);
+    requests.emplace(r->tag, r);
+    if (r->deadline != clock::time_point::max()) {
+      r->deadline_timer->expires_at(r->deadline);
+      r->deadline_timer->async_wait([this, tag = r->tag](error_code ec) {
+        if (ec) return;
+        if (auto* q = find(tag)) begin_cancel(*q, request::phase::timing_out);
       });
     }
-    if (cancel_requested.load()) begin_cancel(call_state::phase::cancelling);
-    io.restart();
-    io.run();
-    auto outcome = std::move(*call->outcome);
-    last_heard = call->heard;
-    last_result = call->result;
-    call.reset();
-    return outcome;
+    place(*r);
   }
 
-  /// The next connect_any() starts after the router just used (which went away).
-  void rotate_past_current() {
-    const auto current = router_name();
-    auto& list = options.routers;
-    const auto it = std::find(list.begin(), list.end(), current);
-    if (it != list.end()) std::rotate(list.begin(), it + 1, list.end());
+  /// Sends `r` over the healthy router with the fewest requests open, or makes it wait
+  /// for one.
+  void place(request& r) {
+    connection* best = nullptr;
+    for (auto& c : routers) {
+      if (c->now == router_health::state::up &&
+          (best == nullptr || c->open.size() < best->open.size()))
+        best = c.get();
+    }
+    if (best == nullptr) {
+      r.on = nullptr;
+      waiting.push_back(r.tag);
+      kick();
+      settle_waiting();
+      return;
+    }
+    auto sent = r.original;
+    sent.client_tag = r.tag;
+    if (r.seen.accepted) {  // resumed: the first router's seed and what arrived so far
+      sent.params.seed = r.seen.accepted->seed;
+      sent.has_seed = true;
+      sent.resume = wire::resume_state{r.seen.accepted->request, r.seen.choices};
+      if (r.deadline != clock::time_point::max()) {
+        sent.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(r.deadline - clock::now())
+                   .count()));
+      }
+    } else {
+      ++r.sends;
+    }
+    auto frame = wire::encode_client_frame(sent, options.limits);
+    if (!frame) return finish(r, tl::unexpected(frame.error()));
+    r.on = best;
+    r.result.router = best->address;
+    r.wait_timer->cancel();
+    best->open.insert(r.tag);
+    write(*best, std::move(*frame));
+  }
+
+  void place_waiting() {
+    auto tags = std::exchange(waiting, {});
+    for (const auto tag : tags) {
+      if (auto* r = find(tag); r != nullptr && r->on == nullptr) place(*r);
+    }
+  }
+
+  /// With no router up and none being tried, a request not yet accepted fails (as it
+  /// would have had there been one router); one being resumed waits out resume_wait.
+  void settle_waiting() {
+    if (any_router(router_health::state::up) || any_router(router_health::state::connecting))
+      return;
+    const auto why = why_none_answered();
+    auto tags = std::exchange(waiting, {});
+    for (const auto tag : tags) {
+      auto* r = find(tag);
+      if (r == nullptr || r->on != nullptr) continue;
+      if (r->seen.accepted) {
+        waiting.push_back(tag);
+      } else {
+        finish(*r, fail(errc::disconnected, why));
+      }
+    }
+  }
+
+  /// The router `r` ran on went away (or said it restarted): resume it elsewhere, send it
+  /// again, or end it.
+  void router_lost(request& r, const error& why) {
+    const std::string router = r.on != nullptr ? r.on->address : std::string();
+    r.on = nullptr;
+    if (r.now == request::phase::timing_out) {
+      return finish(r,
+                    fail(errc::timed_out, "the request's deadline passed; its router went away"));
+    }
+    if (r.now == request::phase::cancelling) {
+      r.result.reason = wire::finish_reason::cancelled;
+      return finish(r, r.result);
+    }
+    if (why.code != errc::disconnected) return finish(r, tl::unexpected(why));
+    if (r.seen.accepted) {
+      if (r.result.resumes >= options.max_resumes || clock::now() >= r.deadline) {
+        return finish(r, fail(errc::disconnected, fmt::format("router {} went away mid-stream: {}",
+                                                              router, why.message)));
+      }
+      ++r.result.resumes;
+      r.wait_timer->expires_after(options.resume_wait);
+      r.wait_timer->async_wait([this, tag = r.tag, router](error_code ec) {
+        auto* q = ec ? nullptr : find(tag);
+        if (q == nullptr || q->on != nullptr) return;
+        finish(*q, fail(errc::disconnected,
+                        fmt::format("router {} went away mid-stream and no router took the "
+                                    "request back within {} ms: {}",
+                                    router, options.resume_wait.count(), why_none_answered())));
+      });
+      return place(r);
+    }
+    // Not accepted yet: the connection turned out to be dead; send it again.
+    if (r.sends <= routers.size()) return place(r);
+    finish(r, tl::unexpected(why));
+  }
+
+  bool deliver(request& r, const client_event& event) {
+    if (r.now != request::phase::running || !r.on_event) return true;
+    try {
+      return r.on_event(event);
+    } catch (...) {
+      return false;  // a callback that throws cancels its request
+    }
+  }
+
+  void on_own_message(request& r, const wire::accepted& a) {
+    if (r.seen.accepted) return;  // resumed: the caller saw its accepted
+    r.seen.accepted = a;
+    auto& res = r.result;
+    res.request = a.request;
+    res.seed = a.seed;
+    res.prompt_tokens = a.prompt_tokens;
+    res.placement = a.placement;
+    res.prefill_node = a.prefill_node;
+    res.decode_node = a.decode_node;
+    if (!deliver(r, a)) begin_cancel(r, request::phase::cancelling);
+  }
+
+  void on_own_message(request& r, const wire::token_chunk& t) {
+    r.result.completion_tokens += static_cast<std::uint32_t>(t.tokens.size());
+    r.seen.record(t);
+    if (!deliver(r, t)) begin_cancel(r, request::phase::cancelling);
+  }
+
+  void on_own_message(request& r, const wire::finished& f) {
+    if (r.now == request::phase::timing_out) {
+      return finish(r, fail(errc::timed_out, "the request's deadline passed"));
+    }
+    auto& res = r.result;
+    res.reason = f.reason;
+    res.prompt_tokens = f.prompt_tokens;
+    res.completion_tokens = f.completion_tokens;
+    res.router_us = f.router_us;
+    finish(r, res);
+  }
+
+  void on_own_message(request& r, const wire::rejected& j) {
+    if (r.now == request::phase::timing_out) {
+      return finish(r, fail(errc::timed_out, "the request's deadline passed"));
+    }
+    const auto router = r.on->address;
+    finish(r, fail(j.code, fmt::format("router {}: {}", router, j.message)));
+  }
+
+  void begin_cancel(request& r, request::phase why) {
+    if (r.now != request::phase::running) return;
+    r.now = why;
+    if (r.on == nullptr) {  // waiting for a router: nothing to tell one
+      if (why == request::phase::timing_out) {
+        return finish(r, fail(errc::timed_out, "the request's deadline passed"));
+      }
+      r.result.reason = wire::finish_reason::cancelled;
+      return finish(r, r.result);
+    }
+    auto frame = wire::encode_client_frame(wire::cancel_request{r.tag}, options.limits);
+    if (frame) write(*r.on, std::move(*frame));
+    r.grace_timer->expires_after(options.cancel_grace);
+    r.grace_timer->async_wait([this, tag = r.tag](error_code ec) {
+      auto* q = ec ? nullptr : find(tag);
+      if (q == nullptr) return;
+      if (q->now == request::phase::timing_out) {
+        return finish(*q, fail(errc::timed_out,
+                               "the request's deadline passed; the router did not confirm the "
+                               "cancel"));
+      }
+      q->result.reason = wire::finish_reason::cancelled;
+      finish(*q, q->result);
+    });
+  }
+
+  void cancel(std::uint64_t tag) {
+    if (auto* r = find(tag)) begin_cancel(*r, request::phase::cancelling);
+  }
+
+  void finish(request& r, expected<generate_result> outcome) {
+    auto it = requests.find(r.tag);
+    if (it == requests.end()) return;
+    auto keep = std::move(it->second);  // `r` lives until the callback has run
+    requests.erase(it);
+    if (r.on != nullptr) r.on->open.erase(r.tag);
+    r.deadline_timer->cancel();
+    r.grace_timer->cancel();
+    r.wait_timer->cancel();
+    if (!r.on_done) return;
+    try {
+      r.on_done(std::move(outcome));
+    } catch (...) {  // nothing is left to tell; the I/O thread must go on
+    }
+  }
+
+  void shutdown() {
+    closed = true;
+    while (!requests.empty()) {
+      finish(*requests.begin()->second, fail(errc::disconnected, "the client was closed"));
+    }
+    for (auto& c : routers) {
+      ++c->epoch;
+      error_code ignored;
+      c->socket.shutdown(tcp::socket::shutdown_both, ignored);
+      c->socket.close(ignored);
+      c->timer.cancel();
+    }
+    work.reset();
+  }
+
+  [[nodiscard]] std::vector<router_health> health() const {
+    std::vector<router_health> out;
+    for (const auto& c : routers) {
+      out.push_back({c->address, c->now, c->open.size(), c->failures, c->last_error});
+    }
+    return out;
   }
 };
 
-router_client::router_client(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+/// A token_stream's events, filled on the I/O thread and pulled by the caller.
+struct stream_queue {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<client_event> events;
+  bool ended = false;
+  expected<generate_result> outcome = fail(errc::failed, "the request has not ended");
+};
+
+}  // namespace detail
+
+// ---- handles and streams ---------------------------------------------------------------
+
+void request_handle::cancel() const {
+  auto core = core_.lock();
+  if (!core) return;
+  asio::post(core->io, [c = core.get(), tag = tag_] { c->cancel(tag); });
+}
+
+std::optional<client_event> token_stream::next() {
+  std::unique_lock lock(queue_->mutex);
+  queue_->cv.wait(lock, [&] { return !queue_->events.empty() || queue_->ended; });
+  if (queue_->events.empty()) return std::nullopt;
+  auto event = std::move(queue_->events.front());
+  queue_->events.pop_front();
+  return event;
+}
+
+const expected<generate_result>& token_stream::result() const {
+  std::lock_guard lock(queue_->mutex);
+  return queue_->outcome;
+}
+
+// ---- the client --------------------------------------------------------------------------
+
+router_client::router_client(std::shared_ptr<detail::client_core> core) : core_(std::move(core)) {}
+
 router_client::~router_client() {
-  if (impl_) impl_->drop_connection();
+  if (!core_) return;
+  asio::post(core_->io, [c = core_.get()] { c->shutdown(); });
+  core_->thread.join();
 }
 
 expected<std::unique_ptr<router_client>> router_client::connect(client_options options) {
   if (options.routers.empty()) {
     return fail(errc::invalid_argument, "router client: no router addresses");
   }
-  auto p = std::make_unique<impl>(std::move(options));
-  if (auto ok = p->connect_any(clock::time_point::max()); !ok) return tl::unexpected(ok.error());
+  for (const auto& address : options.routers) {
+    if (auto parsed = parse_host_port(address); !parsed) return tl::unexpected(parsed.error());
+  }
+  auto core = std::make_shared<detail::client_core>(std::move(options));
+  auto answered = core->ready.emplace().get_future();
+  core->thread = std::thread([c = core.get()] { c->io.run(); });
   // `new`: the constructor is private, so make_unique cannot reach it.
-  return std::unique_ptr<router_client>(new router_client(std::move(p)));
+  std::unique_ptr<router_client> client(new router_client(core));
+  asio::post(core->io, [c = core.get()] {
+    c->kick();
+    c->check_ready();
+  });
+  if (auto ok = answered.get(); !ok) return tl::unexpected(ok.error());
+  return client;
+}
+
+request_handle router_client::start(wire::generate_request request, event_callback on_event,
+                                    done_callback on_done) {
+  auto r = std::make_shared<detail::request>();
+  r->tag = core_->next_tag.fetch_add(1);
+  if (request.timeout_ms > 0) {
+    r->deadline = clock::now() + std::chrono::milliseconds(request.timeout_ms);
+  }
+  r->original = std::move(request);
+  r->on_event = std::move(on_event);
+  r->on_done = std::move(on_done);
+  request_handle handle(core_, r->tag);
+  asio::post(core_->io, [c = core_.get(), r = std::move(r)]() mutable { c->begin(std::move(r)); });
+  return handle;
+}
+
+token_stream router_client::stream(wire::generate_request request) {
+  auto queue = std::make_shared<detail::stream_queue>();
+  auto handle = start(
+      std::move(request),
+      [queue](const client_event& event) {
+        {
+          std::lock_guard lock(queue->mutex);
+          queue->events.push_back(event);
+        }
+        queue->cv.notify_one();
+        return true;
+      },
+      [queue](expected<generate_result> outcome) {
+        {
+          std::lock_guard lock(queue->mutex);
+          queue->outcome = std::move(outcome);
+          queue->ended = true;
+        }
+        queue->cv.notify_one();
+      });
+  return token_stream(std::move(queue), std::move(handle));
 }
 
 expected<generate_result> router_client::generate(wire::generate_request request,
                                                   const event_callback& on_event) {
-  std::lock_guard call_lock(impl_->call_mutex);
-  auto& d = *impl_;
-  request.client_tag = d.next_tag++;
-  const auto deadline = request.timeout_ms == 0
-                            ? clock::time_point::max()
-                            : clock::now() + std::chrono::milliseconds(request.timeout_ms);
-  {
-    std::lock_guard lock(d.state_mutex);
-    d.active_tag = request.client_tag;
+  if (core_->on_io_thread()) {
+    return fail(errc::invalid_argument,
+                "router client: generate() from a callback would wait for itself; use start()");
   }
-  d.cancel_requested = false;
-  const auto end_call = [&d](expected<generate_result> r) {
-    std::lock_guard lock(d.state_mutex);
-    d.active_tag = 0;
-    return r;
-  };
-  // A connection may have died while idle: a request the router never acknowledged is
-  // retried, once per router address, on whichever router answers next. One that was
-  // accepted and whose router then went away is resumed where its stream stopped.
-  progress seen;
-  seen.choices.resize(request.n);
-  generate_result so_far;
-  std::uint32_t resumes = 0;
-  std::uint32_t reconnects = 0;  // while no router answers a resume
-  for (std::size_t attempt = 0;; ++attempt) {
-    if (d.cancel_requested.load()) {
-      generate_result cancelled = so_far;
-      cancelled.reason = wire::finish_reason::cancelled;
-      return end_call(cancelled);
-    }
-    if (!d.connected) {
-      if (auto ok = d.connect_any(deadline); !ok) {
-        if (clock::now() >= deadline) {
-          return end_call(
-              fail(errc::timed_out, fmt::format("deadline passed: {}", ok.error().message)));
-        }
-        if (resumes > 0 && ok.error().code == errc::disconnected) {
-          // Every router is down for a moment (one restarting): try again shortly.
-          std::this_thread::sleep_for(resume_pause);
-          if (reconnects++ < d.options.max_resumes) continue;
-          return end_call(
-              fail(errc::disconnected, fmt::format("the router went away mid-stream and no router "
-                                                   "took the request back after {} tries: {}",
-                                                   reconnects, ok.error().message)));
-        }
-        return end_call(tl::unexpected(ok.error()));
-      }
-    }
-    auto sent = request;
-    if (seen.accepted) {
-      sent.params.seed = seen.accepted->seed;
-      sent.has_seed = true;
-      sent.resume = wire::resume_state{seen.accepted->request, seen.choices};
-      if (deadline != clock::time_point::max()) {
-        sent.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(
-            1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now())
-                   .count()));
-      }
-    }
-    auto result = d.run_call(sent, on_event, deadline, seen, so_far);
-    if (result) {
-      result->resumes = resumes;
-      return end_call(std::move(result));
-    }
-    const bool gone = result.error().code == errc::disconnected;
-    if (gone && seen.accepted && resumes < d.options.max_resumes && !d.cancel_requested.load() &&
-        clock::now() < deadline) {
-      ++resumes;
-      so_far = d.last_result;
-      d.rotate_past_current();
-      d.drop_connection();
-      continue;
-    }
-    // Not accepted yet (no answer, or a router that drains): the next router.
-    const bool retry =
-        gone && (!d.last_heard || !seen.accepted) && attempt < d.options.routers.size();
-    if (!retry) return end_call(std::move(result));
-    if (d.last_heard) {
-      d.rotate_past_current();
-      d.drop_connection();
+  auto s = stream(std::move(request));
+  bool cancelled = false;
+  while (auto event = s.next()) {
+    if (!cancelled && !on_event(*event)) {
+      cancelled = true;
+      s.cancel();
     }
   }
+  return s.result();
 }
 
 void router_client::cancel() {
-  auto& d = *impl_;
-  std::lock_guard lock(d.state_mutex);
-  if (d.active_tag == 0) return;
-  d.cancel_requested = true;
-  asio::post(d.io, [&d, tag = d.active_tag] {
-    if (d.call && d.call->tag == tag) d.begin_cancel(call_state::phase::cancelling);
+  asio::post(core_->io, [c = core_.get()] {
+    std::vector<std::uint64_t> tags;
+    for (const auto& [tag, r] : c->requests) tags.push_back(tag);
+    for (const auto tag : tags) c->cancel(tag);
   });
 }
 
+std::vector<router_health> router_client::routers() const {
+  if (core_->on_io_thread()) return core_->health();
+  std::promise<std::vector<router_health>> result;
+  auto future = result.get_future();
+  asio::post(core_->io, [c = core_.get(), &result] { result.set_value(c->health()); });
+  return future.get();
+}
+
 std::string router_client::connected_router() const {
-  return impl_->router_name();
+  for (const auto& r : routers()) {
+    if (r.now == router_health::state::up) return r.address;
+  }
+  return {};
+}
+
+const char* library_version() noexcept {
+  return BATON_VERSION_STRING;
 }
 
 }  // namespace baton::client

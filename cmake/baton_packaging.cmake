@@ -21,7 +21,7 @@ install(TARGETS baton_client baton_schemas baton_base EXPORT BatonTargets
 
 # Only what a client needs: the client and plain structs; no Cap'n Proto, no CAF. They keep
 # their paths under include/baton (#include <client/router_client.hpp>).
-install(FILES client/router_client.hpp
+install(FILES client/router_client.hpp ${PROJECT_BINARY_DIR}/generated/client/version.hpp
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/baton/client COMPONENT dev)
 install(FILES schemas/client.hpp schemas/client_codec.hpp schemas/inference.hpp schemas/types.hpp
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/baton/schemas COMPONENT dev)

@@ -7,11 +7,21 @@
 namespace baton::frontend {
 namespace {
 
-/// What a message costs against the bound until the io thread turns it into bytes: about
-/// its encoded size (a token's text may double as JSON escapes).
+/// What a message costs against the bound until the io thread turns it into bytes: at
+/// least its native encoding's size (Cap'n Proto: 4 bytes a token, text and lists padded
+/// to words), so that swapping the estimate for the bytes never takes the count past the
+/// bound; about its size as JSON (a token's text may double as escapes).
 std::size_t queue_cost(const response& r) {
-  if (const auto* t = std::get_if<wire::token_chunk>(&r)) return 256 + 2 * t->text.size();
-  return 256;
+  if (const auto* a = std::get_if<wire::accepted>(&r)) {
+    return 256 + 2 * (a->prompt_text.size() + a->prefill_node.size() + a->decode_node.size() +
+                      a->placement.size());
+  }
+  if (const auto* j = std::get_if<wire::rejected>(&r)) return 256 + 2 * j->message.size();
+  const auto* t = std::get_if<wire::token_chunk>(&r);
+  if (t == nullptr) return 256;
+  std::size_t cost = 256 + 2 * t->text.size() + 8 * t->tokens.size();
+  for (const auto& l : t->logprobs) cost += 64 + 2 * l.text.size() + 64 * l.top.size();
+  return cost;
 }
 
 }  // namespace

@@ -438,4 +438,28 @@ expected<std::unique_ptr<native_server>> native_server::start(server_options opt
   return server;
 }
 
+std::string prometheus_text(const server_stats& s) {
+  std::string out;
+  const auto add = [&out](const char* name, const char* type, const char* help,
+                          std::uint64_t value) {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n", name, help, type, value);
+  };
+  add("baton_native_connections_accepted_total", "counter",
+      "Client connections accepted on the native port", s.connections_accepted);
+  add("baton_native_connections_refused_total", "counter",
+      "Client connections refused (over the limit, in all or per client address)",
+      s.connections_refused);
+  add("baton_native_connections_open", "gauge", "Client connections open", s.connections_open);
+  add("baton_native_frames_rejected_total", "counter",
+      "Client frames rejected (malformed, oversized or wrong direction)", s.frames_rejected);
+  add("baton_native_requests_started_total", "counter", "Requests handed to the router",
+      s.requests_started);
+  add("baton_native_requests_rejected_total", "counter",
+      "Requests refused before they started (a limit, a duplicate tag)", s.requests_rejected);
+  add("baton_native_requests_cancelled_total", "counter",
+      "Requests ended by the server (client cancel, disconnect, slow reader, stop)",
+      s.requests_cancelled);
+  return out;
+}
+
 }  // namespace baton::frontend

@@ -39,6 +39,9 @@ struct server_stats {
   std::uint64_t handler_failures = 0;    ///< connections ended by a failure caught in a handler
 };
 
+/// `stats` as Prometheus text (baton_native_*), for a node's /metrics.
+[[nodiscard]] std::string prometheus_text(const server_stats& stats);
+
 class native_server {
  public:
   /// Listens on options.address and serves until destroyed. `handler` must outlive the

@@ -16,6 +16,11 @@
 
 namespace baton::wire {
 
+/// The native client protocol's version: it changes only with a change old clients or
+/// routers cannot read (docs/wire-format.md, "Compatibility"); within it, the schema
+/// grows by Cap'n Proto's compatible rules.
+inline constexpr std::uint16_t client_protocol_version = 1;
+
 /// What a client has of one choice of a request it resumes.
 struct resume_choice {
   std::vector<std::uint32_t> tokens;  ///< every token received, in position order

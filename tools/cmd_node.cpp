@@ -276,7 +276,9 @@ expected<void> start_admin(const runtime::node_spec& spec, running_node& r) {
       {[&r] { return r.node.load() != nullptr; },
        [&r] {
          auto* n = r.node.load();
-         return n ? n->metrics().prometheus_text() : std::string();
+         if (n == nullptr) return std::string();
+         return n->metrics().prometheus_text() +
+                (r.native ? frontend::prometheus_text(r.native->stats()) : std::string());
        },
        [&r] {
          auto* n = r.node.load();

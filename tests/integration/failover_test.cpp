@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -438,6 +439,145 @@ launcher::node_addresses addresses_in(const std::string& up_log, const std::stri
   if (at == std::string::npos) return {};
   return launcher::parse_listening_line(up_log.substr(at, up_log.find('\n', at) - at))
       .value_or(launcher::node_addresses{});
+}
+
+/// Requests started together on one router client (its asynchronous API): what each
+/// received, and how it ended.
+class concurrent_requests {
+ public:
+  concurrent_requests(client::router_client& client, std::size_t n, std::uint32_t steps,
+                      std::uint64_t seed)
+      : logs_(n), ended_(n, false), chunks_(n, 0) {
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& log = logs_[i];
+      log.prompt = prompts[i % prompts.size()];
+      log.seed = seed + i;
+      wire::generate_request r;
+      r.prompt = log.prompt;
+      r.max_positions = steps;
+      r.params = {0.9f, 0.9f, log.seed};
+      r.has_seed = true;
+      r.timeout_ms = 120'000;
+      handles_.push_back(client.start(
+          r,
+          [this, i](const client::client_event& e) {
+            std::lock_guard lock(mutex_);
+            if (const auto* a = std::get_if<wire::accepted>(&e)) {
+              logs_[i].text += a->prompt_text;
+            } else {
+              logs_[i].text += std::get<wire::token_chunk>(e).text;
+              logs_[i].events.push_back(clock_type::now());
+              ++chunks_[i];
+            }
+            changed_.notify_all();
+            return true;
+          },
+          [this, i](expected<client::generate_result> result) {
+            std::lock_guard lock(mutex_);
+            logs_[i].result = std::move(result);
+            ended_[i] = true;
+            changed_.notify_all();
+          }));
+    }
+  }
+
+  /// Waits (60 s at most) until `done` holds, under the lock.
+  bool wait(const std::function<bool()>& done) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, 60s, done);
+  }
+  bool wait_ended() {
+    return wait(
+        [&] { return std::all_of(ended_.begin(), ended_.end(), [](bool e) { return e; }); });
+  }
+  /// Requests with at least `n` chunks.
+  std::size_t with_chunks(std::size_t n) const {
+    return static_cast<std::size_t>(
+        std::count_if(chunks_.begin(), chunks_.end(), [n](std::size_t c) { return c >= n; }));
+  }
+  std::size_t chunks(std::size_t i) const { return chunks_[i]; }
+  void cancel(std::size_t i) { handles_[i].cancel(); }
+  std::vector<request_log>& logs() { return logs_; }
+
+ private:
+  std::vector<request_log> logs_;
+  std::vector<bool> ended_;
+  std::vector<std::size_t> chunks_;
+  std::vector<client::request_handle> handles_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+};
+
+TEST(FailoverCluster, OneClientMultiplexesStreamsCancelsOneAndResumesThemThroughTheOtherRouter) {
+  test_cluster c(two_of_each);
+  ASSERT_TRUE(c.start_serving()) << c.log("router-0");
+  reference ref;
+  const auto seed = seed_for_test(900);
+  constexpr std::uint32_t steps = 200;
+  {
+    // 64 streams at once over one connection; one is cancelled mid-stream.
+    client::client_options co;
+    co.routers = {c.native("router-0")};
+    auto client = client::router_client::connect(co);
+    ASSERT_TRUE(client) << client.error().to_string();
+    concurrent_requests run(**client, 64, steps, seed);
+    constexpr std::size_t cancelled = 5;
+    ASSERT_TRUE(run.wait([&] { return run.chunks(cancelled) >= 3; })) << c.log("router-0");
+    run.cancel(cancelled);
+    ASSERT_TRUE(run.wait_ended()) << c.log("router-0");
+    std::size_t identical = 0;
+    for (std::size_t i = 0; i < run.logs().size(); ++i) {
+      const auto& log = run.logs()[i];
+      ASSERT_TRUE(log.result) << i << ": " << log.result.error().to_string();
+      const auto expected = ref(log.prompt, 0.9f, 0.9f, log.seed, static_cast<int>(steps));
+      if (i == cancelled) {
+        EXPECT_EQ(log.result->reason, wire::finish_reason::cancelled);
+        EXPECT_TRUE(expected.starts_with(log.text)) << "what arrived before the cancel";
+        continue;
+      }
+      EXPECT_EQ(log.text + "\n", expected) << log.prompt << " seed " << log.seed;
+      identical += log.text + "\n" == expected ? 1 : 0;
+    }
+    EXPECT_EQ(c.metric("router-0", "baton_native_connections_accepted_total"), 1.0)
+        << c.metrics("router-0");
+    fmt::print(
+        "figures: 64 streams over one connection: {}/63 completed identical, one "
+        "cancelled mid-stream\n",
+        identical);
+  }
+  // A pool over both routers: requests on the one killed go on through the other.
+  client::client_options co;
+  co.routers = {c.native("router-0"), c.native("router-1")};
+  auto client = client::router_client::connect(co);
+  ASSERT_TRUE(client) << client.error().to_string();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto routers = (*client)->routers();
+        return std::all_of(routers.begin(), routers.end(),
+                           [](const auto& r) { return r.now == client::router_health::state::up; });
+      },
+      10s));
+  concurrent_requests run(**client, 12, 400, seed + 100);
+  ASSERT_TRUE(run.wait([&] { return run.with_chunks(2) == 12; })) << c.log("router-0");
+  c.process("router-0").signal(SIGKILL);
+  ASSERT_TRUE(run.wait_ended());
+  std::size_t resumed = 0;
+  std::size_t identical = 0;
+  for (const auto& log : run.logs()) {
+    ASSERT_TRUE(log.result) << log.result.error().to_string();
+    const auto expected = ref(log.prompt, 0.9f, 0.9f, log.seed, 400);
+    EXPECT_EQ(log.text + "\n", expected) << log.prompt << " seed " << log.seed;
+    identical += log.text + "\n" == expected ? 1 : 0;
+    if (log.result->resumes > 0) {
+      ++resumed;
+      EXPECT_EQ(log.result->router, c.native("router-1"));
+    }
+  }
+  EXPECT_EQ(resumed, 6u) << "the pool placed half the requests on each router";
+  fmt::print(
+      "figures: a pool of two routers, one killed mid-stream: {}/12 completed "
+      "identical, {} resumed through the other\n",
+      identical, resumed);
 }
 
 TEST(FailoverCluster, BatonUpRestartsAKilledNodeWhichServesAgain) {

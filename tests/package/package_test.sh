@@ -26,7 +26,12 @@ step "cmake --install --prefix $prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 [ -x "$prefix/bin/baton" ] || fail "no bin/baton"
 [ ! -e "$prefix/etc" ] || fail "a prefix install wrote etc/ (only the .deb has /etc/baton)"
-"$prefix/bin/baton" --version | grep -qx "baton $version" || fail "baton --version"
+"$prefix/bin/baton" --version >"$work/version.txt"
+grep -qx "baton $version" "$work/version.txt" || fail "baton --version: $(cat "$work/version.txt")"
+grep -qE '^wire version [0-9]+ \(between nodes\), native client protocol [0-9]+$' "$work/version.txt" ||
+  fail "baton --version names no wire version: $(cat "$work/version.txt")"
+grep -q '^engine: baton-cpu-engine .* kernel=' "$work/version.txt" ||
+  fail "baton --version names no engine fingerprint: $(cat "$work/version.txt")"
 
 step "each public header compiles on its own (-Wall -Wextra, no Baton include path but its own)"
 headers=$(cd "$prefix/include/baton" && find . -name '*.hpp' | sed 's|^\./||' | sort)
@@ -51,6 +56,18 @@ c++ -std=c++20 -Wall -Wextra -Werror "$source/examples/stream_generation.cpp" -o
   $(PKG_CONFIG_PATH=$pc_dir pkg-config --cflags --libs baton-client) \
   -Wl,-rpath,"$(PKG_CONFIG_PATH=$pc_dir pkg-config --variable=libdir baton-client)"
 
+step "the version macros (client/version.hpp) and the library's version are the package's"
+cat >"$work/version.cpp" <<'CPP'
+#include <client/version.hpp>
+#include <cstdio>
+int main() { std::printf("%s %s\n", BATON_VERSION_STRING, baton::client::library_version()); }
+CPP
+# shellcheck disable=SC2046  # pkg-config's flags are words
+c++ -std=c++20 -Wall -Wextra -Werror "$work/version.cpp" -o "$work/version" \
+  $(PKG_CONFIG_PATH=$pc_dir pkg-config --cflags --libs baton-client) \
+  -Wl,-rpath,"$(PKG_CONFIG_PATH=$pc_dir pkg-config --variable=libdir baton-client)"
+[ "$("$work/version")" = "$version $version" ] || fail "versions: $("$work/version")"
+
 step "the installed baton runs cluster.toml; the example streams through its router"
 "$prefix/bin/baton" generate --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" \
   --temperature 0 --steps 100 "Once upon a time" >"$work/single.txt"
@@ -66,6 +83,10 @@ router=$(sed -n 's/^ready: router native=\([^ ]*\).*/\1/p' "$work/up.log" | head
 cmp "$work/single.txt" "$work/cmake.txt" || fail "the example's text differs from the engine's"
 cmp "$work/single.txt" "$work/static.txt" || fail "the static build's text differs"
 cmp "$work/single.txt" "$work/pc.txt" || fail "the pkg-config build's text differs"
+# Its default routers are cluster.toml's two: the pool places on whichever are up.
+"$work/examples/concurrent_generations" 8 "Once upon a time" >"$work/concurrent.txt" ||
+  fail "concurrent_generations: a request failed or differed"
+cmp "$work/single.txt" "$work/concurrent.txt" || fail "the concurrent example's text differs"
 kill "$up"
 wait "$up" || true
 up=""

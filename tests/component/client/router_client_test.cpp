@@ -1,8 +1,12 @@
 // The native client protocol's two ends over 127.0.0.1: the router client library against
 // the router's native port (frontend/native_server), with a scripted generate_handler
 // standing in for the router.
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -98,6 +102,7 @@ std::unique_ptr<router_client> client_for(std::vector<std::string> routers) {
   client_options options;
   options.routers = std::move(routers);
   options.cancel_grace = 2s;
+  options.resume_wait = 500ms;
   auto client = router_client::connect(std::move(options));
   EXPECT_TRUE(client) << client.error().to_string();
   return client ? std::move(*client) : nullptr;
@@ -312,6 +317,249 @@ TEST(RouterClient, NoRouterAnsweringIsDisconnected) {
   auto bad = router_client::connect(options);
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, errc::invalid_argument);
+}
+
+// ---- many requests, one client ------------------------------------------------------
+
+/// What start()'s callbacks saw, per request tag; waits for the requests to end.
+class outcomes {
+ public:
+  done_callback on_done(std::uint64_t key) {
+    return [this, key](expected<generate_result> r) {
+      std::lock_guard lock(mutex_);  // notified under it: a waiter may destroy this next
+      results_.emplace(key, std::move(r));
+      changed_.notify_all();
+    };
+  }
+  event_callback on_event(std::uint64_t key) {
+    return [this, key](const client_event& e) {
+      std::lock_guard lock(mutex_);
+      auto& seen = events_[key];
+      if (std::holds_alternative<wire::accepted>(e)) {
+        seen.push_back("accepted");
+      } else {
+        seen.push_back(std::get<wire::token_chunk>(e).text);
+      }
+      changed_.notify_all();
+      return true;
+    };
+  }
+  /// Waits (10 s at most) until `n` requests ended; true if they did.
+  bool wait_done(std::size_t n) {
+    return wait([&] { return results_.size() >= n; });
+  }
+  /// Waits until `n` requests were accepted.
+  bool wait_accepted(std::size_t n) {
+    return wait([&] {
+      std::size_t accepted = 0;
+      for (const auto& [key, seen] : events_) accepted += seen.empty() ? 0 : 1;
+      return accepted >= n;
+    });
+  }
+  expected<generate_result> result(std::uint64_t key) {
+    std::lock_guard lock(mutex_);
+    return results_.at(key);
+  }
+  std::vector<std::string> events(std::uint64_t key) {
+    std::lock_guard lock(mutex_);
+    return events_[key];
+  }
+
+ private:
+  bool wait(const std::function<bool()>& done) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, 10s, done);
+  }
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<std::uint64_t, expected<generate_result>> results_;
+  std::map<std::uint64_t, std::vector<std::string>> events_;
+};
+
+/// Waits (10 s at most) until every router of `client` is up.
+bool all_up(const router_client& client) {
+  for (int i = 0; i < 1000; ++i) {
+    const auto routers = client.routers();
+    if (std::all_of(routers.begin(), routers.end(),
+                    [](const router_health& r) { return r.now == router_health::state::up; }))
+      return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+TEST(RouterClient, ManyConcurrentRequestsShareOneConnection) {
+  scripted_handler handler;
+  auto server = serve(handler);
+  auto client = client_for({address_of(*server)});
+  ASSERT_TRUE(client);
+  outcomes seen;
+  constexpr std::uint64_t n = 32;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    (void)client->start(request_for(fmt::format("prompt {}", i)), seen.on_event(i),
+                        seen.on_done(i));
+  }
+  ASSERT_TRUE(seen.wait_done(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    auto r = seen.result(i);
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(r->reason, wire::finish_reason::length);
+    EXPECT_EQ(seen.events(i),
+              (std::vector<std::string>{"accepted", "<0>", "<1>", "<2>", "<3>", "<4>"}));
+  }
+  EXPECT_EQ(server->stats().connections_accepted, 1u);
+  EXPECT_EQ(server->stats().requests_started, n);
+}
+
+TEST(RouterClient, ConcurrentGeneratesFromManyThreadsShareTheConnection) {
+  scripted_handler handler;
+  auto server = serve(handler);
+  auto client = client_for({address_of(*server)});
+  ASSERT_TRUE(client);
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      std::uint32_t tokens = 0;
+      auto r = client->generate(request_for("Once"), [&](const client_event& e) {
+        if (const auto* c = std::get_if<wire::token_chunk>(&e)) tokens += c->tokens.size();
+        return true;
+      });
+      if (r && r->completion_tokens == 10 && tokens == 10) ++good;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 8);
+  EXPECT_EQ(server->stats().connections_accepted, 1u);
+}
+
+TEST(RouterClient, EachRequestHasItsOwnCancelAndDeadline) {
+  scripted_handler handler;
+  auto server = serve(handler);
+  auto client = client_for({address_of(*server)});
+  ASSERT_TRUE(client);
+  outcomes seen;
+  (void)client->start(request_for("hang", 150), seen.on_event(0), seen.on_done(0));
+  auto held = client->start(request_for("hang"), seen.on_event(1), seen.on_done(1));
+  (void)client->start(request_for("Once"), seen.on_event(2), seen.on_done(2));
+  ASSERT_TRUE(seen.wait_done(2)) << "the deadline and the short request";
+  auto timed_out = seen.result(0);
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(timed_out.error().code, errc::timed_out) << timed_out.error().to_string();
+  auto done = seen.result(2);
+  ASSERT_TRUE(done) << done.error().to_string();
+  EXPECT_EQ(done->completion_tokens, 10u);
+  held.cancel();  // the one left running, from this thread
+  ASSERT_TRUE(seen.wait_done(3));
+  auto cancelled = seen.result(1);
+  ASSERT_TRUE(cancelled) << cancelled.error().to_string();
+  EXPECT_EQ(cancelled->reason, wire::finish_reason::cancelled);
+  EXPECT_EQ(handler.wait_for_cancels(2),
+            (std::vector<cancel_reason>{cancel_reason::client_cancelled,
+                                        cancel_reason::client_cancelled}));
+  held.cancel();  // ended: a no-op
+}
+
+TEST(RouterClient, APulledStreamYieldsEventsInOrderThenItsResult) {
+  scripted_handler handler;
+  auto server = serve(handler);
+  auto client = client_for({address_of(*server)});
+  ASSERT_TRUE(client);
+  auto stream = client->stream(request_for("Once"));
+  std::vector<std::string> seen;
+  while (auto e = stream.next()) {
+    if (const auto* c = std::get_if<wire::token_chunk>(&*e)) {
+      seen.push_back(c->text);
+    } else {
+      seen.push_back("accepted");
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"accepted", "<0>", "<1>", "<2>", "<3>", "<4>"}));
+  ASSERT_TRUE(stream.result()) << stream.result().error().to_string();
+  EXPECT_EQ(stream.result()->completion_tokens, 10u);
+  // Cancelled while pulled: it ends.
+  auto hung = client->stream(request_for("hang"));
+  ASSERT_TRUE(hung.next()) << "accepted";
+  hung.cancel();
+  while (hung.next()) {
+  }
+  ASSERT_TRUE(hung.result()) << hung.result().error().to_string();
+  EXPECT_EQ(hung.result()->reason, wire::finish_reason::cancelled);
+}
+
+TEST(RouterClient, ThePoolSpreadsRequestsAndResumesThemWhenARouterGoesAway) {
+  scripted_handler first_handler;
+  scripted_handler second_handler;
+  auto first = serve(first_handler);
+  auto second = serve(second_handler);
+  const auto first_address = address_of(*first);
+  auto client = client_for({first_address, address_of(*second)});
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(all_up(*client));
+  outcomes seen;
+  constexpr std::uint64_t n = 6;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    (void)client->start(request_for("hang"), seen.on_event(i), seen.on_done(i));
+  }
+  ASSERT_TRUE(seen.wait_accepted(n));
+  EXPECT_EQ(first_handler.requests().size(), n / 2) << "placed on the router with fewer open";
+  EXPECT_EQ(second_handler.requests().size(), n / 2);
+
+  first.reset();  // its requests go on through the second router, from where they were
+  for (int i = 0; i < 1000 && second_handler.requests().size() < n; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto resumed = second_handler.requests();
+  ASSERT_EQ(resumed.size(), n);
+  for (std::size_t i = n / 2; i < n; ++i) {
+    ASSERT_TRUE(resumed[i].resume.has_value()) << i;
+    EXPECT_TRUE(resumed[i].has_seed);
+    EXPECT_EQ(resumed[i].params.seed, 1234u) << "the first router's seed";
+  }
+  const auto routers = client->routers();
+  ASSERT_EQ(routers.size(), 2u);
+  EXPECT_NE(routers[0].now, router_health::state::up);
+  EXPECT_GE(routers[0].failures, 1u);
+  EXPECT_FALSE(routers[0].last_error.empty());
+  EXPECT_EQ(routers[1].now, router_health::state::up);
+  EXPECT_EQ(routers[1].open_requests, n);
+  EXPECT_EQ(client->connected_router(), address_of(*second));
+
+  client->cancel();  // every request in progress
+  ASSERT_TRUE(seen.wait_done(n));
+  std::uint32_t resumes = 0;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    auto r = seen.result(i);
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(r->reason, wire::finish_reason::cancelled);
+    EXPECT_EQ(r->router, address_of(*second));
+    EXPECT_EQ(seen.events(i), std::vector<std::string>{"accepted"}) << "one accepted each";
+    resumes += r->resumes;
+  }
+  EXPECT_EQ(resumes, n / 2);
+}
+
+TEST(RouterClient, GenerateFromACallbackIsRefusedAndTheClientCarriesOn) {
+  scripted_handler handler;
+  auto server = serve(handler);
+  auto client = client_for({address_of(*server)});
+  ASSERT_TRUE(client);
+  std::promise<error> refused;
+  outcomes seen;
+  (void)client->start(
+      request_for("Once"),
+      [&](const client_event& e) {
+        if (std::holds_alternative<wire::accepted>(e)) {
+          auto inner =
+              client->generate(request_for("Twice"), [](const client_event&) { return true; });
+          refused.set_value(inner ? error{} : inner.error());
+        }
+        return true;
+      },
+      seen.on_done(0));
+  EXPECT_EQ(refused.get_future().get().code, errc::invalid_argument);
+  ASSERT_TRUE(seen.wait_done(1));
+  EXPECT_TRUE(seen.result(0));
 }
 
 TEST(NativeServer, ClientDisconnectCancelsOpenRequests) {
