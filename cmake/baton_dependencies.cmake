@@ -12,6 +12,7 @@ find_package(nlohmann_json CONFIG REQUIRED)         # nlohmann_json::nlohmann_js
 find_package(tomlplusplus 3 CONFIG REQUIRED)        # tomlplusplus::tomlplusplus
 find_package(Boost 1.74 REQUIRED)                   # Boost::headers (Asio, Beast)
 find_package(CAF 0.17 REQUIRED)                     # CAF::core (cmake/FindCAF.cmake)
+find_package(OpenSSL 3 REQUIRED)                    # OpenSSL::Crypto (HMAC, RAND_bytes)
 pkg_check_modules(LIBFABRIC REQUIRED IMPORTED_TARGET libfabric>=1.17)  # PkgConfig::LIBFABRIC
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)            # PkgConfig::XXHASH
 

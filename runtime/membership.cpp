@@ -46,14 +46,129 @@ membership_output membership_state::start(time_point now) {
   return out;
 }
 
+void membership_state::require_secret(std::shared_ptr<const cluster_secret> secret,
+                                      std::function<nonce()> nonces) {
+  secret_ = std::move(secret);
+  nonces_ = std::move(nonces);
+}
+
+nonce membership_state::fresh_nonce() {
+  if (nonces_) return nonces_();
+  return {rng_(), rng_()};
+}
+
 void membership_state::send_join(time_point now, membership_output& out) {
   if (seeds_.empty()) {
     out.refused = "no seed to join through";
     return;
   }
-  const auto& seed = seeds_[join_attempts_++ % seeds_.size()];
-  out.sends.push_back({seed.node, seed.fabric_address, self_});
+  asked_ = seeds_[join_attempts_++ % seeds_.size()];
+  // Each round proves the secret afresh: an answer to an older round's challenge may be
+  // late, and the seed keeps each round's challenge apart.
+  auto j = self_;
+  j.auth = {};
+  if (secret_) {
+    join_nonce_ = fresh_nonce();
+    j.auth.nonce = join_nonce_;
+  }
+  answered_ = false;
+  seed_proved_ = false;
+  out.sends.push_back({asked_.node, asked_.fabric_address, std::move(j)});
   join_deadline_ = now + config_.join_timeout;
+}
+
+namespace {
+constexpr std::string_view seed_label = "baton join: seed";
+constexpr std::string_view joiner_label = "baton join: joiner";
+}  // namespace
+
+void membership_state::answer_challenge(const std::string& from, const wire::join_reply& reply,
+                                        time_point now, membership_output& out) {
+  if (reply.auth.peer != join_nonce_ || answered_) return;  // an older round's challenge
+  answered_ = true;
+  if (!secret_) {  // answered without a proof: the seed refuses, says why, and counts it
+    auto j = self_;
+    j.auth = {};
+    j.auth.peer = reply.auth.nonce;
+    out.sends.push_back({from, asked_.fabric_address, std::move(j)});
+    join_deadline_ = now + config_.join_timeout;
+    return;
+  }
+  const auto& mine = self_.member;
+  const auto& theirs = reply.auth.nonce;
+  // Answered even when the seed's proof fails, so that a seed with the secret refuses,
+  // logs and counts a node with another; this node then trusts no acceptance from it.
+  seed_proved_ =
+      secret_->verify(reply.auth.proof, seed_label,
+                      {join_nonce_[0], join_nonce_[1], theirs[0], theirs[1]}, {from, mine.node});
+  auto j = self_;
+  j.auth.nonce = join_nonce_;
+  j.auth.peer = theirs;
+  j.auth.proof = secret_->sign(
+      joiner_label, {theirs[0], theirs[1], join_nonce_[0], join_nonce_[1], mine.incarnation},
+      {mine.node, from});
+  out.sends.push_back({from, asked_.fabric_address, std::move(j)});
+  join_deadline_ = now + config_.join_timeout;
+}
+
+void membership_state::refuse(const wire::join& j, const std::string& why, membership_output& out) {
+  out.sends.push_back({j.member.node, j.member.fabric_address,
+                       wire::join_reply{false, "join refused: " + why, {}}});
+  out.refused_joins.push_back(fmt::format("join of {} (incarnation {}) at {} refused: {}",
+                                          j.member.node, j.member.incarnation,
+                                          j.member.fabric_address, why));
+}
+
+bool membership_state::authenticated(const wire::join& j, time_point now, membership_output& out) {
+  if (!secret_) return true;
+  std::erase_if(challenges_, [&](const auto& c) { return c.second.expires <= now; });
+  const auto key = std::make_tuple(j.member.node, j.member.incarnation, j.auth.nonce);
+  if (j.auth.peer == nonce{}) {  // asks for a challenge
+    while (challenges_.size() >= config_.max_challenges) {
+      challenges_.erase(std::min_element(
+          challenges_.begin(), challenges_.end(),
+          [](const auto& a, const auto& b) { return a.second.expires < b.second.expires; }));
+    }
+    const auto mine = fresh_nonce();
+    challenges_[key] = {mine, now + config_.challenge_ttl};
+    wire::join_reply reply;
+    reply.challenge = true;
+    reply.auth.nonce = mine;
+    reply.auth.peer = j.auth.nonce;
+    reply.auth.proof =
+        secret_->sign(seed_label, {j.auth.nonce[0], j.auth.nonce[1], mine[0], mine[1]},
+                      {self_.member.node, j.member.node});
+    out.sends.push_back({j.member.node, j.member.fabric_address, std::move(reply)});
+    return false;
+  }
+  const auto it = challenges_.find(key);
+  if (it == challenges_.end() || it->second.seed != j.auth.peer) {
+    // Logged and counted, not answered: the answer would go to the address in the join,
+    // the node that made the handshake, which has joined already (or a late copy of its
+    // own answer arrives) and must not be told it was refused.
+    ++auth_failures_;
+    out.refused_joins.push_back(fmt::format(
+        "join of {} (incarnation {}) at {} refused: authentication failed: it answers no "
+        "challenge outstanding here (a replayed or stale handshake)",
+        j.member.node, j.member.incarnation, j.member.fabric_address));
+    return false;
+  }
+  const auto seed_nonce = it->second.seed;
+  challenges_.erase(it);  // answered once
+  if (!secret_->verify(
+          j.auth.proof, joiner_label,
+          {seed_nonce[0], seed_nonce[1], j.auth.nonce[0], j.auth.nonce[1], j.member.incarnation},
+          {j.member.node, self_.member.node})) {
+    ++auth_failures_;
+    refuse(j,
+           j.auth.proof == proof{}
+               ? "authentication failed: it holds no cluster secret (this cluster requires one: "
+                 "[cluster] secret)"
+               : "authentication failed: it does not hold this cluster's secret",
+           out);
+    return false;
+  }
+  return true;
 }
 
 std::optional<std::string> membership_state::incompatibility(const wire::join& j) const {
@@ -94,11 +209,8 @@ void membership_state::handle_join(const wire::join& j, time_point now, membersh
   // A node that is not a member yet cannot vouch for others: stay silent, and the joiner
   // tries its next seed.
   if (!joined_ || leaving_) return;
-  if (auto why = incompatibility(j)) {
-    out.sends.push_back({j.member.node, j.member.fabric_address,
-                         wire::join_reply{false, "join refused: " + *why, {}}});
-    return;
-  }
+  if (!authenticated(j, now, out)) return;
+  if (auto why = incompatibility(j)) return refuse(j, *why, out);
   auto update = j.member;
   update.state = member_state::alive;
   apply(update, now, out);
@@ -106,8 +218,9 @@ void membership_state::handle_join(const wire::join& j, time_point now, membersh
   for (const auto& m : members()) {
     if (live(m.state)) table.push_back(m);
   }
-  out.sends.push_back(
-      {j.member.node, j.member.fabric_address, wire::join_reply{true, "", std::move(table)}});
+  wire::join_reply accepted{true, "", std::move(table)};
+  if (secret_) accepted.auth.peer = j.auth.nonce;  // which round of the joiner's it answers
+  out.sends.push_back({j.member.node, j.member.fabric_address, std::move(accepted)});
 }
 
 membership_output membership_state::on_message(const std::string& from, std::uint64_t incarnation,
@@ -138,8 +251,27 @@ membership_output membership_state::on_message(const std::string& from, std::uin
     handle_join(*j, now, out);
   } else if (const auto* reply = std::get_if<wire::join_reply>(&body)) {
     if (joined_) return out;
+    if (reply->challenge) {
+      answer_challenge(from, *reply, now, out);
+      return out;
+    }
     if (!reply->accepted) {
       out.refused = reply->reason;
+      return out;
+    }
+    if (secret_ && reply->auth.peer == nonce{}) {
+      out.refused = fmt::format(
+          "join refused: {} accepted this node without asking for the cluster secret (it has "
+          "none; this node's topology names one)",
+          from);
+      return out;
+    }
+    if (secret_ && (reply->auth.peer != join_nonce_ || !answered_)) return out;  // older round
+    if (secret_ && !seed_proved_) {
+      out.refused = fmt::format(
+          "join refused: {} could not prove it holds the cluster secret (another secret, or "
+          "not a node of this cluster)",
+          from);
       return out;
     }
     joined_ = true;

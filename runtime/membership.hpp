@@ -7,7 +7,8 @@
 // with the news until it refutes (by gossiping a higher incarnation) or, in time, is
 // declared dead. (Retries stand in for SWIM's indirect probes: they cover lost messages,
 // not a link that is down while the nodes are alive.) Joining goes through a seed, which
-// refuses a node whose wire version, model or numerics do not match. A partition longer
+// refuses a node whose wire version, model or numerics do not match, and, in a cluster
+// with a secret, one that cannot prove it holds it (require_secret()). A partition longer
 // than the dead timeout buries nodes that are alive, on both sides; frames from a buried
 // incarnation are not accepted, so each node also sends a reconnect probe to one dead
 // member now and then (as Serf reconnects to failed members), telling it it was declared
@@ -32,12 +33,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "runtime/cluster_secret.hpp"
 #include "schemas/frame.hpp"
 
 namespace baton::runtime {
@@ -66,8 +71,11 @@ struct membership_config {
   /// A member reported unreachable (on_unreachable) is dead this long later unless it
   /// answers.
   milliseconds unreachable_confirm{60};
-  int gossip_multiplier = 3;      ///< an update rides on multiplier*log2(n) messages
-  std::size_t max_piggyback = 8;  ///< updates per message
+  /// A challenge to a joiner is answered within this long, once, or not at all.
+  milliseconds challenge_ttl{30'000};
+  std::size_t max_challenges = 1024;  ///< outstanding at once; beyond, the oldest go
+  int gossip_multiplier = 3;          ///< an update rides on multiplier*log2(n) messages
+  std::size_t max_piggyback = 8;      ///< updates per message
 };
 
 /// A seed a joining node contacts.
@@ -91,6 +99,8 @@ struct membership_output {
   std::vector<send> sends;
   std::vector<wire::member> changes;   ///< members whose state or incarnation changed
   std::optional<std::string> refused;  ///< this node's join was refused, and why
+  /// Joins this node refused as a seed: what to log ("join of NODE at ADDRESS refused: ...").
+  std::vector<std::string> refused_joins;
 };
 
 /// "alive", "suspect", "dead" or "left".
@@ -107,6 +117,20 @@ class membership_state {
   /// first seed bootstraps the cluster; every other node joins through a seed.
   membership_state(wire::join self, std::vector<seed_node> seeds, membership_config config,
                    std::uint64_t random_seed);
+
+  /// Requires the cluster secret of every node that joins through this one, and proves it
+  /// to the seeds this node joins through (before start()). The handshake: the joiner's
+  /// join carries a fresh nonce; the seed answers with a challenge, its own fresh nonce
+  /// and its proof over both nonces and both names; the joiner checks that proof and
+  /// answers with its proof over both nonces, both names and its incarnation; the seed
+  /// accepts only an answer to a challenge it issued (once, within challenge_ttl), so a
+  /// recorded handshake replayed later is refused. A joiner without the secret or with
+  /// another is refused with the reason; a replayed answer is not answered; each is
+  /// counted in auth_failures() and reported in refused_joins. A joiner refuses a seed
+  /// that cannot prove the secret or does not ask for it. `nonces` gives fresh
+  /// nonces (default: from this state's seeded generator, for simulations).
+  void require_secret(std::shared_ptr<const cluster_secret> secret,
+                      std::function<nonce()> nonces = {});
 
   [[nodiscard]] membership_output start(time_point now);
   /// A membership message (join, joinReply, heartbeat, leave) from incarnation
@@ -144,6 +168,9 @@ class membership_state {
   [[nodiscard]] int local_health() const { return health_; }
   /// Suspicions of live members that ended in a refutation (the member was alive).
   [[nodiscard]] std::uint64_t false_suspicions() const { return false_suspicions_; }
+  /// Joins refused because the joiner did not prove the cluster secret (none, another,
+  /// or a replayed answer).
+  [[nodiscard]] std::uint64_t auth_failures() const { return auth_failures_; }
   /// How long a suspicion lasts with `suspecters` independent suspecters (>= 1).
   [[nodiscard]] milliseconds suspicion_timeout(std::size_t suspecters) const;
 
@@ -183,6 +210,14 @@ class membership_state {
                                            std::optional<wire::member> news) const;
   [[nodiscard]] std::optional<std::string> incompatibility(const wire::join& j) const;
   void handle_join(const wire::join& j, time_point now, membership_output& out);
+  /// The seed's half of the handshake: true when `j` proved the secret; otherwise it was
+  /// challenged or refused here.
+  [[nodiscard]] bool authenticated(const wire::join& j, time_point now, membership_output& out);
+  /// The joiner's half: answers a challenge from `from`, or refuses this node's join.
+  void answer_challenge(const std::string& from, const wire::join_reply& reply, time_point now,
+                        membership_output& out);
+  void refuse(const wire::join& j, const std::string& why, membership_output& out);
+  [[nodiscard]] nonce fresh_nonce();
   void send_join(time_point now, membership_output& out);
   void start_probe(time_point now, membership_output& out);
   void retry_probes(time_point now, membership_output& out);
@@ -196,6 +231,19 @@ class membership_state {
   bool joined_ = false;
   bool leaving_ = false;
   std::size_t join_attempts_ = 0;
+  std::shared_ptr<const cluster_secret> secret_;
+  std::function<nonce()> nonces_;
+  nonce join_nonce_{};        ///< this node's, in its current join round
+  bool answered_ = false;     ///< this round's challenge was answered
+  bool seed_proved_ = false;  ///< and the seed proved the secret in it
+  seed_node asked_;           ///< the seed of the current round
+  struct challenge {
+    nonce seed;
+    time_point expires;
+  };
+  /// Challenges this node issued as a seed, by joiner, incarnation and joiner nonce.
+  std::map<std::tuple<std::string, std::uint64_t, nonce>, challenge> challenges_;
+  std::uint64_t auth_failures_ = 0;
   time_point join_deadline_{};
   std::map<std::string, record> members_;  // every other node
   std::vector<gossip> gossip_;

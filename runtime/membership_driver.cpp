@@ -17,7 +17,8 @@ constexpr auto leave_spread = std::chrono::milliseconds(300);
 
 membership_driver::membership_driver(node_context& ctx, wire::join self,
                                      std::vector<seed_node> seeds, membership_config config,
-                                     std::uint64_t random_seed, membership_hooks hooks)
+                                     std::uint64_t random_seed, membership_hooks hooks,
+                                     std::shared_ptr<const cluster_secret> secret)
     : ctx_(ctx),
       hooks_(std::move(hooks)),
       local_health_(ctx.metrics().get_gauge(
@@ -29,8 +30,16 @@ membership_driver::membership_driver(node_context& ctx, wire::join self,
           "Members suspected by this node's view that refuted: they were alive")),
       deaths_(ctx.metrics().get_counter("baton_membership_deaths_total",
                                         "Members this node saw declared dead")),
+      joins_refused_(ctx.metrics().get_counter(
+          "baton_membership_joins_refused_total",
+          "Joins this node refused as a seed (a mismatch, or no proof of the cluster secret)")),
+      auth_failures_(ctx.metrics().get_counter(
+          "baton_membership_auth_failures_total",
+          "Joins refused for want of the cluster secret (none, another, or a replayed answer)")),
       state_(std::move(self), std::move(seeds), config, random_seed),
-      decoder_(ctx.config().limits) {}
+      decoder_(ctx.config().limits) {
+  if (secret) state_.require_secret(std::move(secret), random_nonce);
+}
 
 void membership_driver::start() {
   std::lock_guard lock(mutex_);
@@ -136,6 +145,14 @@ void membership_driver::apply(membership_output out, time_point not_before) {
   if (state_.false_suspicions() > false_suspicions_seen_) {
     false_suspicions_.add(state_.false_suspicions() - false_suspicions_seen_);
     false_suspicions_seen_ = state_.false_suspicions();
+  }
+  if (state_.auth_failures() > auth_failures_seen_) {
+    auth_failures_.add(state_.auth_failures() - auth_failures_seen_);
+    auth_failures_seen_ = state_.auth_failures();
+  }
+  for (const auto& why : out.refused_joins) {
+    joins_refused_.add();
+    spdlog::warn("{}", why);
   }
   for (auto& s : out.sends) {
     auto link = ctx_.link(s.node, s.fabric_address);  // attaches the peer on first use

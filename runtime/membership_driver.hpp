@@ -39,7 +39,8 @@ class membership_driver {
   /// Hooks run with the driver's lock held, on the thread that called in: they must not
   /// call back into it. `ctx` must outlive the driver.
   membership_driver(node_context& ctx, wire::join self, std::vector<seed_node> seeds,
-                    membership_config config, std::uint64_t random_seed, membership_hooks hooks);
+                    membership_config config, std::uint64_t random_seed, membership_hooks hooks,
+                    std::shared_ptr<const cluster_secret> secret = nullptr);
   /// Joins through the seeds, or bootstraps as the first seed; once, after whatever calls
   /// tick() is in place.
   void start();
@@ -82,6 +83,9 @@ class membership_driver {
   gauge& local_health_;
   counter& false_suspicions_;
   counter& deaths_;  ///< members this node saw become dead
+  counter& joins_refused_;
+  counter& auth_failures_;
+  std::uint64_t auth_failures_seen_ = 0;
   std::uint64_t false_suspicions_seen_ = 0;
   mutable std::mutex mutex_;
   membership_state state_;

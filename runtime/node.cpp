@@ -223,7 +223,8 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
   spdlog::info("node {} ({} on {}) incarnation {}, probe seed {}", spec_.name,
                to_string(spec_.kind), spec_.device, context_->incarnation(), options.random_seed);
   membership_ = std::make_unique<membership_driver>(*context_, std::move(self), seeds_of(options),
-                                                    mc, options.random_seed, std::move(hooks));
+                                                    mc, options.random_seed, std::move(hooks),
+                                                    std::move(options.secret));
   auto* membership = membership_.get();
   watch_ = std::make_unique<peer_watch>(
       spec_.name, [membership](const std::string& n) { membership->on_unreachable(n); },

@@ -17,6 +17,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include "base/error.hpp"
+#include "runtime/cluster_secret.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node_context.hpp"
 #include "runtime/supervisor.hpp"
@@ -40,6 +41,8 @@ struct node_options {
   std::vector<child_spec> actors;  ///< the node's role actors, supervised
   restart_budget budget;
   std::uint32_t restarts = 0;  ///< times baton up (or systemd) restarted this node: gossiped
+  /// The cluster secret joins prove (runtime/membership.hpp); null: the cluster has none.
+  std::shared_ptr<const cluster_secret> secret;
 };
 
 /// Why a node stopped.

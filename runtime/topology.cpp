@@ -103,6 +103,14 @@ class table_reader {
     return value;
   }
 
+  std::optional<bool> boolean(std::string_view key) {
+    const toml::node* n = get(key, false);
+    if (n == nullptr) return std::nullopt;
+    if (const auto* b = n->as_boolean()) return b->get();
+    mismatch(*n, key, "a boolean");
+    return std::nullopt;
+  }
+
   /// An array of strings; each element is passed to `each` with its source position.
   template <class F>
   void strings(std::string_view key, bool required, F each) {
@@ -245,8 +253,13 @@ std::filesystem::path find_model_file(const std::string& value, const std::files
   return (search.front() / p).lexically_normal();
 }
 
-void read_cluster(const toml::table& t, diagnostics& diag, topology& topo) {
-  table_reader r(t, "cluster", diag, {"name", "provider", "seeds"});
+void read_cluster(const toml::table& t, const std::filesystem::path& file, diagnostics& diag,
+                  topology& topo) {
+  table_reader r(t, "cluster", diag, {"name", "provider", "seeds", "secret", "insecure"});
+  if (auto secret = r.string("secret", false)) {
+    topo.secret = std::filesystem::absolute(file).parent_path() / *secret;
+  }
+  topo.insecure = r.boolean("insecure").value_or(false);
   topo.cluster_name = r.string("name", true).value_or("");
   topo.provider = r.string("provider", false).value_or("tcp");
   if (std::find(provider_names.begin(), provider_names.end(), topo.provider) ==
@@ -325,7 +338,7 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
   table_reader top(root, "topology", diag,
                    {"cluster", "model", "limits", "timeouts", "router", "emulated", "node"});
   if (const auto* t = top.table("cluster")) {
-    read_cluster(*t, diag, topo);
+    read_cluster(*t, file, diag, topo);
   } else {
     diag.fail(root.source(), "topology: missing required table [cluster]");
   }
@@ -440,6 +453,29 @@ const node_spec* topology::find(std::string_view name) const {
 
 node_spec* topology::find(std::string_view name) {
   return const_cast<node_spec*>(std::as_const(*this).find(name));
+}
+
+expected<void> check_exposure(const topology& t, const node_spec& node) {
+  if (!t.secret.empty() || t.insecure) return {};
+  const auto loopback = [](const std::string& host) {
+    return host == "localhost" || host == "::1" || host.starts_with("127.");
+  };
+  const std::pair<const char*, const std::string*> addresses[] = {{"fabric", &node.fabric_address},
+                                                                  {"admin", &node.admin_address},
+                                                                  {"native", &node.native_address},
+                                                                  {"http", &node.http_address}};
+  for (const auto& [field, address] : addresses) {
+    if (address->empty()) continue;
+    const auto at = parse_host_port(*address, port_zero::allowed);
+    if (!at || loopback(at->host)) continue;  // shm names, and what loopback reaches
+    return fail(errc::invalid_argument,
+                fmt::format("{}: node {} binds {} {}, which other hosts can reach, and the cluster "
+                            "has no secret: make one (baton secret init FILE) and name it in "
+                            "[cluster] secret = \"FILE\", or write insecure = true in [cluster] "
+                            "to let anyone who reaches these ports join",
+                            t.file.string(), node.name, field, *address));
+  }
+  return {};
 }
 
 std::string_view to_string(wire::node_kind kind) noexcept {

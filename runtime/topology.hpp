@@ -119,6 +119,11 @@ struct topology {
   std::string cluster_name;
   std::string provider = "tcp";    ///< libfabric provider: tcp, shm, verbs, efa
   std::vector<std::string> seeds;  ///< nodes a joining node may contact
+  /// The cluster secret's file ([cluster] secret, relative to the topology file; empty:
+  /// none): every node that joins proves it holds it (runtime/cluster_secret.hpp).
+  std::filesystem::path secret;
+  /// Without a secret, nodes bind only loopback addresses unless this is set.
+  bool insecure = false;
   model_spec model;
   limits_spec limits;
   timeouts_spec timeouts;
@@ -144,6 +149,10 @@ struct topology {
 
 /// Reads and parses a topology file.
 [[nodiscard]] expected<topology> load_topology(const std::filesystem::path& file);
+
+/// Whether `node` may bind its addresses: with a secret, or insecure, any; otherwise only
+/// loopback ones. The error names the address and what to do.
+[[nodiscard]] expected<void> check_exposure(const topology& t, const node_spec& node);
 
 /// The kind's name as written in the topology ("wafer-scale").
 [[nodiscard]] std::string_view to_string(wire::node_kind kind) noexcept;

@@ -96,14 +96,23 @@ checked<std::vector<member>> members_from(capnp::List<gen::Member>::Reader list,
   return out;
 }
 
+join_auth auth_from(gen::JoinAuth::Reader r) {
+  return {{r.getNonce0(), r.getNonce1()},
+          {r.getPeer0(), r.getPeer1()},
+          {r.getProof0(), r.getProof1(), r.getProof2(), r.getProof3()}};
+}
+
 checked<body> join_from(gen::Join::Reader r) {
   auto m = member_from(r.getMember(), "join.member");
   if (!m) return tl::unexpected(m.error());
   auto l = r.getKvLayout();
-  return join{std::move(*m), r.getWireVersion(), r.getModelHash(),
+  return join{std::move(*m),
+              r.getWireVersion(),
+              r.getModelHash(),
               kv_layout{l.getBlockTokens(), l.getLayers(), l.getKvHeads(), l.getHeadDim(),
                         l.getElementBytes()},
-              text_of(r.getNumericsFingerprint())};
+              text_of(r.getNumericsFingerprint()),
+              auth_from(r.getAuth())};
 }
 
 checked<body> membership_from(gen::Envelope::Body::Reader b) {
@@ -113,7 +122,8 @@ checked<body> membership_from(gen::Envelope::Body::Reader b) {
       auto r = b.getJoinReply();
       auto members = members_from(r.getMembers(), "joinReply.members");
       if (!members) return tl::unexpected(members.error());
-      return join_reply{r.getAccepted(), text_of(r.getReason()), std::move(*members)};
+      return join_reply{r.getAccepted(), text_of(r.getReason()), std::move(*members),
+                        r.getChallenge(), auth_from(r.getAuth())};
     }
     case gen::Envelope::Body::HEARTBEAT: {
       auto r = b.getHeartbeat();

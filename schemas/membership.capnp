@@ -42,6 +42,21 @@ struct Member {
   restarts @11 :UInt32;        # times its supervisor (baton up, systemd) restarted it
 }
 
+# The join handshake's proof of the cluster secret (runtime/membership.hpp): a fresh
+# nonce of its sender, the other side's nonce it answers, and an HMAC-SHA256 under the
+# secret; all zero in a cluster without a secret, and the proof zero in a join that asks
+# for a challenge.
+struct JoinAuth {
+  nonce0 @0 :UInt64;
+  nonce1 @1 :UInt64;
+  peer0 @2 :UInt64;
+  peer1 @3 :UInt64;
+  proof0 @4 :UInt64;
+  proof1 @5 :UInt64;
+  proof2 @6 :UInt64;
+  proof3 @7 :UInt64;
+}
+
 # Sent to a seed by a node that wants to join. A node whose wire version, model hash,
 # KV layout or numerics fingerprint does not match the cluster's is refused.
 struct Join {
@@ -50,12 +65,15 @@ struct Join {
   modelHash @2 :UInt64;
   kvLayout @3 :Common.KvLayout;
   numericsFingerprint @4 :Text;
+  auth @5 :JoinAuth;
 }
 
 struct JoinReply {
   accepted @0 :Bool;
   reason @1 :Text;             # why a join was refused; empty when accepted
   members @2 :List(Member);
+  challenge @3 :Bool;          # neither accepted nor refused: answer `auth`'s nonce
+  auth @4 :JoinAuth;           # the seed's nonce and its proof of the secret
 }
 
 # A probe (or its acknowledgement) carrying the sender's load and recent updates.

@@ -2,6 +2,7 @@
 
 // Membership messages (schemas/membership.capnp) in plain C++.
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,6 +28,15 @@ struct member {
   bool operator==(const member&) const = default;
 };
 
+/// The join handshake's proof of the cluster secret (runtime/membership.hpp): all zero
+/// in a cluster without a secret.
+struct join_auth {
+  std::array<std::uint64_t, 2> nonce{};  ///< its sender's, fresh for each handshake
+  std::array<std::uint64_t, 2> peer{};   ///< the other side's nonce it answers; zero: none
+  std::array<std::uint64_t, 4> proof{};  ///< HMAC-SHA256 under the secret; zero: none
+  bool operator==(const join_auth&) const = default;
+};
+
 /// A node asks a seed to join. Refused unless wire version, model hash, KV layout and
 /// numerics fingerprint match the cluster's.
 struct join {
@@ -35,6 +45,7 @@ struct join {
   std::uint64_t model_hash = 0;
   kv_layout layout;
   std::string numerics_fingerprint;
+  join_auth auth{};  ///< the proof zero: a challenge is asked for
   bool operator==(const join&) const = default;
 };
 
@@ -42,6 +53,8 @@ struct join_reply {
   bool accepted = false;
   std::string reason;  ///< why a join was refused; empty when accepted
   std::vector<member> members;
+  bool challenge = false;  ///< neither accepted nor refused: prove the secret for auth.nonce
+  join_auth auth{};        ///< the seed's nonce and proof
   bool operator==(const join_reply&) const = default;
 };
 

@@ -69,12 +69,15 @@ std::vector<frame> sample_frames() {
                            "decode-1",
                            0};
   const std::vector<member> members = {router_node, prefill_node};
-  const join j{
-      prefill_node, wire_version, 0xb0a507e7ad0f6266, {16, 5, 4, 8, 4}, "baton-cpu/1 avx2"};
+  const join j{prefill_node,       wire_version,
+               0xb0a507e7ad0f6266, {16, 5, 4, 8, 4},
+               "baton-cpu/1 avx2", {{0x1111, 0x2222}, {0x5555, 0x6666}, {0xa1, 0xa2, 0xa3, 0xa4}}};
 
   std::vector<frame> frames;
   frames.push_back(envelope(j));
-  frames.push_back(envelope(join_reply{true, "", members}));
+  // Every field set (a challenge is never accepted too; the codec does not care).
+  frames.push_back(envelope(
+      join_reply{true, "", members, true, {{0x3333, 0x4444}, {0x1111, 0x2222}, {1, 2, 3, 4}}}));
   frames.push_back(envelope(heartbeat{17, false, 2, 480, members}));
   frames.push_back(envelope(leave{"drained for maintenance"}));
   frames.push_back(envelope(admit{request_id{1}, 0, prompt, 5, 95, params, "prefill-0", 0, 3}));

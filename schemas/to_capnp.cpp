@@ -60,6 +60,17 @@ void fill(const member& m, gen::Member::Builder b) {
   b.setRestarts(m.restarts);
 }
 
+void fill(const join_auth& a, gen::JoinAuth::Builder b) {
+  b.setNonce0(a.nonce[0]);
+  b.setNonce1(a.nonce[1]);
+  b.setPeer0(a.peer[0]);
+  b.setPeer1(a.peer[1]);
+  b.setProof0(a.proof[0]);
+  b.setProof1(a.proof[1]);
+  b.setProof2(a.proof[2]);
+  b.setProof3(a.proof[3]);
+}
+
 template <class Builder>
 void fill_members(const std::vector<member>& members, Builder list) {
   for (capnp::uint i = 0; i < members.size(); ++i) fill(members[i], list[i]);
@@ -80,12 +91,15 @@ struct body_filler {
     l.setHeadDim(j.layout.head_dim);
     l.setElementBytes(j.layout.element_bytes);
     r.setNumericsFingerprint(text(j.numerics_fingerprint));
+    fill(j.auth, r.initAuth());
   }
   void operator()(const join_reply& j) {
     auto r = b.initJoinReply();
     r.setAccepted(j.accepted);
     r.setReason(text(j.reason));
     fill_members(j.members, r.initMembers(size_of(j.members)));
+    r.setChallenge(j.challenge);
+    fill(j.auth, r.initAuth());
   }
   void operator()(const heartbeat& h) {
     auto r = b.initHeartbeat();

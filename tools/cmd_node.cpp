@@ -310,6 +310,20 @@ expected<std::unique_ptr<running_node>> start(const node_args& args) {
     return fail(errc::not_found, fmt::format("{}: no node named '{}'", args.config, args.name));
   }
   if (auto ok = override_addresses(args, *spec); !ok) return tl::unexpected(ok.error());
+  // Before anything binds: no stranger may join a cluster reachable from other hosts.
+  if (auto ok = runtime::check_exposure(*topology, *spec); !ok) return tl::unexpected(ok.error());
+  std::shared_ptr<const runtime::cluster_secret> secret;
+  if (!topology->secret.empty()) {
+    auto loaded = runtime::cluster_secret::load(topology->secret);
+    if (!loaded) return tl::unexpected(loaded.error());
+    secret = std::make_shared<const runtime::cluster_secret>(*loaded);
+    spdlog::info("cluster secret from {}: joins through this node, and its own, prove it",
+                 topology->secret.string());
+  } else if (topology->insecure) {
+    spdlog::warn(
+        "insecure = true and no cluster secret: any process that reaches this node's ports "
+        "can join the cluster (docs/security.md)");
+  }
   auto identity = launcher::node_identity(*topology);
   if (!identity) return tl::unexpected(identity.error());
   auto model = launcher::load_serving_model(*topology);
@@ -329,6 +343,7 @@ expected<std::unique_ptr<running_node>> start(const node_args& args) {
   options.join = args.join;
   options.identity = *identity;
   options.restarts = args.restarts;
+  options.secret = std::move(secret);
   options.random_seed = args.seed != 0 ? args.seed : std::random_device{}();
   options.actors = launcher::role_actors(*topology, *spec, *r->model, roles);
   auto n = runtime::node::start(std::move(options));

@@ -16,5 +16,7 @@ void add_up_command(CLI::App& app, int& exit_code);
 void add_selfcheck_command(CLI::App& app, int& exit_code);
 void add_model_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
+/// `baton secret init FILE`: a fresh cluster secret.
+void add_secret_command(CLI::App& app, int& exit_code);
 
 }  // namespace baton::tools

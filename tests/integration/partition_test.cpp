@@ -27,7 +27,8 @@ const std::vector<std::pair<std::string, std::string>> hosts = {
 
 std::string topology_text() {
   std::string text = fmt::format(
-      "[cluster]\nname = \"partition\"\nprovider = \"tcp\"\nseeds = [\"n1\"]\n\n"
+      "[cluster]\nname = \"partition\"\nprovider = \"tcp\"\nseeds = [\"n1\"]\n"
+      "secret = \"cluster.secret\"\n\n"
       "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n",
       shared("stories260K.bin"), shared("tok512.bin"));
   for (std::size_t i = 0; i < hosts.size(); ++i) {
@@ -65,6 +66,11 @@ TEST(Partition, AHostCutOffLongerThanTheTimeoutsHealsWithinSecondsOfItsLinkRetur
       std::filesystem::temp_directory_path() / fmt::format("baton-partition-{}", ::getpid());
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "cluster.toml") << topology_text();
+  // Hosts on a network: the nodes prove the cluster secret when they join (and rejoin).
+  ASSERT_EQ(
+      run(fmt::format("{} secret init {}", BATON_BINARY, quote((dir / "cluster.secret").string())))
+          .status,
+      0);
   std::map<std::string, std::unique_ptr<child_process>> nodes;
   for (std::size_t i = 0; i < hosts.size(); ++i) {
     const auto& name = hosts[i].first;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <set>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -61,7 +62,8 @@ class sim_cluster {
     net_->set_faults(faults);
   }
 
-  membership_state& add(const wire::join& self, time_point now) {
+  membership_state& add(const wire::join& self, time_point now,
+                        std::shared_ptr<const cluster_secret> secret = nullptr) {
     const auto& name = self.member.node;
     auto ep = transport::make_endpoint({"loopback", {self.member.fabric_address}}, net_);
     EXPECT_TRUE(ep.has_value()) << (ep ? "" : ep.error().message);
@@ -69,6 +71,7 @@ class sim_cluster {
     n.endpoint = std::move(*ep);
     n.state = std::make_unique<membership_state>(self, std::vector<seed_node>{{"n0", "fabric-n0"}},
                                                  config_, seed_ + nodes_.size());
+    if (secret) n.state->require_secret(std::move(secret));
     deliver(name, n.state->start(now), now);
     return *n.state;
   }
@@ -135,6 +138,7 @@ class sim_cluster {
   /// Sends asked to go over a new connection: "<ms> <from> -> <to>".
   std::vector<std::string> fresh_connections;
   std::map<std::string, std::string> refusals;
+  std::vector<std::string> refused_joins;  ///< what seeds logged
   /// Every change any node saw, in order: "<ms> <observer>: <node> <state> <incarnation>".
   std::vector<std::string> trace;
 
@@ -168,6 +172,7 @@ class sim_cluster {
 
   void deliver(const std::string& from, membership_output out, time_point now) {
     if (out.refused) refusals[from] = *out.refused;
+    for (auto& r : out.refused_joins) refused_joins.push_back(std::move(r));
     for (const auto& m : out.changes) {
       trace.push_back(fmt::format("{} {}: {} {} {}", (now - time_point{}) / 1ms, from, m.node,
                                   to_string(m.state), m.incarnation));
@@ -302,6 +307,94 @@ TEST(Membership, ARetriedJoinIsAnsweredAgainButANameInUseIsRefused) {
       << "an older incarnation is not even answered";
 }
 
+std::shared_ptr<const cluster_secret> secret_of(std::uint8_t fill) {
+  std::array<std::uint8_t, 32> key{};
+  key.fill(fill);
+  return std::make_shared<const cluster_secret>(key);
+}
+
+TEST(MembershipAuth, NodesWithTheSecretJoinAndStrangersAreRefusedLoggedAndCounted) {
+  for (const auto seed : baton::testing::test_seeds(21, 4)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    sim_cluster sim(seed);
+    time_point now{};
+    const auto secret = secret_of(7);
+    sim.add(identity("n0"), now, secret);
+    sim.add(identity("n1"), now, secret);
+    sim.add(identity("n2"), now);                // no secret
+    sim.add(identity("n3"), now, secret_of(8));  // another secret
+    sim.run(now, now + 1s);
+    EXPECT_TRUE(sim.at("n1").joined());
+    EXPECT_EQ(sim.view("n0", "n1"), member_state::alive);
+    EXPECT_EQ(sim.view("n1", "n0"), member_state::alive);
+    EXPECT_FALSE(sim.at("n2").joined());
+    EXPECT_NE(sim.refusals["n2"].find("it holds no cluster secret"), std::string::npos)
+        << sim.refusals["n2"];
+    EXPECT_FALSE(sim.at("n3").joined());
+    EXPECT_NE(sim.refusals["n3"].find("it does not hold this cluster's secret"), std::string::npos)
+        << sim.refusals["n3"];
+    EXPECT_EQ(sim.at("n0").members().size(), 2u) << "strangers never half-join";
+    // Each stranger is refused (again each time it retries), logged and counted.
+    EXPECT_GE(sim.at("n0").auth_failures(), 2u);
+    EXPECT_EQ(sim.at("n0").auth_failures(), sim.refused_joins.size());
+    std::set<std::string> refused;
+    for (const auto& line : sim.refused_joins) {
+      EXPECT_NE(line.find("authentication failed"), std::string::npos) << line;
+      refused.insert(line.substr(0, line.find(' ', 8)));
+    }
+    EXPECT_EQ(refused, (std::set<std::string>{"join of n2", "join of n3"}));
+  }
+}
+
+TEST(MembershipAuth, ARecordedHandshakeReplayedLaterIsRefused) {
+  time_point now{};
+  const auto secret = secret_of(3);
+  membership_state seed(identity("n0", 5), {{"n0", "fabric-n0"}}, membership_config{}, 1);
+  seed.require_secret(secret);
+  (void)seed.start(now);
+  membership_state joiner(identity("n1"), {{"n0", "fabric-n0"}}, membership_config{}, 2);
+  joiner.require_secret(secret);
+  const auto body = [](const membership_output& out) { return out.sends.at(0).body; };
+
+  const auto ask = std::get<wire::join>(body(joiner.start(now)));
+  EXPECT_EQ(ask.auth.proof, proof{}) << "the first join asks for a challenge";
+  const auto challenge = std::get<wire::join_reply>(body(seed.on_message("n1", 1, ask, now)));
+  ASSERT_TRUE(challenge.challenge);
+  EXPECT_EQ(challenge.auth.peer, ask.auth.nonce);
+  const auto answer = std::get<wire::join>(body(joiner.on_message("n0", 5, challenge, now)));
+  EXPECT_NE(answer.auth.proof, proof{});
+  const auto accepted = std::get<wire::join_reply>(body(seed.on_message("n1", 1, answer, now)));
+  ASSERT_TRUE(accepted.accepted) << accepted.reason;
+  (void)joiner.on_message("n0", 5, accepted, now);
+  EXPECT_TRUE(joiner.joined());
+  EXPECT_EQ(seed.auth_failures(), 0u);
+
+  // The recorded answer, replayed: its challenge was answered once already. Refused,
+  // logged and counted, and not answered (an answer would go to n1 itself).
+  const auto replayed = seed.on_message("n1", 1, answer, now + 1s);
+  EXPECT_TRUE(replayed.sends.empty());
+  EXPECT_EQ(seed.auth_failures(), 1u);
+  ASSERT_EQ(replayed.refused_joins.size(), 1u);
+  EXPECT_NE(replayed.refused_joins[0].find("replayed"), std::string::npos);
+  // Nor does it answer a new challenge: that one has a fresh nonce.
+  const auto again = std::get<wire::join_reply>(body(seed.on_message("n1", 1, ask, now + 2s)));
+  ASSERT_TRUE(again.challenge);
+  EXPECT_NE(again.auth.nonce, challenge.auth.nonce);
+  EXPECT_TRUE(seed.on_message("n1", 1, answer, now + 2s).sends.empty());
+  EXPECT_EQ(seed.auth_failures(), 2u);
+}
+
+TEST(MembershipAuth, AJoinerRefusesASeedThatDoesNotAskForTheSecret) {
+  sim_cluster sim(baton::testing::test_seeds(23, 1).front());
+  time_point now{};
+  sim.add(identity("n0"), now);
+  sim.add(identity("n1"), now, secret_of(1));
+  sim.run(now, now + 1s);
+  EXPECT_FALSE(sim.at("n1").joined());
+  EXPECT_NE(sim.refusals["n1"].find("without asking for the cluster secret"), std::string::npos)
+      << sim.refusals["n1"];
+}
+
 TEST(Membership, ASuspectedNodeRefutesAndStaysAMember) {
   sim_cluster sim(baton::testing::test_seeds(8, 1).front());
   time_point now{};
@@ -389,6 +482,24 @@ TEST(MembershipFaults, DropsDuplicatesAndReorderingCauseNoFalseDeaths) {
     for (const auto& line : sim->trace) {
       EXPECT_EQ(line.find(" dead "), std::string::npos) << "seed " << seed << ": " << line;
     }
+  }
+}
+
+/// The handshake on a network that drops, duplicates, delays and reorders: late and
+/// repeated challenges, answers and acceptances refuse no node with the secret.
+TEST(MembershipFaults, NodesWithTheSecretAllJoinOnALossyNetwork) {
+  const auto secret = secret_of(9);
+  for (const auto seed : baton::testing::test_seeds(31, 20)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    time_point now{};
+    sim_cluster sim(seed, lossy());
+    for (int i = 0; i < 5; ++i) sim.add(identity(node_name(i)), now, secret);
+    sim.run(now, now + 5s);
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(sim.at(node_name(i)).joined()) << "n" << i << ": " << sim.refusals[node_name(i)];
+      EXPECT_EQ(sim.at(node_name(i)).members().size(), 5u) << "n" << i;
+    }
+    EXPECT_TRUE(sim.refusals.empty());
   }
 }
 

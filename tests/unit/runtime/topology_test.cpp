@@ -1,5 +1,7 @@
 #include "runtime/topology.hpp"
 
+#include "runtime/cluster_secret.hpp"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -299,6 +301,83 @@ TEST(Topology, ModelNamesAreLookedUpInTheSearchPathAndPathsBesideTheFile) {
   EXPECT_NE(model_path_hint().find("BATON_MODEL_PATH is not set in this process's environment"),
             std::string::npos)
       << model_path_hint();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Topology, WithoutASecretNodesBindLoopbackOnlyUnlessInsecure) {
+  auto loopback = parse_topology(valid, "/etc/baton/cluster.toml");
+  ASSERT_TRUE(loopback) << loopback.error().message;
+  EXPECT_TRUE(check_exposure(*loopback, *loopback->find("router-0")));
+
+  const auto exposed_text = edit("fabric = \"127.0.0.1:7100\"", "fabric = \"10.0.0.5:7100\"");
+  auto exposed = parse_topology(exposed_text, "/etc/baton/cluster.toml");
+  ASSERT_TRUE(exposed) << exposed.error().message;
+  const auto refused = check_exposure(*exposed, *exposed->find("router-0"));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("node router-0 binds fabric 10.0.0.5:7100"),
+            std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("baton secret init"), std::string::npos);
+  EXPECT_TRUE(check_exposure(*exposed, *exposed->find("prefill-0"))) << "its addresses are local";
+
+  auto secret =
+      parse_topology(edit("provider = \"tcp\"", "provider = \"tcp\"\nsecret = \"cluster.secret\""),
+                     "/etc/baton/cluster.toml");
+  ASSERT_TRUE(secret) << secret.error().message;
+  EXPECT_EQ(secret->secret, "/etc/baton/cluster.secret") << "beside the topology file";
+  auto insecure = parse_topology(edit("provider = \"tcp\"", "provider = \"tcp\"\ninsecure = true"),
+                                 "/etc/baton/c.toml");
+  ASSERT_TRUE(insecure) << insecure.error().message;
+  EXPECT_TRUE(insecure->insecure);
+  for (auto* t : {&*secret, &*insecure}) {
+    t->nodes.front().fabric_address = "10.0.0.5:7100";
+    EXPECT_TRUE(check_exposure(*t, t->nodes.front()));
+  }
+  EXPECT_NE(error_of(edit("provider = \"tcp\"", "provider = \"tcp\"\ninsecure = 1"))
+                .find("cluster.insecure: expected a boolean"),
+            std::string::npos);
+}
+
+TEST(ClusterSecret, IsMadeOwnerOnlyNeverOverwrittenAndRefusedWhenOthersCanReadIt) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("baton-secret-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const auto file = dir / "cluster.secret";
+  ASSERT_TRUE(cluster_secret::create(file));
+  EXPECT_EQ(std::filesystem::status(file).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const auto again = cluster_secret::create(file);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message.find("never overwritten"), std::string::npos);
+  auto loaded = cluster_secret::load(file);
+  ASSERT_TRUE(loaded) << loaded.error().message;
+  const auto tag = loaded->sign("label", {1, 2}, {"a", "b"});
+  EXPECT_TRUE(loaded->verify(tag, "label", {1, 2}, {"a", "b"}));
+  EXPECT_FALSE(loaded->verify(tag, "label", {1, 3}, {"a", "b"}));
+  EXPECT_FALSE(loaded->verify(tag, "label", {1, 2}, {"ab", ""})) << "lengths are signed too";
+  EXPECT_FALSE(loaded->verify(tag, "other", {1, 2}, {"a", "b"}));
+  // Another secret signs differently.
+  const auto other = dir / "other.secret";
+  ASSERT_TRUE(cluster_secret::create(other));
+  EXPECT_FALSE(cluster_secret::load(other)->verify(tag, "label", {1, 2}, {"a", "b"}));
+
+  std::filesystem::permissions(file, std::filesystem::perms::group_read,
+                               std::filesystem::perm_options::add);
+  const auto readable = cluster_secret::load(file);
+  ASSERT_FALSE(readable);
+  EXPECT_NE(readable.error().message.find("mode 0640"), std::string::npos)
+      << readable.error().message;
+  const auto bad = dir / "bad.secret";
+  std::ofstream(bad) << "not hex\n";
+  std::filesystem::permissions(
+      bad, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const auto garbled = cluster_secret::load(bad);
+  ASSERT_FALSE(garbled);
+  EXPECT_NE(garbled.error().message.find(bad.string() + ":1: expected 64 hexadecimal digits"),
+            std::string::npos)
+      << garbled.error().message;
+  EXPECT_FALSE(cluster_secret::load(dir / "missing.secret"));
   std::filesystem::remove_all(dir);
 }
 

@@ -1,0 +1,135 @@
+#include "runtime/cluster_secret.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <unistd.h>
+
+namespace baton::runtime {
+namespace {
+
+constexpr std::size_t key_bytes = 32;
+
+void append_word(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+nonce random_nonce() {
+  nonce n{};
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(n.data()), sizeof(n)) != 1) {
+    throw std::runtime_error("RAND_bytes failed: no randomness for a nonce");
+  }
+  return n;
+}
+
+expected<cluster_secret> cluster_secret::load(const std::filesystem::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    return fail(errc::not_found, fmt::format("{}: cannot read the cluster secret: {} (baton "
+                                             "secret init {} makes one)",
+                                             file.string(), std::strerror(errno), file.string()));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return fail(errc::invalid_argument,
+                fmt::format("{}: the cluster secret must be a regular file", file.string()));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return fail(errc::invalid_argument,
+                fmt::format("{}: mode {:04o} lets other users at the cluster secret; it must be "
+                            "0600 (chmod 600 {})",
+                            file.string(), st.st_mode & 07777, file.string()));
+  }
+  std::ifstream in(file);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string hex = text.str();
+  while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r' || hex.back() == ' ')) {
+    hex.pop_back();
+  }
+  std::array<std::uint8_t, key_bytes> key{};
+  bool good = hex.size() == 2 * key_bytes;
+  for (std::size_t i = 0; good && i < key_bytes; ++i) {
+    const int hi = hex_value(hex[2 * i]);
+    const int lo = hex_value(hex[2 * i + 1]);
+    good = hi >= 0 && lo >= 0;
+    key[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+  }
+  if (!good) {
+    return fail(errc::invalid_argument,
+                fmt::format("{}:1: expected 64 hexadecimal digits (32 bytes), the file made by "
+                            "baton secret init",
+                            file.string()));
+  }
+  return cluster_secret(key);
+}
+
+expected<void> cluster_secret::create(const std::filesystem::path& file) {
+  std::array<std::uint8_t, key_bytes> key{};
+  if (RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) {
+    return fail(errc::failed, "RAND_bytes failed: no randomness for a secret");
+  }
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return fail(errno == EEXIST ? errc::invalid_argument : errc::failed,
+                fmt::format("{}: {}{}", file.string(), std::strerror(errno),
+                            errno == EEXIST ? " (a secret is never overwritten)" : ""));
+  }
+  std::string hex;
+  for (const auto b : key) hex += fmt::format("{:02x}", b);
+  hex += '\n';
+  const bool written = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+  const bool closed = ::close(fd) == 0;
+  if (!written || !closed) {
+    std::filesystem::remove(file);
+    return fail(errc::failed, fmt::format("{}: cannot write the secret", file.string()));
+  }
+  return {};
+}
+
+proof cluster_secret::sign(std::string_view label, std::initializer_list<std::uint64_t> words,
+                           std::initializer_list<std::string_view> texts) const {
+  std::string message(label);
+  message.push_back('\0');
+  for (const auto w : words) append_word(message, w);
+  for (const auto t : texts) {
+    append_word(message, t.size());
+    message.append(t);
+  }
+  std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+       reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac.data(), &length);
+  proof tag{};
+  std::memcpy(tag.data(), mac.data(), sizeof(tag));
+  return tag;
+}
+
+bool cluster_secret::verify(const proof& tag, std::string_view label,
+                            std::initializer_list<std::uint64_t> words,
+                            std::initializer_list<std::string_view> texts) const {
+  const auto expected = sign(label, words, texts);
+  return CRYPTO_memcmp(expected.data(), tag.data(), sizeof(tag)) == 0;
+}
+
+}  // namespace baton::runtime
