@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -24,13 +25,6 @@ constexpr std::size_t key_bytes = 32;
 
 void append_word(std::string& out, std::uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -70,10 +64,9 @@ expected<cluster_secret> cluster_secret::load(const std::filesystem::path& file)
   std::array<std::uint8_t, key_bytes> key{};
   bool good = hex.size() == 2 * key_bytes;
   for (std::size_t i = 0; good && i < key_bytes; ++i) {
-    const int hi = hex_value(hex[2 * i]);
-    const int lo = hex_value(hex[2 * i + 1]);
-    good = hi >= 0 && lo >= 0;
-    key[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+    const char* digits = hex.data() + 2 * i;
+    const auto [end, ec] = std::from_chars(digits, digits + 2, key[i], 16);
+    good = ec == std::errc{} && end == digits + 2;
   }
   if (!good) {
     return fail(errc::invalid_argument,

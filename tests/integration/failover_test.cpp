@@ -45,6 +45,18 @@ struct request_log {
   expected<client::generate_result> result = fail(errc::failed, "not run");
 };
 
+/// `log`'s request: its prompt and seed, temperature 0.9, top-p 0.9, `steps` positions.
+wire::generate_request request_of(const request_log& log, std::uint32_t steps,
+                                  std::uint32_t timeout_ms) {
+  wire::generate_request r;
+  r.prompt = log.prompt;
+  r.max_positions = steps;
+  r.params = {0.9f, 0.9f, log.seed};
+  r.has_seed = true;
+  r.timeout_ms = timeout_ms;
+  return r;
+}
+
 /// `clients` threads, each sending `per_client` requests one after another through a
 /// router client over `routers` (temperature 0.9, top-p 0.9, seed `seed + i`, `steps`
 /// positions).
@@ -87,25 +99,20 @@ class traffic {
 
  private:
   void run_one(client::router_client& client, request_log& log) {
-    wire::generate_request r;
-    r.prompt = log.prompt;
-    r.max_positions = steps_;
-    r.params = {0.9f, 0.9f, log.seed};
-    r.has_seed = true;
-    r.timeout_ms = 60'000;
     bool first = true;
-    log.result = client.generate(r, [&](const client::client_event& e) {
-      std::lock_guard lock(mutex_);
-      if (const auto* a = std::get_if<wire::accepted>(&e)) {
-        log.text += a->prompt_text;
-      } else {
-        log.text += std::get<wire::token_chunk>(e).text;
-        log.events.push_back(clock_type::now());
-        if (first) ++streaming_;
-        first = false;
-      }
-      return true;
-    });
+    log.result =
+        client.generate(request_of(log, steps_, 60'000), [&](const client::client_event& e) {
+          std::lock_guard lock(mutex_);
+          if (const auto* a = std::get_if<wire::accepted>(&e)) {
+            log.text += a->prompt_text;
+          } else {
+            log.text += std::get<wire::token_chunk>(e).text;
+            log.events.push_back(clock_type::now());
+            if (first) ++streaming_;
+            first = false;
+          }
+          return true;
+        });
   }
 
   std::vector<request_log> logs_;
@@ -452,14 +459,8 @@ class concurrent_requests {
       auto& log = logs_[i];
       log.prompt = prompts[i % prompts.size()];
       log.seed = seed + i;
-      wire::generate_request r;
-      r.prompt = log.prompt;
-      r.max_positions = steps;
-      r.params = {0.9f, 0.9f, log.seed};
-      r.has_seed = true;
-      r.timeout_ms = 120'000;
       handles_.push_back(client.start(
-          r,
+          request_of(log, steps, 120'000),
           [this, i](const client::client_event& e) {
             std::lock_guard lock(mutex_);
             if (const auto* a = std::get_if<wire::accepted>(&e)) {
