@@ -329,6 +329,10 @@ TYPED_TEST(KvFabric, ALateDetachFromAReplacedBridgeLeavesTheNewOneAttached) {
   auto replacement = this->system_.spawn(collector, box);
   this->a_->attach("b", this->b_->local_address().text, replacement);
   this->a_->detach("b", this->actor_a_);  // the replaced bridge's, late
+  // Attach and detach are queued for the fabric thread; a blocking call queued after them
+  // returns once they have run (until then, b's frames still go to the old bridge).
+  auto barrier = this->a_->allocate_region(64);
+  ASSERT_TRUE(barrier.has_value());
   const auto frames = [&](inbox& in) {
     std::lock_guard lock(in.mutex);
     return in.frames;
