@@ -1,7 +1,7 @@
 // `baton bench actors [--provider tcp|shm] [--json]`: remote actor round trip (p50, p99)
 // and pipelined message throughput between two node processes over Baton's runtime, and
 // in the same run the same exchange over CAF's own remote actors (the io middleman over
-// TCP) as the reference.
+// TCP) as the reference, and Baton's again with frame MACs on (a cluster secret).
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,7 +107,9 @@ caf::behavior measurer(caf::event_based_actor* self, Send send, bench_args args,
   return {[](caf::unit_t) {}};
 }
 
-expected<result> bench_baton(const bench_args& args, const std::filesystem::path& dir) {
+/// Baton's run; `sealed`: the nodes share a cluster secret, so every frame carries a MAC.
+expected<result> bench_baton(const bench_args& args, const std::filesystem::path& dir,
+                             bool sealed) {
   // Nodes only compare the model's hash here: a tiny synthetic checkpoint will do, with a
   // tokenizer node processes can load (the 256 byte-fallback tokens need vocab >= 259).
   const auto model = dir / "tiny.bin";
@@ -125,15 +127,24 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
   const auto fabric = [&](const char* name) {
     return shm ? fmt::format("bench-{}-{}", name, getpid()) : std::string("127.0.0.1:0");
   };
-  const auto config = dir / "bench.toml";
+  // Sealed: both nodes hold a cluster secret, so every frame carries a MAC.
+  const auto secret = dir / "secret";
+  std::filesystem::remove(secret);
+  if (sealed) {
+    if (auto made = runtime::cluster_secret::create(secret); !made) {
+      return tl::unexpected(made.error());
+    }
+  }
+  const auto config = dir / fmt::format("bench{}.toml", sealed ? "-sealed" : "");
   std::ofstream(config) << fmt::format(
-      "[cluster]\nname = \"bench\"\nprovider = \"{}\"\nseeds = [\"a\"]\n\n"
+      "[cluster]\nname = \"bench\"\nprovider = \"{}\"\nseeds = [\"a\"]\n{}\n"
       "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n"
       "[[node]]\nname = \"a\"\nkind = \"cpu\"\nroles = [\"router\"]\nfabric = \"{}\"\n"
       "admin = \"127.0.0.1:0\"\n\n"
       "[[node]]\nname = \"b\"\nkind = \"cpu\"\nroles = [\"decode\"]\nfabric = \"{}\"\n"
       "admin = \"127.0.0.1:0\"\n",
-      args.provider, model.string(), tokenizer.string(), fabric("a"), fabric("b"));
+      args.provider, sealed ? fmt::format("secret = \"{}\"\n", secret.string()) : "",
+      model.string(), tokenizer.string(), fabric("a"), fabric("b"));
   auto topology = runtime::load_topology(config);
   if (!topology) return tl::unexpected(topology.error());
   auto identity = launcher::node_identity(*topology);
@@ -143,6 +154,11 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
   options.name = "a";
   options.identity = *identity;
   options.random_seed = 1;
+  if (sealed) {
+    auto loaded = runtime::cluster_secret::load(secret);
+    if (!loaded) return tl::unexpected(loaded.error());
+    options.secret = std::make_shared<const runtime::cluster_secret>(*loaded);
+  }
   auto n = runtime::node::start(std::move(options));
   if (!n) return tl::unexpected(n.error());
   auto& node = **n;
@@ -169,8 +185,8 @@ expected<result> bench_baton(const bench_args& args, const std::filesystem::path
         .then([on_reply](runtime::inbound&) { on_reply(); },
               [](caf::error& e) { spdlog::error("bench request failed: {}", caf::to_string(e)); });
   };
-  auto actor =
-      node.system().spawn(measurer<decltype(send)>, send, args, done, "baton-" + args.provider);
+  auto actor = node.system().spawn(measurer<decltype(send)>, send, args, done,
+                                   "baton-" + args.provider + (sealed ? "-sealed" : ""));
   ctx.publish("bench", actor);
   if (future.wait_for(120s) != std::future_status::ready) {
     return fail(errc::timed_out, "the Baton run did not finish within 120 s");
@@ -251,13 +267,16 @@ void print(const bench_args& args, const std::vector<result>& results) {
     fmt::print("{:<24} {:>12.0f} {:>12.1f} {:>12.1f}\n", r.transport, r.msgs_per_s, r.rtt_us_p50,
                r.rtt_us_p99);
   }
-  if (results.size() >= 2) {
+  if (results.size() >= 3) {
     fmt::print(
         "baton/caf: throughput {:.2f}x, rtt p50 {:.2f}x ({} round trips, {} messages "
         "with {} in flight, {}-byte payload)\n",
-        results[0].msgs_per_s / results[1].msgs_per_s,
-        results[0].rtt_us_p50 / results[1].rtt_us_p50, args.round_trips, args.messages, args.window,
+        results[0].msgs_per_s / results[2].msgs_per_s,
+        results[0].rtt_us_p50 / results[2].rtt_us_p50, args.round_trips, args.messages, args.window,
         args.payload_bytes);
+    fmt::print("sealed/plain (frame MACs on/off): throughput {:.3f}x, rtt p50 {:.3f}x\n",
+               results[1].msgs_per_s / results[0].msgs_per_s,
+               results[1].rtt_us_p50 / results[0].rtt_us_p50);
   }
 }
 
@@ -267,8 +286,8 @@ int run(const bench_args& args) {
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("baton-bench-{}", getpid());
   std::filesystem::create_directories(dir);
   std::vector<result> results;
-  for (const auto* which : {"baton", "caf"}) {
-    auto r = std::string(which) == "baton" ? bench_baton(args, dir) : bench_caf(args, dir);
+  for (const std::string which : {"baton", "baton-sealed", "caf"}) {
+    auto r = which == "caf" ? bench_caf(args, dir) : bench_baton(args, dir, which != "baton");
     if (!r) {
       fmt::print(stderr, "baton bench actors: {}: {} (logs in {})\n", which, r.error().message,
                  dir.string());

@@ -118,6 +118,13 @@ proof cluster_secret::sign(std::string_view label, std::initializer_list<std::ui
   return tag;
 }
 
+std::array<std::byte, 32> cluster_secret::frame_key() const {
+  const auto derived = sign("baton frame key", {}, {});
+  std::array<std::byte, 32> key{};
+  std::memcpy(key.data(), derived.data(), key.size());
+  return key;
+}
+
 bool cluster_secret::verify(const proof& tag, std::string_view label,
                             std::initializer_list<std::uint64_t> words,
                             std::initializer_list<std::string_view> texts) const {

@@ -6,6 +6,7 @@
 // proves nothing later. docs/security.md says what it protects and what it does not.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string_view>
@@ -41,6 +42,9 @@ class cluster_secret {
   [[nodiscard]] bool verify(const proof& tag, std::string_view label,
                             std::initializer_list<std::uint64_t> words,
                             std::initializer_list<std::string_view> texts) const;
+  /// The key the transport seals frames under (endpoint_config::frame_key), derived from
+  /// the secret, so the secret itself never leaves this class.
+  [[nodiscard]] std::array<std::byte, 32> frame_key() const;
 
  private:
   std::array<std::uint8_t, 32> key_;

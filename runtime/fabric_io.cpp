@@ -45,7 +45,19 @@ fabric_io::fabric_io(std::unique_ptr<transport::endpoint> endpoint, metrics_regi
           {{"thread", "progress"}})),
       rma_writes_(metrics.get_counter("baton_fabric_rma_writes_total", "RMA writes posted.")),
       rma_failures_(metrics.get_counter("baton_fabric_rma_write_failures_total",
-                                        "RMA writes refused, expired or failed.")) {
+                                        "RMA writes refused, expired or failed.")),
+      malformed_frames_(
+          metrics.get_counter("baton_fabric_malformed_frames_total",
+                              "Frames dropped as truncated, oversized or malformed.")),
+      bad_tags_(metrics.get_counter(
+          "baton_fabric_bad_tags_total",
+          "Frames dropped because their seal was missing, wrong or replayed (forged).")),
+      connections_closed_(metrics.get_counter(
+          "baton_fabric_connections_closed_total",
+          "Connections closed because their peer sent too many badly sealed frames.")),
+      descriptors_refused_(
+          metrics.get_counter("baton_fabric_descriptors_refused_total",
+                              "Remote memory descriptors refused (outside a grant or its pool).")) {
   // Frames and send completions bypass the fabric thread where the transport allows it.
   progress_thread_ =
       endpoint_->set_event_handler([this](transport::event& e) { return on_event(e); });
@@ -103,6 +115,10 @@ void fabric_io::set_unreachable(std::function<void(const std::string& node)> hoo
   unreachable_ = std::move(shared);
 }
 
+void fabric_io::set_refused(std::function<void(const std::string&, const std::string&)> hook) {
+  refused_ = std::move(hook);
+}
+
 void fabric_io::send_failed(const transport::event& e) {
   send_failures_.add();
   if (e.status || e.status.error().code != errc::disconnected) return;
@@ -127,7 +143,17 @@ void fabric_io::tick_at(std::chrono::steady_clock::time_point at) {
   if (ticks < tick_at_.exchange(ticks)) endpoint_->interrupt();
 }
 
+void fabric_io::mirror_refusals() {
+  const auto now = endpoint_->stats();
+  malformed_frames_.add(now.bad_frames - mirrored_.bad_frames);
+  bad_tags_.add(now.bad_tags - mirrored_.bad_tags);
+  connections_closed_.add(now.connections_closed - mirrored_.connections_closed);
+  descriptors_refused_.add(now.descriptors_refused - mirrored_.descriptors_refused);
+  mirrored_ = now;
+}
+
 void fabric_io::tick() {
+  mirror_refusals();
   std::shared_ptr<const std::function<void()>> ticker;
   {
     std::lock_guard lock(routes_mu_);
@@ -391,11 +417,13 @@ void fabric_io::connect(const std::string& node, const std::string& address, caf
   if (!peer) {
     const auto code = peer.error().code;
     const auto now = transport::clock::now();
-    if (code == errc::invalid_argument || code == errc::overloaded) {  // never will
+    if (code == errc::invalid_argument || code == errc::overloaded ||
+        code == errc::failed) {  // never will
       spdlog::warn("cannot reach {} at {}: {}", node, address, peer.error().message);
       connecting_.erase(node);
       fail_waiting(node,
                    error{code, fmt::format("cannot reach {}: {}", node, peer.error().message)});
+      if (code == errc::failed && refused_) refused_(node, peer.error().message);
       return;
     }
     // Unanswered or refused: tried until detached, since its bridge stays attached and a
@@ -534,6 +562,10 @@ bool fabric_io::handle_event(transport::event& e) {
     tick();
     return true;
   }
+  if (e.kind == event_kind::refused) {
+    if (!e.status) spdlog::warn("{} (baton_fabric_bad_tags_total)", e.status.error().message);
+    return true;
+  }
   return false;  // RMA completions and notifies: the fabric thread's poll loop
 }
 
@@ -560,6 +592,8 @@ void fabric_io::deliver(transport::event& e) {
     return;
   }
   if (e.kind == event_kind::send_done && !e.status) send_failed(e);
+  if (e.kind == event_kind::refused && !e.status)
+    spdlog::warn("{} (baton_fabric_bad_tags_total)", e.status.error().message);
 }
 
 std::string fabric_io::name_of(transport::peer_id peer) const {

@@ -69,6 +69,10 @@ class fabric_io final : public frame_sink, public kv_fabric {
   /// (connection refused, reset or unreachable): evidence that its process is gone. It
   /// must not block.
   void set_unreachable(std::function<void(const std::string& node)> hook);
+  /// Called on the fabric thread when `node` refuses our hello (it does not accept this
+  /// node's frame seals: another cluster secret, or one where we have none, or the reverse);
+  /// attaching to it is given up. Set before attaching.
+  void set_refused(std::function<void(const std::string& node, const std::string& why)> hook);
   /// When the ticker runs next (replacing the time given before); from any thread.
   void tick_at(std::chrono::steady_clock::time_point at);
   void attach(const std::string& node, const std::string& fabric_address,
@@ -162,6 +166,13 @@ class fabric_io final : public frame_sink, public kv_fabric {
   std::vector<command> commands_;
   counter& rma_writes_;
   counter& rma_failures_;
+  /// The endpoint's refusals (endpoint_stats), mirrored into counters on each tick.
+  void mirror_refusals();
+  counter& malformed_frames_;
+  counter& bad_tags_;
+  counter& connections_closed_;
+  counter& descriptors_refused_;
+  transport::endpoint_stats mirrored_{};  // tick thread only
   caf::actor hub_;
   caf::actor notify_sink_;
   bool closed_ = false;  // guarded by mutex_: the thread is gone, commands fail at once
@@ -183,6 +194,7 @@ class fabric_io final : public frame_sink, public kv_fabric {
   std::map<transport::peer_id, std::string> names_;  // of connected peers, for send_failed
   std::map<std::string, std::chrono::steady_clock::time_point> reset_at_;  // last reconnect
   std::shared_ptr<const std::function<void(const std::string&)>> unreachable_;
+  std::function<void(const std::string&, const std::string&)> refused_;  // fabric thread
   std::shared_ptr<const frame_filter> filter_;
   std::shared_ptr<const std::function<void()>> ticker_;
   bool progress_thread_ = false;  // the endpoint delivers on its own thread (set_event_handler)

@@ -170,6 +170,7 @@ expected<std::unique_ptr<node>> node::start(node_options options) {
   config.provider = options.topology.provider;
   config.bind = {spec->fabric_address};
   config.seed = options.random_seed;
+  if (options.secret) config.frame_key = options.secret->frame_key();
   auto endpoint = transport::make_endpoint(config);
   if (!endpoint) return fail(endpoint.error(), fmt::format("node {}: ", options.name));
   auto copy = *spec;
@@ -237,6 +238,10 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
       });
   io_->set_ticker([membership] { membership->tick(); });
   io_->set_unreachable([membership](const std::string& n) { membership->on_unreachable(n); });
+  // A seed that refuses our frames' seals refuses the join before it can be asked.
+  io_->set_refused([this, membership](const std::string& n, const std::string& why) {
+    if (!membership->joined()) stop(stop_reason::refused, fmt::format("{}: {}", n, why));
+  });
   for (const auto& a : options.actors) actor_names_.push_back(a.name);
   membership->start();
   (void)spawn_echo(*context_);

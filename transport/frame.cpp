@@ -20,10 +20,13 @@ T get(const std::byte* at) {
   return static_cast<T>(v);
 }
 
+constexpr std::size_t hello_fixed = 9 + 16;  // max_message_bytes, answer, nonce
+
 expected<void> check_payload(kind type, std::size_t n, std::size_t max_message_bytes) {
   switch (type) {
     case kind::hello:
-      if (n <= 9 || n > 265) return fail(errc::invalid_argument, "frame: bad hello size");
+      if (n <= hello_fixed || n > hello_fixed + 256)
+        return fail(errc::invalid_argument, "frame: bad hello size");
       return {};
     case kind::message:
       if (n > max_message_bytes)
@@ -35,6 +38,9 @@ expected<void> check_payload(kind type, std::size_t n, std::size_t max_message_b
       return {};
     case kind::revoke:
       if (n != revoke_bytes) return fail(errc::invalid_argument, "frame: bad revoke size");
+      return {};
+    case kind::refuse:
+      if (n <= 17 || n > 17 + 256) return fail(errc::invalid_argument, "frame: bad refuse size");
       return {};
     case kind::batch:
       if (n < header_bytes || n > max_message_bytes)
@@ -66,13 +72,23 @@ expected<view> decode(std::span<const std::byte> bytes, std::size_t max_message_
   if (get<std::uint8_t>(bytes.data() + 5) != version)
     return fail(errc::invalid_argument, "frame: unsupported version");
   auto raw_kind = get<std::uint8_t>(bytes.data() + 4);
-  if (raw_kind < 1 || raw_kind > 5) return fail(errc::invalid_argument, "frame: unknown kind");
+  if (raw_kind < 1 || raw_kind > 6) return fail(errc::invalid_argument, "frame: unknown kind");
+  const auto flags = get<std::uint16_t>(bytes.data() + 6);
+  if (flags != 0 && flags != flag_sealed)
+    return fail(errc::invalid_argument, fmt::format("frame: unknown flags {:#x}", flags));
+  const std::size_t trailer = flags == flag_sealed ? seal_bytes : 0;
   auto length = get<std::uint32_t>(bytes.data() + 16);
-  if (length != bytes.size() - header_bytes)
-    return fail(errc::invalid_argument, fmt::format("frame: length field {} but {} payload bytes",
-                                                    length, bytes.size() - header_bytes));
+  if (bytes.size() < header_bytes + trailer || length != bytes.size() - header_bytes - trailer)
+    return fail(errc::invalid_argument,
+                fmt::format("frame: length field {} but {} bytes after the header{}", length,
+                            bytes.size() - header_bytes, trailer != 0 ? " and seal" : ""));
   view v{static_cast<kind>(raw_kind), static_cast<node_id>(get<std::uint64_t>(bytes.data() + 8)),
-         bytes.subspan(header_bytes)};
+         bytes.subspan(header_bytes, length), std::nullopt};
+  if (trailer != 0) {
+    const std::size_t covered = bytes.size() - tag_bytes;
+    v.seal = seal_view{get<std::uint64_t>(bytes.data() + covered - sequence_bytes),
+                       bytes.first(covered), bytes.subspan(covered)};
+  }
   if (auto ok = check_payload(v.type, v.payload.size(), max_message_bytes); !ok)
     return tl::unexpected(ok.error());
   return v;
@@ -89,8 +105,9 @@ expected<std::vector<view>> split_batch(std::span<const std::byte> payload, node
       return fail(errc::invalid_argument, "frame: batch ends inside a message");
     auto inner = decode(payload.first(length), max_message_bytes);
     if (!inner) return tl::unexpected(inner.error());
-    if (inner->type != kind::message || inner->sender != sender)
-      return fail(errc::invalid_argument, "frame: a batch holds only its sender's messages");
+    if (inner->type != kind::message || inner->sender != sender || inner->seal)
+      return fail(errc::invalid_argument,
+                  "frame: a batch holds only its sender's unsealed messages");
     out.push_back(*inner);
     payload = payload.subspan(length);
   }
@@ -99,10 +116,11 @@ expected<std::vector<view>> split_batch(std::span<const std::byte> payload, node
 }
 
 std::vector<std::byte> encode_hello(const hello_payload& hello) {
-  std::vector<std::byte> out(9 + hello.raw_address.size());
+  std::vector<std::byte> out(hello_fixed + hello.raw_address.size());
   put<std::uint64_t>(out.data(), hello.max_message_bytes);
   out[8] = std::byte{hello.answer ? std::uint8_t{1} : std::uint8_t{0}};
-  std::copy(hello.raw_address.begin(), hello.raw_address.end(), out.begin() + 9);
+  std::copy(hello.nonce.begin(), hello.nonce.end(), out.begin() + 9);
+  std::copy(hello.raw_address.begin(), hello.raw_address.end(), out.begin() + hello_fixed);
   return out;
 }
 
@@ -110,8 +128,32 @@ hello_payload decode_hello(std::span<const std::byte> payload) {
   hello_payload out;
   out.max_message_bytes = get<std::uint64_t>(payload.data());
   out.answer = payload[8] != std::byte{0};
-  out.raw_address.assign(payload.begin() + 9, payload.end());
+  std::copy(payload.begin() + 9, payload.begin() + hello_fixed, out.nonce.begin());
+  out.raw_address.assign(payload.begin() + hello_fixed, payload.end());
   return out;
+}
+
+std::vector<std::byte> encode_refuse(const refuse_payload& refuse) {
+  std::vector<std::byte> out(17 + refuse.raw_address.size());
+  out[0] = static_cast<std::byte>(refuse.reason);
+  std::copy(refuse.nonce.begin(), refuse.nonce.end(), out.begin() + 1);
+  std::copy(refuse.raw_address.begin(), refuse.raw_address.end(), out.begin() + 17);
+  return out;
+}
+
+std::optional<refuse_payload> decode_refuse(std::span<const std::byte> payload) {
+  const auto reason = static_cast<refusal>(payload[0]);
+  if (reason != refusal::unsealed && reason != refusal::bad_seal) return std::nullopt;
+  refuse_payload out;
+  out.reason = reason;
+  std::copy(payload.begin() + 1, payload.begin() + 17, out.nonce.begin());
+  out.raw_address.assign(payload.begin() + 17, payload.end());
+  return out;
+}
+
+void mark_sealed(std::span<std::byte> frame, std::uint64_t sequence) {
+  put<std::uint16_t>(frame.data() + 6, flag_sealed);
+  put<std::uint64_t>(frame.data() + frame.size() - sequence_bytes, sequence);
 }
 
 std::vector<std::byte> encode_grant(const received_grant& grant) {

@@ -1,9 +1,11 @@
 // transport/types.hpp
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +66,7 @@ enum class event_kind : std::uint8_t {
   message,     ///< a message arrived from `peer`; bytes in `payload`
   notify,      ///< a peer's write with notify landed here; its value in `data`
   timer,       ///< the time given to endpoint::set_timer() has passed
+  refused,     ///< a hello was refused (a missing or wrong seal); `status` says whose and why
 };
 
 /// One completion. `status` carries the error of a failed or expired operation.
@@ -90,6 +93,8 @@ struct endpoint_limits {
   /// a send waits for a free one.
   std::size_t send_depth = 64;
   std::uint64_t max_rma_bytes = std::uint64_t{1} << 30;  ///< one write/read at most
+  /// Badly sealed frames from one connection before it is closed (with a frame key).
+  std::uint32_t max_bad_tags = 16;
 };
 
 /// Counters for operators and tests; monotonically increasing.
@@ -102,6 +107,10 @@ struct endpoint_stats {
   std::uint64_t expired_ops_held = 0;  ///< currently held for the provider (a gauge)
   std::uint64_t progress_wakeups = 0;
   std::uint64_t batches_sent = 0;  ///< provider messages that carried several sends (fabric)
+  /// Frames refused because their seal was missing, wrong or replayed (with a frame key).
+  std::uint64_t bad_tags = 0;
+  /// Connections closed because a peer sent max_bad_tags of those.
+  std::uint64_t connections_closed = 0;
 };
 
 /// Creation parameters of an endpoint.
@@ -113,6 +122,10 @@ struct endpoint_config {
   /// For tests: behave as if the provider required FI_MR_LOCAL (verbs, efa), so tcp and
   /// shm run the path that gives a registered descriptor for every local buffer.
   bool require_local_mr = false;
+  /// The cluster's frame key (fabric providers): every frame sent is sealed and every
+  /// frame received must be, under its sender's session key (transport/frame_mac.hpp).
+  /// Unset: frames are neither sealed nor checked.
+  std::optional<std::array<std::byte, 32>> frame_key{};
 };
 
 }  // namespace baton::transport

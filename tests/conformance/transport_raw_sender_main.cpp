@@ -1,8 +1,13 @@
-// A hostile peer for the bad-input test: transport_raw_sender <provider> <target address>
-// Talks raw libfabric (no Baton endpoint) and sends the target four frames Baton must
-// reject and count: a truncated header, a length field that disagrees with the bytes, a
-// bad magic, and a well-formed message from a node that never said hello. Exit 0 once all
-// four sends completed, 1 on any failure (5 s deadline per send).
+// A hostile peer for the bad-input tests:
+//   transport_raw_sender <provider> <target address>
+//   transport_raw_sender <provider> <target address> forge <sender node id> <count>
+// Talks raw libfabric (no Baton endpoint). The first form sends the target four frames
+// Baton must reject and count: a truncated header, a length field that disagrees with the
+// bytes, a bad magic, and a well-formed message from a node that never said hello. The
+// second forges frames from `sender` to a target that requires sealed frames: an unsealed
+// message, a sealed hello under a key of its own, then `count` sealed messages of the right
+// shape with a wrong tag. Exit 0 once all sends completed, 1 on any failure (5 s deadline
+// per send).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -22,6 +27,7 @@
 
 #include "transport/fabric/fid.hpp"
 #include "transport/frame.hpp"
+#include "transport/frame_mac.hpp"
 
 using namespace baton::transport;
 using namespace baton::transport::fabric;
@@ -109,8 +115,11 @@ bool send_and_wait(raw_endpoint& r, fi_addr_t to, std::vector<std::byte>& bytes)
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: transport_raw_sender <tcp|shm> <target address>\n");
+  const bool forge = argc == 6 && std::string(argv[3]) == "forge";
+  if (argc != 3 && !forge) {
+    std::fprintf(stderr,
+                 "usage: transport_raw_sender <tcp|shm> <target address> "
+                 "[forge <sender node id> <count>]\n");
     return 1;
   }
   const std::string provider = argv[1];
@@ -121,6 +130,28 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::vector<std::byte> payload(16, std::byte{0x5a});
+  if (forge) {
+    const auto sender = static_cast<node_id>(std::stoull(argv[4]));
+    auto unsealed = frame::encode(frame::kind::message, sender, payload);
+    if (!send_and_wait(r, target, unsealed)) return 1;
+    frame_key own{};
+    own.fill(std::byte{0x42});  // not the cluster's
+    frame_mac mac(session_key(own, sender, fresh_nonce()));
+    const auto sealed = [&](frame::kind type, std::span<const std::byte> body, std::uint64_t seq) {
+      auto f = frame::encode(type, sender, body);
+      f.resize(f.size() + frame::seal_bytes);
+      mac.seal(f, seq);
+      return f;
+    };
+    auto hello = sealed(frame::kind::hello,
+                        frame::encode_hello({4096, false, fresh_nonce(), {std::byte{1}}}), 1);
+    if (!send_and_wait(r, target, hello)) return 1;
+    for (int i = 0; i < std::stoi(argv[5]); ++i) {
+      auto forged = sealed(frame::kind::message, payload, static_cast<std::uint64_t>(i) + 2);
+      if (!send_and_wait(r, target, forged)) return 1;
+    }
+    return 0;
+  }
   auto truncated = frame::encode(frame::kind::message, node_id{1}, payload);
   truncated.resize(10);
   auto wrong_length = frame::encode(frame::kind::message, node_id{1}, payload);

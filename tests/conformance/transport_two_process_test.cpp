@@ -8,11 +8,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "tests/conformance/transport_test_util.hpp"
 #include "transport/endpoint.hpp"
+#include "transport/frame_mac.hpp"
 
 namespace baton::transport {
 namespace {
@@ -298,6 +300,79 @@ TYPED_TEST(TransportBadInput, MalformedFramesAreCountedAndTheEndpointKeepsServin
       ep, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(testing::unpack(got->payload, 0), 3u);
+}
+
+TYPED_TEST(TransportBadInput, ForgedFramesAreDroppedAndCountedAndAKeylessPeerCannotConnect) {
+  const bool tcp = std::string(TypeParam::provider) == "tcp";
+  auto make = [&](const std::string& role, std::optional<frame_key> key) {
+    endpoint_config config;
+    config.provider = TypeParam::provider;
+    config.require_local_mr = TypeParam::local_mr;
+    config.bind.text = tcp ? "127.0.0.1:0" : testing::shm_name(role);
+    config.frame_key = key;
+    return make_endpoint(config);
+  };
+  frame_key cluster{};
+  cluster.fill(std::byte{0x17});
+  auto target = make("sealed-target", cluster);
+  auto member = make("sealed-member", cluster);
+  ASSERT_TRUE(target.has_value() && member.has_value());
+  auto& ep = **target;
+  auto to_target = (*member)->add_peer(ep.local_address(), clock::now() + 5s);
+  ASSERT_TRUE(to_target.has_value()) << to_target.error().to_string();
+  const auto member_says = [&](std::uint64_t value) {
+    ASSERT_TRUE((*member)->send(*to_target, testing::pack({value}), clock::now() + 5s));
+    auto got = await_event(
+        ep, [](const event& e) { return e.kind == event_kind::message; }, 5000ms);
+    ASSERT_TRUE(got.has_value()) << "a member's sealed frame did not arrive";
+    EXPECT_EQ(testing::unpack(got->payload, 0), value);
+  };
+  member_says(1);
+  EXPECT_EQ(ep.stats().bad_tags, 0u);
+
+  // Frames claiming to be the member's: unsealed, a hello under another key, and 20
+  // messages of the right shape with a wrong tag. None surfaces; each is counted.
+  const auto received = ep.stats().messages_received;
+  child_process forger(std::vector<std::string>{
+      BATON_TRANSPORT_RAW_SENDER, TypeParam::provider, ep.local_address().text, "forge",
+      std::to_string(static_cast<std::uint64_t>((*member)->local_node())), "20"});
+  ASSERT_TRUE(forger.started());
+  EXPECT_EQ(forger.wait_exit(20000ms), 0);
+  const auto until = clock::now() + 5s;
+  while (ep.stats().bad_tags < 22 && clock::now() < until) (void)ep.wait(10ms);
+  EXPECT_EQ(ep.stats().bad_tags, 22u);
+  EXPECT_EQ(ep.stats().messages_received, received);
+  member_says(2);  // the member's session is untouched
+
+  // Endpoints without the key, or with another, never get a hello through.
+  frame_key other{};
+  other.fill(std::byte{0x18});
+  for (auto key : {std::optional<frame_key>{}, std::optional<frame_key>{other}}) {
+    auto stranger = make(key ? "sealed-wrong-key" : "sealed-no-key", key);
+    ASSERT_TRUE(stranger.has_value());
+    const auto refused_before = ep.stats().bad_tags;
+    auto peer = (*stranger)->add_peer(ep.local_address(), clock::now() + 5s);
+    ASSERT_FALSE(peer.has_value()) << "a stranger's hello was answered";
+    // Refused, and told why, at once (not left to time out).
+    EXPECT_EQ(peer.error().code, errc::failed) << peer.error().to_string();
+    EXPECT_NE(peer.error().message.find(key ? "does not hold the cluster's secret"
+                                            : "holds no cluster secret"),
+              std::string::npos)
+        << peer.error().to_string();
+    EXPECT_GT(ep.stats().bad_tags, refused_before);
+    (*stranger)->stop();
+  }
+  member_says(3);
+
+  // And the reverse: a node with the key refuses a peer whose frames are not sealed.
+  auto plain = make("plain-target", std::nullopt);
+  ASSERT_TRUE(plain.has_value());
+  auto to_plain = (*member)->add_peer((*plain)->local_address(), clock::now() + 5s);
+  ASSERT_FALSE(to_plain.has_value()) << "an unsealed hello was taken";
+  EXPECT_NE(to_plain.error().message.find("it holds no cluster secret, this node does"),
+            std::string::npos)
+      << to_plain.error().to_string();
+  (*plain)->stop();
 }
 
 }  // namespace

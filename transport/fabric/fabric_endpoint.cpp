@@ -27,6 +27,8 @@ std::uint64_t seed_of(const endpoint_config& config) {
 fabric_endpoint::fabric_endpoint(const endpoint_config& config)
     : config_(config), grants_(config.limits.max_grants_per_peer), rng_(seed_of(config)) {
   node_ = static_cast<node_id>(rng_() | 1);
+  nonce_ = fresh_nonce();  // also without a key: a refusal echoes it
+  if (config_.frame_key) own_mac_.emplace(session_key(*config_.frame_key, node_, nonce_));
 }
 
 fabric_endpoint::~fabric_endpoint() {
@@ -112,9 +114,9 @@ void fabric_endpoint::post_hello(peer_id peer, bool answer) {
   operation->peer = peer;
   operation->addr = entry.addr;
   operation->until = clock::now() + std::chrono::seconds(30);
-  operation->frame =
-      frame::encode(frame::kind::hello, node_,
-                    frame::encode_hello({config_.limits.max_message_bytes, answer, raw_local_}));
+  operation->frame = frame::encode(
+      frame::kind::hello, node_,
+      frame::encode_hello({config_.limits.max_message_bytes, answer, nonce_, raw_local_}));
   submit(std::move(operation));
 }
 
@@ -148,13 +150,16 @@ expected<peer_id> fabric_endpoint::add_peer(const address& peer, deadline until)
   std::unique_lock lock(state_mu_);
   auto& entry = peers_[static_cast<std::uint32_t>(*id)];
   // One hello at a time (add_peer is called again and again while a peer does not answer).
+  if (!entry.node && entry.refused)
+    return fail(*entry.refused, fmt::format("add_peer {}: ", peer.text));
   if (!entry.node && (!entry.hello_sent || entry.failure)) post_hello(*id, false);
   bool ready = state_cv_.wait_until(lock, until, [&] {
     auto& e = peers_[static_cast<std::uint32_t>(*id)];
-    return e.node.has_value() || e.failure.has_value();
+    return e.node.has_value() || e.failure.has_value() || e.refused.has_value();
   });
   auto& e = peers_[static_cast<std::uint32_t>(*id)];
   if (e.node) return id;
+  if (e.refused) return fail(*e.refused, fmt::format("add_peer {}: ", peer.text));
   if (e.failure) return fail(*e.failure, fmt::format("add_peer {}: ", peer.text));
   (void)ready;
   return fail(errc::timed_out,
@@ -170,29 +175,32 @@ void fabric_endpoint::reset_peer(const address& peer) {
     std::lock_guard lock(state_mu_);
     auto found = peer_by_raw_.find(raw_key(*raw));
     if (found == peer_by_raw_.end()) return;
-    const peer_id id = found->second;
-    auto& e = peers_[static_cast<std::uint32_t>(id)];
-    fi_addr_t old = e.addr;
-    if (fi_av_remove(av_.get(), &old, 1, 0) != 0) return;
-    peer_by_addr_.erase(old);
-    fi_addr_t fresh = FI_ADDR_UNSPEC;
-    if (fi_av_insert(av_.get(), e.raw.data(), 1, &fresh, 0, nullptr) != 1) {
-      e.failure = error{errc::disconnected, "reset_peer: the address could not be inserted again"};
-      return;
-    }
-    e.addr = fresh;
-    peer_by_addr_[fresh] = id;
-    if (!e.node) e.hello_sent = false;  // one may have gone down with the old connection
-    // Operations not yet handed to the provider go to the new connection (the old address
-    // may name nothing now, or another peer later).
-    for (op* o : pending_) {
-      if (o->peer == id) o->addr = fresh;
-    }
-    std::lock_guard submit_lock(submit_mu_);
-    for (auto& o : submitted_) {
-      if (o->peer == id) o->addr = fresh;
-    }
+    reset_connection(found->second);
   });
+}
+
+void fabric_endpoint::reset_connection(peer_id id) {
+  auto& e = peers_[static_cast<std::uint32_t>(id)];
+  fi_addr_t old = e.addr;
+  if (fi_av_remove(av_.get(), &old, 1, 0) != 0) return;
+  peer_by_addr_.erase(old);
+  fi_addr_t fresh = FI_ADDR_UNSPEC;
+  if (fi_av_insert(av_.get(), e.raw.data(), 1, &fresh, 0, nullptr) != 1) {
+    e.failure = error{errc::disconnected, "reset_peer: the address could not be inserted again"};
+    return;
+  }
+  e.addr = fresh;
+  peer_by_addr_[fresh] = id;
+  if (!e.node) e.hello_sent = false;  // one may have gone down with the old connection
+  // Operations not yet handed to the provider go to the new connection (the old address
+  // may name nothing now, or another peer later).
+  for (op* o : pending_) {
+    if (o->peer == id) o->addr = fresh;
+  }
+  std::lock_guard submit_lock(submit_mu_);
+  for (auto& o : submitted_) {
+    if (o->peer == id) o->addr = fresh;
+  }
 }
 
 expected<region_id> fabric_endpoint::allocate_region(std::size_t bytes) {
@@ -433,6 +441,8 @@ endpoint_stats fabric_endpoint::stats() const {
   s.expired_ops_held = counters_.expired_ops_held.load();
   s.progress_wakeups = counters_.progress_wakeups.load();
   s.batches_sent = counters_.batches_sent.load();
+  s.bad_tags = counters_.bad_tags.load();
+  s.connections_closed = counters_.connections_closed.load();
   return s;
 }
 

@@ -22,6 +22,7 @@
 #include "transport/fabric/fid.hpp"
 #include "transport/fabric/registration.hpp"
 #include "transport/frame.hpp"
+#include "transport/frame_mac.hpp"
 #include "transport/grant_table.hpp"
 
 namespace baton::transport::fabric {
@@ -78,6 +79,8 @@ class fabric_endpoint final : public endpoint {
   [[nodiscard]] expected<std::unique_ptr<op>> make_rma(op_kind kind, const local_slice& local,
                                                        const remote_slice& remote, deadline until);
   [[nodiscard]] expected<std::vector<std::byte>> raw_address_of(const address& peer) const;
+  /// A raw provider address as text ("127.0.0.1:7000", or an shm name).
+  [[nodiscard]] std::string text_of(const std::vector<std::byte>& raw) const;
   /// A hello to `peer`: a request (answer false) that the peer answers with its own, or
   /// the answer to one.
   void post_hello(peer_id peer, bool answer);
@@ -110,6 +113,23 @@ class fabric_endpoint final : public endpoint {
   void on_receive(rx_slot& slot, std::size_t bytes, fi_addr_t source);
   void on_frame(const frame::view& frame, fi_addr_t source);
   void on_hello(const frame::view& frame, fi_addr_t source);
+  /// With a frame key: whether `frame` is sealed by its sender's session and new; if not,
+  /// counted against `source`, whose connection closes after max_bad_tags.
+  [[nodiscard]] bool authentic(const frame::view& frame, fi_addr_t source);
+  /// A hello that `authentic` refused: its sender is told why (a refuse frame, at most one
+  /// a second per address), and if we were saying hello to that address ourselves, our
+  /// add_peer fails with the reason.
+  void refuse_hello(const frame::view& frame, frame::refusal reason);
+  /// A refusal of our hello: the add_peer waiting for that peer fails with its reason.
+  void on_refuse(const frame::view& frame);
+  /// The peer at `raw`, added if new (unknown_peer if the table is full or the address
+  /// is refused). Caller holds state_mu_.
+  [[nodiscard]] peer_id peer_of_raw(const std::vector<std::byte>& raw);
+  /// Closes the connection to `id` (rxm closes it as the address leaves the AV) and
+  /// inserts the address again; the peer keeps its id and node. Caller holds state_mu_.
+  void reset_connection(peer_id id);
+  /// `o.frame` sealed under our session key into `o.sealed` (progress thread).
+  std::span<const std::byte> seal(op& o);
   void finish(op* operation, expected<void> status);
   void expire(clock::time_point now);
   void repost(rx_slot& slot);
@@ -186,6 +206,18 @@ class fabric_endpoint final : public endpoint {
   std::deque<op*> pending_;
   std::vector<std::unique_ptr<rx_slot>> rx_;
   clock::time_point last_activity_{};
+  // Frame authentication (with config_.frame_key), progress thread only.
+  session_nonce nonce_{};             ///< announced in our hellos
+  std::optional<frame_mac> own_mac_;  ///< our session key
+  std::uint64_t next_sequence_ = 1;
+  struct session {
+    session_nonce nonce;
+    frame_mac mac;
+    replay_window window;
+  };
+  std::map<node_id, session> sessions_;  ///< by sender, from its sealed hello
+  std::map<fi_addr_t, std::uint32_t> bad_tags_by_source_;
+  std::map<std::string, clock::time_point> refused_at_;  ///< by raw address
   std::chrono::microseconds backoff_{0};
 
   fid_ptr<fid_ep> ep_;  // declared late: closed before everything it uses

@@ -245,19 +245,28 @@ int fabric_endpoint::post(op& o) {
   return -FI_EINVAL;
 }
 
+std::span<const std::byte> fabric_endpoint::seal(op& o) {
+  if (!own_mac_ || o.plain) return o.frame;
+  o.sealed.resize(o.frame.size() + frame::seal_bytes);
+  std::copy(o.frame.begin(), o.frame.end(), o.sealed.begin());
+  own_mac_->seal(o.sealed, next_sequence_++);
+  return o.sealed;
+}
+
 int fabric_endpoint::post_send(op& o) {
+  const auto bytes = seal(o);
   if (!mr_local_)
     return static_cast<int>(
-        fi_tsend(ep_.get(), o.frame.data(), o.frame.size(), nullptr, o.addr, 0, &o.ctx.raw));
+        fi_tsend(ep_.get(), bytes.data(), bytes.size(), nullptr, o.addr, 0, &o.ctx.raw));
   // The frame is copied into a registered send buffer, which stays with the operation
   // until the provider completes it. None free: wait like a full queue (only posted
   // sends hold one, so a peer that refuses everything cannot starve the others).
-  if (o.frame.size() > tx_memory_.slot_bytes()) return -FI_EMSGSIZE;
+  if (bytes.size() > tx_memory_.slot_bytes()) return -FI_EMSGSIZE;
   auto index = tx_memory_.acquire();
   if (!index) return -FI_EAGAIN;
   auto buffer = tx_memory_.slot(*index);
-  std::memcpy(buffer.data(), o.frame.data(), o.frame.size());
-  auto rc = static_cast<int>(fi_tsend(ep_.get(), buffer.data(), o.frame.size(),
+  std::memcpy(buffer.data(), bytes.data(), bytes.size());
+  auto rc = static_cast<int>(fi_tsend(ep_.get(), buffer.data(), bytes.size(),
                                       local_desc(tx_memory_.desc()), o.addr, 0, &o.ctx.raw));
   if (rc == 0) {
     o.send_slot = *index;
@@ -378,7 +387,134 @@ void fabric_endpoint::on_receive(rx_slot& slot, std::size_t bytes, fi_addr_t sou
   repost(slot);
 }
 
+bool fabric_endpoint::authentic(const frame::view& f, fi_addr_t source) {
+  bool ok = false;
+  if (f.seal && f.type == frame::kind::hello) {
+    // A hello announces its sender's session: its seal must verify under the key that
+    // session's nonce gives. A hello of the session we know is checked for replay too.
+    const auto hello = frame::decode_hello(f.payload);
+    std::lock_guard lock(state_mu_);
+    auto known = sessions_.find(f.sender);
+    if (known != sessions_.end() && known->second.nonce == hello.nonce) {
+      ok = known->second.mac.check(*f.seal) && known->second.window.accept(f.seal->sequence);
+    } else if (known != sessions_.end() || sessions_.size() < 2 * config_.limits.max_peers) {
+      frame_mac mac(session_key(*config_.frame_key, f.sender, hello.nonce));
+      if (mac.check(*f.seal)) {
+        session fresh{hello.nonce, std::move(mac), {}};
+        ok = fresh.window.accept(f.seal->sequence);
+        sessions_.insert_or_assign(f.sender, std::move(fresh));
+      }
+    }
+  } else if (f.seal) {
+    std::lock_guard lock(state_mu_);
+    auto known = sessions_.find(f.sender);
+    ok = known != sessions_.end() && known->second.mac.check(*f.seal) &&
+         known->second.window.accept(f.seal->sequence);
+  }
+  if (ok) return true;
+  counters_.bad_tags.fetch_add(1);
+  if (f.type == frame::kind::hello)
+    refuse_hello(f, f.seal ? frame::refusal::bad_seal : frame::refusal::unsealed);
+  std::lock_guard lock(state_mu_);
+  auto peer = peer_by_addr_.find(source);
+  if (source == FI_ADDR_NOTAVAIL || peer == peer_by_addr_.end()) return false;  // none to close
+  if (++bad_tags_by_source_[source] >= config_.limits.max_bad_tags) {
+    bad_tags_by_source_.erase(source);
+    counters_.connections_closed.fetch_add(1);
+    reset_connection(peer->second);
+  }
+  return false;
+}
+
+peer_id fabric_endpoint::peer_of_raw(const std::vector<std::byte>& raw) {
+  if (auto it = peer_by_raw_.find(raw_key(raw)); it != peer_by_raw_.end()) return it->second;
+  // The provider reads an address of its own format (a sockaddr of our own length, or a
+  // NUL-terminated name): anything else is refused before it reaches the address vector.
+  const bool plausible =
+      info_->addr_format == FI_SOCKADDR_IN
+          ? raw.size() == raw_local_.size() && raw[0] == raw_local_[0] && raw[1] == raw_local_[1]
+          : !raw.empty() && raw.back() == std::byte{0};
+  if (!plausible || peers_.size() >= config_.limits.max_peers) return unknown_peer;
+  fi_addr_t addr = FI_ADDR_UNSPEC;
+  if (fi_av_insert(av_.get(), raw.data(), 1, &addr, 0, nullptr) != 1) return unknown_peer;
+  const auto id = static_cast<peer_id>(peers_.size());
+  peers_.push_back(
+      peer_entry{.addr = addr, .raw = raw, .node = std::nullopt, .failure = std::nullopt});
+  peer_by_raw_[raw_key(raw)] = id;
+  peer_by_addr_[addr] = id;
+  return id;
+}
+
+void fabric_endpoint::refuse_hello(const frame::view& f, frame::refusal reason) {
+  const auto hello = frame::decode_hello(f.payload);
+  std::lock_guard lock(state_mu_);
+  const auto key = raw_key(hello.raw_address);
+  if (auto it = peer_by_raw_.find(key); it != peer_by_raw_.end()) {
+    auto& e = peers_[static_cast<std::uint32_t>(it->second)];
+    if (!e.node && e.hello_sent) {  // our own add_peer waits for this peer: it fails
+      e.refused =
+          error{errc::failed,
+                reason == frame::refusal::unsealed
+                    ? "its frames are not sealed: it holds no cluster secret, this node does"
+                    : "its frames' seals do not verify: it holds another cluster secret"};
+      state_cv_.notify_all();
+    }
+  }
+  const auto now = clock::now();
+  if (auto last = refused_at_.find(key);
+      last != refused_at_.end() && now - last->second < std::chrono::seconds(1)) {
+    return;
+  }
+  if (refused_at_.size() >= config_.limits.max_peers) refused_at_.clear();
+  refused_at_[key] = now;
+  event ev;  // at most once a second per address, as the refusal itself
+  ev.kind = event_kind::refused;
+  ev.status = fail(errc::failed,
+                   fmt::format("refused a hello from {}: {}", text_of(hello.raw_address),
+                               reason == frame::refusal::unsealed
+                                   ? "its frames are not sealed (it holds no cluster secret)"
+                                   : "its seal does not verify (it holds another cluster secret)"));
+  push_event(std::move(ev));
+  const peer_id to = peer_of_raw(hello.raw_address);
+  if (to == unknown_peer) return;
+  auto operation = std::make_unique<op>();
+  operation->kind = op_kind::internal;
+  operation->plain = true;
+  operation->peer = to;
+  operation->addr = peers_[static_cast<std::uint32_t>(to)].addr;
+  operation->until = now + std::chrono::seconds(5);
+  operation->frame = frame::encode(frame::kind::refuse, node_,
+                                   frame::encode_refuse({reason, hello.nonce, raw_local_}));
+  submit(std::move(operation));
+}
+
+void fabric_endpoint::on_refuse(const frame::view& f) {
+  const auto refuse = frame::decode_refuse(f.payload);
+  // Only a refusal of our own hello counts (it echoes our nonce, which a stranger that has
+  // not seen our hello does not know).
+  if (!refuse || refuse->nonce != nonce_) {
+    counters_.bad_frames.fetch_add(1);
+    return;
+  }
+  std::lock_guard lock(state_mu_);
+  auto it = peer_by_raw_.find(raw_key(refuse->raw_address));
+  if (it == peer_by_raw_.end()) return;
+  auto& e = peers_[static_cast<std::uint32_t>(it->second)];
+  if (e.node) return;  // a session is up with it: a refusal cannot end it
+  e.refused = error{errc::failed, refuse->reason == frame::refusal::unsealed
+                                      ? "it refused our hello: it requires sealed frames and "
+                                        "this node holds no cluster secret"
+                                      : "it refused our hello: our seal does not verify there, "
+                                        "so this node does not hold the cluster's secret"};
+  state_cv_.notify_all();
+}
+
 void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
+  if (f.type == frame::kind::refuse) {  // never sealed: the refuser cannot seal for us
+    on_refuse(f);
+    return;
+  }
+  if (config_.frame_key && !authentic(f, source)) return;
   if (f.type == frame::kind::hello) {
     on_hello(f, source);
     return;
@@ -426,7 +562,8 @@ void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
       grants_.revoke(f.sender, r.key, r.offset, r.length);
       return;
     }
-    case frame::kind::hello: return;
+    case frame::kind::hello:
+    case frame::kind::refuse: return;
   }
   (void)source;
 }
@@ -435,32 +572,21 @@ void fabric_endpoint::on_hello(const frame::view& f, fi_addr_t /*source*/) {
   auto hello = frame::decode_hello(f.payload);
   const std::vector<std::byte>& raw = hello.raw_address;
   std::lock_guard lock(state_mu_);
-  peer_id id = unknown_peer;
-  if (auto it = peer_by_raw_.find(raw_key(raw)); it != peer_by_raw_.end()) {
-    id = it->second;
-  } else {  // the raw address is authoritative: shm's FI_SOURCE may name another peer
-    if (peers_.size() >= config_.limits.max_peers) {
-      counters_.bad_frames.fetch_add(1);
-      return;
-    }
-    fi_addr_t addr = FI_ADDR_UNSPEC;
-    if (fi_av_insert(av_.get(), raw.data(), 1, &addr, 0, nullptr) != 1) {
-      counters_.bad_frames.fetch_add(1);
-      return;
-    }
-    id = static_cast<peer_id>(peers_.size());
-    peers_.push_back(
-        peer_entry{.addr = addr, .raw = raw, .node = std::nullopt, .failure = std::nullopt});
-    peer_by_raw_[raw_key(raw)] = id;
-    peer_by_addr_[addr] = id;
+  // The raw address is authoritative: shm's FI_SOURCE may name another peer.
+  const peer_id id = peer_of_raw(raw);
+  if (id == unknown_peer) {
+    counters_.bad_frames.fetch_add(1);
+    return;
   }
   auto& entry = peers_[static_cast<std::uint32_t>(id)];
   const bool new_incarnation = entry.node.has_value() && *entry.node != f.sender;
   if (new_incarnation) {
     grants_.forget(*entry.node);
     peer_by_node_.erase(*entry.node);
+    sessions_.erase(*entry.node);
   }
   entry.node = f.sender;
+  entry.refused.reset();
   entry.max_message_bytes = hello.max_message_bytes;
   peer_by_node_[f.sender] = id;
   if (!hello.answer) post_hello(id, true);

@@ -148,7 +148,8 @@ expected<void> fabric_endpoint::open_buffers() {
   fid_domain* domain = mr_local_ ? domain_.get() : nullptr;
   fid_ep* bind_to = mr_endpoint_ ? ep_.get() : nullptr;
   const key_source keys = [this] { return next_key(); };
-  const std::size_t frame_bytes = frame::header_bytes + config_.limits.max_message_bytes;
+  const std::size_t frame_bytes =
+      frame::header_bytes + config_.limits.max_message_bytes + frame::seal_bytes;
   auto rx = slab::make(config_.limits.receive_depth, frame_bytes, domain, bind_to, FI_RECV, keys);
   if (!rx) return tl::unexpected(rx.error());
   rx_memory_ = std::move(*rx);
@@ -214,17 +215,20 @@ expected<void> fabric_endpoint::learn_local_address() {
   if (auto ok = check(fi_getname(&ep_->fid, name.data(), &len), "fi_getname"); !ok) return ok;
   name.resize(std::min(len, name.size()));
   raw_local_ = name;
-  if (info_->addr_format == FI_SOCKADDR_IN && name.size() >= sizeof(sockaddr_in)) {
+  local_.text = text_of(name);
+  return {};
+}
+
+std::string fabric_endpoint::text_of(const std::vector<std::byte>& raw) const {
+  if (info_->addr_format == FI_SOCKADDR_IN && raw.size() >= sizeof(sockaddr_in)) {
     sockaddr_in sin{};
-    std::memcpy(&sin, name.data(), sizeof(sin));
+    std::memcpy(&sin, raw.data(), sizeof(sin));
     char ip[INET_ADDRSTRLEN] = {};
     inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof(ip));
-    local_.text = fmt::format("{}:{}", ip, ntohs(sin.sin_port));
-  } else {
-    local_.text.assign(reinterpret_cast<const char*>(name.data()),
-                       strnlen(reinterpret_cast<const char*>(name.data()), name.size()));
+    return fmt::format("{}:{}", ip, ntohs(sin.sin_port));
   }
-  return {};
+  return {reinterpret_cast<const char*>(raw.data()),
+          strnlen(reinterpret_cast<const char*>(raw.data()), raw.size())};
 }
 
 expected<std::vector<std::byte>> fabric_endpoint::raw_address_of(const address& peer) const {

@@ -71,6 +71,10 @@ struct op {
   /// A batch: the sends its frame carries, which finish when it does (it has no id of its
   /// own and reports nothing itself).
   std::vector<op*> members;
+  /// With a frame key: `frame` sealed, as it was last handed to the provider (a send
+  /// that must wait is sealed anew when it goes, and may go inside a batch instead).
+  std::vector<std::byte> sealed;
+  bool plain = false;  ///< never sealed (a refusal: its receiver cannot check our seal)
   bool posted = false;
   bool expired = false;
 };
@@ -88,6 +92,9 @@ struct peer_entry {
   std::uint64_t max_message_bytes = 0;  // learnt from its hello; larger sends are refused
   bool hello_sent = false;
   std::optional<error> failure;  // why our hello failed
+  /// Our seals and its do not agree (a refuse frame, or its hello's seal): add_peer fails
+  /// at once with this (errc::failed) until a hello of its verifies.
+  std::optional<error> refused{};
 };
 
 /// Raw address bytes as a map key (std::map over vector<std::byte> trips a g++ 12 warning).
@@ -104,6 +111,8 @@ struct counters {
   std::atomic<std::uint64_t> expired_ops_held{0};
   std::atomic<std::uint64_t> progress_wakeups{0};
   std::atomic<std::uint64_t> batches_sent{0};
+  std::atomic<std::uint64_t> bad_tags{0};
+  std::atomic<std::uint64_t> connections_closed{0};
 };
 
 }  // namespace baton::transport::fabric

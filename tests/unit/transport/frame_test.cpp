@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "transport/frame_mac.hpp"
+
 namespace baton::transport {
 namespace {
 
@@ -36,7 +38,7 @@ TEST(Frame, RejectsTruncatedOversizedAndMalformedFrames) {
   bad_kind[4] = std::byte{9};
   EXPECT_FALSE(frame::decode(bad_kind, 16).has_value());
   auto bad_version = good;
-  bad_version[5] = std::byte{2};
+  bad_version[5] = std::byte{frame::version + 1};
   EXPECT_FALSE(frame::decode(bad_version, 16).has_value());
   auto short_grant = frame::encode(frame::kind::grant, node_id{1}, bytes_of({1, 2}));
   auto err = frame::decode(short_grant, 16);
@@ -90,6 +92,95 @@ TEST(Frame, ABatchSplitsIntoItsMessagesAndAnythingElseIsRefused) {
   EXPECT_FALSE(frame::split_batch(batch, node_id{7}, 1024)) << "no batch in a batch";
   EXPECT_FALSE(frame::decode(frame::encode(frame::kind::batch, node_id{7}, bytes_of({1})), 1024))
       << "a batch shorter than one header";
+}
+
+frame_key key_of(int fill) {
+  frame_key key{};
+  key.fill(static_cast<std::byte>(fill));
+  return key;
+}
+
+/// `bytes` encoded as a frame and sealed under `mac` with `sequence`.
+std::vector<std::byte> sealed(frame::kind type, node_id sender, std::span<const std::byte> payload,
+                              frame_mac& mac, std::uint64_t sequence) {
+  auto f = frame::encode(type, sender, payload);
+  f.resize(f.size() + frame::seal_bytes);
+  mac.seal(f, sequence);
+  return f;
+}
+
+TEST(FrameMac, ASealedFrameChecksUnderItsSessionKeyOnly) {
+  const auto cluster = key_of(7);
+  const auto nonce = fresh_nonce();
+  frame_mac sender(session_key(cluster, node_id{9}, nonce));
+  const auto payload = bytes_of({1, 2, 3, 4});
+  const auto f = sealed(frame::kind::message, node_id{9}, payload, sender, 42);
+  auto decoded = frame::decode(f, 16);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().to_string();
+  ASSERT_TRUE(decoded->seal.has_value());
+  EXPECT_EQ(decoded->seal->sequence, 42u);
+  EXPECT_EQ(std::vector<std::byte>(decoded->payload.begin(), decoded->payload.end()), payload);
+
+  frame_mac receiver(session_key(cluster, node_id{9}, nonce));
+  EXPECT_TRUE(receiver.check(*decoded->seal));
+  frame_mac other_cluster(session_key(key_of(8), node_id{9}, nonce));
+  EXPECT_FALSE(other_cluster.check(*decoded->seal));
+  frame_mac other_session(session_key(cluster, node_id{9}, fresh_nonce()));
+  EXPECT_FALSE(other_session.check(*decoded->seal));
+  frame_mac other_sender(session_key(cluster, node_id{10}, nonce));
+  EXPECT_FALSE(other_sender.check(*decoded->seal));
+
+  // Every byte is covered: header, payload, sequence and the tag itself.
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    auto tampered = f;
+    tampered[i] ^= std::byte{0x01};
+    auto d = frame::decode(tampered, 16);
+    if (!d) continue;  // the header no longer parses: refused before any check
+    EXPECT_FALSE(d->seal && receiver.check(*d->seal)) << "flipped byte " << i;
+  }
+}
+
+TEST(FrameMac, SealedFramesHaveTheirLengthCheckedAndBatchesHoldOnlyUnsealedMessages) {
+  frame_mac mac(key_of(1));
+  auto f = sealed(frame::kind::message, node_id{3}, bytes_of({5, 6}), mac, 1);
+  EXPECT_FALSE(frame::decode(std::span(f).first(f.size() - 1), 16).has_value()) << "short seal";
+  auto unknown_flag = f;
+  unknown_flag[6] = std::byte{0x02};
+  EXPECT_FALSE(frame::decode(unknown_flag, 16).has_value());
+  auto batch = frame::encode(frame::kind::batch, node_id{3}, f);
+  auto outer = frame::decode(batch, 1024);
+  ASSERT_TRUE(outer.has_value());
+  EXPECT_FALSE(frame::split_batch(outer->payload, node_id{3}, 64)) << "a sealed inner frame";
+}
+
+TEST(FrameMac, TheReplayWindowAcceptsEachSequenceOnceAndNothingTooOld) {
+  replay_window w;
+  EXPECT_FALSE(w.accept(0));
+  EXPECT_TRUE(w.accept(1));
+  EXPECT_FALSE(w.accept(1));
+  EXPECT_TRUE(w.accept(5));
+  EXPECT_TRUE(w.accept(3)) << "late, but within the window";
+  EXPECT_FALSE(w.accept(3));
+  EXPECT_TRUE(w.accept(2));
+  EXPECT_TRUE(w.accept(4));
+  EXPECT_TRUE(w.accept(5 + replay_window::span));
+  EXPECT_FALSE(w.accept(5)) << "slid out of the window";
+  EXPECT_TRUE(w.accept(6)) << "the oldest it still holds";
+  EXPECT_TRUE(w.accept(100 * replay_window::span));
+  EXPECT_FALSE(w.accept(100 * replay_window::span));
+  EXPECT_TRUE(w.accept(100 * replay_window::span - 1));
+}
+
+TEST(FrameMac, AHelloCarriesItsSessionNonce) {
+  frame::hello_payload hello{4096, true, fresh_nonce(), bytes_of({1, 2, 3})};
+  auto f = frame::encode(frame::kind::hello, node_id{2}, frame::encode_hello(hello));
+  auto decoded = frame::decode(f, 16);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().to_string();
+  const auto back = frame::decode_hello(decoded->payload);
+  EXPECT_EQ(back.nonce, hello.nonce);
+  EXPECT_EQ(back.raw_address, hello.raw_address);
+  EXPECT_TRUE(back.answer);
+  EXPECT_EQ(back.max_message_bytes, 4096u);
 }
 
 }  // namespace
