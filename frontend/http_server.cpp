@@ -13,13 +13,14 @@ using detail::tcp;
 
 class server_impl final : public http_server {
  public:
-  server_impl(http_options options, generate_handler& handler)
-      : core_{std::move(options), {}, handler, {}, {}, {1}, nullptr, nullptr} {
+  server_impl(http_options options, generate_handler& handler, std::unique_ptr<api_gate> keys)
+      : core_{std::move(options), {}, handler, {}, {}, {1}, nullptr, nullptr, nullptr} {
     core_.limits = {core_.options.model, core_.options.max_tokens_limit,
                     core_.options.max_prompt_bytes};
     core_.gate = std::make_shared<io_gate>(server_.io().get_executor());
     core_.connections = std::make_unique<detail::connection_count>(
         core_.options.max_connections, core_.options.max_connections_per_client);
+    core_.keys = std::move(keys);
   }
 
   expected<void> listen() {
@@ -74,7 +75,13 @@ expected<std::unique_ptr<http_server>> http_server::start(http_options options,
     return fail(errc::invalid_argument, "http server: every limit must be positive");
   }
   if (options.model.empty()) return fail(errc::invalid_argument, "http server: no model id");
-  auto server = std::make_unique<server_impl>(std::move(options), handler);
+  std::unique_ptr<api_gate> keys;
+  if (!options.api_keys_file.empty()) {
+    auto loaded = api_keys::load(options.api_keys_file);
+    if (!loaded) return tl::unexpected(loaded.error());
+    keys = std::make_unique<api_gate>(options.api_keys_file, std::move(*loaded));
+  }
+  auto server = std::make_unique<server_impl>(std::move(options), handler, std::move(keys));
   if (auto ok = server->listen(); !ok) return tl::unexpected(ok.error());
   return server;
 }

@@ -37,6 +37,10 @@ struct http_options {
   /// connection no longer.
   std::uint32_t header_timeout_ms = 10'000;
   std::uint32_t idle_timeout_ms = 30'000;  ///< then the body too, or the connection is closed
+  /// API keys (frontend/api_keys.hpp), reloaded when the file changes: every /v1/ request
+  /// must then carry "Authorization: Bearer KEY" (401 otherwise) and stay within its key's
+  /// limits (429 with Retry-After). Empty: no key is asked for.
+  std::string api_keys_file;
   /// Prometheus text served on GET /metrics (the server appends its own baton_http_*
   /// series); empty: only those.
   std::function<std::string()> metrics_text;

@@ -62,6 +62,13 @@ std::string http_metrics::text(const http_stats& stats) const {
       "baton_http_inter_token_seconds_sum {}\nbaton_http_inter_token_seconds_count {}\n",
       cumulative, gap_sum, cumulative);
   out += fmt::format(
+      "# HELP baton_http_auth_failures_total Requests refused 401: no API key, a wrong one, or "
+      "one sent over plain TCP from another host\n"
+      "# TYPE baton_http_auth_failures_total counter\nbaton_http_auth_failures_total {}\n"
+      "# HELP baton_http_key_limited_total Requests refused 429 by their API key's own limits\n"
+      "# TYPE baton_http_key_limited_total counter\nbaton_http_key_limited_total {}\n",
+      auth_failures, key_limited);
+  out += fmt::format(
       "# HELP baton_http_generations_open Generation requests in progress\n"
       "# TYPE baton_http_generations_open gauge\nbaton_http_generations_open {}\n"
       "# HELP baton_http_connections_open HTTP connections open\n"
@@ -247,10 +254,13 @@ void http_session::handle(http::request<http::string_body> req) {
     return false;
   };
   const auto& model = core_.options.model;
+  const auto authorization = req[http::field::authorization];
+  const std::string_view presented(authorization.data(), authorization.size());
+  if (target.starts_with("/v1/") && !authorized(presented)) return;
   if (target == "/v1/completions" || target == "/v1/chat/completions") {
     if (!only(http::verb::post)) return;
     return start_generation(target == "/v1/completions" ? api_kind::completions : api_kind::chat,
-                            req.body());
+                            req.body(), presented);
   }
   if (target == "/health") {
     if (!only(http::verb::get)) return;
@@ -262,6 +272,14 @@ void http_session::handle(http::request<http::string_body> req) {
     if (!only(http::verb::get)) return;
     std::string text = core_.options.metrics_text ? core_.options.metrics_text() : "";
     text += core_.metrics.text(core_.stats.snapshot());
+    if (core_.keys) {
+      text += fmt::format(
+          "# HELP baton_http_api_key_reloads_total Reloads of the API keys file, by outcome\n"
+          "# TYPE baton_http_api_key_reloads_total counter\n"
+          "baton_http_api_key_reloads_total{{outcome=\"loaded\"}} {}\n"
+          "baton_http_api_key_reloads_total{{outcome=\"refused\"}} {}\n",
+          core_.keys->reloads(), core_.keys->reload_failures());
+    }
     return respond(200, "text/plain; version=0.0.4", std::move(text));
   }
   if (target == "/v1/models" || (target.starts_with("/v1/models/") && target.substr(11) == model)) {
@@ -281,7 +299,18 @@ void http_session::handle(http::request<http::string_body> req) {
                  "not_found"});
 }
 
-void http_session::start_generation(api_kind kind, const std::string& body) {
+bool http_session::authorized(std::string_view authorization) {
+  if (!core_.keys) return true;
+  const auto v = core_.keys->check(authorization, peer_.is_loopback(), steady::now());
+  if (v.what == key_verdict::kind::admitted) return true;
+  ++core_.metrics.auth_failures;
+  respond_error({401, v.message, "invalid_request_error", {}, "invalid_api_key"},
+                {http::field::www_authenticate, "Bearer"});
+  return false;
+}
+
+void http_session::start_generation(api_kind kind, const std::string& body,
+                                    std::string_view authorization) {
   auto parsed = parse_openai_request(kind, body, core_.limits);
   if (!parsed) return respond_error(parsed.error());
   if (core_.options.healthy && !core_.options.healthy()) {
@@ -296,12 +325,23 @@ void http_session::start_generation(api_kind kind, const std::string& body) {
          {},
          "overloaded"});
   }
+  std::string key;
+  if (core_.keys) {  // authorized() passed: only the key's limits can refuse it now
+    const auto v = core_.keys->admit(authorization, peer_.is_loopback(), steady::now());
+    if (v.what == key_verdict::kind::limited) {
+      ++core_.metrics.key_limited;
+      return respond_error({429, v.message, "requests", {}, "rate_limit_exceeded"},
+                           {http::field::retry_after, std::to_string(v.retry_after_s)});
+    }
+    key = v.name;
+  }
   const auto id = core_.next_stream_id.fetch_add(1);
   auto stream = std::make_shared<bounded_stream>(id, id, core_.gate, weak_from_this(),
                                                  core_.options.max_queued_bytes_per_stream);
   parsed->request.client_tag = id;
   parsed->request.timeout_ms = core_.options.default_timeout_ms;
   current_ = std::make_unique<exchange>(std::move(*parsed), stream);
+  current_->key = std::move(key);
   auto& c = current_->context;
   c.kind = kind;
   c.id = fmt::format("{}-{}", kind == api_kind::chat ? "chatcmpl" : "cmpl", id);
@@ -473,6 +513,11 @@ void http_session::end_exchange(std::optional<cancel_reason> why) {
   if (!current_) return;
   auto ex = std::move(current_);
   core_.stats.generations_open.fetch_sub(1);
+  if (core_.keys && !ex->key.empty()) {
+    core_.keys->finished(ex->key,
+                         std::uint64_t{ex->context.accepted.prompt_tokens} + ex->completion_tokens,
+                         steady::now());
+  }
   if (why && ex->stream && ex->stream->end_by_server()) {
     core_.stats.cancelled.fetch_add(1);
     core_.handler.cancel(*ex->stream, *why);
@@ -493,11 +538,13 @@ void http_session::end_body() {
   next_request();
 }
 
-void http_session::respond(unsigned status, const char* type, std::string body) {
+void http_session::respond(unsigned status, const char* type, std::string body,
+                           std::pair<http::field, std::string> header) {
   count_status(status);
   http::response<http::string_body> res(static_cast<http::status>(status), http11_ ? 11 : 10);
   res.set(http::field::server, "baton");
   res.set(http::field::content_type, type);
+  if (!header.second.empty()) res.set(header.first, header.second);
   res.keep_alive(keep_alive_);
   res.body() = std::move(body);
   res.prepare_payload();
@@ -507,8 +554,8 @@ void http_session::respond(unsigned status, const char* type, std::string body) 
   next_request();
 }
 
-void http_session::respond_error(const api_error& e) {
-  respond(e.status, "application/json", error_body(e));
+void http_session::respond_error(const api_error& e, std::pair<http::field, std::string> header) {
+  respond(e.status, "application/json", error_body(e), std::move(header));
 }
 
 void http_session::count_status(unsigned status) {

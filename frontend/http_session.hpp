@@ -18,6 +18,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "frontend/api_keys.hpp"
 #include "frontend/bounded_stream.hpp"
 #include "frontend/http_server.hpp"
 #include "frontend/openai_response.hpp"
@@ -31,6 +32,8 @@ struct http_metrics {
   std::array<std::uint64_t, 600> by_status{};
   std::array<std::uint64_t, bounds.size() + 1> gap_counts{};
   double gap_sum = 0;
+  std::uint64_t auth_failures = 0;  ///< 401s: no key, a wrong one, or one over plain TCP
+  std::uint64_t key_limited = 0;    ///< 429s for a key's own limits
 
   void observe_gap(double seconds);
   [[nodiscard]] std::string text(const http_stats& stats) const;
@@ -61,6 +64,7 @@ struct http_core {
   std::atomic<std::uint64_t> next_stream_id{1};
   std::shared_ptr<io_gate> gate;
   std::unique_ptr<connection_count> connections;  // options' limits, in all and per address
+  std::unique_ptr<api_gate> keys;                 // options.api_keys_file; null: none asked
 };
 
 /// One choice of a generation in progress (OpenAI's n; one by default).
@@ -89,6 +93,7 @@ struct exchange {
   bool headers_sent = false;
   std::uint32_t completion_tokens = 0;
   std::optional<std::chrono::steady_clock::time_point> last_piece;
+  std::string key;  ///< the API key's name it was admitted under (empty: no keys)
 };
 
 /// One connection: reads requests one at a time, answers them (a generation through the
@@ -128,7 +133,9 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   void on_watched(error_code ec, std::size_t n);
 
   void handle(boost::beast::http::request<boost::beast::http::string_body> req);
-  void start_generation(api_kind kind, const std::string& body);
+  /// Whether the request may go on: with API keys, its key is valid (or a 401 is sent).
+  [[nodiscard]] bool authorized(std::string_view authorization);
+  void start_generation(api_kind kind, const std::string& body, std::string_view authorization);
   void arm_deadline(std::uint64_t id);
 
   void on_message(const wire::accepted& a);
@@ -146,8 +153,11 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
 
   void write_event(const std::string& data);
   void end_body();
-  void respond(unsigned status, const char* type, std::string body);
-  void respond_error(const api_error& e);
+  /// `header`, if given, is one more response header (Retry-After, WWW-Authenticate).
+  void respond(unsigned status, const char* type, std::string body,
+               std::pair<boost::beast::http::field, std::string> header = {});
+  void respond_error(const api_error& e,
+                     std::pair<boost::beast::http::field, std::string> header = {});
   void count_status(unsigned status);
   void next_request();
   void write_raw(std::string bytes, std::shared_ptr<bounded_stream> owner);

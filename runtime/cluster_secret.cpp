@@ -1,12 +1,8 @@
 #include "runtime/cluster_secret.hpp"
 
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -17,6 +13,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <unistd.h>
+
+#include "base/private_file.hpp"
 
 namespace baton::runtime {
 namespace {
@@ -38,26 +36,10 @@ nonce random_nonce() {
 }
 
 expected<cluster_secret> cluster_secret::load(const std::filesystem::path& file) {
-  struct stat st {};
-  if (::stat(file.c_str(), &st) != 0) {
-    return fail(errc::not_found, fmt::format("{}: cannot read the cluster secret: {} (baton "
-                                             "secret init {} makes one)",
-                                             file.string(), std::strerror(errno), file.string()));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return fail(errc::invalid_argument,
-                fmt::format("{}: the cluster secret must be a regular file", file.string()));
-  }
-  if ((st.st_mode & 077) != 0) {
-    return fail(errc::invalid_argument,
-                fmt::format("{}: mode {:04o} lets other users at the cluster secret; it must be "
-                            "0600 (chmod 600 {})",
-                            file.string(), st.st_mode & 07777, file.string()));
-  }
-  std::ifstream in(file);
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string hex = text.str();
+  auto text = read_private_file(file, "the cluster secret",
+                                fmt::format(" (baton secret init {} makes one)", file.string()));
+  if (!text) return tl::unexpected(text.error());
+  std::string hex = std::move(*text);
   while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r' || hex.back() == ' ')) {
     hex.pop_back();
   }

@@ -307,10 +307,14 @@ void read_timeouts(const toml::table& t, diagnostics& diag, timeouts_spec& o) {
   }
 }
 
-void read_router(const toml::table& t, diagnostics& diag, router_spec& o) {
+void read_router(const toml::table& t, const std::filesystem::path& file, diagnostics& diag,
+                 router_spec& o) {
   table_reader r(t, "router", diag,
                  {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts", "max_waiting",
-                  "max_wait_ms"});
+                  "max_wait_ms", "api_keys"});
+  if (auto keys = r.string("api_keys", false)) {
+    o.api_keys = std::filesystem::absolute(file).parent_path() / *keys;
+  }
   o.prefill_on_decode_max_tokens =
       r.integer("prefill_on_decode_max_tokens", 0, 1 << 20).value_or(0);
   o.when_no_prefill = r.string("when_no_prefill", false).value_or(o.when_no_prefill);
@@ -349,7 +353,7 @@ void read_sections(const toml::table& root, const std::filesystem::path& file, d
   }
   if (const auto* t = top.table("limits")) read_limits(*t, diag, topo.limits);
   if (const auto* t = top.table("timeouts")) read_timeouts(*t, diag, topo.timeouts);
-  if (const auto* t = top.table("router")) read_router(*t, diag, topo.router);
+  if (const auto* t = top.table("router")) read_router(*t, file, diag, topo.router);
   if (const auto* t = top.table("emulated")) read_emulated(*t, diag, topo.emulated);
   const toml::node* nodes = root.get("node");
   if (nodes == nullptr || !nodes->is_array_of_tables()) {

@@ -84,6 +84,9 @@ struct router_spec {
   std::uint32_t max_waiting = 256;
   /// How long a request waits for capacity before failing unavailable (503).
   std::uint32_t max_wait_ms = 10'000;
+  /// The routers' API keys ([router] api_keys, relative to the topology file; empty: none
+  /// asked): frontend/api_keys.hpp.
+  std::filesystem::path api_keys;
 };
 
 /// Nodes whose device is "emulated:PROFILE" (engine/emulated_engine.hpp).

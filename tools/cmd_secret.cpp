@@ -1,5 +1,7 @@
 // `baton secret init FILE`: makes a cluster secret (32 random bytes, in hex, mode 0600;
 // never over an existing file) for [cluster] secret = "FILE" (docs/security.md).
+// `baton secret api-key NAME`: prints a fresh API key as a [[key]] table to add to the
+// file named by [router] api_keys (frontend/api_keys.hpp).
 #include <string>
 
 #include <fmt/format.h>
@@ -27,6 +29,17 @@ void add_secret_command(CLI::App& app, int& exit_code) {
         "  [cluster]\n  secret = \"{}\"\ncopy it to every node's host, readable by "
         "the user baton runs as only\n",
         path, path);
+  });
+  auto* key = cmd->add_subcommand(
+      "api-key", "Print a fresh API key as a [[key]] table for the [router] api_keys file");
+  static std::string name;
+  key->add_option("name", name, "The key's name, as logs and metrics show it")->required();
+  key->callback([] {
+    const auto bits = runtime::random_nonce();
+    fmt::print(
+        "[[key]]\nname = \"{}\"\nkey = \"bk-{:016x}{:016x}\"\n# max_streams = 4\n"
+        "# tokens_per_minute = 20000\n",
+        name, bits[0], bits[1]);
   });
 }
 

@@ -13,7 +13,12 @@ const [prefix, baseURL, model, prompt, maxTokens, seed] = process.argv.slice(2);
 const require = createRequire(path.join(path.resolve(prefix), 'noop.js'));
 const OpenAI = require('openai');
 
-const client = new OpenAI({ baseURL, apiKey: 'unused', maxRetries: 0, timeout: 20000 });
+const client = new OpenAI({
+  baseURL,
+  apiKey: process.env.BATON_TEST_API_KEY ?? 'unused',
+  maxRetries: 0,
+  timeout: 20000,
+});
 const common = { model, max_tokens: Number(maxTokens), seed: Number(seed), temperature: 0.8, top_p: 0.95 };
 const out = {};
 

@@ -369,5 +369,100 @@ TEST_F(HttpCluster, BadInputGetsTheRightAnswerAndTheRouterKeepsServing) {
   expect_reference(j["choices"][0]["text"], j["usage"]["prompt_tokens"], 20);
 }
 
+/// The same cluster with API keys ([router] api_keys): alice may hold 2 streams, bob may
+/// spend 30 tokens a minute.
+class HttpClusterWithKeys : public HttpCluster {
+ protected:
+  static constexpr const char* alice = "bk-alice-test-key-0123456789";
+  static constexpr const char* bob = "bk-bob-test-key-0123456789";
+  static constexpr const char* carol = "bk-carol-test-key-0123456789";
+
+  void SetUp() override {
+    write_keys(
+        fmt::format("[[key]]\nname = \"alice\"\nkey = \"{}\"\nmax_streams = 2\n\n"
+                    "[[key]]\nname = \"bob\"\nkey = \"{}\"\ntokens_per_minute = 30\n",
+                    alice, bob));
+    std::ofstream(cluster_.topology_file(), std::ios::app)
+        << "\n[router]\napi_keys = \"keys.toml\"\n";
+    HttpCluster::SetUp();
+  }
+
+  void write_keys(const std::string& text) {
+    const auto file = cluster_.dir() / "keys.toml";
+    std::ofstream(file, std::ios::trunc) << text;
+    std::filesystem::permissions(
+        file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+
+  static std::string key_header(const char* key) {
+    return fmt::format("-H {}", quote(fmt::format("Authorization: Bearer {}", key)));
+  }
+};
+
+TEST_F(HttpClusterWithKeys, NoKeyIs401AKeyIs200AndEachKeysLimitsHold) {
+  for (const std::string& args : {std::string(), key_header("bk-nobody-0123456789abcdef")}) {
+    const auto refused = curl(cluster_, "/v1/models", args);
+    EXPECT_EQ(refused.status, 401) << refused.body;
+    const auto j = refused.parsed();  // OpenAI's error shape
+    EXPECT_EQ(j["error"]["code"], "invalid_api_key") << refused.body;
+    EXPECT_EQ(j["error"]["type"], "invalid_request_error");
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_TRUE(j["error"]["param"].is_null());
+  }
+  EXPECT_EQ(curl_post(cluster_, "/v1/completions", completion_body(false)).status, 401);
+  EXPECT_EQ(curl(cluster_, "/health", "").status, 200) << "health needs no key";
+
+  auto plain = curl_post(cluster_, "/v1/completions", completion_body(false), key_header(alice));
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  expect_reference(plain.parsed()["choices"][0]["text"], plain.parsed()["usage"]["prompt_tokens"],
+                   60);
+
+  // The official SDK, with its API key.
+  const std::string prefix = BATON_NPM_PREFIX;
+  ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"));
+  const auto sdk =
+      run(fmt::format("BATON_TEST_API_KEY={} node {} {} {} stories260K {} 20 7 2>&1", alice,
+                      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
+                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  ASSERT_EQ(sdk.status, 0) << sdk.out;
+  const auto j = json::parse(sdk.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << sdk.out;
+  expect_reference(j["completion"], j["completion_usage"]["prompt_tokens"], 20);
+  const auto without =
+      run(fmt::format("node {} {} {} stories260K {} 20 7 2>&1",
+                      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
+                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  EXPECT_NE(without.status, 0) << "the SDK without the key was served:\n" << without.out;
+  EXPECT_NE(without.out.find("401"), std::string::npos) << without.out;
+
+  // Bob's 30 tokens a minute: one 60-token answer spends them all; the next is 429 and
+  // says when to come back.
+  ASSERT_EQ(curl_post(cluster_, "/v1/completions", completion_body(false), key_header(bob)).status,
+            200);
+  const auto headers = cluster_.dir() / "headers";
+  const auto limited = curl_post(cluster_, "/v1/completions", completion_body(false),
+                                 key_header(bob) + " -D " + quote(headers.string()));
+  EXPECT_EQ(limited.status, 429) << limited.body;
+  EXPECT_EQ(limited.parsed()["error"]["code"], "rate_limit_exceeded") << limited.body;
+  EXPECT_NE(read_file(headers).find("Retry-After: "), std::string::npos) << read_file(headers);
+  EXPECT_EQ(curl(cluster_, "/v1/models", key_header(alice)).status, 200) << "alice is not bob";
+
+  // Alice revoked and carol added, without a restart.
+  write_keys(fmt::format("[[key]]\nname = \"carol\"\nkey = \"{}\"\n", carol));
+  EXPECT_TRUE(wait_until(
+      [&] { return curl(cluster_, "/v1/models", key_header(carol)).status == 200; }, 10s));
+  EXPECT_EQ(curl(cluster_, "/v1/models", key_header(alice)).status, 401);
+  const auto metrics = curl(cluster_, "/metrics", "").body;
+  EXPECT_NE(metrics.find("baton_http_api_key_reloads_total{outcome=\"loaded\"} 1"),
+            std::string::npos)
+      << metrics;
+  const auto value = [&](const std::string& series) {
+    const auto at = metrics.find("\n" + series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(metrics.substr(at + series.size() + 2));
+  };
+  EXPECT_GE(value("baton_http_auth_failures_total"), 5.0) << metrics;
+  EXPECT_GE(value("baton_http_key_limited_total"), 1.0) << metrics;
+}
+
 }  // namespace
 }  // namespace baton::testing
