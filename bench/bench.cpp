@@ -18,6 +18,7 @@ void add_bench_commands(CLI::App& app, int& exit_code) {
   add_bench_disagg_command(app, exit_code);
   add_bench_router_command(app, exit_code);
   add_bench_client_command(app, exit_code);
+  add_bench_tls_command(app, exit_code);
   add_bench_transport_command(app, exit_code);
   add_bench_serve_command(app, exit_code);
 }

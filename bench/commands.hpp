@@ -32,6 +32,8 @@ void add_bench_router_command(CLI::App& app, int& exit_code);
 void add_bench_transport_command(CLI::App& app, int& exit_code);
 /// `bench client`: requests multiplexed over one connection against blocking clients.
 void add_bench_client_command(CLI::App& app, int& exit_code);
+/// `baton bench tls`: the HTTP API's TLS costs, plain and TLS side by side (bench_tls.cpp).
+void add_bench_tls_command(CLI::App& app, int& exit_code);
 /// `bench serve`: an open-loop benchmark of any OpenAI-compatible endpoint.
 void add_bench_serve_command(CLI::App& app, int& exit_code);
 

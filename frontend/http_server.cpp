@@ -13,8 +13,10 @@ using detail::tcp;
 
 class server_impl final : public http_server {
  public:
-  server_impl(http_options options, generate_handler& handler, std::unique_ptr<api_gate> keys)
-      : core_{std::move(options), {}, handler, {}, {}, {1}, nullptr, nullptr, nullptr} {
+  server_impl(http_options options, generate_handler& handler, std::unique_ptr<api_gate> keys,
+              std::shared_ptr<detail::ssl::context> tls)
+      : tls_(std::move(tls)),
+        core_{std::move(options), {}, handler, {}, {}, {1}, nullptr, nullptr, nullptr} {
     core_.limits = {core_.options.model, core_.options.max_tokens_limit,
                     core_.options.max_prompt_bytes};
     core_.gate = std::make_shared<io_gate>(server_.io().get_executor());
@@ -48,7 +50,9 @@ class server_impl final : public http_server {
  private:
   void on_accept(tcp::socket socket) {
     std::erase_if(sessions_, [](const auto& entry) { return entry.second.expired(); });
-    auto s = std::make_shared<http_session>(std::move(socket), core_);
+    auto s = std::make_shared<http_session>(
+        tls_ ? detail::connection(std::move(socket), tls_) : detail::connection(std::move(socket)),
+        core_);
     sessions_.emplace(s.get(), s);
     if (auto refused = core_.connections->admit(s->peer())) {
       s->refuse(*refused);
@@ -59,6 +63,7 @@ class server_impl final : public http_server {
     s->start();
   }
 
+  std::shared_ptr<detail::ssl::context> tls_;  // null: plain HTTP
   http_core core_;
   std::unordered_map<http_session*, std::weak_ptr<http_session>> sessions_;  // io thread only
   detail::acceptor_thread server_{"http"};  // last: its thread stops first
@@ -81,7 +86,18 @@ expected<std::unique_ptr<http_server>> http_server::start(http_options options,
     if (!loaded) return tl::unexpected(loaded.error());
     keys = std::make_unique<api_gate>(options.api_keys_file, std::move(*loaded));
   }
-  auto server = std::make_unique<server_impl>(std::move(options), handler, std::move(keys));
+  std::shared_ptr<detail::ssl::context> tls;
+  if (options.tls_certificate_file.empty() != options.tls_key_file.empty()) {
+    return fail(errc::invalid_argument,
+                "http server: TLS needs both a certificate file and a key file");
+  }
+  if (!options.tls_certificate_file.empty()) {
+    auto context = detail::tls_server_context(options.tls_certificate_file, options.tls_key_file);
+    if (!context) return tl::unexpected(context.error());
+    tls = std::move(*context);
+  }
+  auto server =
+      std::make_unique<server_impl>(std::move(options), handler, std::move(keys), std::move(tls));
   if (auto ok = server->listen(); !ok) return tl::unexpected(ok.error());
   return server;
 }

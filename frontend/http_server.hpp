@@ -41,6 +41,10 @@ struct http_options {
   /// must then carry "Authorization: Bearer KEY" (401 otherwise) and stay within its key's
   /// limits (429 with Retry-After). Empty: no key is asked for.
   std::string api_keys_file;
+  /// TLS (PEM files; both or neither): the API is served over HTTPS only, and API keys
+  /// are taken from any address. Empty: plain HTTP.
+  std::string tls_certificate_file;
+  std::string tls_key_file;
   /// Prometheus text served on GET /metrics (the server appends its own baton_http_*
   /// series); empty: only those.
   std::function<std::string()> metrics_text;

@@ -66,8 +66,11 @@ std::string http_metrics::text(const http_stats& stats) const {
       "one sent over plain TCP from another host\n"
       "# TYPE baton_http_auth_failures_total counter\nbaton_http_auth_failures_total {}\n"
       "# HELP baton_http_key_limited_total Requests refused 429 by their API key's own limits\n"
-      "# TYPE baton_http_key_limited_total counter\nbaton_http_key_limited_total {}\n",
-      auth_failures, key_limited);
+      "# TYPE baton_http_key_limited_total counter\nbaton_http_key_limited_total {}\n"
+      "# HELP baton_http_tls_handshake_failures_total TLS handshakes that failed or timed out\n"
+      "# TYPE baton_http_tls_handshake_failures_total counter\n"
+      "baton_http_tls_handshake_failures_total {}\n",
+      auth_failures, key_limited, tls_failures);
   out += fmt::format(
       "# HELP baton_http_generations_open Generation requests in progress\n"
       "# TYPE baton_http_generations_open gauge\nbaton_http_generations_open {}\n"
@@ -86,19 +89,36 @@ http_stats http_counters::snapshot() const {
           client_errors.load(),        server_errors.load(),    handler_failures.load()};
 }
 
-http_session::http_session(tcp::socket socket, http_core& core)
-    : socket_(std::move(socket)),
-      peer_(detail::peer_address(socket_)),
-      timer_(socket_.get_executor()),
+http_session::http_session(connection conn, http_core& core)
+    : conn_(std::move(conn)),
+      peer_(detail::peer_address(conn_.lowest())),
+      timer_(conn_.get_executor()),
       core_(core) {}
 
 void http_session::start() {
   counted_ = true;
-  read_request();
+  if (!conn_.secure()) return read_request();
+  // The handshake is bounded as the headers are: a client that says nothing is cut off.
+  waiting_ = true;
+  wait_at_most(core_.options.header_timeout_ms);
+  conn_.handshake([self = shared_from_this()](error_code ec) {
+    auto& s = *self;
+    s.waiting_ = false;
+    s.timer_.cancel();
+    if (s.closed_) return;
+    if (ec) {
+      ++s.core_.metrics.tls_failures;
+      return s.close(cancel_reason::disconnected);
+    }
+    s.read_request();
+  });
 }
 
 void http_session::refuse(const std::string& why) {
   keep_alive_ = false;
+  // Over TLS an answer needs a handshake first, which an overloaded server should not
+  // spend: the connection is just closed.
+  if (conn_.secure()) return close(cancel_reason::server_stopping);
   respond_error({429, why, "rate_limit_error", {}, "overloaded"});
 }
 
@@ -108,8 +128,8 @@ void http_session::close(cancel_reason why) {
   end_exchange(why);
   error_code ignored;
   timer_.cancel();
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  conn_.lowest().shutdown(tcp::socket::shutdown_both, ignored);
+  conn_.lowest().close(ignored);
   if (counted_) {
     core_.stats.connections_open.fetch_sub(1);
     core_.connections->release(peer_);
@@ -155,7 +175,7 @@ void http_session::read_request() {
   waiting_ = true;
   wait_at_most(core_.options.header_timeout_ms);
   http::async_read_header(
-      socket_, buffer_, *parser_,
+      conn_, buffer_, *parser_,
       [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
 }
 
@@ -173,7 +193,7 @@ void http_session::on_header(error_code ec) {
   if (beast::iequals(req[http::field::expect], "100-continue")) {
     write_raw("HTTP/1.1 100 Continue\r\n\r\n", nullptr);
   }
-  http::async_read(socket_, buffer_, *parser_,
+  http::async_read(conn_, buffer_, *parser_,
                    [self = shared_from_this()](error_code e, std::size_t) { self->on_body(e); });
 }
 
@@ -214,7 +234,7 @@ void http_session::read_failed(error_code ec) {
 void http_session::watch() {
   if (watching_ || closed_ || buffer_.size() >= lookahead_max_bytes) return;
   watching_ = true;
-  socket_.async_read_some(
+  conn_.async_read_some(
       buffer_.prepare(4096),
       [self = shared_from_this()](error_code ec, std::size_t n) { self->on_watched(ec, n); });
 }
@@ -301,7 +321,7 @@ void http_session::handle(http::request<http::string_body> req) {
 
 bool http_session::authorized(std::string_view authorization) {
   if (!core_.keys) return true;
-  const auto v = core_.keys->check(authorization, peer_.is_loopback(), steady::now());
+  const auto v = core_.keys->check(authorization, trusted_channel(), steady::now());
   if (v.what == key_verdict::kind::admitted) return true;
   ++core_.metrics.auth_failures;
   respond_error({401, v.message, "invalid_request_error", {}, "invalid_api_key"},
@@ -327,7 +347,7 @@ void http_session::start_generation(api_kind kind, const std::string& body,
   }
   std::string key;
   if (core_.keys) {  // authorized() passed: only the key's limits can refuse it now
-    const auto v = core_.keys->admit(authorization, peer_.is_loopback(), steady::now());
+    const auto v = core_.keys->admit(authorization, trusted_channel(), steady::now());
     if (v.what == key_verdict::kind::limited) {
       ++core_.metrics.key_limited;
       return respond_error({429, v.message, "requests", {}, "rate_limit_exceeded"},
@@ -590,7 +610,7 @@ void http_session::write_raw(std::string bytes, std::shared_ptr<bounded_stream> 
 void http_session::write_next() {
   writing_ = true;
   boost::asio::async_write(
-      socket_, boost::asio::buffer(out_.front().bytes),
+      conn_, boost::asio::buffer(out_.front().bytes),
       [self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); });
 }
 
@@ -610,7 +630,7 @@ void http_session::linger() {
   lingering_ = true;
   end_exchange(cancel_reason::disconnected);
   error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  conn_.lowest().shutdown(tcp::socket::shutdown_send, ignored);
   timer_.expires_after(linger_time);
   timer_.async_wait([self = shared_from_this()](error_code e) {
     if (!e) self->close(cancel_reason::disconnected);
@@ -619,14 +639,14 @@ void http_session::linger() {
 }
 
 void http_session::drain() {
-  socket_.async_read_some(boost::asio::buffer(scratch_),
-                          [self = shared_from_this()](error_code ec, std::size_t n) {
-                            self->drained_ += n;
-                            if (ec || self->drained_ > linger_max_bytes) {
-                              return self->close(cancel_reason::disconnected);
-                            }
-                            self->drain();
-                          });
+  conn_.async_read_some(boost::asio::buffer(scratch_),
+                        [self = shared_from_this()](error_code ec, std::size_t n) {
+                          self->drained_ += n;
+                          if (ec || self->drained_ > linger_max_bytes) {
+                            return self->close(cancel_reason::disconnected);
+                          }
+                          self->drain();
+                        });
 }
 
 }  // namespace baton::frontend::detail

@@ -20,6 +20,7 @@
 
 #include "frontend/api_keys.hpp"
 #include "frontend/bounded_stream.hpp"
+#include "frontend/connection.hpp"
 #include "frontend/http_server.hpp"
 #include "frontend/openai_response.hpp"
 
@@ -34,6 +35,7 @@ struct http_metrics {
   double gap_sum = 0;
   std::uint64_t auth_failures = 0;  ///< 401s: no key, a wrong one, or one over plain TCP
   std::uint64_t key_limited = 0;    ///< 429s for a key's own limits
+  std::uint64_t tls_failures = 0;   ///< TLS handshakes that failed (or were not attempted)
 
   void observe_gap(double seconds);
   [[nodiscard]] std::string text(const http_stats& stats) const;
@@ -102,7 +104,7 @@ struct exchange {
 /// JSON library or a bug) ends this connection with a counted 500, never the process.
 class http_session : public stream_sink, public std::enable_shared_from_this<http_session> {
  public:
-  http_session(tcp::socket socket, http_core& core);
+  http_session(connection conn, http_core& core);
   http_session(const http_session&) = delete;
   http_session& operator=(const http_session&) = delete;
 
@@ -112,6 +114,8 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
   void refuse(const std::string& why);
   /// The client's address.
   [[nodiscard]] const boost::asio::ip::address& peer() const { return peer_; }
+  /// Whether an API key may be taken on this connection: TLS, or from this host.
+  [[nodiscard]] bool trusted_channel() const { return conn_.secure() || peer_.is_loopback(); }
   /// Ends the open request (telling the handler why) and closes the connection.
   void close(cancel_reason why);
 
@@ -171,7 +175,7 @@ class http_session : public stream_sink, public std::enable_shared_from_this<htt
     std::shared_ptr<bounded_stream> owner;
   };
 
-  tcp::socket socket_;
+  connection conn_;
   boost::asio::ip::address peer_;
   boost::asio::steady_timer timer_;  // idle timeout, the request's deadline, the linger bound
   http_core& core_;

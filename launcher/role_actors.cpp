@@ -59,7 +59,10 @@ runtime::child_spec router_actor(const runtime::topology& t, const serving_model
   o.seq_len = sm.model.config().seq_len;
   o.block_tokens = static_cast<std::size_t>(t.limits.kv_block_tokens);
   o.native_address = r.native_address;
-  if (!r.http_address.empty()) o.http_address = fmt::format("http://{}", r.http_address);
+  if (!r.http_address.empty()) {
+    o.http_address =
+        fmt::format("{}://{}", t.router.tls_certificate.empty() ? "http" : "https", r.http_address);
+  }
   o.entry = r.router;
   o.crash = crash_of(r, wire::role::router);
   for (const auto& n : t.nodes) {

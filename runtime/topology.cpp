@@ -311,9 +311,17 @@ void read_router(const toml::table& t, const std::filesystem::path& file, diagno
                  router_spec& o) {
   table_reader r(t, "router", diag,
                  {"prefill_on_decode_max_tokens", "when_no_prefill", "max_attempts", "max_waiting",
-                  "max_wait_ms", "api_keys"});
-  if (auto keys = r.string("api_keys", false)) {
-    o.api_keys = std::filesystem::absolute(file).parent_path() / *keys;
+                  "max_wait_ms", "api_keys", "tls_certificate", "tls_key"});
+  const auto beside = [&](const std::string& name) {
+    return std::filesystem::absolute(file).parent_path() / name;
+  };
+  if (auto keys = r.string("api_keys", false)) o.api_keys = beside(*keys);
+  if (auto cert = r.string("tls_certificate", false)) o.tls_certificate = beside(*cert);
+  if (auto key = r.string("tls_key", false)) o.tls_key = beside(*key);
+  if (o.tls_certificate.empty() != o.tls_key.empty()) {
+    diag.fail(t.source(),
+              "router: tls_certificate and tls_key go together (PEM files): "
+              "name both or neither");
   }
   o.prefill_on_decode_max_tokens =
       r.integer("prefill_on_decode_max_tokens", 0, 1 << 20).value_or(0);

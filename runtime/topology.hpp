@@ -87,6 +87,10 @@ struct router_spec {
   /// The routers' API keys ([router] api_keys, relative to the topology file; empty: none
   /// asked): frontend/api_keys.hpp.
   std::filesystem::path api_keys;
+  /// TLS for the routers' HTTP API ([router] tls_certificate and tls_key, PEM files
+  /// relative to the topology file; both or neither): HTTPS only.
+  std::filesystem::path tls_certificate;
+  std::filesystem::path tls_key;
 };
 
 /// Nodes whose device is "emulated:PROFILE" (engine/emulated_engine.hpp).

@@ -256,6 +256,8 @@ expected<void> start_front_doors(const runtime::topology& t, const runtime::node
     ho.max_tokens_limit = t.limits.max_new_tokens;
     ho.default_timeout_ms = t.timeouts.request_ms;
     ho.api_keys_file = t.router.api_keys.string();
+    ho.tls_certificate_file = t.router.tls_certificate.string();
+    ho.tls_key_file = t.router.tls_key.string();
     ho.metrics_text = [&r] {
       auto* n = r.node.load();
       return n ? n->metrics().prometheus_text() + worker_metrics(*n) : std::string();

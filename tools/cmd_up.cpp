@@ -217,7 +217,8 @@ class supervisor {
     ready_ = true;
     const auto begin = at + marker.size();
     const auto address = line.substr(begin, line.find(' ', begin) - begin);
-    // The router's HTTP API, when it has one: " http=http://HOST:PORT" after the address.
+    // The router's HTTP API, when it has one: " http=http://HOST:PORT" (https with TLS)
+    // after the address.
     std::string http;
     if (const auto h = line.find(" http=", begin); h != std::string::npos) {
       http = line.substr(h, line.find(' ', h + 1) - h);

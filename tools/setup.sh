@@ -9,7 +9,7 @@ packages=(
   libboost-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libxxhash-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl nodejs iproute2
+  curl nodejs iproute2 openssl
 )
 # Debian's npm, unless a nodejs build that bundles npm (NodeSource's) provides it already.
 command -v npm >/dev/null || packages+=(npm)

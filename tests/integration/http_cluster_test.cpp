@@ -88,6 +88,9 @@ class HttpCluster : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(cluster_.start_serving()) << cluster_.process("router-0").log();
+    wait_for_health();
+  }
+  virtual void wait_for_health() {
     ASSERT_TRUE(wait_until([&] { return curl(cluster_, "/health", "").status == 200; }, 10s))
         << cluster_.process("router-0").log();
   }
@@ -383,9 +386,11 @@ class HttpClusterWithKeys : public HttpCluster {
                     "[[key]]\nname = \"bob\"\nkey = \"{}\"\ntokens_per_minute = 30\n",
                     alice, bob));
     std::ofstream(cluster_.topology_file(), std::ios::app)
-        << "\n[router]\napi_keys = \"keys.toml\"\n";
+        << "\n[router]\napi_keys = \"keys.toml\"\n"
+        << more_router_lines();
     HttpCluster::SetUp();
   }
+  [[nodiscard]] virtual std::string more_router_lines() const { return {}; }
 
   void write_keys(const std::string& text) {
     const auto file = cluster_.dir() / "keys.toml";
@@ -462,6 +467,66 @@ TEST_F(HttpClusterWithKeys, NoKeyIs401AKeyIs200AndEachKeysLimitsHold) {
   };
   EXPECT_GE(value("baton_http_auth_failures_total"), 5.0) << metrics;
   EXPECT_GE(value("baton_http_key_limited_total"), 1.0) << metrics;
+}
+
+/// The same cluster serving HTTPS ([router] tls_certificate, tls_key) with a certificate
+/// for 127.0.0.1 from a test CA made here, and API keys.
+class HttpsCluster : public HttpClusterWithKeys {
+ protected:
+  void SetUp() override {
+    const auto dir = cluster_.dir().string();
+    std::ofstream(cluster_.dir() / "san.ext") << "subjectAltName=IP:127.0.0.1\n";
+    const auto made = run(fmt::format(
+        "cd {} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-keyout ca.key -out ca.pem -days 2 -subj '/CN=Baton test CA' && "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout tls.key "
+        "-out tls.csr -subj '/CN=127.0.0.1' && "
+        "openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out tls.pem "
+        "-days 2 -extfile san.ext 2>&1",
+        quote(dir)));
+    ASSERT_EQ(made.status, 0) << made.out;
+    HttpClusterWithKeys::SetUp();
+  }
+  [[nodiscard]] std::string more_router_lines() const override {
+    return "tls_certificate = \"tls.pem\"\ntls_key = \"tls.key\"\n";
+  }
+  void wait_for_health() override {
+    ASSERT_TRUE(wait_until([&] { return https("/health", "").status == 200; }, 10s))
+        << cluster_.process("router-0").log();
+  }
+
+  curl_reply https(const std::string& path, const std::string& args) {
+    const auto body_file = cluster_.dir() / "curl-body";
+    const auto r =
+        run(fmt::format("curl -sS -N --max-time 30 --cacert {} -o {} -w '%{{http_code}}' {} {}",
+                        quote((cluster_.dir() / "ca.pem").string()), quote(body_file.string()),
+                        args, quote("https://" + cluster_.http("router-0") + path)));
+    return {std::atoi(r.out.c_str()), read_file(body_file)};
+  }
+};
+
+TEST_F(HttpsCluster, TheOpenaiSdkIsServedOverTlsWithItsKeyAndPlainHttpIsNot) {
+  EXPECT_EQ(https("/v1/models", "").status, 401);
+  EXPECT_EQ(https("/v1/models", key_header(alice)).status, 200);
+  EXPECT_NE(curl(cluster_, "/health", "").status, 200) << "plain HTTP to the TLS port";
+  EXPECT_NE(cluster_.process("router-0").log().find("http=https://"), std::string::npos);
+
+  const std::string prefix = BATON_NPM_PREFIX;
+  ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"));
+  const auto sdk = run(fmt::format(
+      "NODE_EXTRA_CA_CERTS={} BATON_TEST_API_KEY={} node {} {} {} stories260K {} 20 7 2>&1",
+      quote((cluster_.dir() / "ca.pem").string()), alice,
+      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
+      quote("https://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  ASSERT_EQ(sdk.status, 0) << sdk.out;
+  const auto j = json::parse(sdk.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << sdk.out;
+  expect_reference(j["completion"], j["completion_usage"]["prompt_tokens"], 20);
+  expect_reference(j["completion_stream"], j["completion_usage"]["prompt_tokens"], 20);
+  const auto metrics = https("/metrics", "").body;
+  EXPECT_NE(metrics.find("baton_http_tls_handshake_failures_total 1"), std::string::npos)
+      << "the plain HTTP attempt:\n"
+      << metrics;
 }
 
 }  // namespace
