@@ -478,5 +478,29 @@ TEST(FabricProviders, WithoutTheirDeviceVerbsAndEfaFailAtOnce) {
   }
 }
 
+// Memory keys come from the CSPRNG, not from the endpoint's seeded generator: a node's
+// seed is printed for replay, and its keys must not follow from it.
+TEST(TransportKeys, MemoryKeysDoNotFollowFromTheEndpointsSeed) {
+  std::vector<std::uint64_t> keys;
+  for (int run = 0; run < 2; ++run) {
+    endpoint_config config;
+    config.provider = "tcp";
+    config.bind.text = "127.0.0.1:0";
+    config.seed = 7;  // the same both times
+    auto a = make_endpoint(config);
+    config.seed = 0;
+    auto b = make_endpoint(config);
+    ASSERT_TRUE(a && b);
+    auto peer = (*a)->add_peer((*b)->local_address(), in(5000ms));
+    ASSERT_TRUE(peer.has_value()) << peer.error().to_string();
+    auto region = (*a)->allocate_region(4096);
+    ASSERT_TRUE(region.has_value());
+    auto granted = (*a)->grant(*peer, {*region, 0, 4096});
+    ASSERT_TRUE(granted.has_value()) << granted.error().to_string();
+    keys.push_back(granted->key);
+  }
+  EXPECT_NE(keys[0], keys[1]);
+}
+
 }  // namespace
 }  // namespace baton::transport

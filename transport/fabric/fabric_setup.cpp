@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
+#include <openssl/rand.h>
 
 #include "transport/fabric/fabric_endpoint.hpp"
 
@@ -138,8 +140,15 @@ expected<void> fabric_endpoint::open(info_ptr info) {
 }
 
 std::uint64_t fabric_endpoint::next_key() {
-  std::lock_guard lock(state_mu_);
-  return rng_();
+  // From the CSPRNG, not rng_: that one is seeded from a seed the node prints (for replay),
+  // and a memory key must not be predictable from a log.
+  std::uint64_t key = 0;
+  while (key == 0) {
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&key), sizeof(key)) != 1) {
+      throw std::runtime_error("RAND_bytes failed: no randomness for a memory key");
+    }
+  }
+  return key;
 }
 
 expected<void> fabric_endpoint::open_buffers() {
