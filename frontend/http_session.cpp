@@ -105,12 +105,11 @@ void http_session::start() {
     auto& s = *self;
     s.waiting_ = false;
     s.timer_.cancel();
-    if (s.closed_) return;
-    if (ec) {
+    if (ec) {  // a failure, or cut off by the deadline (closed already)
       ++s.core_.metrics.tls_failures;
       return s.close(cancel_reason::disconnected);
     }
-    s.read_request();
+    if (!s.closed_) s.read_request();
   });
 }
 

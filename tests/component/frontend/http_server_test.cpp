@@ -4,7 +4,12 @@
 
 #include <sys/resource.h>
 
+#include <unistd.h>
+
+#include <array>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
@@ -21,6 +26,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "tests/component/frontend/threaded_handler.hpp"
 
@@ -632,6 +638,80 @@ TEST_F(HttpServer, KeepAliveServesSeveralRequestsOnOneConnection) {
     EXPECT_EQ(res.result_int(), 200u);
     EXPECT_TRUE(res.keep_alive());
   }
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl tool in a
+/// fresh directory.
+std::filesystem::path test_certificate() {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   fmt::format("baton-tls-test-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const auto command = fmt::format(
+      "cd '{}' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      "-keyout tls.key -out tls.pem -days 1 -subj /CN=127.0.0.1 "
+      "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+      dir.string());
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  return dir;
+}
+
+TEST_F(HttpServer, OverTlsItServesHttpsAndCutsPlainHttpAndSilentClients) {
+  const auto dir = test_certificate();
+  http_options bad;
+  bad.tls_certificate_file = (dir / "missing.pem").string();
+  bad.tls_key_file = (dir / "tls.key").string();
+  auto refused = http_server::start(bad, handler_);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("missing.pem"), std::string::npos)
+      << refused.error().message;
+
+  http_options o;
+  o.tls_certificate_file = (dir / "tls.pem").string();
+  o.tls_key_file = (dir / "tls.key").string();
+  o.header_timeout_ms = 300;
+  start(o);
+
+  asio::io_context io;
+  asio::ssl::context client(asio::ssl::context::tls_client);
+  client.load_verify_file((dir / "tls.pem").string());
+  client.set_verify_mode(asio::ssl::verify_peer);
+  const tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port_);
+  const auto tls_call = [&](const std::string& target, const std::string& body) {
+    beast::ssl_stream<beast::tcp_stream> stream(io, client);
+    beast::get_lowest_layer(stream).expires_after(10s);
+    beast::get_lowest_layer(stream).connect(at);
+    stream.handshake(asio::ssl::stream_base::client);
+    http::request<http::string_body> req(body.empty() ? http::verb::get : http::verb::post,
+                                         target, 11);
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    http::read(stream, buffer, res);
+    return res;
+  };
+  const auto answer = tls_call("/v1/completions", completion().dump());
+  ASSERT_EQ(answer.result_int(), 200u) << answer.body();
+  EXPECT_EQ(json::parse(answer.body())["choices"][0]["text"], script_text);
+
+  EXPECT_EQ(call(port_, http::verb::get, "/health").status, 0u) << "plain HTTP on a TLS port";
+  {
+    tcp::socket silent(io);  // connects and says nothing: cut at the header deadline
+    silent.connect(at);
+    std::array<char, 16> scratch{};
+    boost::system::error_code ec;
+    const auto started = std::chrono::steady_clock::now();
+    (void)silent.read_some(asio::buffer(scratch), ec);
+    EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  }
+  const auto metrics = tls_call("/metrics", "").body();
+  EXPECT_NE(metrics.find("baton_http_tls_handshake_failures_total 2"), std::string::npos)
+      << metrics;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
