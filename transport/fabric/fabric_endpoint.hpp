@@ -116,6 +116,10 @@ class fabric_endpoint final : public endpoint {
   /// With a frame key: whether `frame` is sealed by its sender's session and new; if not,
   /// counted against `source`, whose connection closes after max_bad_tags.
   [[nodiscard]] bool authentic(const frame::view& frame, fi_addr_t source);
+  /// Whether a new sender's session may be kept (at most 2 x max_peers; when full, the
+  /// sessions of senders no peer maps to any more are dropped first). Caller holds
+  /// state_mu_.
+  [[nodiscard]] bool room_for_a_session();
   /// A hello that `authentic` refused: its sender is told why (a refuse frame, at most one
   /// a second per address), and if we were saying hello to that address ourselves, our
   /// add_peer fails with the reason.

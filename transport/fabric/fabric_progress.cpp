@@ -387,6 +387,13 @@ void fabric_endpoint::on_receive(rx_slot& slot, std::size_t bytes, fi_addr_t sou
   repost(slot);
 }
 
+bool fabric_endpoint::room_for_a_session() {
+  if (sessions_.size() < 2 * config_.limits.max_peers) return true;
+  // Full: sessions of senders no peer maps to any more (endpoints replaced since) go.
+  std::erase_if(sessions_, [&](const auto& s) { return !peer_by_node_.contains(s.first); });
+  return sessions_.size() < 2 * config_.limits.max_peers;
+}
+
 bool fabric_endpoint::authentic(const frame::view& f, fi_addr_t source) {
   bool ok = false;
   if (f.seal && f.type == frame::kind::hello) {
@@ -397,7 +404,7 @@ bool fabric_endpoint::authentic(const frame::view& f, fi_addr_t source) {
     auto known = sessions_.find(f.sender);
     if (known != sessions_.end() && known->second.nonce == hello.nonce) {
       ok = known->second.mac.check(*f.seal) && known->second.window.accept(f.seal->sequence);
-    } else if (known != sessions_.end() || sessions_.size() < 2 * config_.limits.max_peers) {
+    } else if (known != sessions_.end() || room_for_a_session()) {
       frame_mac mac(session_key(*config_.frame_key, f.sender, hello.nonce));
       if (mac.check(*f.seal)) {
         session fresh{hello.nonce, std::move(mac), {}};
