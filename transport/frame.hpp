@@ -1,8 +1,8 @@
 // transport/frame.hpp
 #pragma once
 
-#include <cstddef>
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -28,7 +28,14 @@
 /// the refusing endpoint's raw provider address.
 namespace baton::transport::frame {
 
-enum class kind : std::uint8_t { hello = 1, message = 2, grant = 3, revoke = 4, batch = 5, refuse = 6 };
+enum class kind : std::uint8_t {
+  hello = 1,
+  message = 2,
+  grant = 3,
+  revoke = 4,
+  batch = 5,
+  refuse = 6
+};
 
 inline constexpr std::size_t header_bytes = 24;
 inline constexpr std::uint32_t magic = 0x314e5442;  // "BTN1" read as little-endian

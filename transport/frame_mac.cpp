@@ -22,7 +22,8 @@ struct frame_mac::state {
     std::array<unsigned char, 32> out{};
     std::size_t length = 0;
     if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1 ||
-        EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()) != 1 ||
+        EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()) !=
+            1 ||
         EVP_MAC_final(ctx, out.data(), &length, out.size()) != 1) {
       throw std::runtime_error("frame_mac: HMAC-SHA256 failed");
     }

@@ -63,7 +63,9 @@ class replay_window {
   [[nodiscard]] bool accept(std::uint64_t sequence);
 
  private:
-  [[nodiscard]] bool seen(std::uint64_t s) const { return (bits_[(s % span) / 64] >> (s % 64)) & 1; }
+  [[nodiscard]] bool seen(std::uint64_t s) const {
+    return (bits_[(s % span) / 64] >> (s % 64)) & 1;
+  }
   void flip(std::uint64_t s) { bits_[(s % span) / 64] ^= std::uint64_t{1} << (s % 64); }
 
   std::uint64_t newest_ = 0;

@@ -12,11 +12,11 @@
 #include <string>
 
 #include <fmt/format.h>
+#include <openssl/rand.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
-#include <openssl/rand.h>
 
 #include "transport/fabric/fabric_endpoint.hpp"
 

@@ -3,15 +3,14 @@
 #include "frontend/http_server.hpp"
 
 #include <sys/resource.h>
-
 #include <unistd.h>
 
 #include <array>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -643,8 +642,8 @@ TEST_F(HttpServer, KeepAliveServesSeveralRequestsOnOneConnection) {
 /// A self-signed certificate for 127.0.0.1 and its key, made with the openssl tool in a
 /// fresh directory.
 std::filesystem::path test_certificate() {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   fmt::format("baton-tls-test-{}", ::getpid());
+  const auto dir =
+      std::filesystem::temp_directory_path() / fmt::format("baton-tls-test-{}", ::getpid());
   std::filesystem::create_directories(dir);
   const auto command = fmt::format(
       "cd '{}' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
@@ -681,8 +680,8 @@ TEST_F(HttpServer, OverTlsItServesHttpsAndCutsPlainHttpAndSilentClients) {
     beast::get_lowest_layer(stream).expires_after(10s);
     beast::get_lowest_layer(stream).connect(at);
     stream.handshake(asio::ssl::stream_base::client);
-    http::request<http::string_body> req(body.empty() ? http::verb::get : http::verb::post,
-                                         target, 11);
+    http::request<http::string_body> req(body.empty() ? http::verb::get : http::verb::post, target,
+                                         11);
     req.set(http::field::host, "127.0.0.1");
     req.set(http::field::content_type, "application/json");
     req.body() = body;
