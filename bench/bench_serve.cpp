@@ -123,13 +123,15 @@ struct serve_args {
   std::uint32_t n = 1;  ///< choices per request (OpenAI's n)
   float temperature = 0.0f;
   bool vs_separate = false;  ///< also send each request as n separate ones
+  std::string api_key;       ///< sent as "Authorization: Bearer KEY"; empty: none
 };
 
 /// http://HOST[:PORT][/PREFIX]: the pieces a request needs.
 struct target {
   std::string host;
   std::string port = "80";
-  std::string prefix;  ///< without a trailing '/'
+  std::string prefix;         ///< without a trailing '/'
+  std::string authorization;  ///< the Authorization header's value; empty: none sent
 };
 
 expected<target> parse_url(const std::string& url) {
@@ -168,6 +170,7 @@ expected<std::string> http_get(const target& t, const tcp::resolver::results_typ
   http::request<http::empty_body> req(http::verb::get, t.prefix + path, 11);
   req.set(http::field::host, t.host);
   req.set(http::field::user_agent, "baton-bench-serve");
+  if (!t.authorization.empty()) req.set(http::field::authorization, t.authorization);
   if (!ec) http::write(stream, req, ec);
   beast::flat_buffer buffer;
   http::response<http::string_body> res;
@@ -343,6 +346,9 @@ void session::start() {
   req_ = {http::verb::post, run_.where().prefix + "/v1/completions", 11};
   req_.set(http::field::host, run_.where().host);
   req_.set(http::field::user_agent, "baton-bench-serve");
+  if (!run_.where().authorization.empty()) {
+    req_.set(http::field::authorization, run_.where().authorization);
+  }
   req_.set(http::field::content_type, "application/json");
   req_.set(http::field::accept, "text/event-stream");
   req_.body() = run_.plan(index_).body;
@@ -853,6 +859,7 @@ int run_serve(const serve_args& a) {
     return 1;
   };
   auto t = parse_url(a.url);
+  if (t && !a.api_key.empty()) t->authorization = "Bearer " + a.api_key;
   if (!t) return fail_with(t.error().to_string());
   const auto checked = checked_rate(a);
   if (!checked) return fail_with(checked.error().message);
@@ -935,6 +942,8 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
       "Open-loop serving benchmark of any OpenAI-compatible endpoint: TTFT, TPOT, "
       "ITL, E2E, throughput, goodput");
   cmd->add_option("--url", args.url, "Server base URL, http://HOST:PORT[/PREFIX]")->required();
+  cmd->add_option("--api-key", args.api_key,
+                  "Sent as Authorization: Bearer KEY (a router with [router] api_keys)");
   cmd->add_option("--rate", args.rate, "Poisson arrival rate, requests/s, or inf")
       ->capture_default_str();
   cmd->add_option("--requests", args.requests, "Requests to send")->capture_default_str();

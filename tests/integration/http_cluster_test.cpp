@@ -452,6 +452,15 @@ TEST_F(HttpClusterWithKeys, NoKeyIs401AKeyIs200AndEachKeysLimitsHold) {
   EXPECT_NE(read_file(headers).find("Retry-After: "), std::string::npos) << read_file(headers);
   EXPECT_EQ(curl(cluster_, "/v1/models", key_header(alice)).status, 200) << "alice is not bob";
 
+  // baton bench serve against a router with keys.
+  const auto bench = run(fmt::format(
+      "{} bench serve --url http://{} --api-key {} --model stories260K --requests 2 --rate inf "
+      "--prompt-len 4 --output-len 4 --seed 1 --json 2>&1",
+      BATON_BINARY, cluster_.http("router-0"), alice));
+  const auto figures = json::parse(bench.out.substr(bench.out.rfind("\n{") + 1), nullptr, false);
+  ASSERT_FALSE(figures.is_discarded()) << bench.out;
+  EXPECT_EQ(figures["completed"], 2) << bench.out;
+
   // Alice revoked and carol added, without a restart.
   write_keys(fmt::format("[[key]]\nname = \"carol\"\nkey = \"{}\"\n", carol));
   EXPECT_TRUE(wait_until(
