@@ -342,13 +342,11 @@ void fabric_io::execute(command& c) {
       connect(c.node, c.address, c.bridge);
       return;
     case command::kind::detach: {
-      // The node's latest attach: a connection still being made is newer than a bridge
-      // connected before it.
       const caf::actor* current = nullptr;
-      if (auto pending = connecting_.find(c.node); pending != connecting_.end()) {
-        current = &pending->second.bridge;
-      } else if (auto it = bridges_.find(c.node); it != bridges_.end()) {
+      if (auto it = bridges_.find(c.node); it != bridges_.end()) {
         current = &it->second;
+      } else if (auto pending = connecting_.find(c.node); pending != connecting_.end()) {
+        current = &pending->second.bridge;
       }
       if (current != nullptr && *current != c.bridge) return;  // attached anew since
       {
