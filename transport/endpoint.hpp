@@ -47,7 +47,10 @@ class endpoint {
   /// Makes `peer` reachable and establishes the connection before returning, so no
   /// request pays for connection set-up. Blocks until then or `until`. Adding the same
   /// address twice yields the same id. A peer that reaches us first is added implicitly
-  /// and shows up as the `peer` of its messages.
+  /// and shows up as the `peer` of its messages. Fails with `invalid_argument` (an
+  /// address that cannot be resolved), `overloaded` (max_peers reached), `failed` only
+  /// when the peer refused us (it holds another cluster secret: no retry can succeed),
+  /// and otherwise `disconnected` or `timed_out` (gone, restarting, cut off: try again).
   [[nodiscard]] virtual expected<peer_id> add_peer(const address& peer, deadline until) = 0;
 
   /// Drops the connection to the peer at `peer` (its operations in flight fail), whether it

@@ -1,9 +1,10 @@
 // The peer process of the two-process transport tests:
-//   transport_peer <provider> <parent address> <bind address> [local-mr|plain]
+//   transport_peer <provider> <parent address> <bind address> [local-mr|plain] [quiet]
 // Joins the parent, grants it a 64 MiB write region and a 64 MiB read region filled with
 // testing::fill(.., 77), announces both, then answers every notify (and every digest
 // request) with the digest of the written prefix until told to quit, 60 s pass or the
-// parent dies. Exit 0 on quit, 2 otherwise, 1 on error.
+// parent dies. Exit 0 on quit, 2 otherwise, 1 on error. `quiet`: it only answers; the
+// parent speaks first.
 #include <unistd.h>
 
 #include <cstdio>
@@ -21,7 +22,8 @@ namespace {
 constexpr std::uint64_t region_bytes = 64ull << 20;
 constexpr std::uint64_t quit_word = 0xdead;
 
-int serve(endpoint& ep, peer_id parent, region_id written) {
+/// Answers what arrives (to its sender) until told to quit.
+int serve(endpoint& ep, region_id written) {
   const auto give_up = clock::now() + 60s;
   const pid_t parent_pid = ::getppid();
   std::vector<event> batch(16);
@@ -33,7 +35,7 @@ int serve(endpoint& ep, peer_id parent, region_id written) {
       if (ev.kind == event_kind::notify) {
         auto bytes = ep.region_bytes(written).first(ev.data);
         auto reply = testing::pack({1, ev.data, testing::digest(bytes)});
-        if (!ep.send(parent, reply, clock::now() + 5s)) return 1;
+        if (!ep.send(ev.peer, reply, clock::now() + 5s)) return 1;
       } else if (ev.kind == event_kind::message && testing::unpack(ev.payload, 0) == quit_word) {
         return 0;
       } else if (ev.kind == event_kind::message && testing::unpack(ev.payload, 0) == 2) {
@@ -41,7 +43,7 @@ int serve(endpoint& ep, peer_id parent, region_id written) {
         const auto size = testing::unpack(ev.payload, 1);
         auto bytes = ep.region_bytes(written).first(size);
         auto reply = testing::pack({2, size, testing::digest(bytes)});
-        if (!ep.send(parent, reply, clock::now() + 5s)) return 1;
+        if (!ep.send(ev.peer, reply, clock::now() + 5s)) return 1;
       }
     }
   }
@@ -51,22 +53,29 @@ int serve(endpoint& ep, peer_id parent, region_id written) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4 && argc != 5) {
+  if (argc < 4 || argc > 6) {
     std::fprintf(stderr,
-                 "usage: transport_peer <provider> <parent address> <bind> [local-mr|plain]\n");
+                 "usage: transport_peer <provider> <parent address> <bind> [local-mr|plain] "
+                 "[quiet]\n");
     return 1;
   }
   endpoint_config config;
   config.provider = argv[1];
   config.bind.text = argv[3];
-  config.require_local_mr = argc == 5 && std::string(argv[4]) == "local-mr";
+  config.require_local_mr = argc >= 5 && std::string(argv[4]) == "local-mr";
+  const bool quiet = argc == 6 && std::string(argv[5]) == "quiet";
   auto ep = make_endpoint(config);
   if (!ep) {
     std::fprintf(stderr, "transport_peer: %s\n", ep.error().to_string().c_str());
     return 1;
   }
-  auto parent = (*ep)->add_peer({argv[2]}, clock::now() + 10s);
   auto written = (*ep)->allocate_region(region_bytes);
+  if (quiet) {  // the parent speaks first
+    std::printf("ready\n");
+    std::fflush(stdout);
+    return written ? serve(**ep, *written) : 1;
+  }
+  auto parent = (*ep)->add_peer({argv[2]}, clock::now() + 10s);
   auto readable = (*ep)->allocate_region(region_bytes);
   if (!parent || !written || !readable) {
     std::fprintf(stderr, "transport_peer: set-up failed\n");
@@ -78,5 +87,5 @@ int main(int argc, char** argv) {
   if (!w || !r) return 1;
   auto ready = testing::pack({static_cast<std::uint64_t>(w->node), w->key, r->key, region_bytes});
   if (!(*ep)->send(*parent, ready, clock::now() + 5s)) return 1;
-  return serve(**ep, *parent, *written);
+  return serve(**ep, *written);
 }

@@ -120,10 +120,17 @@ void fabric_endpoint::post_hello(peer_id peer, bool answer) {
   submit(std::move(operation));
 }
 
+void fabric_endpoint::hello_again_if_needed(peer_id peer) {
+  auto& entry = peers_[static_cast<std::uint32_t>(peer)];
+  if (!entry.rehello || !entry.node) return;
+  entry.rehello = false;
+  post_hello(peer, false);  // submitted before the caller's frame: the peer reads it first
+}
+
 expected<peer_id> fabric_endpoint::add_peer(const address& peer, deadline until) {
   auto raw = raw_address_of(peer);
   if (!raw) return tl::unexpected(raw.error());
-  expected<peer_id> id = fail(errc::failed, "add_peer: not run");
+  expected<peer_id> id = fail(errc::disconnected, "add_peer: the endpoint is closing");
   run_on_progress([&] {
     std::lock_guard lock(state_mu_);
     if (auto it = peer_by_raw_.find(raw_key(*raw)); it != peer_by_raw_.end()) {
@@ -285,6 +292,7 @@ expected<remote_slice> fabric_endpoint::grant(peer_id peer, const local_slice& s
   if (slice.length == 0 || slice.offset > mem.bytes || slice.length > mem.bytes - slice.offset)
     return fail(errc::invalid_argument, "grant: slice outside the region");
   mem.granted.emplace_back(peer, slice);
+  hello_again_if_needed(peer);
   received_grant g{mem.key, virt_addr_ ? reinterpret_cast<std::uint64_t>(mem.memory.get()) : 0,
                    slice.offset, slice.length};
   auto operation = std::make_unique<op>();
@@ -311,6 +319,7 @@ expected<op_id> fabric_endpoint::send(peer_id to, std::span<const std::byte> byt
     addr = peers_[index].addr;
     if (!peers_[index].node)
       return fail(errc::disconnected, "send: the peer has not answered our hello yet");
+    hello_again_if_needed(to);
     // The peer's receive buffers are this big; shm stalls on a larger message.
     if (bytes.size() > peers_[index].max_message_bytes)
       return fail(errc::invalid_argument,

@@ -84,6 +84,11 @@ class fabric_endpoint final : public endpoint {
   /// A hello to `peer`: a request (answer false) that the peer answers with its own, or
   /// the answer to one.
   void post_hello(peer_id peer, bool answer);
+  /// Posts a hello to `peer` before the caller's next frame if an operation to it failed
+  /// since our last one (peer_entry::rehello). Caller holds state_mu_.
+  void hello_again_if_needed(peer_id peer);
+  /// An operation to `peer` failed or expired: its next frame follows a hello.
+  void note_failure(peer_id peer);
 
   // Progress thread (fabric_progress.cpp).
   void progress_loop();

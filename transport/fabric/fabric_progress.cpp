@@ -530,6 +530,16 @@ void fabric_endpoint::on_frame(const frame::view& f, fi_addr_t source) {
   auto sender = peer_by_node_.find(f.sender);
   if (sender == peer_by_node_.end()) {
     counters_.bad_frames.fetch_add(1);  // no hello from this node: cannot attribute it
+    // Its sender may take us for the process that was here before (we restarted): our
+    // hello tells it otherwise, and it answers with its own (once a second at most).
+    if (auto known = peer_by_addr_.find(source); known != peer_by_addr_.end()) {
+      auto& entry = peers_[static_cast<std::uint32_t>(known->second)];
+      const auto now = clock::now();
+      if (now - entry.nudged_at >= std::chrono::seconds(1)) {
+        entry.nudged_at = now;
+        post_hello(known->second, false);
+      }
+    }
     return;
   }
   switch (f.type) {
@@ -600,6 +610,12 @@ void fabric_endpoint::on_hello(const frame::view& f, fi_addr_t /*source*/) {
   state_cv_.notify_all();
 }
 
+void fabric_endpoint::note_failure(peer_id peer) {
+  std::lock_guard lock(state_mu_);
+  const auto index = static_cast<std::uint32_t>(peer);
+  if (index < peers_.size()) peers_[index].rehello = true;
+}
+
 void fabric_endpoint::finish(op* operation, expected<void> status) {
   auto it = live_.find(operation);
   if (it == live_.end()) return;
@@ -614,11 +630,17 @@ void fabric_endpoint::finish(op* operation, expected<void> status) {
     counters_.expired_ops_held.fetch_sub(1);  // the provider let go: buffers may go now
     return;
   }
+  if (!status) note_failure(owned->peer);
   if (owned->kind == op_kind::internal) {
     if (!status) {
       std::lock_guard lock(state_mu_);
       auto& entry = peers_[static_cast<std::uint32_t>(owned->peer)];
-      if (!entry.node) entry.failure = status.error();
+      // Whatever the provider says, a hello that did not go out may go out later (the
+      // peer restarts, the link comes back): `failed` is kept for refusals (add_peer).
+      if (!entry.node)
+        entry.failure =
+            error{status.error().code == errc::timed_out ? errc::timed_out : errc::disconnected,
+                  "hello: " + status.error().message};
       state_cv_.notify_all();
     }
     return;
@@ -651,6 +673,7 @@ void fabric_endpoint::expire(clock::time_point now) {
     operation->expired = true;
     counters_.ops_expired.fetch_add(1);
     counters_.expired_ops_held.fetch_add(1);
+    note_failure(operation->peer);
     if (operation->kind == op_kind::internal) {
       std::lock_guard lock(state_mu_);
       auto& entry = peers_[static_cast<std::uint32_t>(operation->peer)];

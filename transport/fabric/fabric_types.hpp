@@ -91,7 +91,11 @@ struct peer_entry {
   std::optional<node_id> node;          // learnt from its hello
   std::uint64_t max_message_bytes = 0;  // learnt from its hello; larger sends are refused
   bool hello_sent = false;
-  std::optional<error> failure;  // why our hello failed
+  /// An operation to it failed: the process at its address may be a new one by now, which
+  /// drops frames from a sender it has no hello from; so our next frame follows a hello.
+  bool rehello = false;
+  clock::time_point nudged_at{};  // when we last answered its unattributable frame with a hello
+  std::optional<error> failure;   // why our hello failed
   /// Our seals and its do not agree (a refuse frame, or its hello's seal): add_peer fails
   /// at once with this (errc::failed) until a hello of its verifies.
   std::optional<error> refused{};
