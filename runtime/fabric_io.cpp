@@ -337,35 +337,37 @@ void fabric_io::report(const pending_write& w, expected<void> status) {
 void fabric_io::execute(command& c) {
   switch (c.what) {
     case command::kind::attach:
+      if (auto known = known_.find(c.node); known != known_.end() && known->second != c.address) {
+        // The node restarted elsewhere: its old connection is to a process that is gone.
+        // What is granted, written or posted to it from now on waits for the new one.
+        drop_connection(c.node);
+      }
       known_[c.node] = c.address;
       connecting_[c.node] = {c.address, c.bridge, {}, transport::clock::now() + connect_give_up};
       connect(c.node, c.address, c.bridge);
       return;
     case command::kind::detach: {
-      const caf::actor* current = nullptr;
-      if (auto it = bridges_.find(c.node); it != bridges_.end()) {
-        current = &it->second;
-      } else if (auto pending = connecting_.find(c.node); pending != connecting_.end()) {
-        current = &pending->second.bridge;
-      }
-      if (current != nullptr && *current != c.bridge) return;  // attached anew since
-      {
-        std::lock_guard routes_lock(routes_mu_);
-        if (auto it = peers_.find(c.node); it != peers_.end()) {
-          routes_.erase(it->second);
-          names_.erase(it->second);
+      const auto attached = bridges_.find(c.node);
+      const auto pending = connecting_.find(c.node);
+      const bool is_attached = attached != bridges_.end() && attached->second == c.bridge;
+      const bool is_pending = pending != connecting_.end() && pending->second.bridge == c.bridge;
+      if (attached != bridges_.end() || pending != connecting_.end()) {
+        if (!is_attached && !is_pending) return;  // attached anew since
+        if (is_attached && pending != connecting_.end() && !is_pending) {
+          // The bridge is replaced by one whose connection is still being made (the node
+          // restarted): only the old connection goes; what is posted meanwhile waits in
+          // the backlog for the new one, and what waits for the node stays waiting.
+          drop_connection(c.node);
+          return;
         }
-        for (auto id : aliases_[c.node]) routes_.erase(id);
       }
+      drop_connection(c.node);
       {
         std::lock_guard send_lock(send_mu_);
-        connected_.erase(c.node);
         backlog_.erase(c.node);
       }
-      peers_.erase(c.node);
       aliases_.erase(c.node);
       connecting_.erase(c.node);
-      bridges_.erase(c.node);
       fail_waiting(c.node, error{errc::disconnected, fmt::format("{} was detached", c.node)});
       return;
     }
@@ -408,6 +410,23 @@ void fabric_io::execute(command& c) {
       return;
     }
   }
+}
+
+void fabric_io::drop_connection(const std::string& node) {
+  {
+    std::lock_guard routes_lock(routes_mu_);
+    if (auto it = peers_.find(node); it != peers_.end()) {
+      routes_.erase(it->second);
+      names_.erase(it->second);
+    }
+    for (auto id : aliases_[node]) routes_.erase(id);
+  }
+  {
+    std::lock_guard send_lock(send_mu_);
+    connected_.erase(node);
+  }
+  peers_.erase(node);
+  bridges_.erase(node);
 }
 
 void fabric_io::connect(const std::string& node, const std::string& address, caf::actor bridge) {

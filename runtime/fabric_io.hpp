@@ -140,6 +140,9 @@ class fabric_io final : public frame_sink, public kv_fabric {
   void run();
   void execute(command& c);
   void connect(const std::string& node, const std::string& address, caf::actor bridge);
+  /// Forgets `node`'s connection and bridge (its routes, its peer): what is posted to it
+  /// waits in the backlog, for a connection being made or until its deadline.
+  void drop_connection(const std::string& node);
   void retry_connects();
   /// Sends what waits for `node` (caller holds send_mu_); false if the endpoint is full.
   bool send_backlog_locked(const std::string& node);

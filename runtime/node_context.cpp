@@ -1,5 +1,6 @@
 #include "runtime/node_context.hpp"
 
+#include <fmt/format.h>
 #include <caf/send.hpp>
 
 #include "runtime/bridge.hpp"
@@ -37,11 +38,14 @@ caf::actor node_context::lookup(const std::string& name) const {
 
 void node_context::update_member(const wire::member& m) {
   std::vector<caf::actor_addr> watchers;
+  caf::actor moved;
   {
     std::lock_guard lock(mutex_);
     directory_[m.node] = m;
     watchers = member_watchers_;
+    if (!m.fabric_address.empty()) moved = take_moved_bridge(m.node, m.fabric_address);
   }
+  if (moved) retire(moved, m.node, m.fabric_address);
   for (const auto& w : watchers) {
     if (auto actor = caf::actor_cast<caf::actor>(w)) caf::anon_send(actor, member_update{m});
   }
@@ -92,11 +96,29 @@ std::shared_ptr<peer_link> node_context::link(const std::string& node,
   return entry(node, fabric_address).link;
 }
 
+caf::actor node_context::take_moved_bridge(const std::string& node, const std::string& address) {
+  auto it = bridges_.find(node);
+  if (it == bridges_.end() || it->second.address == address) return {};
+  auto moved = std::move(it->second.actor);
+  bridges_.erase(it);
+  return moved;
+}
+
+void node_context::retire(const caf::actor& bridge, const std::string& node,
+                          const std::string& address) {
+  caf::anon_send(
+      bridge,
+      node_gone{node, error{errc::disconnected,
+                            fmt::format("node {} moved to {} (it restarted)", node, address)}});
+}
+
 node_context::bridge_entry node_context::entry(const std::string& node,
                                                const std::string& fabric_address) {
   std::string address = fabric_address;
+  caf::actor moved;
   {
     std::lock_guard lock(mutex_);
+    if (!address.empty()) moved = take_moved_bridge(node, address);
     if (auto it = bridges_.find(node); it != bridges_.end()) return it->second;
     if (address.empty()) {
       auto known = directory_.find(node);
@@ -104,11 +126,12 @@ node_context::bridge_entry node_context::entry(const std::string& node,
       address = known->second.fabric_address;
     }
   }
+  if (moved) retire(moved, node, address);
   // Spawn outside the lock; if two threads race, the first one to insert wins.
   auto fresh_link = std::make_shared<peer_link>(*this, node);
   auto fresh = spawn_bridge(*this, node, fresh_link);
   std::lock_guard lock(mutex_);
-  auto [it, inserted] = bridges_.emplace(node, bridge_entry{fresh, fresh_link});
+  auto [it, inserted] = bridges_.emplace(node, bridge_entry{fresh, fresh_link, address});
   if (inserted) {
     sink_.attach(node, address, fresh);
   } else {

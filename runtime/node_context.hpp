@@ -77,6 +77,9 @@ class node_context {
 
   /// The bridge to `node`, spawned (and connected) on first use. `fabric_address` is
   /// needed only for a node not in the directory yet. Invalid if the address is unknown.
+  /// A bridge is to one address: when `fabric_address` or the directory names another
+  /// (the node restarted elsewhere), the old bridge fails its pending work and goes, and
+  /// a new one connects to the new address.
   [[nodiscard]] caf::actor bridge(const std::string& node, const std::string& fabric_address = {});
   /// The sending half of the bridge to `node` (runtime/peer_link.hpp), for actors that
   /// send from other threads; spawns the bridge like bridge(). Null if the address is
@@ -124,7 +127,13 @@ class node_context {
   struct bridge_entry {
     caf::actor actor;
     std::shared_ptr<peer_link> link;
+    std::string address;  ///< the fabric address it is attached to
   };
+  /// Takes `node`'s bridge out if it is attached to another address than `address`;
+  /// the caller sends it retire() outside the lock. Under mutex_.
+  [[nodiscard]] caf::actor take_moved_bridge(const std::string& node, const std::string& address);
+  /// Tells a bridge taken out by take_moved_bridge() that its node moved to `address`.
+  static void retire(const caf::actor& bridge, const std::string& node, const std::string& address);
   std::map<std::string, bridge_entry> bridges_;
   /// The bridge to `node` and its link, spawned (and connected) on first use; empty if
   /// the address is unknown.

@@ -267,6 +267,49 @@ TEST_F(BridgeTest, RemoteMonitorsReportDownFramesAndNodeDeath) {
   EXPECT_EQ(sink_.detached, std::vector<std::string>{"b"});
 }
 
+TEST_F(BridgeTest, ANodeThatRestartsAtAnotherAddressGetsANewBridgeThereAndTheOldOneFails) {
+  caf::anon_send(bridge_, watch_remote{{"b", "x"}, {"a", "worker"}});
+  sched_.run();
+  // Its new incarnation is announced at another address (by membership, or by its join
+  // reaching the hub): the bridge to the old address fails its work and detaches.
+  auto moved = [&](const std::function<void()>& announce) {
+    const auto before = ctx_->bridge("b");
+    announce();
+    sched_.run();
+    const auto after = ctx_->bridge("b");
+    sched_.run();
+    EXPECT_NE(before, after);
+    return after;
+  };
+  bridge_ = moved([&] {
+    ctx_->update_member({"b",
+                         6,
+                         wire::member_state::alive,
+                         wire::node_kind::cpu,
+                         "cpu",
+                         {wire::role::decode},
+                         "fabric-b2",
+                         ""});
+  });
+  ASSERT_EQ(log_->downs.size(), 1u);
+  EXPECT_EQ(log_->downs[0].actor, (wire::actor_address{"b", "x"}));
+  EXPECT_NE(log_->downs[0].reason.message.find("node b moved to fabric-b2"), std::string::npos);
+  EXPECT_EQ(sink_.detached, std::vector<std::string>{"b"});
+  ASSERT_EQ(sink_.attached.size(), 2u);
+  EXPECT_EQ(sink_.attached[1], std::make_pair(std::string("b"), std::string("fabric-b2")));
+
+  // The same address again: the same bridge.
+  EXPECT_EQ(ctx_->bridge("b", "fabric-b2"), bridge_);
+  // A frame naming a newer address than the directory's (a join at the hub) moves it too.
+  bridge_ = moved([&] { (void)ctx_->bridge("b", "fabric-b3"); });
+  EXPECT_EQ(sink_.detached.size(), 2u);
+  ASSERT_EQ(sink_.attached.size(), 3u);
+  EXPECT_EQ(sink_.attached[2], std::make_pair(std::string("b"), std::string("fabric-b3")));
+  send_from_worker(tokens(3));
+  ASSERT_FALSE(sink_.frames.empty());
+  EXPECT_EQ(sink_.frames.back().node, "b");
+}
+
 TEST_F(BridgeTest, ALocalActorWatchedByAPeerReportsItsTermination) {
   arrive(wire::monitor{{"b", "x"}}, "worker");
   EXPECT_TRUE(sink_.frames.empty());
