@@ -150,7 +150,8 @@ checked<body> inference_from(gen::Envelope::Body::Reader b) {
                    sampling_from(r.getSampling()),
                    text_of(r.getWriter()),
                    r.getChoice(),
-                   std::max<std::uint32_t>(1, r.getChoices())};
+                   std::max<std::uint32_t>(1, r.getChoices()),
+                   r.getWriterIncarnation()};
     }
     case gen::Envelope::Body::PREFILL: {
       auto r = b.getPrefill();

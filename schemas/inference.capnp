@@ -56,6 +56,7 @@ struct Admit {
   writer @6 :Text;             # node granted RMA writes into the reserved blocks
   choice @7 :UInt32;           # the first of the request's choices this attempt serves
   choices @8 :UInt32;          # how many, sharing the prompt (0 reads as 1)
+  writerIncarnation @9 :UInt64;  # the writer's incarnation the router placed on (0: any)
 }
 
 # Decode -> prefill: compute `tokens` and write their KV into `target`.

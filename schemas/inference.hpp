@@ -77,6 +77,9 @@ struct admit {
   std::string writer;
   std::uint32_t choice = 0;
   std::uint32_t choices = 1;
+  /// The writer's incarnation the router placed on (0: any): a decode node that knows
+  /// only an older one (or none alive) waits for membership to tell it of this one.
+  std::uint64_t writer_incarnation = 0;
   bool operator==(const admit&) const = default;
 };
 

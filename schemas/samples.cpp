@@ -80,7 +80,8 @@ std::vector<frame> sample_frames() {
       join_reply{true, "", members, true, {{0x3333, 0x4444}, {0x1111, 0x2222}, {1, 2, 3, 4}}}));
   frames.push_back(envelope(heartbeat{17, false, 2, 480, members}));
   frames.push_back(envelope(leave{"drained for maintenance"}));
-  frames.push_back(envelope(admit{request_id{1}, 0, prompt, 5, 95, params, "prefill-0", 0, 3}));
+  frames.push_back(envelope(
+      admit{request_id{1}, 0, prompt, 5, 95, params, "prefill-0", 0, 3, 1796665805471868}));
   frames.push_back(envelope(prefill{request_id{1}, 0, prompt, 5, params, sample_kv(),
                                     actor_address{"decode-0", "decode"}, 0, 3}));
   frames.push_back(envelope(prefill_done{request_id{1},

@@ -121,6 +121,7 @@ struct body_filler {
     r.setWriter(text(a.writer));
     r.setChoice(a.choice);
     r.setChoices(a.choices);
+    r.setWriterIncarnation(a.writer_incarnation);
   }
   void operator()(const prefill& p) {
     auto r = b.initPrefill();

@@ -1,5 +1,6 @@
 #include "actors/decode/decode_actor.hpp"
 
+#include <functional>
 #include <map>
 #include <set>
 
@@ -13,6 +14,20 @@
 namespace baton::actors {
 namespace {
 
+/// A held admit's wait for its writer is over: (writer_wait_atom, request, attempt).
+using writer_wait_atom = caf::atom_constant<caf::atom("s_writer")>;
+/// How long an admit waits for this node to learn of the writer it names (membership
+/// converges in milliseconds; this bounds a writer that never comes).
+constexpr auto writer_wait = std::chrono::seconds(2);
+/// Admits held at most, over all writers; more are refused as overloaded.
+constexpr std::size_t max_held_admits = 1024;
+
+/// An admit whose writer this node does not know alive yet.
+struct held_admit {
+  wire::actor_address from;
+  wire::admit admit;
+};
+
 struct decode_shell {
   runtime::node_context* ctx = nullptr;
   std::optional<runtime::kv_fabric::region> region;
@@ -23,6 +38,10 @@ struct decode_shell {
   std::map<std::string, std::uint64_t> granted;
   std::set<std::string> warned;  ///< nodes a delivery failure was logged for (until they go)
   std::map<std::string, std::uint64_t> watched;  ///< routers and prefills monitored
+  /// Admits naming a writer newer than this node knows (the router saw it restart
+  /// first): they go on when membership tells of it, or fail after writer_wait.
+  std::map<std::string, std::vector<held_admit>> awaiting_writer;
+  std::size_t held_admits = 0;
   crash_fault crash;
   bool step_queued = false;
   runtime::gauge* free_blocks = nullptr;
@@ -108,6 +127,64 @@ void watch_peer(decode_actor* self, const wire::member& m) {
   }
 }
 
+/// Takes out the held admits `pick` selects, of every writer.
+std::vector<held_admit> take_held(decode_shell& st,
+                                  const std::function<bool(const held_admit&)>& pick) {
+  std::vector<held_admit> taken;
+  for (auto it = st.awaiting_writer.begin(); it != st.awaiting_writer.end();) {
+    auto& held = it->second;
+    for (auto h = held.begin(); h != held.end();) {
+      if (pick(*h)) {
+        taken.push_back(std::move(*h));
+        h = held.erase(h);
+      } else {
+        ++h;
+      }
+    }
+    it = held.empty() ? st.awaiting_writer.erase(it) : std::next(it);
+  }
+  st.held_admits -= taken.size();
+  return taken;
+}
+
+void abort_held(decode_actor* self, const held_admit& h, errc code, std::string why) {
+  after(self,
+        effects{
+            {{h.from, wire::abort_attempt{h.admit.request, h.admit.attempt, code, std::move(why)}}},
+            {}});
+}
+
+/// Whether this node knows `a`'s writer alive in the incarnation the router placed on (or
+/// a later one): the grant and the prefill job must go to that process.
+bool writer_known(const decode_shell& st, const wire::admit& a) {
+  if (a.writer.empty()) return true;
+  const auto m = st.ctx->member(a.writer);
+  return m && (m->state == wire::member_state::alive || m->state == wire::member_state::suspect) &&
+         m->incarnation >= a.writer_incarnation;
+}
+
+void admit(decode_actor* self, const wire::actor_address& from, const wire::admit& a) {
+  auto& st = self->state;
+  if (!writer_known(st, a)) {
+    if (st.held_admits >= max_held_admits) {
+      abort_held(self, {from, a}, errc::overloaded, "too many admits wait for their writer");
+      return;
+    }
+    st.awaiting_writer[a.writer].push_back({from, a});
+    ++st.held_admits;
+    self->delayed_send(self, writer_wait, writer_wait_atom::value,
+                       static_cast<std::uint64_t>(a.request), a.attempt);
+    return;
+  }
+  if (auto g = grant(st, a.writer); !g) {
+    after(self, effects{{{from, wire::abort_attempt{a.request, a.attempt, g.error().code,
+                                                    g.error().message}}},
+                        {}});
+    return;
+  }
+  after(self, st.state->on_admit(from, a, clock::now()));
+}
+
 void on_frame(decode_actor* self, const runtime::inbound& in) {
   auto& st = self->state;
   st.crash.tick(decode_name);
@@ -116,16 +193,15 @@ void on_frame(decode_actor* self, const runtime::inbound& in) {
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
         if constexpr (std::is_same_v<T, wire::admit>) {
-          if (auto g = grant(st, body.writer); !g) {
-            after(self, effects{{{from, wire::abort_attempt{body.request, body.attempt,
-                                                            g.error().code, g.error().message}}},
-                                {}});
-            return;
-          }
-          after(self, st.state->on_admit(from, body, clock::now()));
+          admit(self, from, body);
         } else if constexpr (std::is_same_v<T, wire::prefill_done>) {
           after(self, st.state->on_prefill_done(from, body, clock::now()));
         } else if constexpr (std::is_same_v<T, wire::cancel>) {
+          (void)take_held(st, [&](const held_admit& h) {  // its router ended it: dropped
+            return h.admit.request == body.request &&
+                   (body.attempt == 0 || h.admit.attempt == body.attempt) &&
+                   h.from.node == from.node;
+          });
           after(self, st.state->on_cancel(from, body));
         } else if constexpr (std::is_same_v<T, wire::claim>) {
           after(self, st.state->on_claim(from, body, clock::now()));
@@ -201,6 +277,23 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
           return;
         }
         watch_peer(self, m);
+        const auto known = take_held(s, [&](const held_admit& h) {
+          return h.admit.writer == m.node && writer_known(s, h.admit);
+        });
+        for (const auto& h : known) admit(self, h.from, h.admit);
+      },
+      [self](writer_wait_atom, std::uint64_t request, std::uint32_t attempt) {
+        const auto late = take_held(self->state, [&](const held_admit& h) {
+          return static_cast<std::uint64_t>(h.admit.request) == request &&
+                 h.admit.attempt == attempt;
+        });
+        for (const auto& h : late) {
+          abort_held(
+              self, h, errc::unavailable,
+              fmt::format("writer {} (incarnation {}) did not become known here within {} ms",
+                          h.admit.writer, h.admit.writer_incarnation,
+                          std::chrono::milliseconds(writer_wait).count()));
+        }
       },
       [self](runtime::remote_down& d) {
         auto& s = self->state;
@@ -223,6 +316,9 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
       [self](evict_atom) {
         spdlog::warn("decode: draining: {} attempts move to other nodes",
                      self->state.state->active());
+        const auto why = "node " + self->state.ctx->name() + " is draining";
+        for (const auto& h : take_held(self->state, [](const held_admit&) { return true; }))
+          abort_held(self, h, errc::unavailable, why);
         after(self, self->state.state->evict("node " + self->state.ctx->name() + " is draining"));
       },
       [self](runtime::delivery_failure& f) {

@@ -450,7 +450,7 @@ void router_core::learn(const wire::member& m) {
   }
   for (const wire::role r : m.roles) {
     if (r == wire::role::prefill) {
-      after(state_.add_worker({m.node, prefill_name}, r, m.kind, 0, now));
+      after(state_.add_worker({m.node, prefill_name}, r, m.kind, 0, now, m.incarnation));
     } else if (r == wire::role::decode) {
       // What the node says of its pool; a node of an older build says nothing.
       const auto blocks = options_.kv_blocks.find(m.node);

@@ -64,13 +64,13 @@ std::uint64_t router_state::add_timer(wire::request_id id, timer_kind kind, time
 }
 
 router_effects router_state::add_worker(const wire::actor_address& address, wire::role role,
-                                        wire::node_kind kind, std::size_t kv_blocks,
-                                        time_point now) {
+                                        wire::node_kind kind, std::size_t kv_blocks, time_point now,
+                                        std::uint64_t incarnation) {
   router_effects out;
   auto& table = role == wire::role::prefill ? prefill_ : decode_;
   auto& rank = role == wire::role::prefill ? prefill_rank_ : decode_rank_;
   if (table.contains(address.node)) return out;
-  worker w{address, kind, kv_blocks, 0, 0, 0, false};
+  worker w{address, kind, kv_blocks, 0, 0, 0, false, incarnation};
   w.score = score(role, w);
   rank.emplace(w.score, address.node);
   table.emplace(address.node, std::move(w));
@@ -411,6 +411,7 @@ router_state::fit router_state::place_attempt(wire::request_id id, request& r,
   m.max_tokens = r.max_tokens;
   m.params = r.params;
   m.writer = a.prefill;
+  m.writer_incarnation = p == nullptr ? 0 : p->incarnation;
   m.choice = first;
   m.choices = count;
   out.send(d->address, std::move(m));

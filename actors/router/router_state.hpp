@@ -134,9 +134,11 @@ class router_state {
                wire::actor_address self, router_config config = {});
 
   /// Makes the actor `address` (named "prefill" or "decode") a worker of `role` (once);
-  /// what waits for one is placed.
+  /// what waits for one is placed. A prefill worker's `incarnation` (its node's) goes in
+  /// the admits that name it as the writer.
   router_effects add_worker(const wire::actor_address& address, wire::role role,
-                            wire::node_kind kind, std::size_t kv_blocks, time_point now);
+                            wire::node_kind kind, std::size_t kv_blocks, time_point now,
+                            std::uint64_t incarnation = 0);
   /// `node` drains: its workers get no new attempts (theirs go on).
   void on_draining(const std::string& node);
   /// Forgets `node`'s workers and migrates every request that had an attempt on it.
@@ -229,10 +231,11 @@ class router_state {
     wire::actor_address address;
     wire::node_kind kind = wire::node_kind::cpu;
     std::size_t kv_blocks = 0;
-    std::size_t load = 0;       ///< attempts in flight
-    std::size_t committed = 0;  ///< blocks our attempts hold (decode)
-    std::size_t score = 0;      ///< the key in the role's ordered set
-    bool draining = false;      ///< not ranked: no new attempts
+    std::size_t load = 0;           ///< attempts in flight
+    std::size_t committed = 0;      ///< blocks our attempts hold (decode)
+    std::size_t score = 0;          ///< the key in the role's ordered set
+    bool draining = false;          ///< not ranked: no new attempts
+    std::uint64_t incarnation = 0;  ///< its node's, when it was added
   };
   using ranking = std::set<std::pair<std::size_t, std::string>>;
 
