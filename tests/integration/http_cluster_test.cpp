@@ -75,6 +75,16 @@ std::string sse_text(const std::string& body, const char* field) {
   return text;
 }
 
+/// Runs tests/http/openai_sdk_check.mjs (the openai Node SDK installed in BATON_NPM_PREFIX)
+/// against `base_url`: `prompt`, `steps` tokens, seed 7; `env` ("NAME=value ...", quoted)
+/// goes before it.
+command_result run_sdk_check(const std::string& base_url, const std::string& prompt, int steps,
+                             const std::string& env = {}) {
+  return run(fmt::format("{} node {} {} {} stories260K {} {} 7 2>&1", env,
+                         quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"),
+                         quote(BATON_NPM_PREFIX), quote(base_url), quote(prompt), steps));
+}
+
 double metric(const test_cluster& c, const std::string& node, const std::string& series) {
   return c.metric(node, series);
 }
@@ -169,10 +179,7 @@ TEST_F(HttpCluster, OpenaiNodeSdkCompletionsAndChat) {
   const std::string prefix = BATON_NPM_PREFIX;
   ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"))
       << "the openai SDK is not installed in " << prefix << ": run tools/setup.sh";
-  const auto r =
-      run(fmt::format("node {} {} {} stories260K {} 50 7 2>&1",
-                      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
-                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  const auto r = run_sdk_check("http://" + cluster_.http("router-0") + "/v1", prompt_, 50);
   ASSERT_EQ(r.status, 0) << r.out;
   const auto j = json::parse(r.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
@@ -425,18 +432,13 @@ TEST_F(HttpClusterWithKeys, NoKeyIs401AKeyIs200AndEachKeysLimitsHold) {
   // The official SDK, with its API key.
   const std::string prefix = BATON_NPM_PREFIX;
   ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"));
-  const auto sdk =
-      run(fmt::format("BATON_TEST_API_KEY={} node {} {} {} stories260K {} 20 7 2>&1", alice,
-                      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
-                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  const auto sdk = run_sdk_check("http://" + cluster_.http("router-0") + "/v1", prompt_, 20,
+                                 "BATON_TEST_API_KEY=" + quote(alice));
   ASSERT_EQ(sdk.status, 0) << sdk.out;
   const auto j = json::parse(sdk.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << sdk.out;
   expect_reference(j["completion"], j["completion_usage"]["prompt_tokens"], 20);
-  const auto without =
-      run(fmt::format("node {} {} {} stories260K {} 20 7 2>&1",
-                      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
-                      quote("http://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  const auto without = run_sdk_check("http://" + cluster_.http("router-0") + "/v1", prompt_, 20);
   EXPECT_NE(without.status, 0) << "the SDK without the key was served:\n" << without.out;
   EXPECT_NE(without.out.find("401"), std::string::npos) << without.out;
 
@@ -522,11 +524,10 @@ TEST_F(HttpsCluster, TheOpenaiSdkIsServedOverTlsWithItsKeyAndPlainHttpIsNot) {
 
   const std::string prefix = BATON_NPM_PREFIX;
   ASSERT_TRUE(std::filesystem::exists(prefix + "/node_modules/openai/package.json"));
-  const auto sdk = run(fmt::format(
-      "NODE_EXTRA_CA_CERTS={} BATON_TEST_API_KEY={} node {} {} {} stories260K {} 20 7 2>&1",
-      quote((cluster_.dir() / "ca.pem").string()), alice,
-      quote(BATON_SOURCE_DIR "/tests/http/openai_sdk_check.mjs"), quote(prefix),
-      quote("https://" + cluster_.http("router-0") + "/v1"), quote(prompt_)));
+  const auto sdk =
+      run_sdk_check("https://" + cluster_.http("router-0") + "/v1", prompt_, 20,
+                    "NODE_EXTRA_CA_CERTS=" + quote((cluster_.dir() / "ca.pem").string()) +
+                        " BATON_TEST_API_KEY=" + quote(alice));
   ASSERT_EQ(sdk.status, 0) << sdk.out;
   const auto j = json::parse(sdk.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << sdk.out;

@@ -90,12 +90,10 @@ struct reply {
   [[nodiscard]] json parsed() const { return json::parse(body, nullptr, false); }
 };
 
-reply call(std::uint16_t port, http::verb verb, const std::string& target,
-           const std::string& body = {}) {
-  asio::io_context io;
-  beast::tcp_stream stream(io);
-  stream.expires_after(10s);
-  stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+/// One request over a connected `stream` (plain or TLS) and its reply (status 0 if none).
+template <class Stream>
+reply exchange(Stream& stream, http::verb verb, const std::string& target,
+               const std::string& body) {
   http::request<http::string_body> req(verb, target, 11);
   req.set(http::field::host, "127.0.0.1");
   req.set(http::field::content_type, "application/json");
@@ -110,6 +108,15 @@ reply call(std::uint16_t port, http::verb verb, const std::string& target,
   if (ec) return {};
   return {res.get().result_int(), res.get().body(),
           std::string(res.get()[http::field::content_type])};
+}
+
+reply call(std::uint16_t port, http::verb verb, const std::string& target,
+           const std::string& body = {}) {
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.expires_after(10s);
+  stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  return exchange(stream, verb, target, body);
 }
 
 /// GET `target` from the address `source` (any of 127.0.0.0/8 is this host's).
@@ -680,21 +687,11 @@ TEST_F(HttpServer, OverTlsItServesHttpsAndCutsPlainHttpAndSilentClients) {
     beast::get_lowest_layer(stream).expires_after(10s);
     beast::get_lowest_layer(stream).connect(at);
     stream.handshake(asio::ssl::stream_base::client);
-    http::request<http::string_body> req(body.empty() ? http::verb::get : http::verb::post, target,
-                                         11);
-    req.set(http::field::host, "127.0.0.1");
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-    req.prepare_payload();
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    return res;
+    return exchange(stream, body.empty() ? http::verb::get : http::verb::post, target, body);
   };
   const auto answer = tls_call("/v1/completions", completion().dump());
-  ASSERT_EQ(answer.result_int(), 200u) << answer.body();
-  EXPECT_EQ(json::parse(answer.body())["choices"][0]["text"], script_text);
+  ASSERT_EQ(answer.status, 200u) << answer.body;
+  EXPECT_EQ(answer.parsed()["choices"][0]["text"], script_text);
 
   EXPECT_EQ(call(port_, http::verb::get, "/health").status, 0u) << "plain HTTP on a TLS port";
   {
@@ -707,7 +704,7 @@ TEST_F(HttpServer, OverTlsItServesHttpsAndCutsPlainHttpAndSilentClients) {
     EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
     EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
   }
-  const auto metrics = tls_call("/metrics", "").body();
+  const auto metrics = tls_call("/metrics", "").body;
   EXPECT_NE(metrics.find("baton_http_tls_handshake_failures_total 2"), std::string::npos)
       << metrics;
   std::filesystem::remove_all(dir);

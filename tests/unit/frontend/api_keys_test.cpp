@@ -72,10 +72,15 @@ TEST(ApiKeys, KeysAreFoundByTheirValueOnly) {
   EXPECT_EQ(keys->find(""), nullptr);
 }
 
+/// A gate over two_keys(alice_streams, bob_tokens_per_minute), with no file to reload.
+api_gate gate_of(std::uint32_t alice_streams, std::uint64_t bob_tokens_per_minute) {
+  return api_gate(
+      "/nonexistent/keys.toml",
+      api_keys::parse(two_keys(alice_streams, bob_tokens_per_minute), "keys.toml").value());
+}
+
 TEST(ApiGate, NoKeyAWrongOneOrOneInTheClearIsUnauthorized) {
-  auto keys = api_keys::parse(two_keys(0, 0), "keys.toml");
-  ASSERT_TRUE(keys);
-  api_gate gate("/nonexistent/keys.toml", std::move(*keys));
+  auto gate = gate_of(0, 0);
   const auto now = clock::now();
   using kind = key_verdict::kind;
   EXPECT_EQ(gate.admit("", true, now).what, kind::unauthorized);
@@ -90,9 +95,7 @@ TEST(ApiGate, NoKeyAWrongOneOrOneInTheClearIsUnauthorized) {
 }
 
 TEST(ApiGate, AKeysStreamsAreLimitedAndReleased) {
-  auto keys = api_keys::parse(two_keys(2, 0), "keys.toml");
-  ASSERT_TRUE(keys);
-  api_gate gate("/nonexistent/keys.toml", std::move(*keys));
+  auto gate = gate_of(2, 0);
   const auto now = clock::now();
   using kind = key_verdict::kind;
   EXPECT_EQ(gate.admit(bearer(alice_key), true, now).what, kind::admitted);
@@ -106,9 +109,7 @@ TEST(ApiGate, AKeysStreamsAreLimitedAndReleased) {
 }
 
 TEST(ApiGate, TokensPerMinuteRefillAndSayWhenToComeBack) {
-  auto keys = api_keys::parse(two_keys(0, 600), "keys.toml");  // bob: 10 tokens a second
-  ASSERT_TRUE(keys);
-  api_gate gate("/nonexistent/keys.toml", std::move(*keys));
+  auto gate = gate_of(0, 600);  // bob: 10 tokens a second
   auto now = clock::now();
   using kind = key_verdict::kind;
   ASSERT_EQ(gate.admit(bearer(bob_key), true, now).what, kind::admitted);
