@@ -16,6 +16,7 @@
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange unincluded
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 
 #include "base/address.hpp"
 
@@ -93,8 +94,21 @@ struct connection {
   connection(asio::io_context& io, std::string a, std::chrono::milliseconds backoff_min)
       : address(std::move(a)), socket(io), timer(io), backoff(backoff_min) {}
 
+  /// Runs `f` with the stream the protocol goes over: the TLS session or the socket.
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls) {
+      f(*tls);
+    } else {
+      f(socket);
+    }
+  }
+  /// The TCP socket under the stream.
+  tcp::socket& lowest() { return tls ? tls->next_layer() : socket; }
+
   std::string address;
-  tcp::socket socket;
+  tcp::socket socket;                                   ///< plain TCP
+  std::unique_ptr<asio::ssl::stream<tcp::socket>> tls;  ///< or TLS: one per connection
   asio::steady_timer timer;  ///< the connect attempt's bound, then the next attempt
   router_health::state now = router_health::state::down;
   std::uint64_t epoch = 0;  ///< counts connections; handlers of an older one see a change
@@ -109,13 +123,15 @@ struct connection {
 
 /// The pool: connections, requests, and the one thread that runs them.
 struct client_core {
-  explicit client_core(client_options o) : options(std::move(o)), work(io.get_executor()) {
+  client_core(client_options o, std::shared_ptr<asio::ssl::context> tls_context)
+      : options(std::move(o)), tls(std::move(tls_context)), work(io.get_executor()) {
     for (const auto& address : options.routers) {
       routers.push_back(std::make_unique<connection>(io, address, options.reconnect_min));
     }
   }
 
   client_options options;
+  std::shared_ptr<asio::ssl::context> tls;  ///< null: plain TCP
   asio::io_context io{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::unique_ptr<connection>> routers;
@@ -142,11 +158,30 @@ struct client_core {
     if (!endpoints) return lost(c, endpoints.error());
     c.now = router_health::state::connecting;
     const auto at = ++c.epoch;
-    asio::async_connect(c.socket, *endpoints, [this, &c, at](error_code ec, const tcp::endpoint&) {
-      if (at != c.epoch) return;
-      if (ec) return lost(c, {errc::disconnected, fmt::format("{}: {}", c.address, ec.message())});
-      on_connected(c);
-    });
+    if (tls) {  // a TLS session cannot be reused: a fresh one per connection
+      c.tls = std::make_unique<asio::ssl::stream<tcp::socket>>(io, *tls);
+      const auto host = parse_host_port(c.address)->host;
+      c.tls->set_verify_mode(asio::ssl::verify_peer);
+      c.tls->set_verify_callback(asio::ssl::host_name_verification(host));
+      error_code not_an_ip;
+      (void)asio::ip::make_address(host, not_an_ip);
+      if (not_an_ip) SSL_set_tlsext_host_name(c.tls->native_handle(), host.c_str());  // SNI
+    }
+    asio::async_connect(
+        c.lowest(), *endpoints, [this, &c, at](error_code ec, const tcp::endpoint&) {
+          if (at != c.epoch) return;
+          if (ec)
+            return lost(c, {errc::disconnected, fmt::format("{}: {}", c.address, ec.message())});
+          if (!c.tls) return on_connected(c);
+          c.tls->async_handshake(asio::ssl::stream_base::client, [this, &c, at](error_code hs) {
+            if (at != c.epoch) return;
+            if (hs) {
+              return lost(c, {errc::disconnected,
+                              fmt::format("{}: TLS handshake: {}", c.address, hs.message())});
+            }
+            on_connected(c);
+          });
+        });
     c.timer.expires_after(options.connect_timeout);
     c.timer.async_wait([this, &c, at](error_code ec) {
       if (ec || at != c.epoch || c.now != router_health::state::connecting) return;
@@ -157,7 +192,7 @@ struct client_core {
   void on_connected(connection& c) {
     c.timer.cancel();
     error_code ignored;
-    c.socket.set_option(tcp::no_delay(true), ignored);
+    c.lowest().set_option(tcp::no_delay(true), ignored);
     c.now = router_health::state::up;
     c.failures = 0;
     c.backoff = options.reconnect_min;
@@ -171,8 +206,8 @@ struct client_core {
   void lost(connection& c, const error& why) {
     ++c.epoch;
     error_code ignored;
-    c.socket.shutdown(tcp::socket::shutdown_both, ignored);
-    c.socket.close(ignored);
+    c.lowest().shutdown(tcp::socket::shutdown_both, ignored);
+    c.lowest().close(ignored);
     c.out.clear();
     c.now = router_health::state::down;
     ++c.failures;
@@ -223,22 +258,30 @@ struct client_core {
   }
 
   void read_length(connection& c, std::uint64_t at) {
-    asio::async_read(c.socket, asio::buffer(c.length), [this, &c, at](error_code ec, std::size_t) {
-      if (at != c.epoch) return;
-      if (ec) return read_failed(c, ec);
-      auto size = wire::client_frame_length(c.length, options.limits);
-      if (!size) return bad_frame(c, size.error());
-      c.body.resize(*size / sizeof(std::uint64_t));
-      asio::async_read(c.socket, asio::buffer(c.body.data(), *size),
-                       [this, &c, at](error_code ec2, std::size_t) {
-                         if (at != c.epoch) return;
-                         if (ec2) return read_failed(c, ec2);
-                         auto message = wire::decode_client_message(
-                             std::as_bytes(std::span(c.body)), options.limits);
-                         if (!message) return bad_frame(c, message.error());
-                         on_message(c, std::move(*message));
-                         if (at == c.epoch) read_length(c, at);
-                       });
+    c.with_stream([&](auto& stream) {
+      asio::async_read(stream, asio::buffer(c.length), [this, &c, at](error_code ec, std::size_t) {
+        if (at != c.epoch) return;
+        if (ec) return read_failed(c, ec);
+        auto size = wire::client_frame_length(c.length, options.limits);
+        if (!size) return bad_frame(c, size.error());
+        c.body.resize(*size / sizeof(std::uint64_t));
+        read_body(c, at, *size);
+      });
+    });
+  }
+
+  void read_body(connection& c, std::uint64_t at, std::size_t size) {
+    c.with_stream([&](auto& stream) {
+      asio::async_read(
+          stream, asio::buffer(c.body.data(), size), [this, &c, at](error_code ec, std::size_t) {
+            if (at != c.epoch) return;
+            if (ec) return read_failed(c, ec);
+            auto message =
+                wire::decode_client_message(std::as_bytes(std::span(c.body)), options.limits);
+            if (!message) return bad_frame(c, message.error());
+            on_message(c, std::move(*message));
+            if (at == c.epoch) read_length(c, at);
+          });
     });
   }
 
@@ -257,17 +300,19 @@ struct client_core {
   }
 
   void write_next(connection& c) {
-    asio::async_write(
-        c.socket, asio::buffer(c.out.front()),
-        [this, &c, at = c.epoch](error_code ec, std::size_t) {
-          if (at != c.epoch) return;  // dropped, and `out` with it
-          if (ec) {
-            return lost(
-                c, {errc::disconnected, fmt::format("writing to {}: {}", c.address, ec.message())});
-          }
-          c.out.pop_front();
-          if (!c.out.empty()) write_next(c);
-        });
+    c.with_stream([&](auto& stream) {
+      asio::async_write(stream, asio::buffer(c.out.front()),
+                        [this, &c, at = c.epoch](error_code ec, std::size_t) {
+                          if (at != c.epoch) return;  // dropped, and `out` with it
+                          if (ec) {
+                            return lost(
+                                c, {errc::disconnected,
+                                    fmt::format("writing to {}: {}", c.address, ec.message())});
+                          }
+                          c.out.pop_front();
+                          if (!c.out.empty()) write_next(c);
+                        });
+    });
   }
 
   void on_message(connection& c, wire::client_message message) {
@@ -329,6 +374,7 @@ struct client_core {
     }
     auto sent = r.original;
     sent.client_tag = r.tag;
+    if (sent.api_key.empty()) sent.api_key = options.api_key;
     if (r.seen.accepted) {  // resumed: the first router's seed and what arrived so far
       sent.params.seed = r.seen.accepted->seed;
       sent.has_seed = true;
@@ -513,8 +559,8 @@ struct client_core {
     for (auto& c : routers) {
       ++c->epoch;
       error_code ignored;
-      c->socket.shutdown(tcp::socket::shutdown_both, ignored);
-      c->socket.close(ignored);
+      c->lowest().shutdown(tcp::socket::shutdown_both, ignored);
+      c->lowest().close(ignored);
       c->timer.cancel();
     }
     work.reset();
@@ -579,7 +625,18 @@ expected<std::unique_ptr<router_client>> router_client::connect(client_options o
   for (const auto& address : options.routers) {
     if (auto parsed = parse_host_port(address); !parsed) return tl::unexpected(parsed.error());
   }
-  auto core = std::make_shared<detail::client_core>(std::move(options));
+  std::shared_ptr<asio::ssl::context> tls;
+  if (!options.tls_ca_file.empty()) {
+    tls = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    boost::system::error_code ec;
+    tls->set_options(asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1, ec);
+    tls->load_verify_file(options.tls_ca_file, ec);
+    if (ec) {
+      return fail(errc::invalid_argument, fmt::format("router client: {}: not a PEM CA file: {}",
+                                                      options.tls_ca_file, ec.message()));
+    }
+  }
+  auto core = std::make_shared<detail::client_core>(std::move(options), std::move(tls));
   auto answered = core->ready.emplace().get_future();
   core->thread = std::thread([c = core.get()] { c->io.run(); });
   // `new`: the constructor is private, so make_unique cannot reach it.

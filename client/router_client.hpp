@@ -51,6 +51,13 @@ struct client_options {
   /// the second while it stays away.
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{1000};
+  /// Sent with every request that does not carry its own, for routers that ask for API
+  /// keys ([router] api_keys).
+  std::string api_key;
+  /// TLS to the routers (whose native port then serves TLS): the CA certificates (PEM)
+  /// that must have signed their certificates, which must name the host each address
+  /// gives. Empty: plain TCP.
+  std::string tls_ca_file;
 };
 
 /// Streamed to the caller while a request runs.

@@ -66,7 +66,7 @@ set(CPACK_DEBIAN_BATON_PACKAGE_CONTROL_EXTRA
 set(CPACK_DEBIAN_BATON-DEV_PACKAGE_NAME baton-dev)
 set(CPACK_DEBIAN_BATON-DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_BATON-DEV_PACKAGE_DEPENDS
-  "baton (= ${PROJECT_VERSION}), libexpected-dev, libcapnp-dev, libfmt-dev")
+  "baton (= ${PROJECT_VERSION}), libexpected-dev, libcapnp-dev, libfmt-dev, libssl-dev")
 set(CPACK_COMPONENTS_ALL runtime system dev)
 include(CPack)
 cpack_add_component_group(baton DESCRIPTION "the baton command, the client library, a systemd unit")

@@ -30,4 +30,26 @@ expected<std::shared_ptr<ssl::context>> tls_server_context(const std::string& ce
   return context;
 }
 
+expected<client_security> load_client_security(const std::string& server,
+                                               const std::string& api_keys_file,
+                                               const std::string& certificate_file,
+                                               const std::string& key_file) {
+  client_security s;
+  if (!api_keys_file.empty()) {
+    auto loaded = api_keys::load(api_keys_file);
+    if (!loaded) return tl::unexpected(loaded.error());
+    s.keys = std::make_unique<api_gate>(api_keys_file, std::move(*loaded));
+  }
+  if (certificate_file.empty() != key_file.empty()) {
+    return fail(errc::invalid_argument,
+                fmt::format("{}: TLS needs both a certificate file and a key file", server));
+  }
+  if (!certificate_file.empty()) {
+    auto context = tls_server_context(certificate_file, key_file);
+    if (!context) return tl::unexpected(context.error());
+    s.tls = std::move(*context);
+  }
+  return s;
+}
+
 }  // namespace baton::frontend::detail

@@ -12,6 +12,7 @@
 
 #include "base/error.hpp"
 #include "frontend/acceptor.hpp"  // Asio, <utility> first
+#include "frontend/api_keys.hpp"
 
 namespace baton::frontend::detail {
 
@@ -21,6 +22,20 @@ namespace ssl = asio::ssl;
 /// later only.
 [[nodiscard]] expected<std::shared_ptr<ssl::context>> tls_server_context(
     const std::string& certificate_file, const std::string& key_file);
+
+/// What a client port checks: its API keys (null: none asked) and its TLS set-up (null:
+/// plain TCP).
+struct client_security {
+  std::unique_ptr<api_gate> keys;
+  std::shared_ptr<ssl::context> tls;
+};
+
+/// Loads `api_keys_file` and the TLS certificate and key files (each empty: not used;
+/// TLS needs both). Errors name `server` ("http server") and the file.
+[[nodiscard]] expected<client_security> load_client_security(const std::string& server,
+                                                             const std::string& api_keys_file,
+                                                             const std::string& certificate_file,
+                                                             const std::string& key_file);
 
 class connection {
  public:

@@ -80,24 +80,11 @@ expected<std::unique_ptr<http_server>> http_server::start(http_options options,
     return fail(errc::invalid_argument, "http server: every limit must be positive");
   }
   if (options.model.empty()) return fail(errc::invalid_argument, "http server: no model id");
-  std::unique_ptr<api_gate> keys;
-  if (!options.api_keys_file.empty()) {
-    auto loaded = api_keys::load(options.api_keys_file);
-    if (!loaded) return tl::unexpected(loaded.error());
-    keys = std::make_unique<api_gate>(options.api_keys_file, std::move(*loaded));
-  }
-  std::shared_ptr<detail::ssl::context> tls;
-  if (options.tls_certificate_file.empty() != options.tls_key_file.empty()) {
-    return fail(errc::invalid_argument,
-                "http server: TLS needs both a certificate file and a key file");
-  }
-  if (!options.tls_certificate_file.empty()) {
-    auto context = detail::tls_server_context(options.tls_certificate_file, options.tls_key_file);
-    if (!context) return tl::unexpected(context.error());
-    tls = std::move(*context);
-  }
-  auto server =
-      std::make_unique<server_impl>(std::move(options), handler, std::move(keys), std::move(tls));
+  auto security = detail::load_client_security("http server", options.api_keys_file,
+                                               options.tls_certificate_file, options.tls_key_file);
+  if (!security) return tl::unexpected(security.error());
+  auto server = std::make_unique<server_impl>(std::move(options), handler,
+                                              std::move(security->keys), std::move(security->tls));
   if (auto ok = server->listen(); !ok) return tl::unexpected(ok.error());
   return server;
 }

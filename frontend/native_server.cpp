@@ -10,6 +10,7 @@
 
 #include "frontend/acceptor.hpp"
 #include "frontend/bounded_stream.hpp"
+#include "frontend/connection.hpp"
 
 namespace baton::frontend {
 namespace {
@@ -33,6 +34,9 @@ struct counters {
   std::atomic<std::uint64_t> requests_rejected{0};
   std::atomic<std::uint64_t> requests_cancelled{0};
   std::atomic<std::uint64_t> handler_failures{0};
+  std::atomic<std::uint64_t> auth_failures{0};
+  std::atomic<std::uint64_t> key_limited{0};
+  std::atomic<std::uint64_t> tls_handshake_failures{0};
 };
 
 /// What every session of one server shares. Outlives the sessions' use of it: the
@@ -44,6 +48,7 @@ struct server_core {
   std::atomic<std::uint64_t> next_stream_id{1};
   std::shared_ptr<io_gate> gate;
   std::unique_ptr<detail::connection_count> connections;  // in all and per address
+  detail::client_security security;                       // keys: io thread only
 };
 
 using frame_bytes = std::vector<std::byte>;
@@ -53,9 +58,10 @@ using frame_bytes = std::vector<std::byte>;
 class session : public stream_sink, public std::enable_shared_from_this<session> {
  public:
   session(tcp::socket socket, server_core& core)
-      : socket_(std::move(socket)),
-        peer_(detail::peer_address(socket_)),
-        linger_(socket_.get_executor()),
+      : conn_(core.security.tls ? detail::connection(std::move(socket), core.security.tls)
+                                : detail::connection(std::move(socket))),
+        peer_(detail::peer_address(conn_.lowest())),
+        linger_(conn_.get_executor()),
         core_(core) {}
   session(const session&) = delete;
   session& operator=(const session&) = delete;
@@ -63,12 +69,28 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
   /// Counted by core.connections (admitted there): starts reading frames.
   void start() {
     counted_ = true;
-    read_length();
+    if (!conn_.secure()) return read_length();
+    // A client that does not complete its handshake in time is cut off.
+    linger_.expires_after(std::chrono::milliseconds(core_.options.handshake_timeout_ms));
+    linger_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->close(cancel_reason::disconnected);
+    });
+    conn_.handshake([self = shared_from_this()](error_code ec) {
+      self->linger_.cancel();
+      if (self->closed_) return;
+      if (ec) {
+        self->core_.stats.tls_handshake_failures.fetch_add(1);
+        return self->close(cancel_reason::disconnected);
+      }
+      self->read_length();
+    });
   }
 
-  /// Over a connection limit (`why`): answers rejected{overloaded} and closes.
+  /// Over a connection limit (`why`): answers rejected{overloaded} and closes (over TLS,
+  /// closes at once: a handshake is not spent on a connection that is refused).
   void refuse(const std::string& why) {
     reading_ = false;
+    if (conn_.secure()) return close(cancel_reason::server_stopping);
     fail_connection(errc::overloaded, why);
   }
 
@@ -83,8 +105,8 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
     end_all(why);
     error_code ignored;
     linger_.cancel();
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    conn_.lowest().shutdown(tcp::socket::shutdown_both, ignored);
+    conn_.lowest().close(ignored);
     if (counted_) {
       core_.stats.connections_open.fetch_sub(1);
       core_.connections->release(peer_);
@@ -138,6 +160,7 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
   struct token_counts {
     std::uint32_t prompt = 0;
     std::uint32_t completion = 0;
+    std::string key;  ///< the API key's name it was admitted under, if any
   };
 
   // --- the failure boundary
@@ -176,20 +199,34 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
     open_.clear();
     for (auto& [tag, stream] : open) {
       if (stream->end_by_server()) end_request(*stream, why);
+      release(tag);
     }
   }
 
   void forget(const bounded_stream& stream) {
     auto it = open_.find(stream.client_tag());
     if (it != open_.end() && it->second.get() == &stream) open_.erase(it);
-    counts_.erase(stream.client_tag());
+    release(stream.client_tag());
+  }
+
+  /// The request `tag` ended: its key (if any) gets its stream back and is charged its
+  /// tokens.
+  void release(std::uint64_t tag) {
+    auto c = counts_.find(tag);
+    if (c == counts_.end()) return;
+    if (!c->second.key.empty() && core_.security.keys) {
+      core_.security.keys->finished(c->second.key,
+                                    std::uint64_t{c->second.prompt} + c->second.completion,
+                                    std::chrono::steady_clock::now());
+    }
+    counts_.erase(c);
   }
 
   // --- reading
 
   void read_length() {
     if (!reading_) return;
-    asio::async_read(socket_, asio::buffer(length_),
+    asio::async_read(conn_, asio::buffer(length_),
                      [self = shared_from_this()](error_code ec, std::size_t) {
                        if (ec) return self->read_failed(ec);
                        self->on_length();
@@ -200,7 +237,7 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
     auto length = wire::client_frame_length(length_, core_.options.limits);
     if (!length) return protocol_error(length.error().message);
     body_.resize(*length / sizeof(std::uint64_t));
-    asio::async_read(socket_, asio::buffer(body_.data(), *length),
+    asio::async_read(conn_, asio::buffer(body_.data(), *length),
                      [self = shared_from_this()](error_code ec, std::size_t) {
                        if (ec) return self->read_failed(ec);
                        self->guarded("a client frame", [&] { self->on_message(); });
@@ -245,6 +282,22 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
       return refuse_request(
           errc::overloaded,
           fmt::format("{} requests open on this connection, the limit", open_.size()));
+    }
+    if (auto& keys = core_.security.keys) {
+      const auto verdict =
+          keys->admit("Bearer " + request.api_key, conn_.secure() || peer_.is_loopback(),
+                      std::chrono::steady_clock::now());
+      if (verdict.what == key_verdict::kind::unauthorized) {
+        core_.stats.auth_failures.fetch_add(1);
+        return refuse_request(errc::failed, "invalid_api_key: " + verdict.message);
+      }
+      if (verdict.what == key_verdict::kind::limited) {
+        core_.stats.key_limited.fetch_add(1);
+        return refuse_request(errc::overloaded,
+                              fmt::format("rate_limit_exceeded: {} (retry after {} s)",
+                                          verdict.message, verdict.retry_after_s));
+      }
+      counts_[request.client_tag].key = verdict.name;
     }
     if (request.timeout_ms == 0) request.timeout_ms = core_.options.default_timeout_ms;
     auto stream = std::make_shared<bounded_stream>(core_.next_stream_id.fetch_add(1),
@@ -312,7 +365,7 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
 
   void write_next() {
     asio::async_write(
-        socket_, asio::buffer(out_.front().frame),
+        conn_, asio::buffer(out_.front().frame),
         [self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); });
   }
 
@@ -330,7 +383,7 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
   /// bound passes), so that our last frame is not lost to a connection reset.
   void linger() {
     error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    conn_.lowest().shutdown(tcp::socket::shutdown_send, ignored);
     linger_.expires_after(linger_time);
     linger_.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec) self->close(cancel_reason::disconnected);
@@ -339,17 +392,17 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
   }
 
   void drain() {
-    socket_.async_read_some(asio::buffer(scratch_),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
-                              self->drained_ += n;
-                              if (ec || self->drained_ > linger_max_bytes) {
-                                return self->close(cancel_reason::disconnected);
-                              }
-                              self->drain();
-                            });
+    conn_.lowest().async_read_some(asio::buffer(scratch_),
+                                   [self = shared_from_this()](error_code ec, std::size_t n) {
+                                     self->drained_ += n;
+                                     if (ec || self->drained_ > linger_max_bytes) {
+                                       return self->close(cancel_reason::disconnected);
+                                     }
+                                     self->drain();
+                                   });
   }
 
-  tcp::socket socket_;
+  detail::connection conn_;
   asio::ip::address peer_;
   asio::steady_timer linger_;
   server_core& core_;
@@ -368,8 +421,8 @@ class session : public stream_sink, public std::enable_shared_from_this<session>
 
 class server_impl final : public native_server {
  public:
-  server_impl(server_options options, generate_handler& handler)
-      : core_{std::move(options), handler, {}, {1}, nullptr, nullptr} {
+  server_impl(server_options options, generate_handler& handler, detail::client_security security)
+      : core_{std::move(options), handler, {}, {1}, nullptr, nullptr, std::move(security)} {
     core_.gate = std::make_shared<io_gate>(server_.io().get_executor());
     core_.connections = std::make_unique<detail::connection_count>(
         core_.options.max_connections, core_.options.max_connections_per_client);
@@ -401,7 +454,10 @@ class server_impl final : public native_server {
             c.requests_started.load(),
             c.requests_rejected.load(),
             c.requests_cancelled.load(),
-            c.handler_failures.load() + server_.handler_failures()};
+            c.handler_failures.load() + server_.handler_failures(),
+            c.auth_failures.load(),
+            c.key_limited.load(),
+            c.tls_handshake_failures.load()};
   }
 
  private:
@@ -433,7 +489,10 @@ expected<std::unique_ptr<native_server>> native_server::start(server_options opt
       options.max_open_requests_per_connection == 0 || options.max_queued_bytes_per_stream == 0) {
     return fail(errc::invalid_argument, "native server: every limit must be positive");
   }
-  auto server = std::make_unique<server_impl>(std::move(options), handler);
+  auto security = detail::load_client_security("native server", options.api_keys_file,
+                                               options.tls_certificate_file, options.tls_key_file);
+  if (!security) return tl::unexpected(security.error());
+  auto server = std::make_unique<server_impl>(std::move(options), handler, std::move(*security));
   if (auto ok = server->listen(); !ok) return tl::unexpected(ok.error());
   return server;
 }
@@ -459,6 +518,12 @@ std::string prometheus_text(const server_stats& s) {
   add("baton_native_requests_cancelled_total", "counter",
       "Requests ended by the server (client cancel, disconnect, slow reader, stop)",
       s.requests_cancelled);
+  add("baton_native_auth_failures_total", "counter", "Requests without a valid API key",
+      s.auth_failures);
+  add("baton_native_key_limited_total", "counter",
+      "Requests refused over their API key's limits (streams, tokens per minute)", s.key_limited);
+  add("baton_native_tls_handshake_failures_total", "counter",
+      "TLS handshakes on the native port that failed or timed out", s.tls_handshake_failures);
   return out;
 }
 

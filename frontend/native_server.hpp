@@ -1,9 +1,9 @@
 #pragma once
 
-// The router's native port: a TCP server speaking the native client protocol
-// (schemas/client.hpp, docs/wire-format.md). It owns one Asio io_context and the thread
-// that runs it; each connection is a session reading frames and handing generate and
-// cancel requests to the router's service (frontend/service.hpp).
+// The router's native port: a TCP (or TLS) server speaking the native client protocol
+// (schemas/client.hpp, docs/wire-format.md), with the HTTP API's API keys. It owns one Asio
+// io_context and the thread that runs it; each connection is a session reading frames and handing
+// generate and cancel requests to the router's service (frontend/service.hpp).
 
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +24,13 @@ struct server_options {
   std::size_t max_queued_bytes_per_stream = 4u << 20;
   std::uint32_t default_timeout_ms = 300'000;  ///< for requests with timeout_ms 0
   wire::client_limits limits;                  ///< max_message_bytes bounds every frame
+  /// API keys (frontend/api_keys.hpp); empty: none asked. A generate_request's api_key is
+  /// accepted only over TLS or from loopback.
+  std::string api_keys_file;
+  /// TLS (both or neither): the port then speaks the native protocol inside TLS only.
+  std::string tls_certificate_file;
+  std::string tls_key_file;
+  std::uint32_t handshake_timeout_ms = 10'000;  ///< a TLS client silent longer is cut off
 };
 
 /// Counters since start(); each is read atomically, the set is not a snapshot.
@@ -37,6 +44,9 @@ struct server_stats {
   std::uint64_t requests_rejected = 0;   ///< refused before start: limit, duplicate tag
   std::uint64_t requests_cancelled = 0;  ///< ended by the server: see cancel_reason
   std::uint64_t handler_failures = 0;    ///< connections ended by a failure caught in a handler
+  std::uint64_t auth_failures = 0;       ///< requests without a valid API key
+  std::uint64_t key_limited = 0;         ///< requests over their key's limits
+  std::uint64_t tls_handshake_failures = 0;
 };
 
 /// `stats` as Prometheus text (baton_native_*), for a node's /metrics.

@@ -19,6 +19,7 @@ struct GenerateRequest {
   timeoutMs @6 :UInt32;        # 0 = the server's default
   n @7 :UInt32;                # choices (OpenAI's n), each seeded from the seed; 0 reads as 1
   resume @8 :Resume;           # set: this continues a request whose router went away
+  apiKey @9 :Text;             # the router's API keys ([router] api_keys): only over TLS or loopback
 }
 
 # What a client has of one choice of a request it resumes.

@@ -53,6 +53,9 @@ struct generate_request {
   /// Set: continue this request where the client's stream stopped (with the seed the first
   /// router assigned, has_seed true, and every other field as first sent).
   std::optional<resume_state> resume{};
+  /// The caller's API key, where the router asks for one ([router] api_keys); sent only
+  /// over TLS or to loopback.
+  std::string api_key{};
   bool operator==(const generate_request&) const = default;
 };
 

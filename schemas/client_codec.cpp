@@ -177,6 +177,7 @@ expected<client_message> from_capnp(gen::ClientMessage::Reader r) {
                            g.getHasSeed(),
                            g.getTimeoutMs(),
                            std::max<std::uint32_t>(1, g.getN())};
+      out.api_key = text_of(g.getApiKey());
       if (g.hasResume()) {
         auto resume = g.getResume();
         resume_state s{request_id{resume.getRequestId()}, {}};
@@ -252,6 +253,8 @@ void to_capnp(const client_message& m, gen::ClientMessage::Builder b) {
           g.setHasSeed(v.has_seed);
           g.setTimeoutMs(v.timeout_ms);
           g.setN(v.n);
+          if (!v.api_key.empty())
+            g.setApiKey(capnp::Text::Reader(v.api_key.data(), v.api_key.size()));
           if (v.resume) {
             auto resume = g.initResume();
             resume.setRequestId(static_cast<std::uint64_t>(v.resume->request));

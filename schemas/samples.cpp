@@ -116,6 +116,7 @@ std::vector<client_message> sample_client_messages() {
   params.logprobs = true;
   params.top_logprobs = 1;
   generate_request generate{7, "Once upon a time", 32, 256, params, true, 5000, 3};
+  generate.api_key = "bk-sample-0123456789abcdef";
   generate.resume = resume_state{request_id{99},
                                  {{{278, 1701}, false, finish_reason::length},
                                   {{}, false, finish_reason::length},

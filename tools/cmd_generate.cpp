@@ -31,6 +31,8 @@ struct generate_args {
   std::string kernel;
   std::vector<std::string> routers;  ///< with --router: generate on a cluster
   std::uint32_t timeout_ms = 0;
+  std::string api_key;  ///< with --router: for routers that ask for API keys
+  std::string tls_ca;   ///< with --router: TLS, the CA file that verifies the routers
 };
 
 /// The same output contract through a cluster's router: the prompt pieces it echoes, the
@@ -38,6 +40,8 @@ struct generate_args {
 int run_on_cluster(const generate_args& args) {
   client::client_options co;
   co.routers = args.routers;
+  co.api_key = args.api_key;
+  co.tls_ca_file = args.tls_ca;
   auto client = client::router_client::connect(co);
   if (!client) {
     fmt::print(stderr, "baton generate: {}\n", client.error().to_string());
@@ -176,6 +180,12 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--router", args.routers,
                   "Router native address HOST:PORT (repeat for failover): run on the cluster");
   cmd->add_option("--timeout-ms", args.timeout_ms, "Client deadline with --router (0: router's)");
+  cmd->add_option("--api-key", args.api_key,
+                  "API key for routers that ask for one (default: $BATON_API_KEY)")
+      ->envname("BATON_API_KEY");
+  cmd->add_option("--tls-ca", args.tls_ca,
+                  "With --router: connect over TLS, verifying the routers against this CA file")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--temperature", args.options.temperature, "0 for greedy (default 1.0)");
   cmd->add_option("--top-p", args.options.top_p, "Nucleus sampling threshold (default 0.9)");
   cmd->add_option("--seed", args.seed, "Sampler seed (default: the time, printed)");

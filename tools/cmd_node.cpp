@@ -245,6 +245,9 @@ expected<void> start_front_doors(const runtime::topology& t, const runtime::node
     frontend::server_options so;
     so.address = spec.native_address;
     so.default_timeout_ms = t.timeouts.request_ms;
+    so.api_keys_file = t.router.api_keys.string();  // the same keys and certificate as HTTP
+    so.tls_certificate_file = t.router.tls_certificate.string();
+    so.tls_key_file = t.router.tls_key.string();
     auto server = frontend::native_server::start(so, r.gateway);
     if (!server) return tl::unexpected(server.error());
     r.native = std::move(*server);

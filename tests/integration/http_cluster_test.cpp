@@ -409,7 +409,33 @@ class HttpClusterWithKeys : public HttpCluster {
   static std::string key_header(const char* key) {
     return fmt::format("-H {}", quote(fmt::format("Authorization: Bearer {}", key)));
   }
+
+  /// `baton generate` through router-0's native port (20 positions, this fixture's
+  /// sampling), with `flags` (--api-key, --tls-ca): its standard output, or what it said
+  /// on failure.
+  command_result generate_natively(const std::string& flags) {
+    return run(
+        fmt::format("{} generate --router {} --temperature 0.8 --top-p 0.95 --seed 7 "
+                    "--steps 20 {} {} 2>{}",
+                    quote(BATON_BINARY), cluster_.native("router-0"), flags, quote(prompt_),
+                    quote((cluster_.dir() / "generate.err").string())));
+  }
+  [[nodiscard]] std::string generate_errors() const {
+    return read_file(cluster_.dir() / "generate.err");
+  }
 };
+
+TEST_F(HttpClusterWithKeys, TheNativePortTakesTheSameKeysFromLoopback) {
+  const auto served = generate_natively(fmt::format("--api-key {}", alice));
+  ASSERT_EQ(served.status, 0) << generate_errors();
+  EXPECT_EQ(served.out, reference_(prompt_, 0.8f, 0.95f, 7, 20));
+  for (const std::string& flags : {std::string(), std::string("--api-key bk-nobody-0123456789")}) {
+    const auto refused = generate_natively(flags);
+    EXPECT_NE(refused.status, 0) << "served without a valid key: " << flags;
+    EXPECT_NE(generate_errors().find("invalid_api_key"), std::string::npos) << generate_errors();
+  }
+  EXPECT_EQ(metric(cluster_, "router-0", "baton_native_auth_failures_total"), 2);
+}
 
 TEST_F(HttpClusterWithKeys, NoKeyIs401AKeyIs200AndEachKeysLimitsHold) {
   for (const std::string& args : {std::string(), key_header("bk-nobody-0123456789abcdef")}) {
@@ -515,6 +541,29 @@ class HttpsCluster : public HttpClusterWithKeys {
     return {std::atoi(r.out.c_str()), read_file(body_file)};
   }
 };
+
+TEST_F(HttpsCluster, TheNativePortServesTlsWithTheKeyAndRefusesPlainTcpAndUnknownCas) {
+  const auto ca = (cluster_.dir() / "ca.pem").string();
+  const auto served = generate_natively(fmt::format("--tls-ca {} --api-key {}", quote(ca), alice));
+  ASSERT_EQ(served.status, 0) << generate_errors();
+  EXPECT_EQ(served.out, reference_(prompt_, 0.8f, 0.95f, 7, 20));
+  const auto keyless = generate_natively(fmt::format("--tls-ca {}", quote(ca)));
+  EXPECT_NE(keyless.status, 0);
+  EXPECT_NE(generate_errors().find("invalid_api_key"), std::string::npos) << generate_errors();
+  const auto plain = generate_natively(fmt::format("--api-key {}", alice));
+  EXPECT_NE(plain.status, 0) << "plain TCP to the TLS port was served";
+  // A CA that did not sign the router's certificate: the client refuses the router.
+  const auto other = run(fmt::format(
+      "cd {} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      "-keyout other.key -out other.pem -days 2 -subj '/CN=Another CA' 2>&1",
+      quote(cluster_.dir().string())));
+  ASSERT_EQ(other.status, 0) << other.out;
+  const auto unknown = generate_natively(fmt::format(
+      "--tls-ca {} --api-key {}", quote((cluster_.dir() / "other.pem").string()), alice));
+  EXPECT_NE(unknown.status, 0);
+  EXPECT_NE(generate_errors().find("TLS handshake"), std::string::npos) << generate_errors();
+  EXPECT_GE(metric(cluster_, "router-0", "baton_native_tls_handshake_failures_total"), 2);
+}
 
 TEST_F(HttpsCluster, TheOpenaiSdkIsServedOverTlsWithItsKeyAndPlainHttpIsNot) {
   EXPECT_EQ(https("/v1/models", "").status, 401);
