@@ -121,6 +121,11 @@ void dispatch(bridge_actor* self, inbound in) {
       return;
     }
   }
+  if (!st.ctx->for_this_process(f->target_incarnation) && flow_controlled(f->body)) {
+    st.stale->add();  // sent to the process this node was before it restarted
+    st.link->delivered();
+    return;
+  }
   if (!st.ctx->accepts(f->source.node, f->sender_incarnation)) {
     st.stale->add();
     // Membership still reads what a buried incarnation says of this node (a partition may

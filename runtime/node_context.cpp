@@ -14,6 +14,7 @@ node_context::node_context(std::string name, std::uint64_t incarnation, caf::act
                            frame_sink& sink, metrics_registry& metrics, bridge_config config)
     : name_(std::move(name)),
       incarnation_(incarnation),
+      first_incarnation_(incarnation),
       system_(system),
       sink_(sink),
       metrics_(metrics),
@@ -49,6 +50,12 @@ void node_context::update_member(const wire::member& m) {
   for (const auto& w : watchers) {
     if (auto actor = caf::actor_cast<caf::actor>(w)) caf::anon_send(actor, member_update{m});
   }
+}
+
+std::uint64_t node_context::incarnation_of(const std::string& node) const {
+  std::lock_guard lock(mutex_);
+  auto it = directory_.find(node);
+  return it == directory_.end() ? 0 : it->second.incarnation;
 }
 
 std::vector<wire::member> node_context::watch_members(const caf::actor& watcher) {
@@ -160,7 +167,8 @@ bool node_context::take(std::span<const std::byte> bytes,
     if (!decoded) return false;
     f.emplace(std::move(*decoded));
   }
-  if (f->in_reply_to != 0 || !flow_controlled(f->body)) return false;
+  if (f->in_reply_to != 0 || !flow_controlled(f->body) || !for_this_process(f->target_incarnation))
+    return false;
   std::shared_ptr<const frame_taker> taker;
   std::shared_ptr<peer_link> from;
   {

@@ -43,6 +43,15 @@ class node_context {
 
   [[nodiscard]] const std::string& name() const { return name_; }
   [[nodiscard]] std::uint64_t incarnation() const { return incarnation_.load(); }
+  /// The incarnation this process started with (refutations raise incarnation() from it).
+  [[nodiscard]] std::uint64_t first_incarnation() const { return first_incarnation_; }
+  /// Whether a frame addressed to `target_incarnation` of this node is for this process
+  /// (0: for any); frames for the process before it are dropped.
+  [[nodiscard]] bool for_this_process(std::uint64_t target_incarnation) const {
+    return target_incarnation == 0 || target_incarnation >= first_incarnation_;
+  }
+  /// The incarnation of `node` the directory holds (0: unknown).
+  [[nodiscard]] std::uint64_t incarnation_of(const std::string& node) const;
   void set_incarnation(std::uint64_t incarnation) { incarnation_.store(incarnation); }
   [[nodiscard]] std::uint64_t next_message_id() { return next_id_.fetch_add(1) + 1; }
   [[nodiscard]] const bridge_config& config() const { return config_; }
@@ -113,6 +122,7 @@ class node_context {
  private:
   std::string name_;
   std::atomic<std::uint64_t> incarnation_;
+  const std::uint64_t first_incarnation_;
   std::atomic<std::uint64_t> next_id_{0};
   caf::actor_system& system_;
   frame_sink& sink_;

@@ -32,6 +32,7 @@ expected<std::uint64_t> peer_link::send(wire::actor_address from, wire::actor_ad
   f.source = std::move(from);
   f.target = std::move(to);
   f.sender_incarnation = ctx_.incarnation();
+  f.target_incarnation = ctx_.incarnation_of(f.target.node);
   f.message_id = ctx_.next_message_id();
   f.deadline_unix_us = unix_us(deadline);
   f.in_reply_to = in_reply_to;

@@ -288,7 +288,8 @@ checked<frame> from_capnp(gen::Envelope::Reader reader) {
                reader.getDeadlineUnixUs(),
                std::vector<std::uint8_t>(tag.begin(), tag.end()),
                reader.getInReplyTo(),
-               std::move(*b)};
+               std::move(*b),
+               reader.getTargetIncarnation()};
 }
 
 }  // namespace baton::wire::detail

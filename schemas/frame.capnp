@@ -16,6 +16,7 @@ struct Envelope {
   deadlineUnixUs @4 :UInt64;   # 0 = no deadline
   authTag @5 :Data;            # reserved for message authentication; empty for now
   inReplyTo @17 :UInt64;       # the messageId this frame answers; 0 = not a reply
+  targetIncarnation @25 :UInt64;  # the target node's incarnation the sender knew; 0 = any
 
   body :union {
     join @6 :Membership.Join;

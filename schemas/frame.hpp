@@ -27,6 +27,10 @@ struct frame {
   std::vector<std::uint8_t> auth_tag;  ///< reserved; empty until authentication lands
   std::uint64_t in_reply_to = 0;       ///< the message_id this frame answers; 0 = none
   wire::body body;
+  /// The target node's incarnation the sender knew (0: any). A node drops the frames
+  /// addressed to an incarnation older than its process (a restart at the same address
+  /// must not run the work sent to the process before it).
+  std::uint64_t target_incarnation = 0;
   bool operator==(const frame&) const = default;
 };
 

@@ -21,6 +21,7 @@ frame envelope(body b) {
   f.source = {"router-0", "router"};
   f.target = {"decode-0", "decode"};
   f.sender_incarnation = 3;
+  f.target_incarnation = 5;
   f.message_id = 42;
   f.deadline_unix_us = 1'800'000'000'000'000;
   f.body = std::move(b);

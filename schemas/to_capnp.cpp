@@ -230,6 +230,7 @@ void to_capnp(const frame& f, gen::Envelope::Builder builder) {
   builder.setDeadlineUnixUs(f.deadline_unix_us);
   builder.setAuthTag(kj::arrayPtr(f.auth_tag.data(), f.auth_tag.size()));
   builder.setInReplyTo(f.in_reply_to);
+  builder.setTargetIncarnation(f.target_incarnation);
   std::visit(body_filler{builder.getBody()}, f.body);
 }
 

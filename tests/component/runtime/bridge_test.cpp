@@ -171,6 +171,35 @@ TEST_F(BridgeTest, DropsFramesFromAnOldIncarnation) {
   EXPECT_EQ(log_->inbound.size(), 1u);
 }
 
+TEST_F(BridgeTest, DropsWorkSentToTheProcessThisNodeWasBeforeItRestarted) {
+  // This node is incarnation 7: a frame b addressed to incarnation 6 was meant for the
+  // process that ran here before (a restart at the same address); 0 is "any".
+  const auto addressed_to = [&](std::uint64_t incarnation, std::uint32_t position) {
+    wire::frame f;
+    f.source = {"b", "x"};
+    f.target = {"a", "worker"};
+    f.sender_incarnation = 5;
+    f.target_incarnation = incarnation;
+    f.message_id = 200 + position;
+    f.body = tokens(position);
+    auto encoded = wire::encode(f);
+    ASSERT_TRUE(encoded);
+    caf::anon_send(bridge_, raw_frame{std::make_shared<std::vector<std::byte>>(
+                                encoded->bytes().begin(), encoded->bytes().end())});
+    sched_.run();
+  };
+  addressed_to(6, 1);
+  EXPECT_TRUE(log_->inbound.empty());
+  EXPECT_NE(metrics_.prometheus_text().find("baton_frames_stale_total{peer=\"b\"} 1"),
+            std::string::npos);
+  addressed_to(7, 2);
+  addressed_to(0, 3);
+  ctx_->set_incarnation(8);  // a refutation: the same process
+  addressed_to(7, 4);
+  ASSERT_EQ(log_->inbound.size(), 3u);
+  EXPECT_EQ(std::get<wire::token_batch>(log_->inbound[2]->body), tokens(4));
+}
+
 TEST_F(BridgeTest, RejectsMalformedBytesAndKeepsServing) {
   auto garbage = std::make_shared<std::vector<std::byte>>(64, std::byte{0x5a});
   caf::anon_send(bridge_, raw_frame{garbage});
