@@ -135,6 +135,7 @@ void dispatch(bridge_actor* self, inbound in) {
     }
     return;
   }
+  st.link->heard_from(f->sender_incarnation);
   const auto& body = f->body;
   if (const auto* c = std::get_if<wire::credit>(&body)) return st.link->on_credit(c->frames);
   if (const auto* m = std::get_if<wire::monitor>(&body)) return on_monitor(self, *f, *m);

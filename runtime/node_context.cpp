@@ -185,6 +185,7 @@ bool node_context::take(std::span<const std::byte> bytes,
     from = b->second.link;
   }
   if (!(*taker)(*f, received)) return false;
+  from->heard_from(f->sender_incarnation);
   from->delivered();
   return true;
 }

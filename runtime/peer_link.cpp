@@ -1,5 +1,7 @@
 #include "runtime/peer_link.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "runtime/bridge.hpp"
@@ -25,6 +27,12 @@ peer_link::peer_link(node_context& ctx, std::string peer)
       peer_(std::move(peer)),
       flow_(ctx.config().credit_window, ctx.config().max_queued) {}
 
+void peer_link::heard_from(std::uint64_t incarnation) {
+  auto known = heard_.load();
+  while (known < incarnation && !heard_.compare_exchange_weak(known, incarnation)) {
+  }
+}
+
 expected<std::uint64_t> peer_link::send(wire::actor_address from, wire::actor_address to,
                                         wire::body body, std::uint64_t in_reply_to,
                                         clock::time_point deadline) {
@@ -32,7 +40,7 @@ expected<std::uint64_t> peer_link::send(wire::actor_address from, wire::actor_ad
   f.source = std::move(from);
   f.target = std::move(to);
   f.sender_incarnation = ctx_.incarnation();
-  f.target_incarnation = ctx_.incarnation_of(f.target.node);
+  f.target_incarnation = std::max(ctx_.incarnation_of(f.target.node), heard_.load());
   f.message_id = ctx_.next_message_id();
   f.deadline_unix_us = unix_us(deadline);
   f.in_reply_to = in_reply_to;

@@ -7,6 +7,7 @@
 // them through the frame sink under the peer's credit (flow_control.hpp) and returns
 // credit for the frames delivered here. Thread-safe.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -44,6 +45,9 @@ class peer_link {
   [[nodiscard]] std::vector<wire::actor_address> drop_waiting();
 
   [[nodiscard]] const std::string& peer() const { return peer_; }
+  /// A frame from the peer's `incarnation` was accepted here: what we send it from now on
+  /// names at least that incarnation (its process may be newer than the directory says).
+  void heard_from(std::uint64_t incarnation);
 
  private:
   node_context& ctx_;
@@ -51,6 +55,7 @@ class peer_link {
   std::mutex mutex_;  // held while posting, so frames leave in the order they were admitted
   flow_control flow_;
   std::deque<std::pair<wire::encoded_frame, wire::actor_address>> waiting_;  // for credit
+  std::atomic<std::uint64_t> heard_{0};  // the newest incarnation of the peer heard from
 };
 
 }  // namespace baton::runtime
