@@ -1,5 +1,6 @@
 #include "engine/tokenizer.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -115,6 +116,69 @@ std::int32_t tokenizer::lookup(std::string_view text) const {
   return it == ids_.end() ? -1 : it->second;
 }
 
+void tokenizer::merge_pairs(std::vector<std::int32_t>& tokens) const {
+  // llama2.c's loop merges the best-scoring adjacent pair (the leftmost on ties, and only
+  // above a score of -1e10) until no pair is in the vocabulary: a scan of every pair per
+  // merge, O(n^2). The same merges in the same order, in O(n log n): the candidate pairs in
+  // a heap by (score, leftmost), the tokens in a linked list; a candidate whose tokens
+  // changed since it was pushed is skipped when it comes up.
+  const std::size_t n = tokens.size();
+  if (n < 2) return;
+  constexpr std::size_t none = ~std::size_t{0};
+  std::vector<std::size_t> next(n), prev(n);
+  std::vector<std::uint32_t> version(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    next[i] = i + 1 < n ? i + 1 : none;
+    prev[i] = i > 0 ? i - 1 : none;
+  }
+  struct candidate {
+    float score;
+    std::size_t left;
+    std::size_t right;
+    std::uint32_t left_version;
+    std::uint32_t right_version;
+    std::int32_t id;
+    bool operator<(const candidate& o) const {  // the heap's top: best score, then leftmost
+      return score != o.score ? score < o.score : left > o.left;
+    }
+  };
+  std::vector<candidate> heap;
+  std::string pair;
+  const auto offer = [&](std::size_t left) {
+    if (left == none || next[left] == none) return;
+    const std::size_t right = next[left];
+    pair = piece(tokens[left]);
+    pair += piece(tokens[right]);
+    const std::int32_t id = lookup(pair);
+    if (id < 0 || !(score(id) > -1e10f)) return;
+    heap.push_back({score(id), left, right, version[left], version[right], id});
+    std::push_heap(heap.begin(), heap.end());
+  };
+  for (std::size_t i = 0; i + 1 < n; ++i) offer(i);
+  std::vector<bool> gone(n, false);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    const candidate c = heap.back();
+    heap.pop_back();
+    if (gone[c.left] || gone[c.right] || next[c.left] != c.right ||
+        version[c.left] != c.left_version || version[c.right] != c.right_version) {
+      continue;  // one of its tokens merged since
+    }
+    tokens[c.left] = c.id;
+    ++version[c.left];
+    gone[c.right] = true;
+    next[c.left] = next[c.right];
+    if (next[c.right] != none) prev[next[c.right]] = c.left;
+    offer(prev[c.left]);
+    offer(c.left);
+  }
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!gone[i]) tokens[out++] = tokens[i];
+  }
+  tokens.resize(out);
+}
+
 std::vector<std::int32_t> tokenizer::encode(std::string_view text, bool add_bos,
                                             bool add_eos) const {
   std::vector<std::int32_t> tokens;
@@ -141,35 +205,7 @@ std::vector<std::int32_t> tokenizer::encode(std::string_view text, bool add_bos,
     push_bytes(text.substr(start, i + 1 - start));
     start = i + 1;
   }
-  // llama2.c's loop: merge the best-scoring adjacent pair (the first on ties) until no pair
-  // is in the vocabulary. Each pair's merged id is kept, so a merge looks up only the two
-  // pairs it changes instead of every pair again.
-  std::string pair;
-  const auto merged_id = [&](std::size_t i) {
-    pair = piece(tokens[i]);
-    pair += piece(tokens[i + 1]);
-    return lookup(pair);
-  };
-  std::vector<std::int32_t> merges;  // merges[i]: tokens[i] and tokens[i + 1] as one id, or -1
-  for (std::size_t i = 0; i + 1 < tokens.size(); ++i) merges.push_back(merged_id(i));
-  while (true) {
-    float best_score = -1e10f;
-    std::int32_t best_id = -1;
-    std::size_t best_index = 0;
-    for (std::size_t i = 0; i < merges.size(); ++i) {
-      if (merges[i] >= 0 && score(merges[i]) > best_score) {
-        best_score = score(merges[i]);
-        best_id = merges[i];
-        best_index = i;
-      }
-    }
-    if (best_id < 0) break;
-    tokens[best_index] = best_id;
-    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_index) + 1);
-    merges.erase(merges.begin() + static_cast<std::ptrdiff_t>(best_index));
-    if (best_index < merges.size()) merges[best_index] = merged_id(best_index);
-    if (best_index > 0) merges[best_index - 1] = merged_id(best_index - 1);
-  }
+  merge_pairs(tokens);
   if (add_eos) tokens.push_back(eos);
   return tokens;
 }
@@ -193,18 +229,29 @@ std::string_view printable(std::string_view piece) {
   return piece;
 }
 
-expected<void> write_synthetic_tokenizer(const std::string& path, std::int32_t vocab) {
-  if (vocab < tokenizer::byte_offset + 256 || vocab > tokenizer::byte_offset + 256 + 95 + 26 * 26) {
+expected<tokenizer> tokenizer::synthetic(std::int32_t vocab) {
+  if (vocab < byte_offset + 256 || vocab > byte_offset + 256 + 95 + 26 * 26) {
     return fail(errc::invalid_argument,
                 fmt::format("synthetic tokenizer: vocab {} outside [259, 1030]", vocab));
   }
-  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>"};
-  for (int b = 0; b < 256; ++b) pieces.push_back(fmt::format("<0x{:02X}>", b));
-  for (char c = ' '; c <= '~'; ++c) pieces.emplace_back(1, c);
+  tokenizer t;
+  t.pieces_ = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) t.pieces_.push_back(fmt::format("<0x{:02X}>", b));
+  for (char c = ' '; c <= '~'; ++c) t.pieces_.emplace_back(1, c);
   for (char a = 'a'; a <= 'z'; ++a) {
-    for (char b = 'a'; b <= 'z'; ++b) pieces.push_back(std::string{a, b});
+    for (char b = 'a'; b <= 'z'; ++b) t.pieces_.push_back(std::string{a, b});
   }
-  pieces.resize(static_cast<std::size_t>(vocab));
+  t.pieces_.resize(static_cast<std::size_t>(vocab));
+  for (std::size_t i = 0; i < t.pieces_.size(); ++i) {
+    t.scores_.push_back(-static_cast<float>(i));  // earlier pieces merge first
+    t.ids_.emplace(t.pieces_[i], static_cast<std::int32_t>(i));
+  }
+  return t;
+}
+
+expected<void> write_synthetic_tokenizer(const std::string& path, std::int32_t vocab) {
+  auto t = tokenizer::synthetic(vocab);
+  if (!t) return tl::unexpected(t.error());
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(path.c_str(), "wb"), &std::fclose);
   if (!out) return fail(errc::failed, fmt::format("{}: {}", path, std::strerror(errno)));
   const auto put = [&](const void* p, std::size_t n) {
@@ -212,10 +259,11 @@ expected<void> write_synthetic_tokenizer(const std::string& path, std::int32_t v
   };
   const std::int32_t max_length = 6;  // "<0xNN>"
   bool ok = put(&max_length, 4);
-  for (std::size_t i = 0; i < pieces.size() && ok; ++i) {
-    const float score = -static_cast<float>(i);  // earlier pieces merge first
-    const auto length = static_cast<std::int32_t>(pieces[i].size());
-    ok = put(&score, 4) && put(&length, 4) && put(pieces[i].data(), pieces[i].size());
+  for (std::int32_t i = 0; i < vocab && ok; ++i) {
+    const float score = t->score(i);
+    const auto& piece = t->piece(i);
+    const auto length = static_cast<std::int32_t>(piece.size());
+    ok = put(&score, 4) && put(&length, 4) && put(piece.data(), piece.size());
   }
   if (!ok) return fail(errc::failed, fmt::format("{}: write failed", path));
   return {};

@@ -24,6 +24,8 @@ class tokenizer {
   /// model). Malformed files give errc::invalid_argument naming the file, the token and
   /// the field; a missing file gives errc::not_found.
   [[nodiscard]] static expected<tokenizer> load(const std::string& path, std::int32_t vocab_size);
+  /// The tokenizer write_synthetic_tokenizer() writes, built in memory.
+  [[nodiscard]] static expected<tokenizer> synthetic(std::int32_t vocab);
 
   // Move-only: the lookup table holds views into pieces_.
   tokenizer(tokenizer&&) noexcept = default;
@@ -51,6 +53,8 @@ class tokenizer {
  private:
   tokenizer() = default;
   [[nodiscard]] std::int32_t lookup(std::string_view piece) const;
+  /// encode()'s merges of adjacent pairs, in place.
+  void merge_pairs(std::vector<std::int32_t>& tokens) const;
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
