@@ -30,7 +30,8 @@ router_state::router_state(const engine::tokenizer& tok, std::int32_t seq_len,
       config_(config),
       seeds_(config.seed),
       // Request ids of different routers differ in their top 24 bits.
-      next_request_((XXH3_64bits(self_.node.data(), self_.node.size()) & 0xffffffu) << 40) {}
+      next_request_((XXH3_64bits(self_.node.data(), self_.node.size()) & 0xffffffu) << 40),
+      seeds_tie_(XXH3_64bits(self_.node.data(), self_.node.size())) {}
 
 std::size_t router_state::blocks_for(std::size_t positions) const {
   return (positions + block_tokens_ - 1) / block_tokens_;
@@ -72,7 +73,8 @@ router_effects router_state::add_worker(const wire::actor_address& address, wire
   if (table.contains(address.node)) return out;
   worker w{address, kind, kv_blocks, 0, 0, 0, false, incarnation};
   w.score = score(role, w);
-  rank.emplace(w.score, address.node);
+  w.tie = XXH3_64bits_withSeed(address.node.data(), address.node.size(), seeds_tie_);
+  rank.emplace(w.score, w.tie, address.node);
   table.emplace(address.node, std::move(w));
   capacity_changed_ = true;
   settle(now, out);
@@ -84,18 +86,18 @@ void router_state::on_draining(const std::string& node) {
     auto it = table->find(node);
     if (it == table->end() || it->second.draining) continue;
     auto& rank = table == &prefill_ ? prefill_rank_ : decode_rank_;
-    rank.erase({it->second.score, node});
+    rank.erase({it->second.score, it->second.tie, node});
     it->second.draining = true;
   }
 }
 
 void router_state::adjust(wire::role role, worker& w, std::ptrdiff_t load, std::ptrdiff_t blocks) {
   auto& rank = role == wire::role::prefill ? prefill_rank_ : decode_rank_;
-  if (!w.draining) rank.erase({w.score, w.address.node});
+  if (!w.draining) rank.erase({w.score, w.tie, w.address.node});
   w.load = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(w.load) + load);
   w.committed = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(w.committed) + blocks);
   w.score = score(role, w);
-  if (!w.draining) rank.emplace(w.score, w.address.node);
+  if (!w.draining) rank.emplace(w.score, w.tie, w.address.node);
 }
 
 router_state::worker* router_state::pick(wire::role role, const std::set<std::string>& avoid,
@@ -104,7 +106,7 @@ router_state::worker* router_state::pick(wire::role role, const std::set<std::st
   const auto& rank = role == wire::role::prefill ? prefill_rank_ : decode_rank_;
   // Nodes that failed this request are avoided while another one fits.
   for (const bool avoiding : {true, false}) {
-    for (const auto& [s, node] : rank) {
+    for (const auto& [s, tie, node] : rank) {
       if (avoiding && avoid.contains(node)) continue;
       worker& w = must_find(table, node, "a ranked worker is in its role's table");
       if (role == wire::role::decode && w.kv_blocks > 0 && w.committed + blocks > w.kv_blocks) {
@@ -153,6 +155,17 @@ void router_state::take_resume(const wire::resume_state& from, request& r) const
 }
 
 router_effects router_state::on_generate(const wire::generate_request& in, time_point now) {
+  return admit(in, std::nullopt, now);
+}
+
+router_effects router_state::on_generate_tokens(const wire::generate_request& in,
+                                                std::vector<std::int32_t> prompt, time_point now) {
+  return admit(in, std::move(prompt), now);
+}
+
+router_effects router_state::admit(const wire::generate_request& in,
+                                   std::optional<std::vector<std::int32_t>> tokens,
+                                   time_point now) {
   router_effects out;
   const wire::request_id id{++next_request_};
   auto refuse = [&](errc code, std::string message) {
@@ -165,8 +178,19 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
                   fmt::format("router {}: {} requests in flight", self_.node, requests_.size()));
   }
   if (auto bad = check(in)) return refuse(errc::invalid_argument, std::move(*bad));
+  if (tokens) {
+    const auto bad = std::find_if(tokens->begin(), tokens->end(),
+                                  [&](std::int32_t t) { return t < 0 || t >= tok_.vocab_size(); });
+    if (tokens->empty() || bad != tokens->end()) {
+      return refuse(errc::invalid_argument,
+                    tokens->empty() ? std::string("the prompt has no tokens")
+                                    : fmt::format("the prompt names token {}; the vocabulary has "
+                                                  "{} tokens",
+                                                  *bad, tok_.vocab_size()));
+    }
+  }
   request r;
-  r.prompt = tok_.encode(in.prompt, true, false);
+  r.prompt = tokens ? std::move(*tokens) : tok_.encode(in.prompt, true, false);
   const auto n_prompt = static_cast<std::int32_t>(r.prompt.size());
   const std::int32_t steps =
       in.max_positions == 0 || in.max_positions > static_cast<std::uint32_t>(seq_len_)
@@ -184,8 +208,8 @@ router_effects router_state::on_generate(const wire::generate_request& in, time_
   acc.request = id;
   acc.seed = r.params.seed;
   acc.prompt_tokens = static_cast<std::uint32_t>(n_prompt);
-  // The prompt pieces llama2.c echoes before sampling.
-  for (std::int32_t pos = 0; pos < std::min(steps, n_prompt - 1); ++pos) {
+  // The prompt pieces llama2.c echoes before sampling (a caller of tokens has them).
+  for (std::int32_t pos = 0; !tokens && pos < std::min(steps, n_prompt - 1); ++pos) {
     acc.prompt_text += engine::printable(tok_.decode(r.prompt[pos], r.prompt[pos + 1]));
   }
   ++stats_.accepted;
@@ -252,12 +276,16 @@ void router_state::claim(wire::request_id id, request& r, time_point now, router
     out.append(place(id, r, now));
     return;
   }
-  for (const auto& [node, w] : decode_) {
+  std::vector<const worker*> nodes;  // in name order
+  for (const auto& [node, w] : decode_) nodes.push_back(&w);
+  std::sort(nodes.begin(), nodes.end(),
+            [](const worker* a, const worker* b) { return a->address.node < b->address.node; });
+  for (const worker* w : nodes) {
     // Each node renumbers what it hands over from its own base: numbers never collide.
     c.attempt_base = r.last_attempt + 1;
     r.last_attempt += wire::max_choices;
-    r.claiming.insert(node);
-    out.send(w.address, c);
+    r.claiming.insert(w->address.node);
+    out.send(w->address, c);
   }
   r.claim_timer = add_timer(id, timer_kind::claim, now + config_.claim_timeout, out);
 }
@@ -641,7 +669,7 @@ router_effects router_state::on_node_gone(const std::string& node, time_point no
     auto it = table->find(node);
     if (it == table->end()) continue;
     auto& rank = table == &prefill_ ? prefill_rank_ : decode_rank_;
-    if (!it->second.draining) rank.erase({it->second.score, node});
+    if (!it->second.draining) rank.erase({it->second.score, it->second.tie, node});
     if (it->second.draining) cause = migration_cause::drain;
     table->erase(it);
   }
@@ -651,6 +679,7 @@ router_effects router_state::on_node_gone(const std::string& node, time_point no
   for (auto& [id, r] : requests_) {
     if (r.claiming.erase(node) > 0 && r.claiming.empty()) claims.push_back(id);
   }
+  std::sort(claims.begin(), claims.end());
   for (const auto id : claims)
     end_claim(id, must_find(requests_, id, "a claiming request"), now, out);
   out.append(migrate_all_on(
@@ -693,6 +722,7 @@ router_effects router_state::migrate_all_on(const std::string& node, const error
       }
     }
   }
+  std::sort(hit.begin(), hit.end());  // the oldest first
   for (const wire::request_id id : hit) {
     request& r = must_find(requests_, id, "a request hit by a node's failure is open");
     r.avoid.insert(node);

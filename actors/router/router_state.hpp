@@ -17,6 +17,8 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -113,7 +115,9 @@ struct router_stats {
 
 /// Placement is O(log n) in the number of workers: each role keeps its workers ordered by
 /// load (attempts in flight, plus kind_penalty when the kind is not the role's preferred
-/// one: prefill prefers trainium, decode prefers wafer-scale); the first that fits wins,
+/// one: prefill prefers trainium, decode prefers wafer-scale), equal loads in an order of
+/// this router's own (a hash of the node name seeded by the router's: routers that do not
+/// see each other's load spread instead of herding); the first that fits wins,
 /// skipping nodes that already failed the request unless no other fits. A draining worker
 /// keeps its attempts but gets no new ones.
 ///
@@ -153,6 +157,11 @@ class router_state {
   /// A new request (or one resumed from another router). The events carry its id:
   /// accepted, or rejected at once.
   router_effects on_generate(const wire::generate_request& r, time_point now);
+  /// The same for a caller that holds the prompt's tokens (`r.prompt` is ignored): no
+  /// tokenizing, and no prompt text in accepted. A token outside the vocabulary, or none,
+  /// is invalid.
+  router_effects on_generate_tokens(const wire::generate_request& r,
+                                    std::vector<std::int32_t> prompt, time_point now);
   /// Tokens for a client (and the end of the request when the batch says so);
   /// `client_has_room` is false while the client reads too slowly,
   /// and then the decode node gets no new window until on_client_ready().
@@ -236,9 +245,15 @@ class router_state {
     std::size_t score = 0;          ///< the key in the role's ordered set
     bool draining = false;          ///< not ranked: no new attempts
     std::uint64_t incarnation = 0;  ///< its node's, when it was added
+    /// Orders workers of equal score: a hash of the node's name seeded by this router's,
+    /// so that independent routers do not all pick the same idle worker first.
+    std::uint64_t tie = 0;
   };
-  using ranking = std::set<std::pair<std::size_t, std::string>>;
+  using ranking = std::set<std::tuple<std::size_t, std::uint64_t, std::string>>;
 
+  /// on_generate with the prompt's tokens, or with its text tokenized when `tokens` is empty.
+  router_effects admit(const wire::generate_request& in,
+                       std::optional<std::vector<std::int32_t>> tokens, time_point now);
   /// Places every choice that is neither done nor in a live attempt, or completes the
   /// request when no choice is left, or queues it when a worker is missing.
   router_effects place(wire::request_id id, request& r, time_point now);
@@ -300,13 +315,16 @@ class router_state {
   router_config config_;
   std::mt19937_64 seeds_;
   std::uint64_t next_request_ = 0;
+  std::uint64_t seeds_tie_ = 0;  ///< seeds worker::tie
   std::uint64_t next_timer_ = 0;
-  std::map<wire::request_id, request> requests_;
+  /// Hashed: every worker message looks its request up. Whatever walks it sorts by id.
+  std::unordered_map<wire::request_id, request> requests_;
   std::map<std::uint64_t, std::pair<wire::request_id, timer_kind>> timers_;
   std::vector<wire::request_id> waiting_;  ///< FIFO
   bool capacity_changed_ = false;          ///< since the last settle()
-  std::map<std::string, worker> prefill_;
-  std::map<std::string, worker> decode_;
+  /// Hashed by node name: each worker message looks its node up. claim() sorts by name.
+  std::unordered_map<std::string, worker> prefill_;
+  std::unordered_map<std::string, worker> decode_;
   ranking prefill_rank_;
   ranking decode_rank_;
   router_stats stats_;
