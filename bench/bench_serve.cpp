@@ -88,6 +88,7 @@
 #include "client/router_client.hpp"
 #include "engine/sampler.hpp"
 #include "engine/tokenizer.hpp"
+#include "sim/workload.hpp"
 
 namespace baton::bench {
 namespace {
@@ -124,6 +125,7 @@ struct serve_args {
   float temperature = 0.0f;
   bool vs_separate = false;  ///< also send each request as n separate ones
   std::string api_key;       ///< sent as "Authorization: Bearer KEY"; empty: none
+  std::string trace_out;     ///< write what was sent as a `baton sim` trace
 };
 
 /// http://HOST[:PORT][/PREFIX]: the pieces a request needs.
@@ -645,15 +647,20 @@ struct phase {
   serve::results results;
   prefill_work work;
   std::map<std::string, std::string> error_details;
+  std::vector<serve::request_record> records;
+  std::vector<std::size_t> max_tokens;  ///< asked for, per record
 };
 
 phase run_phase(const serve_args& a, const target& t, const tcp::resolver::results_type& endpoints,
                 std::vector<planned> plan, std::vector<double> schedule_s) {
   const auto before = read_prefill_work(t, endpoints);
+  std::vector<std::size_t> max_tokens;
+  for (const auto& p : plan) max_tokens.push_back(p.max_tokens);
   load_run run(a, t, endpoints, std::move(plan), std::move(schedule_s), true);
-  const auto records = run.run();
+  auto records = run.run();
   phase out{serve::compute_results(records, {a.slo_ttft_ms, a.slo_tpot_ms}),
-            read_prefill_work(t, endpoints) - before, std::move(run.error_details)};
+            read_prefill_work(t, endpoints) - before, std::move(run.error_details),
+            std::move(records), std::move(max_tokens)};
   return out;
 }
 
@@ -922,6 +929,21 @@ int run_serve(const serve_args& a) {
                              {a.slo_ttft_ms, a.slo_tpot_ms});
     if (!out) return fail_with(fmt::format("--plot {}: cannot write", a.plot));
   }
+  if (!a.trace_out.empty()) {
+    // What was sent, as `baton sim` replays it: the send time, the prompt the server
+    // counted and the tokens it produced (asked for, when the request failed).
+    std::ofstream out(a.trace_out, std::ios::binary);
+    for (std::size_t i = 0; i < main.records.size(); ++i) {
+      const auto& rec = main.records[i];
+      out << sim::trace_line(
+                 {rec.send_s, static_cast<std::uint32_t>(rec.prompt_tokens),
+                  static_cast<std::uint32_t>(rec.ok && rec.output_tokens > 0 ? rec.output_tokens
+                                                                             : main.max_tokens[i]),
+                  0})
+          << '\n';
+    }
+    if (!out) return fail_with(fmt::format("--trace-out {}: cannot write", a.trace_out));
+  }
   const auto j = to_json(a, model, seed, rate, main, apart, pr);
   if (!a.json) {
     print_table(a, model, seed, main, pr);
@@ -964,6 +986,8 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
                 "Send \"ignore_eos\": true (vLLM/SGLang) so outputs reach max_tokens");
   cmd->add_flag("--json", args.json, "Print only the JSON line");
   cmd->add_option("--plot", args.plot, "Write CDFs of TTFT, TPOT, ITL and E2E to FILE.svg");
+  cmd->add_option("--trace-out", args.trace_out,
+                  "Write what was sent as a JSON-lines trace that `baton sim` replays");
   cmd->add_option("--native", args.native,
                   "The router's native port (HOST:PORT): also measure HTTP's added latency");
   cmd->add_option("--pairs", args.pairs, "HTTP vs native request pairs, with --native")

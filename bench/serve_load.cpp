@@ -326,17 +326,20 @@ results compute_results(const std::vector<request_record>& records, const slo& s
   return r;
 }
 
+report::panel cdf_panel(const std::string& id, const std::string& title,
+                        const std::vector<double>& samples_ms, const summary& s,
+                        std::optional<double> slo_ms) {
+  report::panel p{.id = id, .title = title, .x_label = "ms", .y_label = "fraction of samples"};
+  p.y_max = 1;
+  p.lines.push_back(report::line{.points = report::cdf_points(samples_ms)});
+  p.markers = {{"p50", s.p50, "#d62728", 0}, {"p99", s.p99, "#d62728", 1}};
+  if (slo_ms) p.markers.push_back({"SLO", *slo_ms, "#2ca02c", 2});
+  if (!samples_ms.empty()) p.note = fmt::format("n = {}", samples_ms.size());
+  return p;
+}
+
 std::string render_svg(const results& r, const std::string& title, const slo& s) {
-  const auto cdf = [&](const char* id, const char* name, const std::vector<double>& samples,
-                       const summary& sm, std::optional<double> slo_ms) {
-    report::panel p{.id = id, .title = name, .x_label = "ms", .y_label = "fraction of samples"};
-    p.y_max = 1;
-    p.lines.push_back(report::line{.points = report::cdf_points(samples)});
-    p.markers = {{"p50", sm.p50, "#d62728", 0}, {"p99", sm.p99, "#d62728", 1}};
-    if (slo_ms) p.markers.push_back({"SLO", *slo_ms, "#2ca02c", 2});
-    if (!samples.empty()) p.note = fmt::format("n = {}", samples.size());
-    return p;
-  };
+  const auto& cdf = cdf_panel;
   return report::render_figure(
       title, {cdf("panel-ttft", "TTFT (time to first token)", r.ttft_ms, r.ttft, s.ttft_ms),
               cdf("panel-tpot", "TPOT (time per output token)", r.tpot_ms, r.tpot, s.tpot_ms),

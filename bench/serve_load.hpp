@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "report/plot.hpp"
 #include "report/stats.hpp"
 
 namespace baton::bench::serve {
@@ -137,6 +138,11 @@ struct results {
 /// (output_tokens - 1) for requests of two tokens or more; ITL pools the gaps between
 /// successive text chunks of every request.
 [[nodiscard]] results compute_results(const std::vector<request_record>& records, const slo& s);
+
+/// One panel: the empirical CDF of `samples_ms` with its p50 and p99 (and the SLO) marked.
+[[nodiscard]] report::panel cdf_panel(const std::string& id, const std::string& title,
+                                      const std::vector<double>& samples_ms, const summary& s,
+                                      std::optional<double> slo_ms);
 
 /// An SVG document (text): the empirical CDFs of TTFT, TPOT, ITL and E2E in four panels
 /// with axes, ticks, labels and the p50/p99 marked, and the SLOs of `s` on the TTFT and TPOT

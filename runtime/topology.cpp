@@ -1,6 +1,7 @@
 #include "runtime/topology.hpp"
 
 #include "base/address.hpp"
+#include "base/toml_reader.hpp"
 
 #include <algorithm>
 #include <array>
@@ -12,148 +13,12 @@
 #include <utility>
 
 #include <fmt/format.h>
-#include <toml++/toml.h>
 
 namespace baton::runtime {
 namespace {
 
-std::string_view type_name(toml::node_type t) {
-  switch (t) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date or time";
-  }
-}
-
-/// Records the first error, positioned at a TOML source region.
-class diagnostics {
- public:
-  explicit diagnostics(std::string file) : file_(std::move(file)) {}
-
-  void fail(const toml::source_region& where, std::string what) {
-    if (!first_) {
-      first_ = error{errc::invalid_argument, fmt::format("{}:{}:{}: {}", file_, where.begin.line,
-                                                         where.begin.column, what)};
-    }
-  }
-  [[nodiscard]] bool failed() const { return first_.has_value(); }
-  [[nodiscard]] const error& first() const { return *first_; }
-
- private:
-  std::string file_;
-  std::optional<error> first_;
-};
-
-/// Reads the keys of one table. A key not in `allowed` is reported first, since a typo
-/// explains a "missing key" that follows from it.
-class table_reader {
- public:
-  table_reader(const toml::table& table, std::string path, diagnostics& diag,
-               std::initializer_list<std::string_view> allowed)
-      : table_(table), path_(std::move(path)), diag_(diag) {
-    for (const auto& [key, value] : table_) {
-      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end()) {
-        diag_.fail(key.source(), fmt::format("{}: unknown key '{}'", path_, key.str()));
-        return;
-      }
-    }
-  }
-
-  std::optional<std::string> string(std::string_view key, bool required) {
-    const toml::node* n = get(key, required);
-    if (n == nullptr) return std::nullopt;
-    if (const auto* s = n->as_string()) return s->get();
-    mismatch(*n, key, "a string");
-    return std::nullopt;
-  }
-
-  std::optional<std::uint32_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
-    const toml::node* n = get(key, false);
-    if (n == nullptr) return std::nullopt;
-    const auto* i = n->as_integer();
-    if (i == nullptr) {
-      mismatch(*n, key, "an integer");
-      return std::nullopt;
-    }
-    if (i->get() < min || i->get() > max) {
-      diag_.fail(n->source(), fmt::format("{}.{}: expected an integer in [{}, {}], got {}", path_,
-                                          key, min, max, i->get()));
-      return std::nullopt;
-    }
-    return static_cast<std::uint32_t>(i->get());
-  }
-
-  std::optional<double> number(std::string_view key, double min, double max) {
-    const toml::node* n = get(key, false);
-    if (n == nullptr) return std::nullopt;
-    const auto value = n->value<double>();  // a float, or an integer as one
-    if (!value || !(n->is_floating_point() || n->is_integer())) {
-      mismatch(*n, key, "a number");
-      return std::nullopt;
-    }
-    if (!(*value >= min && *value <= max)) {
-      diag_.fail(n->source(), fmt::format("{}.{}: expected a number in [{}, {}], got {}", path_,
-                                          key, min, max, *value));
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  std::optional<bool> boolean(std::string_view key) {
-    const toml::node* n = get(key, false);
-    if (n == nullptr) return std::nullopt;
-    if (const auto* b = n->as_boolean()) return b->get();
-    mismatch(*n, key, "a boolean");
-    return std::nullopt;
-  }
-
-  /// An array of strings; each element is passed to `each` with its source position.
-  template <class F>
-  void strings(std::string_view key, bool required, F each) {
-    const toml::node* n = get(key, required);
-    if (n == nullptr) return;
-    const auto* arr = n->as_array();
-    if (arr == nullptr) return mismatch(*n, key, "an array of strings");
-    for (const auto& element : *arr) {
-      if (const auto* s = element.as_string()) {
-        each(s->get(), element.source());
-      } else {
-        mismatch(element, key, "an array of strings");
-      }
-    }
-  }
-
-  const toml::table* table(std::string_view key) {
-    const toml::node* n = get(key, false);
-    if (n == nullptr) return nullptr;
-    if (const auto* t = n->as_table()) return t;
-    mismatch(*n, key, "a table");
-    return nullptr;
-  }
-
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  const toml::node* get(std::string_view key, bool required) {
-    const toml::node* n = table_.get(key);
-    if (n == nullptr && required) {
-      diag_.fail(table_.source(), fmt::format("{}: missing required key '{}'", path_, key));
-    }
-    return n;
-  }
-  void mismatch(const toml::node& n, std::string_view key, std::string_view expected) {
-    diag_.fail(n.source(), fmt::format("{}.{}: expected {}, got {}", path_, key, expected,
-                                       type_name(n.type())));
-  }
-
-  const toml::table& table_;
-  std::string path_;
-  diagnostics& diag_;
-};
+using diagnostics = toml_diagnostics;
+using table_reader = toml_table_reader;
 
 template <class Enum, std::size_t N>
 std::optional<Enum> parse_enum(std::string_view text,
@@ -499,14 +364,9 @@ std::string_view to_string(wire::role role) noexcept {
 }
 
 expected<topology> parse_topology(std::string_view text, const std::filesystem::path& file) {
-  toml::table root;
-  try {
-    root = toml::parse(text, std::string_view(file.string()));
-  } catch (const toml::parse_error& e) {
-    return fail(errc::invalid_argument,
-                fmt::format("{}:{}:{}: {}", file.string(), e.source().begin.line,
-                            e.source().begin.column, e.description()));
-  }
+  auto parsed = parse_toml(text, file.string());
+  if (!parsed) return tl::unexpected(parsed.error());
+  const toml::table& root = *parsed;
   diagnostics diag(file.string());
   topology topo;
   topo.file = file;

@@ -18,5 +18,7 @@ void add_model_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
 /// `baton secret init FILE`: a fresh cluster secret.
 void add_secret_command(CLI::App& app, int& exit_code);
+/// `baton sim`: the fleet simulator (sim/simulator.hpp); `baton sim gen`: a fleet file.
+void add_sim_command(CLI::App& app, int& exit_code);
 
 }  // namespace baton::tools
