@@ -1,10 +1,20 @@
 #include "base/toml_reader.hpp"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include <fmt/format.h>
 
 namespace baton {
+
+expected<std::string> read_toml_file(const std::filesystem::path& file, std::string_view what) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return fail(errc::not_found, fmt::format("{}: cannot open the {}", file.string(), what));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 expected<toml::table> parse_toml(std::string_view text, std::string_view file) {
   try {

@@ -5,6 +5,7 @@
 // (runtime/topology.cpp) and the simulator's fleet and workload files (sim/).
 
 #include <array>
+#include <filesystem>
 #include <initializer_list>
 #include <optional>
 #include <string>
@@ -15,6 +16,10 @@
 #include "base/error.hpp"
 
 namespace baton {
+
+/// The bytes of `file`; errc::not_found "FILE: cannot open the WHAT" when it cannot be read.
+[[nodiscard]] expected<std::string> read_toml_file(const std::filesystem::path& file,
+                                                   std::string_view what);
 
 /// Parses `text` as TOML; errc::invalid_argument "file:line:column: what" when it is not.
 [[nodiscard]] expected<toml::table> parse_toml(std::string_view text, std::string_view file);

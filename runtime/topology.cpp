@@ -7,9 +7,7 @@
 #include <array>
 #include <charconv>
 #include <cstdlib>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <fmt/format.h>
@@ -382,12 +380,9 @@ expected<topology> parse_topology(std::string_view text, const std::filesystem::
 }
 
 expected<topology> load_topology(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in)
-    return fail(errc::not_found, fmt::format("{}: cannot open the topology file", file.string()));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_topology(text.str(), file);
+  auto text = read_toml_file(file, "topology file");
+  if (!text) return tl::unexpected(text.error());
+  return parse_topology(*text, file);
 }
 
 std::vector<std::filesystem::path> model_search_path(const std::filesystem::path& topology_dir) {

@@ -1,9 +1,7 @@
 #include "sim/fleet.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -202,11 +200,9 @@ expected<fleet_spec> parse_fleet(std::string_view text, const std::filesystem::p
 }
 
 expected<fleet_spec> load_fleet(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return fail(errc::not_found, fmt::format("{}: cannot be read", file.string()));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_fleet(text.str(), file);
+  auto text = read_toml_file(file, "fleet file");
+  if (!text) return tl::unexpected(text.error());
+  return parse_fleet(*text, file);
 }
 
 const std::vector<link_class>& link_classes() {

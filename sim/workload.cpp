@@ -3,7 +3,6 @@
 #include <cmath>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -143,11 +142,9 @@ expected<workload_spec> parse_workload(std::string_view text, const std::filesys
 }
 
 expected<workload_spec> load_workload(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return fail(errc::not_found, fmt::format("{}: cannot be read", file.string()));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_workload(text.str(), file);
+  auto text = read_toml_file(file, "workload file");
+  if (!text) return tl::unexpected(text.error());
+  return parse_workload(*text, file);
 }
 
 expected<std::vector<planned_request>> plan_requests(const workload_spec& w, double rate_per_s) {
