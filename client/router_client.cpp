@@ -85,7 +85,10 @@ struct request {
   phase now = phase::running;
   progress seen;
   generate_result result;
-  std::uint32_t sends = 0;  ///< times sent before it was accepted
+  std::uint32_t sends = 0;          ///< times sent before it was accepted
+  bool waiting_for_router = false;  ///< not accepted, every router away: wait_timer runs
+  /// Not accepted, and every router has refused or dropped it since then.
+  std::optional<clock::time_point> refused_since;
 };
 
 /// One router of the pool: its connection, reconnected with backoff while it is away.
@@ -392,6 +395,7 @@ struct client_core {
     r.on = best;
     r.result.router = best->address;
     r.wait_timer->cancel();
+    r.waiting_for_router = false;
     best->open.insert(r.tag);
     write(*best, std::move(*frame));
   }
@@ -403,21 +407,25 @@ struct client_core {
     }
   }
 
-  /// With no router up and none being tried, a request not yet accepted fails (as it
-  /// would have had there been one router); one being resumed waits out resume_wait.
+  /// With no router up and none being tried, requests keep waiting for one (routers
+  /// restart): one being resumed until its resume_wait runs out, one not accepted yet for
+  /// resume_wait from now, then it fails with disconnected.
   void settle_waiting() {
     if (any_router(router_health::state::up) || any_router(router_health::state::connecting))
       return;
-    const auto why = why_none_answered();
-    auto tags = std::exchange(waiting, {});
-    for (const auto tag : tags) {
+    for (const auto tag : waiting) {
       auto* r = find(tag);
-      if (r == nullptr || r->on != nullptr) continue;
-      if (r->seen.accepted) {
-        waiting.push_back(tag);
-      } else {
-        finish(*r, fail(errc::disconnected, why));
-      }
+      if (r == nullptr || r->on != nullptr || r->seen.accepted || r->waiting_for_router) continue;
+      r->waiting_for_router = true;
+      r->wait_timer->expires_after(options.resume_wait);
+      r->wait_timer->async_wait([this, tag](error_code ec) {
+        auto* q = ec ? nullptr : find(tag);
+        if (q == nullptr || q->on != nullptr) return;
+        std::erase(waiting, tag);
+        finish(*q, fail(errc::disconnected,
+                        fmt::format("no router took the request within {} ms: {}",
+                                    options.resume_wait.count(), why_none_answered())));
+      });
     }
   }
 
@@ -452,9 +460,19 @@ struct client_core {
       });
       return place(r);
     }
-    // Not accepted yet: the connection turned out to be dead; send it again.
+    // Not accepted yet: the connection turned out to be dead, or the router is not serving
+    // (starting, draining); send it again, after a pause once every router has had it,
+    // until resume_wait has passed since then.
     if (r.sends <= routers.size()) return place(r);
-    finish(r, tl::unexpected(why));
+    if (!r.refused_since) r.refused_since = clock::now();
+    if (clock::now() - *r.refused_since >= options.resume_wait) {
+      return finish(r, tl::unexpected(why));
+    }
+    r.wait_timer->expires_after(options.reconnect_min);
+    r.wait_timer->async_wait([this, tag = r.tag](error_code ec) {
+      auto* q = ec ? nullptr : find(tag);
+      if (q != nullptr && q->on == nullptr) place(*q);
+    });
   }
 
   bool deliver(request& r, const client_event& event) {
@@ -502,6 +520,12 @@ struct client_core {
       return finish(r, fail(errc::timed_out, "the request's deadline passed"));
     }
     const auto router = r.on->address;
+    if (j.code == errc::disconnected) {
+      // The router does not serve (it drains, or its router actor is not up yet): as if
+      // its connection broke, the request goes to another router or waits for one.
+      r.on->open.erase(r.tag);
+      return router_lost(r, error{j.code, fmt::format("router {}: {}", router, j.message)});
+    }
     finish(r, fail(j.code, fmt::format("router {}: {}", router, j.message)));
   }
 

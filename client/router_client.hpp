@@ -45,7 +45,8 @@ struct client_options {
   /// same one again once it is back), at most this many times per request; 0: fail with
   /// disconnected instead.
   std::uint32_t max_resumes = 8;
-  /// How long such a request waits for some router to answer before it fails.
+  /// How long such a request, or a new one while no router is up, waits for some router
+  /// to answer before it fails.
   std::chrono::milliseconds resume_wait{3000};
   /// Between attempts to reconnect a router that went away: doubles from the first to
   /// the second while it stays away.
@@ -154,7 +155,8 @@ class router_client {
   /// the client cancels it and it fails with timed_out. It fails with the router's code
   /// (overloaded, invalid_argument, ...) when the router rejects it. A request not yet
   /// accepted whose connection turns out to be dead is sent again, through another
-  /// router if one is up. One accepted whose router goes away mid-stream is resumed
+  /// router if one is up, or the first that comes back within resume_wait (every router
+  /// may be restarting at once). One accepted whose router goes away mid-stream is resumed
   /// through another (client_options::max_resumes): with the seed the first router
   /// assigned and the tokens received so far, so the stream goes on with nothing
   /// repeated or skipped, and `on_event` sees one accepted; when no router answers within

@@ -88,4 +88,15 @@ expected<std::string> generate_text(cpu_engine& engine, const tokenizer& tok,
   return text;
 }
 
+expected<std::string> prompt_echo(cpu_engine& engine, const tokenizer& tok,
+                                  std::string_view prompt) {
+  // Fewer positions than the prompt's tokens: llama2.c echoes them and samples nothing.
+  const auto n = static_cast<std::int32_t>(tok.encode(prompt, true, false).size());
+  std::string text;
+  auto result = generate(engine, tok, prompt, generate_options{0.0f, 0.9f, 1, n - 1},
+                         [&](std::string_view piece) { text += piece; });
+  if (!result) return tl::unexpected(result.error());
+  return text;
+}
+
 }  // namespace baton::engine

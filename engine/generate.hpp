@@ -45,6 +45,11 @@ struct generate_result {
                                                  const generate_options& options,
                                                  const std::function<void(std::string_view)>& emit);
 
+/// What llama2.c echoes of `prompt` before it samples (no newline): what the OpenAI API's
+/// completion text leaves out of the generate_text() of the same request.
+[[nodiscard]] expected<std::string> prompt_echo(cpu_engine& engine, const tokenizer& tok,
+                                                std::string_view prompt);
+
 /// The exact text llama2.c prints for these arguments: the pieces plus a final newline.
 [[nodiscard]] expected<std::string> generate_text(cpu_engine& engine, const tokenizer& tok,
                                                   std::string_view prompt,

@@ -16,7 +16,8 @@
 namespace baton::launcher {
 
 /// Forks and execs `path` with `argv` (argv[0] included), its standard output and error
-/// on `output`, killed when this process dies (PR_SET_PDEATHSIG). The pid, or -1 when
+/// on `output`, killed when the calling thread ends (PR_SET_PDEATHSIG fires when the
+/// parent *thread* exits: start children from a thread that outlives them). The pid, or -1 when
 /// fork fails. The caller reaps it.
 [[nodiscard]] pid_t spawn(const std::string& path, const std::vector<std::string>& argv,
                           int output);

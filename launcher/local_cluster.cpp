@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -13,7 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/check.hpp"
+#include "launcher/netns_lab.hpp"
 #include "runtime/admin_server.hpp"
+#include "runtime/cluster_secret.hpp"
 
 namespace baton::launcher {
 namespace {
@@ -57,7 +61,21 @@ local_cluster::local_cluster(local_cluster_options options)
            fmt::format("baton-{}-{}-{}", options_.name, getpid(), std::random_device{}())),
       topology_(dir_ / "cluster.toml") {
   std::filesystem::create_directories(dir_);
+  // Nodes bind non-loopback addresses only with a secret (a failure here shows in the
+  // nodes' own refusal to start).
+  if (options_.lab != nullptr) (void)runtime::cluster_secret::create(dir_ / "cluster.secret");
   std::ofstream(topology_) << topology_text(options_.checkpoint);
+}
+
+std::string local_cluster::host_address(std::size_t i) {
+  return fmt::format("10.77.0.{}", i + 1);
+}
+
+expected<void> local_cluster::add_hosts(netns_lab& lab, const std::vector<cluster_node>& nodes) {
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    if (auto ok = lab.add_host(nodes[i].name, {host_address(i)}); !ok) return ok;
+  }
+  return {};
 }
 
 local_cluster::~local_cluster() {
@@ -68,21 +86,31 @@ local_cluster::~local_cluster() {
 
 std::string local_cluster::topology_text(const std::filesystem::path& checkpoint) const {
   std::string text = fmt::format(
-      "[cluster]\nname = \"{}\"\nprovider = \"{}\"\nseeds = [\"{}\"]\n\n"
+      "[cluster]\nname = \"{}\"\nprovider = \"{}\"\nseeds = [\"{}\"]\n{}\n"
       "[model]\ncheckpoint = \"{}\"\ntokenizer = \"{}\"\n\n{}\n",
-      options_.name, options_.provider, options_.nodes.front().name, absolute_path(checkpoint),
-      absolute_path(options_.tokenizer), options_.sections);
-  for (const auto& n : options_.nodes) {
+      options_.name, options_.provider, options_.nodes.front().name,
+      options_.lab != nullptr ? fmt::format("secret = \"{}\"\n", (dir_ / "cluster.secret").string())
+                              : std::string(),
+      absolute_path(checkpoint), absolute_path(options_.tokenizer), options_.sections);
+  for (std::size_t i = 0; i < options_.nodes.size(); ++i) {
+    const auto& n = options_.nodes[i];
     std::string roles;
     for (const auto& r : n.roles) roles += fmt::format("{}\"{}\"", roles.empty() ? "" : ", ", r);
+    // With a lab, each node is a host of its own: the same ports everywhere.
+    const auto at = [&](int port) {
+      return options_.lab != nullptr ? fmt::format("{}:{}", host_address(i), port)
+                                     : std::string("127.0.0.1:0");
+    };
     const auto fabric = options_.provider == "shm"
                             ? fmt::format("baton-{}-{}-{}", options_.name, getpid(), n.name)
-                            : std::string("127.0.0.1:0");
+                            : at(7100);
     text += fmt::format(
         "[[node]]\nname = \"{}\"\nkind = \"{}\"\ndevice = \"{}\"\nroles = [{}]\nfabric = \"{}\"\n"
-        "admin = \"127.0.0.1:0\"\n",
-        n.name, n.kind, n.device, roles, fabric);
-    if (has_role(n, "router")) text += "native = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n";
+        "admin = \"{}\"\n",
+        n.name, n.kind, n.device, roles, fabric, at(9100));
+    if (has_role(n, "router")) {
+      text += fmt::format("native = \"{}\"\nhttp = \"{}\"\n", at(7000), at(8000));
+    }
     text += n.extra + "\n\n";
   }
   return text;
@@ -128,6 +156,12 @@ expected<void> local_cluster::start(const std::string& name, std::vector<std::st
     if (!a.http.empty()) argv.insert(argv.end(), {"--http", a.http});
   }
   argv.insert(argv.end(), extra.begin(), extra.end());
+  if (options_.lab != nullptr) {  // inside the node's host: `ip netns exec` execs the node
+    argv[0] = std::filesystem::canonical(argv[0]).string();  // not /proc/self/exe: the shell's
+    std::string script = "exec";
+    for (const auto& a : argv) script += " '" + a + "'";
+    argv = options_.lab->shell(name, script);
+  }
   procs_.erase(name);  // a previous process is reaped first
   auto& proc = *(procs_[name] = std::make_unique<child_process>(argv, dir_ / (name + ".log")));
   auto line = proc.wait_for_line(fmt::format("node {} listening ", name), listening_timeout);
@@ -265,6 +299,29 @@ std::string local_cluster::log(const std::string& name) const {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+std::optional<std::chrono::steady_clock::time_point> local_cluster::logged_at(
+    const std::string& name, const std::string& text) const {
+  const std::string all = log(name);
+  const auto found = all.find(text);
+  if (found == std::string::npos) return std::nullopt;
+  const auto line = all.rfind("\n[", found);
+  const auto at = line == std::string::npos ? all.find('[') + 1 : line + 2;
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(all.c_str() + at, "%d-%d-%d %d:%d:%d.%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  tm.tm_isdst = -1;
+  const auto wall =
+      std::chrono::system_clock::from_time_t(std::mktime(&tm)) + std::chrono::milliseconds(ms);
+  return std::chrono::steady_clock::now() -
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::system_clock::now() - wall);
 }
 
 }  // namespace baton::launcher

@@ -21,6 +21,8 @@
 
 namespace baton::launcher {
 
+class netns_lab;
+
 /// One [[node]] table.
 struct cluster_node {
   std::string name;
@@ -38,6 +40,11 @@ struct local_cluster_options {
   std::string sections = {};        ///< more TOML tables: "[limits]\n...", "[router]\n..."
   std::string provider = "tcp";
   std::filesystem::path binary = "/proc/self/exe";  ///< the `baton` executable
+  /// Nodes on separate network stacks: node i runs in host nodes[i].name of this lab, with
+  /// address host_address(i) and fixed ports (add_hosts() makes them), and the nodes hold
+  /// a fresh cluster secret. The lab must outlive the cluster; the caller reaches the
+  /// nodes from a host of its own (netns_lab::enter). Null: 127.0.0.1, ports 0.
+  netns_lab* lab = nullptr;
 };
 
 /// What a node reported it bound ("host:port"; empty: none).
@@ -54,6 +61,12 @@ struct node_addresses {
 
 class local_cluster {
  public:
+  /// Node i's address with a lab: 10.77.0.(i+1).
+  [[nodiscard]] static std::string host_address(std::size_t i);
+  /// Adds a host to `lab` for each node, named as it, at host_address(i).
+  [[nodiscard]] static expected<void> add_hosts(netns_lab& lab,
+                                                const std::vector<cluster_node>& nodes);
+
   /// Writes the topology; starts nothing.
   explicit local_cluster(local_cluster_options options);
   ~local_cluster();
@@ -95,6 +108,10 @@ class local_cluster {
 
   /// What node `name` has logged so far.
   [[nodiscard]] std::string log(const std::string& name) const;
+  /// When `name` logged its first line holding `text` (spdlog's "[YYYY-mm-dd HH:MM:SS.mmm]"
+  /// local wall clock, on the steady clock), or nullopt if it has not.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> logged_at(
+      const std::string& name, const std::string& text) const;
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
   [[nodiscard]] const std::filesystem::path& topology_file() const { return topology_; }
   /// Writes the topology again with another checkpoint, as `file` in dir(), for a

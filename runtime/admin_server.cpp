@@ -208,7 +208,8 @@ expected<std::unique_ptr<admin_server>> admin_server::start(const std::string& a
 namespace {
 
 expected<std::string> admin_request(http::verb verb, const std::string& address,
-                                    const std::string& path, std::chrono::milliseconds timeout) {
+                                    const std::string& path, std::chrono::milliseconds timeout,
+                                    const std::string& json_body = {}) {
   auto at = resolve(address, port_zero::refused);
   if (!at) return tl::unexpected(at.error());
   asio::io_context io;
@@ -217,8 +218,12 @@ expected<std::string> admin_request(http::verb verb, const std::string& address,
   beast::error_code ec;
   stream.connect(*at, ec);
   if (ec) return fail(errc::disconnected, fmt::format("{}: {}", address, ec.message()));
-  http::request<http::empty_body> req(verb, path, 11);
+  http::request<http::string_body> req(verb, path, 11);
   req.set(http::field::host, address);
+  if (!json_body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = json_body;
+  }
   req.prepare_payload();
   http::write(stream, req, ec);
   beast::flat_buffer buffer;
@@ -226,7 +231,8 @@ expected<std::string> admin_request(http::verb verb, const std::string& address,
   if (!ec) http::read(stream, buffer, res, ec);
   if (ec) return fail(errc::disconnected, fmt::format("{}{}: {}", address, path, ec.message()));
   if (res.result_int() / 100 != 2) {
-    return fail(errc::failed, fmt::format("{}{}: HTTP {}", address, path, res.result_int()));
+    return fail(errc::failed,
+                fmt::format("{}{}: HTTP {} {}", address, path, res.result_int(), res.body()));
   }
   return std::move(res.body());
 }
@@ -241,6 +247,11 @@ expected<std::string> admin_get(const std::string& address, const std::string& p
 expected<std::string> admin_post(const std::string& address, const std::string& path,
                                  std::chrono::milliseconds timeout) {
   return admin_request(http::verb::post, address, path, timeout);
+}
+
+expected<std::string> http_post_json(const std::string& address, const std::string& path,
+                                     const std::string& body, std::chrono::milliseconds timeout) {
+  return admin_request(http::verb::post, address, path, timeout, body);
 }
 
 }  // namespace baton::runtime

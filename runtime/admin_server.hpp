@@ -49,5 +49,10 @@ class admin_server {
 /// POSTs (no body) to `path` of an admin port; the body of a 2xx answer, or an error.
 [[nodiscard]] expected<std::string> admin_post(const std::string& address, const std::string& path,
                                                std::chrono::milliseconds timeout);
+/// POSTs the JSON `body` to `path` at `address` (a router's HTTP API, say); errors as
+/// admin_get's, a non-2xx answer's message naming its status and body.
+[[nodiscard]] expected<std::string> http_post_json(const std::string& address,
+                                                   const std::string& path, const std::string& body,
+                                                   std::chrono::milliseconds timeout);
 
 }  // namespace baton::runtime

@@ -348,6 +348,7 @@ void membership_state::apply(const wire::member& update, time_point now, members
         update.incarnation >= self_.member.incarnation) {
       raise_health();
       refute(update.incarnation, out);
+      if (update.state == member_state::dead) out.buried = true;
     }
     return;
   }

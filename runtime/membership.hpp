@@ -97,7 +97,10 @@ struct membership_output {
     bool fresh_connection = false;
   };
   std::vector<send> sends;
-  std::vector<wire::member> changes;   ///< members whose state or incarnation changed
+  std::vector<wire::member> changes;  ///< members whose state or incarnation changed
+  /// This node heard it had been declared dead, and refuted it: its peers gave up what
+  /// they held for it.
+  bool buried = false;
   std::optional<std::string> refused;  ///< this node's join was refused, and why
   /// Joins this node refused as a seed: what to log ("join of NODE at ADDRESS refused: ...").
   std::vector<std::string> refused_joins;

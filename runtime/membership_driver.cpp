@@ -178,6 +178,12 @@ void membership_driver::apply(membership_output out, time_point not_before) {
       ctx_.drop_bridge(m.node);
     }
   }
+  if (out.buried) {
+    spdlog::warn(
+        "this node had been declared dead (it refuted): its actors drop what their "
+        "peers gave up");
+    ctx_.buried();
+  }
   if (out.refused && hooks_.refused) hooks_.refused(*out.refused);
   arm(not_before);
 }

@@ -84,6 +84,9 @@ struct rma_notify {
 /// A membership change, sent to the actors that asked node_context::watch_members.
 struct member_update {
   wire::member member;
+  /// Not a change of `member`: this node itself had been declared dead and refuted it,
+  /// so its peers gave up what they held for it (node_context::buried).
+  bool buried = false;
 };
 
 }  // namespace baton::runtime

@@ -52,6 +52,20 @@ void node_context::update_member(const wire::member& m) {
   }
 }
 
+void node_context::buried() {
+  std::vector<caf::actor_addr> watchers;
+  {
+    std::lock_guard lock(mutex_);
+    watchers = member_watchers_;
+  }
+  wire::member self;
+  self.node = name_;
+  for (const auto& w : watchers) {
+    if (auto actor = caf::actor_cast<caf::actor>(w))
+      caf::anon_send(actor, member_update{self, true});
+  }
+}
+
 std::uint64_t node_context::incarnation_of(const std::string& node) const {
   std::lock_guard lock(mutex_);
   auto it = directory_.find(node);

@@ -72,6 +72,9 @@ class node_context {
 
   /// Records what membership knows of a node and tells every member watcher.
   void update_member(const wire::member& m);
+  /// This node heard it had been declared dead (and refuted): every member watcher gets a
+  /// member_update with `buried` set.
+  void buried();
   /// `watcher` receives a member_update for every later change; returns what is known now.
   [[nodiscard]] std::vector<wire::member> watch_members(const caf::actor& watcher);
   [[nodiscard]] std::optional<wire::member> member(const std::string& node) const;

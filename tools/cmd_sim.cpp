@@ -4,7 +4,6 @@
 // utilisation. `baton sim gen --prefill N --decode N ...` writes a fleet file.
 // docs/simulator.md.
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -14,6 +13,7 @@
 
 #include "bench/serve_load.hpp"
 #include "report/plot.hpp"
+#include "report/progress.hpp"
 #include "sim/simulator.hpp"
 #include "tools/commands.hpp"
 
@@ -118,18 +118,6 @@ void print_report(const sim::sim_report& r) {
   }
 }
 
-/// A progress bar on stderr when it is a terminal.
-std::function<void(std::size_t, std::size_t)> progress_bar(bool quiet) {
-  if (quiet || ::isatty(STDERR_FILENO) != 1) return {};
-  return [](std::size_t done, std::size_t total) {
-    constexpr std::size_t width = 30;
-    const std::size_t filled = total == 0 ? width : done * width / total;
-    fmt::print(stderr, "\r[{:#<{}}{:.<{}}] {}/{} requests ended ", "", filled, "", width - filled,
-               done, total);
-    if (done == total) fmt::print(stderr, "\n");
-  };
-}
-
 int run_sim(const sim_args& a) {
   if (a.topology.empty() || a.workload.empty()) {
     fmt::print(stderr, "baton sim: --topology and --workload are required (or: baton sim gen)\n");
@@ -175,7 +163,7 @@ int run_sim(const sim_args& a) {
   }
   sim::sim_options options;
   options.segment_steps = a.segment_steps;
-  options.progress = progress_bar(a.json);
+  options.progress = report::progress_bar("requests ended", a.json);
   std::vector<std::pair<double, sim::sim_report>> runs;
   for (const double load : loads) {
     const double rate = workload->arrivals == sim::arrival_process::trace ? 0 : load * *capacity;

@@ -20,5 +20,8 @@ void add_generate_command(CLI::App& app, int& exit_code);
 void add_secret_command(CLI::App& app, int& exit_code);
 /// `baton sim`: the fleet simulator (sim/simulator.hpp); `baton sim gen`: a fleet file.
 void add_sim_command(CLI::App& app, int& exit_code);
+/// `baton chaos`: kills nodes and actors of a local cluster during traffic and checks that
+/// every request completed once and identically (tools/cmd_chaos.cpp).
+void add_chaos_command(CLI::App& app, int& exit_code);
 
 }  // namespace baton::tools

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   baton::tools::add_generate_command(app, exit_code);
   baton::tools::add_secret_command(app, exit_code);
   baton::tools::add_sim_command(app, exit_code);
+  baton::tools::add_chaos_command(app, exit_code);
   baton::bench::add_bench_commands(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -269,6 +269,10 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
       },
       [self](runtime::member_update& u) {
         auto& s = self->state;
+        if (u.buried) {
+          spdlog::warn("decode: this node had been declared dead: its routers' attempts end");
+          return after(self, s.state->on_buried(clock::now()));
+        }
         const auto& m = u.member;
         if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
           s.granted.erase(m.node);

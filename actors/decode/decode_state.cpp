@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -381,7 +382,7 @@ effects decode_state::on_cancel(const wire::actor_address& from, const wire::can
     // router's own cancel may overtake the job); the blocks stay quarantined meanwhile.
     const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
     if (a.state == phase::awaiting_kv && !a.writer.empty()) {
-      out.send({a.writer, prefill_name}, wire::cancel{k.first, m.reason});
+      out.send({a.writer, prefill_name}, wire::cancel{k.first, m.reason, k.second});
     }
     quarantine_or_release(k);
   }
@@ -404,6 +405,14 @@ effects decode_state::on_abort(const wire::actor_address& from, const wire::abor
 effects decode_state::on_node_gone(const std::string& node, time_point now) {
   effects out = writer_gone(node);
   out.append(router_gone(node, now));
+  return out;
+}
+
+effects decode_state::on_buried(time_point now) {
+  std::set<std::string> routers;
+  for (const auto& [k, a] : attempts_) routers.insert(a.router.node);
+  effects out;
+  for (const auto& r : routers) out.append(router_gone(r, now));
   return out;
 }
 
@@ -547,14 +556,17 @@ effects decode_state::on_undeliverable(const wire::actor_address& to) {
   if (to.actor != prefill_name) return out;
   std::vector<key> refused;
   for (const auto& [k, a] : attempts_) {
-    if (a.writer == to.node && a.state == phase::awaiting_kv) refused.push_back(k);
+    if (a.writer == to.node && a.state != phase::running) refused.push_back(k);
   }
   for (const key& k : refused) {
-    // The job never reached the prefill actor, so nothing writes into these blocks.
+    // The job never reached the prefill actor, so nothing writes into these blocks: a
+    // quarantined attempt (cancelled while its job was on the way) is over too.
     const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
-    out.send(a.router,
-             wire::abort_attempt{k.first, k.second, errc::disconnected,
-                                 fmt::format("prefill on {} did not take the job", to.node)});
+    if (a.state == phase::awaiting_kv) {
+      out.send(a.router,
+               wire::abort_attempt{k.first, k.second, errc::disconnected,
+                                   fmt::format("prefill on {} did not take the job", to.node)});
+    }
     release(k);
   }
   return out;
@@ -618,7 +630,7 @@ effects decode_state::fail(const key& k, errc code, std::string message) {
 
 void decode_state::quarantine_or_release(const key& k) {
   attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
-  if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+  if (a.state == phase::awaiting_kv && !a.writer.empty() && config_.quarantine_late_writes) {
     a.state = phase::quarantined;
     timers_.erase(a.timer);
     return;

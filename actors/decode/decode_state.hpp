@@ -29,6 +29,10 @@ struct decode_config {
   /// A running attempt whose router is gone is kept this long for a router that claims it
   /// (a client resuming through another router); then it is released.
   std::chrono::milliseconds orphan_grace{5'000};
+  /// Keep a cancelled attempt's blocks until its writer's attempt ends (see Late writes
+  /// below). Off only in the simulation test that shows the chaos simulation catches the
+  /// corruption its absence lets through.
+  bool quarantine_late_writes = true;
 };
 
 /// Where the engine's KV pool sits in transport-registered memory, so descriptors can name it.
@@ -59,9 +63,9 @@ struct decode_stats {
 /// places it elsewhere.
 ///
 /// Late writes: blocks handed to a remote writer are never reused before the writer's
-/// attempt has ended (its prefill-done or abort, which it sends after all its writes) or
-/// its node is gone, even when the attempt was cancelled or timed out here. A retry is a
-/// new attempt and always gets fresh blocks.
+/// attempt has ended (its prefill-done or abort, which it sends after all its writes), its
+/// node is gone or the job never reached it (undeliverable), even when the attempt was cancelled or
+/// timed out here. A retry is a new attempt and always gets fresh blocks.
 ///
 /// Orphans: when a router dies, its running attempts are not dropped but orphaned for
 /// orphan_grace: they generate up to their stream window, keep every token (a lane's
@@ -102,12 +106,17 @@ class decode_state {
   /// `node` died or left: ends its writers' quarantines, and orphans its routers' running
   /// attempts (the others end).
   effects on_node_gone(const std::string& node, time_point now);
+  /// This node had been declared dead (it refuted, and lives on): the routers that buried
+  /// it moved its attempts, so each is treated as its router's death (orphaned for a
+  /// claim, or quarantined until its writer ends).
+  effects on_buried(time_point now);
   /// The actor `actor` terminated on a live node (a crash its supervisor restarts): a
   /// router's running attempts are orphaned as if its node had died; a prefill's
   /// unfinished jobs end (its writes are over with it).
   effects on_actor_gone(const wire::actor_address& actor, time_point now);
   /// A message to `to` was not delivered: a prefill job that did not reach its prefill
-  /// actor ends its attempt (abort_attempt, errc::disconnected, to the router).
+  /// actor ends its attempt (abort_attempt, errc::disconnected, to the router), and frees
+  /// the blocks of one already cancelled (quarantined).
   effects on_undeliverable(const wire::actor_address& to);
   effects on_timer(std::uint64_t id, time_point now);
   /// This node is leaving: every attempt ends with abort_attempt{unavailable, why} to its

@@ -170,8 +170,12 @@ effects prefill_state::on_timer(std::uint64_t id) {
 
 effects prefill_state::on_cancel(const wire::cancel& m) {
   effects out;
+  // A cancel naming an attempt ends only that one (a retry may be queued here already).
+  const auto hit = [&](const wire::prefill& p) {
+    return p.request == m.request && (m.attempt == 0 || p.attempt == m.attempt);
+  };
   for (auto it = queue_.begin(); it != queue_.end();) {
-    if (it->request != m.request) {
+    if (!hit(*it)) {
       ++it;
       continue;
     }
@@ -181,8 +185,20 @@ effects prefill_state::on_cancel(const wire::cancel& m) {
     it = queue_.erase(it);
   }
   for (auto& [id, j] : jobs_) {
-    if (j.request.request == m.request) j.cancelled = true;
+    if (hit(j.request)) j.cancelled = true;
   }
+  return out;
+}
+
+effects prefill_state::on_buried() {
+  effects out;
+  for (const auto& p : queue_) {
+    ++stats_.aborted;
+    out.send(p.decode, wire::abort_attempt{p.request, p.attempt, errc::unavailable,
+                                           "the prefill node was declared dead"});
+  }
+  queue_.clear();
+  for (auto& [id, j] : jobs_) j.cancelled = true;
   return out;
 }
 

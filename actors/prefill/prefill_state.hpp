@@ -71,11 +71,15 @@ class prefill_state {
 
   /// Queues the job (or refuses it with abort_attempt to its decode actor).
   effects on_prefill(const wire::actor_address& from, const wire::prefill& m);
-  /// Drops a queued job of the request; a running one ends in abort once its writes end.
+  /// Drops a queued job of the request (of m.attempt only, unless 0); a running one ends in
+  /// abort once its writes end.
   effects on_cancel(const wire::cancel& m);
   effects on_write_done(std::uint64_t tag, const expected<void>& status);
   /// Jobs whose decode node is gone are dropped (their writes fail on their own).
   effects on_node_gone(const std::string& node);
+  /// This node had been declared dead (it refuted): the decode nodes that buried it freed
+  /// the blocks its jobs write into, so every job ends (aborts to their decode nodes).
+  effects on_buried();
 
   /// The modelled compute time of job `id` has passed.
   effects on_timer(std::uint64_t id);

@@ -70,6 +70,8 @@ class router_core {
   void on_failure(const runtime::delivery_failure& f);
   /// A worker's actor terminated on a live node: its requests migrate.
   void on_actor_gone(const wire::actor_address& actor);
+  /// This node had been declared dead and refuted (router_state::on_buried).
+  void on_buried();
   /// The router actor is gone: every open request ends with rejected{disconnected}, which
   /// a router client answers by resuming the request (through this node once the router
   /// restarted, or another).
@@ -119,6 +121,16 @@ namespace {
 
 const auto latency_bounds = runtime::exponential_bounds(0.001, 2, 16);
 
+/// `config` with request ids counting from this moment (router_config::first_request): a
+/// router restarted by its supervisor, or in a restarted process, issues new ones.
+router_config started_now(router_config config) {
+  config.first_request =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  return config;
+}
+
 }  // namespace
 
 router_core::router_core(runtime::node_context& ctx, const engine::tokenizer& tok,
@@ -126,7 +138,7 @@ router_core::router_core(runtime::node_context& ctx, const engine::tokenizer& to
     : ctx_(ctx),
       options_(std::move(options)),
       state_(tok, options_.seq_len, options_.block_tokens,
-             wire::actor_address{ctx.name(), router_name}, options_.config),
+             wire::actor_address{ctx.name(), router_name}, started_now(options_.config)),
       ttft_(ctx.metrics().get_histogram("baton_router_ttft_seconds",
                                         "Time from request to its first token", latency_bounds)),
       e2e_(ctx.metrics().get_histogram("baton_router_request_seconds",
@@ -408,6 +420,14 @@ void router_core::on_member(const wire::member& m) {
   learn(m);
 }
 
+void router_core::on_buried() {
+  std::lock_guard lock(mutex_);
+  received_ = clock::now();
+  spdlog::warn("router: this node had been declared dead: {} requests are placed again",
+               state_.inflight());
+  after(state_.on_buried(received_));
+}
+
 void router_core::on_actor_gone(const wire::actor_address& actor) {
   std::lock_guard lock(mutex_);
   received_ = clock::now();
@@ -520,6 +540,7 @@ caf::behavior router_behavior(router_actor* self, runtime::node_context* ctx,
       [self](timer_atom, std::uint64_t) { self->state.core->on_timer(); },
       [self](drain_atom) { self->state.core->on_drain(); },
       [self, watch](runtime::member_update& u) {
+        if (u.buried) return self->state.core->on_buried();
         self->state.core->on_member(u.member);
         watch(u.member);
       },
@@ -567,8 +588,9 @@ void router_gateway::start(const wire::generate_request& request,
     core = entry_->core;
   }
   if (!core) {
-    (void)stream->send(
-        wire::rejected{request.client_tag, errc::unavailable, "the router is not running"});
+    // Starting or restarting: disconnected, so that a router client tries the next router.
+    (void)stream->send(wire::rejected{request.client_tag, errc::disconnected,
+                                      "the router is not running yet: use another router"});
     return;
   }
   if (entry_->draining.load()) {

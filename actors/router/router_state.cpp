@@ -9,6 +9,12 @@
 #include <xxhash.h>
 
 namespace baton::actors {
+namespace {
+
+/// The bits of a request id that count requests (see router_config::first_request).
+constexpr std::uint64_t request_counter = (std::uint64_t{1} << 40) - 1;
+
+}  // namespace
 
 std::string_view to_string(migration_cause cause) noexcept {
   switch (cause) {
@@ -30,7 +36,8 @@ router_state::router_state(const engine::tokenizer& tok, std::int32_t seq_len,
       config_(config),
       seeds_(config.seed),
       // Request ids of different routers differ in their top 24 bits.
-      next_request_((XXH3_64bits(self_.node.data(), self_.node.size()) & 0xffffffu) << 40),
+      next_request_((XXH3_64bits(self_.node.data(), self_.node.size()) & 0xffffffu) << 40 |
+                    (config.first_request & request_counter)),
       seeds_tie_(XXH3_64bits(self_.node.data(), self_.node.size())) {}
 
 std::size_t router_state::blocks_for(std::size_t positions) const {
@@ -167,7 +174,8 @@ router_effects router_state::admit(const wire::generate_request& in,
                                    std::optional<std::vector<std::int32_t>> tokens,
                                    time_point now) {
   router_effects out;
-  const wire::request_id id{++next_request_};
+  next_request_ = (next_request_ & ~request_counter) | ((next_request_ + 1) & request_counter);
+  const wire::request_id id{next_request_};
   auto refuse = [&](errc code, std::string message) {
     ++(code == errc::overloaded ? stats_.overloaded : stats_.invalid);
     out.events.push_back({id, wire::rejected{in.client_tag, code, std::move(message)}});
@@ -636,7 +644,11 @@ router_effects router_state::on_abort(const wire::actor_address& from, const wir
   // Other failures of a disaggregated attempt (a timed-out or failed prefill, as the decode
   // relays them) steer the retry away from its prefill node.
   if (m.code != errc::overloaded && !a->prefill.empty()) r->avoid.insert(a->prefill);
-  const auto cause = draining ? migration_cause::drain : migration_cause::worker_failure;
+  // A job that never reached its prefill node (disconnected) is the fabric's failure, not
+  // the worker's: like a death, it does not count against max_attempts.
+  const auto cause = draining                       ? migration_cause::drain
+                     : m.code == errc::disconnected ? migration_cause::actor_crash
+                                                    : migration_cause::worker_failure;
   if (cause == migration_cause::worker_failure && ++r->failures >= config_.max_attempts) {
     router_effects out;
     cancel_workers(m.request, *r, out);
@@ -660,6 +672,21 @@ router_effects router_state::migrate(wire::request_id id, request& r, error why,
   while (!r.attempts.empty()) end_attempt(r, r.attempts.begin()->first);
   out.append(place(id, r, now));
   settle(now, out);
+  return out;
+}
+
+router_effects router_state::on_buried(time_point now) {
+  std::vector<wire::request_id> hit;
+  for (const auto& [id, r] : requests_) {
+    if (!r.attempts.empty()) hit.push_back(id);
+  }
+  std::sort(hit.begin(), hit.end());  // the oldest first
+  router_effects out;
+  for (const auto id : hit) {
+    out.append(migrate(id, must_find(requests_, id, "a request of a buried router"),
+                       error{errc::unavailable, "this router was declared dead"},
+                       migration_cause::node_death, now));
+  }
   return out;
 }
 
@@ -779,14 +806,15 @@ void router_state::forget_all() {
 }
 
 void router_state::cancel_workers(wire::request_id id, const request& r, router_effects& out) {
-  std::set<std::string> told;  // one cancel per node ends every attempt of the request there
+  // Each attempt by its number: a retry placed on the same prefill node may reach it
+  // (through its decode node) before this cancel does, and must not end with it.
   for (const auto& [number, a] : r.attempts) {
-    if (auto d = decode_.find(a.decode); d != decode_.end() && told.insert(a.decode).second) {
-      out.send(d->second.address, wire::cancel{id, "request ended", 0});
+    if (auto d = decode_.find(a.decode); d != decode_.end()) {
+      out.send(d->second.address, wire::cancel{id, "request ended", number});
     }
     if (a.at == stage::decoding) continue;
-    if (auto p = prefill_.find(a.prefill); p != prefill_.end() && told.insert(a.prefill).second) {
-      out.send(p->second.address, wire::cancel{id, "request ended", 0});
+    if (auto p = prefill_.find(a.prefill); p != prefill_.end()) {
+      out.send(p->second.address, wire::cancel{id, "request ended", number});
     }
   }
 }

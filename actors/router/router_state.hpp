@@ -71,6 +71,11 @@ struct router_config {
   /// How long a resumed request waits for the decode nodes to answer its claim before it
   /// places what nobody handed over.
   std::chrono::milliseconds claim_timeout{250};
+  /// Request ids count up from this (in their low 40 bits; the top 24 name the router).
+  /// The router actor sets the microseconds since the epoch at its start, so a restarted
+  /// router never reuses an id of the one before it, whose attempts decode nodes may still
+  /// hold for a claim (unless that one issued more than one id per microsecond).
+  std::uint64_t first_request = 0;
 };
 
 /// Something for the client of `request`. The shell fills in the client's tag.
@@ -145,6 +150,10 @@ class router_state {
                             std::uint64_t incarnation = 0);
   /// `node` drains: its workers get no new attempts (theirs go on).
   void on_draining(const std::string& node);
+  /// This router's node had been declared dead (it refuted, and lives on): the workers
+  /// that buried it gave up what they held for it, so every request with an attempt is
+  /// placed again (from the tokens its client has).
+  router_effects on_buried(time_point now);
   /// Forgets `node`'s workers and migrates every request that had an attempt on it.
   router_effects on_node_gone(const std::string& node, time_point now,
                               migration_cause cause = migration_cause::node_death);

@@ -43,11 +43,7 @@ std::string reference::operator()(const std::string& prompt,
 }
 
 std::string reference::echo(const std::string& prompt) {
-  // Fewer positions than the prompt's tokens: llama2.c echoes them and samples nothing.
-  const auto n = static_cast<std::int32_t>(tok_->encode(prompt, true, false).size());
-  auto text = (*this)(prompt, engine::generate_options{0.0f, 0.9f, 1, n - 1});
-  text.pop_back();  // the newline
-  return text;
+  return *engine::prompt_echo(*engine_, *tok_, prompt);
 }
 
 test_cluster::test_cluster(const std::vector<cluster_node>& nodes, const std::string& checkpoint,

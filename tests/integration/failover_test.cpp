@@ -12,7 +12,6 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -295,23 +294,6 @@ TEST(FailoverCluster, AnHttpStreamCutByARouterDeathIsRetriedOnTheOtherWithTheSam
              cut.size(), seed);
 }
 
-/// When the log line holding `text` was written ("[YYYY-mm-dd HH:MM:SS.mmm] ...", spdlog's
-/// local wall clock), on the steady clock.
-clock_type::time_point logged_at(const std::string& log, const std::string& text) {
-  const auto at = log.rfind("\n[", log.find(text)) + 2;
-  std::tm tm{};
-  int ms = 0;
-  std::sscanf(log.c_str() + at, "%d-%d-%d %d:%d:%d.%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-              &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms);
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  tm.tm_isdst = -1;
-  const auto wall =
-      std::chrono::system_clock::from_time_t(std::mktime(&tm)) + std::chrono::milliseconds(ms);
-  return clock_type::now() -
-         std::chrono::duration_cast<clock_type::duration>(std::chrono::system_clock::now() - wall);
-}
-
 TEST(FailoverCluster, AnActorCrashInsideALiveNodeMigratesItsRequestsIdentically) {
   test_cluster c(two_of_each);
   // decode-0's decode actor crashes at its 40th message; its supervisor restarts it.
@@ -322,9 +304,10 @@ TEST(FailoverCluster, AnActorCrashInsideALiveNodeMigratesItsRequestsIdentically)
   ASSERT_TRUE(wait_until(
       [&] { return c.log("decode-0").find("fault injected") != std::string::npos; }, 30s))
       << c.log("decode-0");
-  const auto fault = logged_at(c.log("decode-0"), "fault injected");
+  const auto fault = c.logged_at("decode-0", "fault injected");
+  ASSERT_TRUE(fault);
   t.join();
-  check_and_report("decode actor crash (restarted by its supervisor)", t, {fault}, ref, steps);
+  check_and_report("decode actor crash (restarted by its supervisor)", t, {*fault}, ref, steps);
   EXPECT_GE(c.metric("router-0", R"(baton_router_migrations_total{cause="actor_crash"})"), 1.0)
       << c.metrics("router-0");
   EXPECT_TRUE(c.process("decode-0").wait(0ms) == std::nullopt) << "the node itself lives on";

@@ -14,10 +14,12 @@
 #include <gtest/gtest.h>
 
 #include "cluster_harness.hpp"
-#include "netns_lab.hpp"
+#include "launcher/netns_lab.hpp"
 
 namespace baton::testing {
 namespace {
+
+using launcher::netns_lab;
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;

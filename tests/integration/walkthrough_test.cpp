@@ -27,11 +27,13 @@
 
 #include "base/address.hpp"
 #include "cluster_harness.hpp"
-#include "netns_lab.hpp"
+#include "launcher/netns_lab.hpp"
 #include "runtime/topology.hpp"
 
 namespace baton::testing {
 namespace {
+
+using launcher::netns_lab;
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;

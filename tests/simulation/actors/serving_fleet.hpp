@@ -5,6 +5,14 @@
 // deterministic message queue instead of CAF and the fabric: the unit-level twin of the
 // integration tests. Slice writes are copies between the devices' KV pools, and can be
 // held back or corrupted on purpose.
+//
+// Messages, slice writes and write completions travel on links, one per ordered pair of
+// nodes and kind, each first in first out as the fabric promises (FI_ORDER_SAS; nothing is
+// promised between messages and RMA or between pairs). By default pump() delivers them in
+// the order they were sent, before any compute. With fleet_options::chaos it interleaves
+// deliveries, prefill jobs and decode steps in an order drawn from that generator, and
+// links can be stalled (delay), cut (partition) and purged (a crash, or a connection
+// dropped after its peer was declared dead): the chaos simulation (chaos_test.cpp).
 
 #include <cstring>
 #include <deque>
@@ -12,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -48,6 +57,7 @@ struct client_log {
   std::map<std::uint32_t, choice_log> choices;
   std::optional<wire::finished> finished;
   std::optional<wire::rejected> rejected;
+  std::size_t ends = 0;  ///< finished and rejected events seen (a request ends once)
   [[nodiscard]] bool done() const { return finished || rejected; }
   /// Choice 0's text, positions and tokens (a request of one choice has only that).
   [[nodiscard]] const std::string& text() const { return choice(0).text; }
@@ -90,6 +100,9 @@ struct fleet_options {
   /// Every worker's device: "cpu" or "emulated:PROFILE" (the checkpoint's shape).
   std::string device = "cpu";
   double time_scale = 0.0;  ///< emulated: modelled time x this (0: none)
+  decode_config decode;
+  /// Seeded interleaving (see the top of this file); must outlive the fleet. Null: FIFO.
+  std::mt19937_64* chaos = nullptr;
 };
 
 class fleet {
@@ -101,13 +114,24 @@ class fleet {
     auto t = engine::tokenizer::load(shared_model("tok512.bin"), model_->config().vocab_size);
     EXPECT_TRUE(t.has_value());
     tok_ = std::make_unique<engine::tokenizer>(std::move(*t));
-    for (std::size_t i = 0; i < std::max<std::size_t>(1, options.routers); ++i) {
-      const auto name = "router-" + std::to_string(i);
-      routers_[name] = std::make_unique<router_state>(
-          *tok_, model_->config().seq_len, 16, wire::actor_address{name, "router"}, options.router);
-    }
+    for (std::size_t i = 0; i < std::max<std::size_t>(1, options.routers); ++i) add_router(i);
     for (std::size_t i = 0; i < options.decode_nodes; ++i) add_decode(i);
     for (std::size_t i = 0; i < options.prefill_nodes; ++i) add_prefill(i);
+  }
+
+  /// Starts router-`i` (fresh state, as a restarted process) knowing every live worker.
+  /// Its request ids count from its start, as the router actor's do (a restarted router
+  /// never reuses an id of the one before it).
+  void add_router(std::size_t i) {
+    const auto name = "router-" + std::to_string(i);
+    auto& r = routers_[name];
+    router_config config = options_.router;
+    config.first_request += ++router_starts_ << 24;
+    r = std::make_unique<router_state>(*tok_, model_->config().seq_len, 16,
+                                       wire::actor_address{name, "router"}, config);
+    dead_.erase(name);
+    gone_.erase(name);
+    add_router_workers(name);
   }
 
   /// Starts decode-`i` and tells the router (as membership would).
@@ -116,8 +140,9 @@ class fleet {
     auto& d = decodes_[name];
     d.engine = make_engine(options_.kv_blocks);
     d.state = std::make_unique<decode_state>(*d.engine, wire::actor_address{name, "decode"},
-                                             kv_region{100 + i, 7, 0});
+                                             kv_region{100 + i, 7, 0}, options_.decode);
     dead_.erase(name);
+    gone_.erase(name);
     for (auto& [r, state] : routers_) {
       if (dead_.contains(r)) continue;
       dispatch(r, state->add_worker({name, "decode"}, wire::role::decode,
@@ -133,6 +158,7 @@ class fleet {
     p.state = std::make_unique<prefill_state>(*p.engine, wire::actor_address{name, "prefill"},
                                               *p.writer, options_.prefill);
     dead_.erase(name);
+    gone_.erase(name);
     for (auto& [r, state] : routers_) {
       if (dead_.contains(r)) continue;
       dispatch(r, state->add_worker({name, "prefill"}, wire::role::prefill,
@@ -240,10 +266,12 @@ class fleet {
   void pump(const std::function<bool()>& until = {}) {
     for (int guard = 0; guard < 1'000'000; ++guard) {
       if (until && until()) return;
-      if (!tasks_.empty()) {
-        auto task = std::move(tasks_.front());
-        tasks_.pop_front();
-        task();
+      if (options_.chaos != nullptr) {
+        if (!step()) return;
+        continue;
+      }
+      if (auto* link = next_link()) {
+        run_head(*link);
         continue;
       }
       bool worked = false;
@@ -264,9 +292,142 @@ class fleet {
     FAIL() << "the fleet never went quiet";
   }
 
+  /// One thing, drawn by fleet_options::chaos from what can happen now: the next delivery
+  /// on an open link, a prefill job or a decode step. False when nothing can.
+  bool step() {
+    std::vector<std::deque<task>*> open;
+    for (auto& [key, queue] : links_) {
+      if (!queue.empty() && link_open(queue.front().from, queue.front().to)) open.push_back(&queue);
+    }
+    std::vector<std::string> busy;
+    for (auto& [name, pn] : prefills_) {
+      if (!dead_.contains(name) && pn.state->has_work()) busy.push_back(name);
+    }
+    for (auto& [name, dn] : decodes_) {
+      if (!dead_.contains(name) && dn.state->has_work()) busy.push_back(name);
+    }
+    const std::size_t n = open.size() + busy.size();
+    if (n == 0) return false;
+    const std::size_t pick = (*options_.chaos)() % n;
+    if (pick < open.size()) {
+      run_head(*open[pick]);
+    } else if (const auto& name = busy[pick - open.size()]; prefills_.contains(name)) {
+      dispatch(name, prefills_.at(name).state->run_next(now_));
+    } else {
+      dispatch(name, decodes_.at(name).state->step(now_));
+    }
+    return true;
+  }
+
+  /// When the earliest timer of a live node, or the end of a stall, falls due (max if none).
+  [[nodiscard]] time_point next_due() const {
+    time_point due = time_point::max();
+    for (const auto& [node, t] : timers_) {
+      if (!dead_.contains(node)) due = std::min(due, t.at);
+    }
+    for (const auto& [link, until] : stalled_) {
+      if (until > now_) due = std::min(due, until);
+    }
+    return due;
+  }
+  [[nodiscard]] time_point now() const { return now_; }
+
+  /// Holds traffic from `from` to `to` (messages and writes) until `until`: a slow link.
+  void stall(const std::string& from, const std::string& to, time_point until) {
+    stalled_[{from, to}] = until;
+  }
+  /// Cuts every link of `node` (a partition: traffic waits, as TCP retransmits) or heals it.
+  void cut(const std::string& node, bool cut) {
+    if (cut) {
+      cut_.insert(node);
+    } else {
+      cut_.erase(node);
+    }
+  }
+  [[nodiscard]] bool is_cut(const std::string& node) const { return cut_.contains(node); }
+
+  /// `node`'s process dies: it stops, and what it sent or was sent is lost (its connections
+  /// break). Nobody is told: see declare_gone().
+  void crash(const std::string& node) {
+    dead_.insert(node);
+    drop_links(node);
+    std::erase_if(timers_, [&](const auto& t) { return t.first == node; });
+  }
+  /// Membership's verdict on `node` reaches every other live node; the connections to it
+  /// are dropped. A live `node` (cut off) comes to its own verdict on the others later, or
+  /// not at all (see lose_sight).
+  void declare_gone(const std::string& node) {
+    drop_links(node);
+    gone_.insert(node);
+    for (const auto& who : alive()) {
+      if (who != node) tell_gone(who, node);
+    }
+  }
+  /// A cut-off `node` declares every other node dead (its own membership's verdict).
+  void lose_sight(const std::string& node) {
+    for (const auto& who : alive()) {
+      if (who != node) tell_gone(node, who);
+    }
+  }
+  void tell_gone(const std::string& who, const std::string& gone) {
+    if (routers_.contains(who)) {
+      dispatch(who, routers_.at(who)->on_node_gone(gone, now_));
+    } else if (decodes_.contains(who)) {
+      dispatch(who, decodes_.at(who).state->on_node_gone(gone, now_));
+    } else if (prefills_.contains(who)) {
+      dispatch(who, prefills_.at(who).state->on_node_gone(gone));
+    }
+  }
+  /// A live `node` that was declared gone refuted it (a higher incarnation): the others
+  /// take it back, and it them.
+  void rejoin(const std::string& node) {
+    gone_.erase(node);
+    if (routers_.contains(node)) {
+      add_router_workers(node);
+      return;
+    }
+    const bool decode = decodes_.contains(node);
+    for (auto& [r, state] : routers_) {
+      if (dead_.contains(r)) continue;
+      dispatch(r, decode ? state->add_worker({node, "decode"}, wire::role::decode,
+                                             wire::node_kind::wafer_scale, options_.kv_blocks, now_)
+                         : state->add_worker({node, "prefill"}, wire::role::prefill,
+                                             wire::node_kind::trainium, 0, now_));
+    }
+  }
+  /// A node that was declared gone learns it (it refutes): its state drops what its peers
+  /// gave up.
+  void buried(const std::string& node) {
+    if (routers_.contains(node)) {
+      dispatch(node, routers_.at(node)->on_buried(now_));
+    } else if (decodes_.contains(node)) {
+      dispatch(node, decodes_.at(node).state->on_buried(now_));
+    } else if (prefills_.contains(node)) {
+      dispatch(node, prefills_.at(node).state->on_buried());
+    }
+  }
+  /// A node that had declared the others gone hears from them again (they refute).
+  void regain_sight(const std::string& node) {
+    if (routers_.contains(node)) add_router_workers(node);
+  }
+  /// Every node not dead, by name.
+  [[nodiscard]] std::vector<std::string> alive() const {
+    std::vector<std::string> out;
+    for (const auto& [n, s] : routers_) {
+      if (!dead_.contains(n)) out.push_back(n);
+    }
+    for (const auto& [n, s] : prefills_) {
+      if (!dead_.contains(n)) out.push_back(n);
+    }
+    for (const auto& [n, s] : decodes_) {
+      if (!dead_.contains(n)) out.push_back(n);
+    }
+    return out;
+  }
+
   /// Moves the clock and fires due timers.
-  void advance(std::chrono::milliseconds by) {
-    now_ += by;
+  void advance(std::chrono::nanoseconds by) {
+    now_ += std::chrono::duration_cast<clock::duration>(by);
     auto due = std::move(timers_);
     timers_.clear();
     for (auto& [node, t] : due) {
@@ -285,18 +446,10 @@ class fleet {
     }
   }
 
-  /// `node` stops; every survivor learns it is gone (as membership would tell them).
+  /// `node` stops; every survivor learns it is gone at once (as membership would tell them).
   void kill(const std::string& node) {
-    dead_.insert(node);
-    for (auto& [r, state] : routers_) {
-      if (!dead_.contains(r)) dispatch(r, state->on_node_gone(node, now_));
-    }
-    for (auto& [name, d] : decodes_) {
-      if (!dead_.contains(name)) dispatch(name, d.state->on_node_gone(node, now_));
-    }
-    for (auto& [name, p] : prefills_) {
-      if (!dead_.contains(name)) dispatch(name, p.state->on_node_gone(node));
-    }
+    crash(node);
+    declare_gone(node);
   }
 
   /// `node`'s actor takes no messages (it is restarting): each sender learns its message
@@ -336,8 +489,11 @@ class fleet {
     return it == counts_.end() ? 0 : it->second;
   }
 
-  /// Runs `f` as a later task (a write completion arriving).
-  void later(std::function<void()> f) { tasks_.push_back(std::move(f)); }
+  /// Runs `f` when the link from `from` to `to` of `kind` delivers it.
+  void send(const std::string& from, const std::string& to, const char* kind,
+            std::function<void()> f) {
+    links_[from + ">" + to + ":" + kind].push_back({++sent_tasks_, from, to, std::move(f)});
+  }
   /// Dispatches `out` as sent by `node`.
   void dispatch(const std::string& node, effects out);
   void dispatch(const std::string& node, router_effects out);
@@ -346,6 +502,11 @@ class fleet {
     return prefills_.at(node).engine->pool().bytes();
   }
   [[nodiscard]] bool dead(const std::string& node) const { return dead_.contains(node); }
+  [[nodiscard]] bool chaotic() const { return options_.chaos != nullptr; }
+  [[nodiscard]] static std::string decode_name(std::uint64_t fabric_node) {
+    return "decode-" + std::to_string(fabric_node - 100);
+  }
+  [[nodiscard]] bool has_router(const std::string& n) const { return routers_.contains(n); }
 
  private:
   struct decode_node {
@@ -358,6 +519,55 @@ class fleet {
     std::unique_ptr<prefill_state> state;
   };
   void deliver(const wire::actor_address& from, const outgoing& m);
+  /// `sender` learns that its message to `to` was not delivered.
+  void undeliverable(const std::string& sender, const wire::actor_address& to);
+
+  /// A message, write or completion on its link.
+  struct task {
+    std::uint64_t order = 0;  ///< when it was sent, fleet-wide
+    std::string from;
+    std::string to;
+    std::function<void()> run;
+  };
+  [[nodiscard]] bool link_open(const std::string& from, const std::string& to) const {
+    if (cut_.contains(from) || cut_.contains(to)) return false;
+    auto it = stalled_.find({from, to});
+    return it == stalled_.end() || it->second <= now_;
+  }
+  /// The open link whose next task was sent first, or null.
+  std::deque<task>* next_link() {
+    std::deque<task>* first = nullptr;
+    for (auto& [key, queue] : links_) {
+      if (queue.empty() || !link_open(queue.front().from, queue.front().to)) continue;
+      if (first == nullptr || queue.front().order < first->front().order) first = &queue;
+    }
+    return first;
+  }
+  void run_head(std::deque<task>& link) {
+    auto t = std::move(link.front());
+    link.pop_front();
+    t.run();
+  }
+  void drop_links(const std::string& node) {
+    for (auto& [key, queue] : links_) {
+      std::erase_if(queue, [&](const task& t) { return t.from == node || t.to == node; });
+    }
+  }
+  void add_router_workers(const std::string& router) {
+    auto& r = *routers_.at(router);
+    for (const auto& [w, d] : decodes_) {
+      if (!dead_.contains(w)) {
+        dispatch(router, r.add_worker({w, "decode"}, wire::role::decode,
+                                      wire::node_kind::wafer_scale, options_.kv_blocks, now_));
+      }
+    }
+    for (const auto& [w, p] : prefills_) {
+      if (!dead_.contains(w)) {
+        dispatch(router, r.add_worker({w, "prefill"}, wire::role::prefill,
+                                      wire::node_kind::trainium, 0, now_));
+      }
+    }
+  }
 
   fleet_options options_;
   std::unique_ptr<engine::model> model_;
@@ -369,8 +579,13 @@ class fleet {
   std::map<std::string, prefill_node> prefills_;
   std::set<std::string> dead_;
   std::set<std::string> refused_;
+  std::set<std::string> gone_;  ///< declared dead, not back yet: no frame goes to or from them
   std::set<wire::request_id> slow_;
-  std::deque<std::function<void()>> tasks_;
+  std::map<std::string, std::deque<task>> links_;
+  std::uint64_t sent_tasks_ = 0;
+  std::uint64_t router_starts_ = 0;
+  std::map<std::pair<std::string, std::string>, time_point> stalled_;
+  std::set<std::string> cut_;
   std::vector<std::pair<std::string, timer>> timers_;
   std::map<wire::request_id, client_log> logs_;
   std::map<std::string, std::size_t> counts_;
@@ -384,8 +599,15 @@ inline void fleet::dispatch(const std::string& node, effects out) {
                                                           : "decode";
   for (auto& t : out.timers) timers_.emplace_back(node, t);
   for (auto& s : out.sends) {
-    tasks_.push_back(
-        [this, from = wire::actor_address{node, actor}, m = std::move(s)] { deliver(from, m); });
+    const std::string to = s.to.node;
+    if (gone_.contains(node)) continue;  // a buried incarnation's frames are not accepted
+    if (dead_.contains(to) || gone_.contains(to)) {
+      // Not a member (or not reachable): the runtime tells the sender (delivery_failure).
+      send(node, node, "failure", [this, node, to = s.to] { undeliverable(node, to); });
+      continue;
+    }
+    send(node, to, "message",
+         [this, from = wire::actor_address{node, actor}, m = std::move(s)] { deliver(from, m); });
   }
 }
 
@@ -411,8 +633,10 @@ inline void fleet::dispatch(const std::string& node, router_effects out) {
             c.finish = what.finish;
           } else if constexpr (std::is_same_v<T, wire::finished>) {
             log.finished = what;
+            ++log.ends;
           } else {
             log.rejected = what;
+            ++log.ends;
           }
         },
         e.what);
@@ -425,11 +649,7 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
   ++counts_[wire::body_name(m.body)];
   const std::string& to = m.to.node;
   if (refused_.contains(to)) {
-    if (routers_.contains(from.node)) {
-      dispatch(from.node, routers_.at(from.node)->on_undeliverable(to, now_));
-    } else if (decodes_.contains(from.node)) {
-      dispatch(from.node, decodes_.at(from.node).state->on_undeliverable(m.to));
-    }
+    undeliverable(from.node, m.to);
     return;
   }
   std::visit(
@@ -479,13 +699,26 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
       m.body);
 }
 
+inline void fleet::undeliverable(const std::string& sender, const wire::actor_address& to) {
+  if (dead_.contains(sender)) return;
+  if (routers_.contains(sender)) {
+    dispatch(sender, routers_.at(sender)->on_undeliverable(to.node, now_));
+  } else if (decodes_.contains(sender)) {
+    dispatch(sender, decodes_.at(sender).state->on_undeliverable(to));
+  }
+}
+
 inline std::span<std::byte> fleet::decode_pool(std::uint64_t fabric_node) {
-  return decodes_.at("decode-" + std::to_string(fabric_node - 100)).engine->pool().bytes();
+  return decodes_.at(decode_name(fabric_node)).engine->pool().bytes();
 }
 
 inline void copy_writer::post(const slice_write& w) {
   if (hold) {
     held.push_back(w);
+    return;
+  }
+  if (fleet_.chaotic()) {  // the write travels on its link, and may land late
+    fleet_.send(node_, fleet_.decode_name(w.target_fabric_node), "rma", [this, w] { apply(w); });
     return;
   }
   apply(w);
@@ -503,7 +736,7 @@ inline void copy_writer::apply(const slice_write& w) {
   }
   const std::string node = node_;
   const std::uint64_t tag = w.tag;
-  fleet_.later([this, node, tag] {
+  fleet_.send(fleet_.decode_name(w.target_fabric_node), node, "completion", [this, node, tag] {
     if (!fleet_.dead(node)) fleet_.dispatch(node, fleet_.prefill(node).on_write_done(tag, {}));
   });
 }

@@ -646,6 +646,51 @@ TEST(Failover, WithEveryDecodeNodeDeadTheRequestWaitsAndGoesOnWhenOneJoins) {
             1u);
 }
 
+/// A decode node cut off long enough for its router to declare it dead (while it saw
+/// nobody die) comes back: it learns it was buried and lets go of the attempt its router
+/// moved elsewhere, instead of holding its blocks for ever.
+TEST(Failover, ADecodeNodeDeclaredDeadThatComesBackLetsGoOfWhatItsRouterMoved) {
+  fleet f;
+  const auto r = adjusted_request(1, 101);
+  const auto id = f.submit(r);
+  f.pump([&] { return f.log(id).tokens().size() >= 6; });
+  const std::string cut = f.log(id).accepted->decode_node;
+  f.cut(cut, true);
+  f.declare_gone(cut);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished) << "moved to the other decode node";
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+  EXPECT_GT(f.decode(cut).active(), 0u) << "the cut-off node still runs it";
+  f.cut(cut, false);
+  f.rejoin(cut);
+  f.buried(cut);
+  f.pump();
+  f.advance(std::chrono::milliseconds(6000));  // past the orphans' grace
+  EXPECT_EQ(f.decode(cut).active(), 0u);
+  EXPECT_EQ(f.decode_engine(cut).pool().free_blocks(), 512u);
+}
+
+/// A router cut off long enough for the workers to declare it dead (while it saw nobody
+/// die) comes back: it learns it was buried and places its requests again at once, rather
+/// than waiting for tokens that will never come until their deadline.
+TEST(Failover, ARouterDeclaredDeadThatComesBackPlacesItsRequestsAgain) {
+  fleet f;
+  const auto r = adjusted_request(1, 111);
+  const auto id = f.submit(r);
+  f.pump([&] { return f.log(id).tokens().size() >= 6; });
+  f.cut("router-0", true);
+  f.declare_gone("router-0");
+  f.pump();
+  EXPECT_FALSE(f.log(id).done());
+  f.cut("router-0", false);
+  f.rejoin("router-0");
+  f.buried("router-0");
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished) << (f.log(id).rejected ? f.log(id).rejected->message : "");
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+  EXPECT_GE(f.router().stats().retries, 1u);
+}
+
 TEST(Serving, IgnoreEosGoesOnPastTheEndOfText) {
   fleet f;
   wire::generate_request r;

@@ -1,5 +1,7 @@
-#include "netns_lab.hpp"
+#include "launcher/netns_lab.hpp"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,7 +15,7 @@
 
 #include <fmt/format.h>
 
-namespace baton::testing {
+namespace baton::launcher {
 namespace {
 
 constexpr std::string_view name_prefix = "bwt";
@@ -57,7 +59,13 @@ void remove_namespace(const std::string& ip, const std::string& ns) {
     auto pids = run({ip, "netns", "pids", ns});
     if (!pids || pids->empty()) break;
     std::istringstream words(*pids);
-    for (long pid = 0; words >> pid;) ::kill(static_cast<pid_t>(pid), SIGKILL);
+    bool others = false;
+    for (long pid = 0; words >> pid;) {
+      if (pid == ::getpid()) continue;  // a thread of ours entered it (netns_lab::enter)
+      ::kill(static_cast<pid_t>(pid), SIGKILL);
+      others = true;
+    }
+    if (!others) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   (void)run({ip, "netns", "del", ns});
@@ -151,9 +159,20 @@ expected<void> netns_lab::set_link(const std::string& name, bool up) {
   return {};
 }
 
+expected<void> netns_lab::enter(const std::string& name) const {
+  if (!ports_.contains(name)) return fail(errc::not_found, "no host " + name);
+  const auto path = "/var/run/netns/" + ns(name);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(errc::failed, fmt::format("{}: cannot open", path));
+  const int ok = ::setns(fd, CLONE_NEWNET);
+  ::close(fd);
+  if (ok != 0) return fail(errc::failed, fmt::format("setns into {} failed", ns(name)));
+  return {};
+}
+
 std::vector<std::string> netns_lab::shell(const std::string& name,
                                           const std::string& script) const {
   return {ip_, "netns", "exec", ns(name), "/bin/sh", "-c", script};
 }
 
-}  // namespace baton::testing
+}  // namespace baton::launcher

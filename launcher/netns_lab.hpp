@@ -1,6 +1,7 @@
 #pragma once
 
-// Hosts for tests that need more than 127.0.0.1: Linux network namespaces joined by one
+// Hosts for tests and `baton chaos --netns` that need more than 127.0.0.1: Linux network
+// namespaces joined by one
 // bridge (in a namespace of its own), with IPv4 addresses in 10.77.0.0/24 that exist only
 // inside them; nothing is added to the machine's own network. Needs root and iproute2
 // (`ip netns`). On destruction every process still inside a namespace is killed and every
@@ -14,7 +15,7 @@
 
 #include "base/error.hpp"
 
-namespace baton::testing {
+namespace baton::launcher {
 
 class netns_lab {
  public:
@@ -39,6 +40,11 @@ class netns_lab {
   [[nodiscard]] std::vector<std::string> shell(const std::string& name,
                                                const std::string& script) const;
 
+  /// Moves the calling thread into host `name`'s network namespace (threads it starts
+  /// from then on are born there): the lab's hosts become reachable from it, and
+  /// 127.0.0.1 is the host's own.
+  [[nodiscard]] expected<void> enter(const std::string& name) const;
+
  private:
   netns_lab(std::string ip, std::string prefix);
   [[nodiscard]] std::string ns(const std::string& name) const { return prefix_ + name; }
@@ -49,4 +55,4 @@ class netns_lab {
   std::map<std::string, std::string> ports_;  ///< each host's port on the bridge
 };
 
-}  // namespace baton::testing
+}  // namespace baton::launcher
