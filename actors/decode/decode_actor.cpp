@@ -198,7 +198,7 @@ void on_frame(decode_actor* self, const runtime::inbound& in) {
           after(self, st.state->on_prefill_done(from, body, clock::now()));
         } else if constexpr (std::is_same_v<T, wire::cancel>) {
           (void)take_held(st, [&](const held_admit& h) {  // its router ended it: dropped
-            return h.admit.request == body.request &&
+            return (body.request == wire::request_id{} || h.admit.request == body.request) &&
                    (body.attempt == 0 || h.admit.attempt == body.attempt) &&
                    h.from.node == from.node;
           });
@@ -269,10 +269,7 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
       },
       [self](runtime::member_update& u) {
         auto& s = self->state;
-        if (u.buried) {
-          spdlog::warn("decode: this node had been declared dead: its routers' attempts end");
-          return after(self, s.state->on_buried(clock::now()));
-        }
+        if (u.buried) return;  // the routers that buried it end what they moved (a cancel)
         const auto& m = u.member;
         if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
           s.granted.erase(m.node);

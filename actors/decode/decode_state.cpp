@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <set>
 
 #include <fmt/format.h>
 
@@ -371,7 +370,8 @@ effects decode_state::on_cancel(const wire::actor_address& from, const wire::can
   for (const auto& [k, a] : attempts_) {
     // Only its router ends an attempt: a router that lost its client must not cancel what
     // another router has claimed.
-    if (k.first == m.request && (m.attempt == 0 || k.second == m.attempt) &&
+    const bool all = m.request == wire::request_id{};  // the router moved everything
+    if ((all || k.first == m.request) && (m.attempt == 0 || k.second == m.attempt) &&
         a.state != phase::quarantined && a.router.node == from.node && !a.orphaned) {
       keys.push_back(k);
     }
@@ -405,14 +405,6 @@ effects decode_state::on_abort(const wire::actor_address& from, const wire::abor
 effects decode_state::on_node_gone(const std::string& node, time_point now) {
   effects out = writer_gone(node);
   out.append(router_gone(node, now));
-  return out;
-}
-
-effects decode_state::on_buried(time_point now) {
-  std::set<std::string> routers;
-  for (const auto& [k, a] : attempts_) routers.insert(a.router.node);
-  effects out;
-  for (const auto& r : routers) out.append(router_gone(r, now));
   return out;
 }
 

@@ -92,7 +92,8 @@ class decode_state {
   /// adds the sequence to the batch.
   effects on_prefill_done(const wire::actor_address& from, const wire::prefill_done& m,
                           time_point now);
-  /// Ends the request's attempts (or m.attempt only) that belong to `from`; remote-written
+  /// Ends the request's attempts (or m.attempt only; request 0: every attempt) that belong
+  /// to `from`; remote-written
   /// blocks go to quarantine, and a prefill still computing for it is told (after the job
   /// this node sent it).
   effects on_cancel(const wire::actor_address& from, const wire::cancel& m);
@@ -106,10 +107,6 @@ class decode_state {
   /// `node` died or left: ends its writers' quarantines, and orphans its routers' running
   /// attempts (the others end).
   effects on_node_gone(const std::string& node, time_point now);
-  /// This node had been declared dead (it refuted, and lives on): the routers that buried
-  /// it moved its attempts, so each is treated as its router's death (orphaned for a
-  /// claim, or quarantined until its writer ends).
-  effects on_buried(time_point now);
   /// The actor `actor` terminated on a live node (a crash its supervisor restarts): a
   /// router's running attempts are orphaned as if its node had died; a prefill's
   /// unfinished jobs end (its writes are over with it).

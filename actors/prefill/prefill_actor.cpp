@@ -216,10 +216,7 @@ caf::behavior prefill_behavior(prefill_actor* self, runtime::node_context* ctx,
         after(self, self->state.state->on_write_done(d.tag, d.status));
       },
       [self](runtime::member_update& u) {
-        if (u.buried) {
-          spdlog::warn("prefill: this node had been declared dead: its jobs end");
-          return after(self, self->state.state->on_buried());
-        }
+        if (u.buried) return;  // its decode nodes ended the attempts it writes for
         const auto& m = u.member;
         if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
           after(self, self->state.state->on_node_gone(m.node));

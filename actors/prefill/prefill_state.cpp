@@ -190,18 +190,6 @@ effects prefill_state::on_cancel(const wire::cancel& m) {
   return out;
 }
 
-effects prefill_state::on_buried() {
-  effects out;
-  for (const auto& p : queue_) {
-    ++stats_.aborted;
-    out.send(p.decode, wire::abort_attempt{p.request, p.attempt, errc::unavailable,
-                                           "the prefill node was declared dead"});
-  }
-  queue_.clear();
-  for (auto& [id, j] : jobs_) j.cancelled = true;
-  return out;
-}
-
 effects prefill_state::on_node_gone(const std::string& node) {
   std::erase_if(queue_, [&](const wire::prefill& p) { return p.decode.node == node; });
   for (auto& [id, j] : jobs_) {

@@ -77,9 +77,6 @@ class prefill_state {
   effects on_write_done(std::uint64_t tag, const expected<void>& status);
   /// Jobs whose decode node is gone are dropped (their writes fail on their own).
   effects on_node_gone(const std::string& node);
-  /// This node had been declared dead (it refuted): the decode nodes that buried it freed
-  /// the blocks its jobs write into, so every job ends (aborts to their decode nodes).
-  effects on_buried();
 
   /// The modelled compute time of job `id` has passed.
   effects on_timer(std::uint64_t id);

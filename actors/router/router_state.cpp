@@ -78,6 +78,11 @@ router_effects router_state::add_worker(const wire::actor_address& address, wire
   auto& table = role == wire::role::prefill ? prefill_ : decode_;
   auto& rank = role == wire::role::prefill ? prefill_rank_ : decode_rank_;
   if (table.contains(address.node)) return out;
+  if (role == wire::role::decode && gone_decodes_.erase(address.node) > 0) {
+    // It was gone (declared dead: perhaps only cut off, and alive all along): what this
+    // router had there was moved elsewhere, so it ends everything of this router's.
+    out.send(address, wire::cancel{wire::request_id{}, "moved while this node was gone", 0});
+  }
   worker w{address, kind, kv_blocks, 0, 0, 0, false, incarnation};
   w.score = score(role, w);
   w.tie = XXH3_64bits_withSeed(address.node.data(), address.node.size(), seeds_tie_);
@@ -698,6 +703,7 @@ router_effects router_state::on_node_gone(const std::string& node, time_point no
     auto& rank = table == &prefill_ ? prefill_rank_ : decode_rank_;
     if (!it->second.draining) rank.erase({it->second.score, it->second.tie, node});
     if (it->second.draining) cause = migration_cause::drain;
+    if (table == &decode_) gone_decodes_.insert(node);
     table->erase(it);
   }
   router_effects out;

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -143,8 +144,9 @@ class router_state {
                wire::actor_address self, router_config config = {});
 
   /// Makes the actor `address` (named "prefill" or "decode") a worker of `role` (once);
-  /// what waits for one is placed. A prefill worker's `incarnation` (its node's) goes in
-  /// the admits that name it as the writer.
+  /// what waits for one is placed. A decode node that was gone before is first told to end
+  /// every attempt of this router (they were moved when it went). A prefill worker's `incarnation`
+  /// (its node's) goes in the admits that name it as the writer.
   router_effects add_worker(const wire::actor_address& address, wire::role role,
                             wire::node_kind kind, std::size_t kv_blocks, time_point now,
                             std::uint64_t incarnation = 0);
@@ -324,6 +326,9 @@ class router_state {
   router_config config_;
   std::mt19937_64 seeds_;
   std::uint64_t next_request_ = 0;
+  /// Decode workers that went (died, left, declared dead): one that comes back is told
+  /// to end what this router had there (a cancel of request 0), which was moved.
+  std::unordered_set<std::string> gone_decodes_;
   std::uint64_t seeds_tie_ = 0;  ///< seeds worker::tie
   std::uint64_t next_timer_ = 0;
   /// Hashed: every worker message looks its request up. Whatever walks it sorts by id.

@@ -97,7 +97,7 @@ class chaos_run {
     o.routers = 2;
     o.prefill_nodes = 2;
     o.decode_nodes = 2;
-    o.kv_blocks = 128;
+    o.kv_blocks = 512;
     o.decode = options.decode;
     o.chaos = &order_;
     fleet_ = std::make_unique<fleet>(o);

@@ -131,6 +131,7 @@ class fleet {
                                        wire::actor_address{name, "router"}, config);
     dead_.erase(name);
     gone_.erase(name);
+    for (auto& [who, blind] : blind_) blind.erase(name);  // a new process: a new member
     add_router_workers(name);
   }
 
@@ -143,6 +144,7 @@ class fleet {
                                              kv_region{100 + i, 7, 0}, options_.decode);
     dead_.erase(name);
     gone_.erase(name);
+    for (auto& [who, blind] : blind_) blind.erase(name);  // a new process: a new member
     for (auto& [r, state] : routers_) {
       if (dead_.contains(r)) continue;
       dispatch(r, state->add_worker({name, "decode"}, wire::role::decode,
@@ -159,6 +161,7 @@ class fleet {
                                               *p.writer, options_.prefill);
     dead_.erase(name);
     gone_.erase(name);
+    for (auto& [who, blind] : blind_) blind.erase(name);  // a new process: a new member
     for (auto& [r, state] : routers_) {
       if (dead_.contains(r)) continue;
       dispatch(r, state->add_worker({name, "prefill"}, wire::role::prefill,
@@ -363,10 +366,13 @@ class fleet {
       if (who != node) tell_gone(who, node);
     }
   }
-  /// A cut-off `node` declares every other node dead (its own membership's verdict).
+  /// A cut-off `node` declares every other node dead (its own membership's verdict): until
+  /// it hears from them again, what it sends them fails back to it.
   void lose_sight(const std::string& node) {
     for (const auto& who : alive()) {
-      if (who != node) tell_gone(node, who);
+      if (who == node) continue;
+      blind_[node].insert(who);
+      tell_gone(node, who);
     }
   }
   void tell_gone(const std::string& who, const std::string& gone) {
@@ -395,20 +401,20 @@ class fleet {
                                              wire::node_kind::trainium, 0, now_));
     }
   }
-  /// A node that was declared gone learns it (it refutes): its state drops what its peers
-  /// gave up.
+  /// A node that was declared gone learns it (it refutes): a router places its requests
+  /// again (workers and the routers that buried them settle it with a cancel on rejoin).
   void buried(const std::string& node) {
-    if (routers_.contains(node)) {
-      dispatch(node, routers_.at(node)->on_buried(now_));
-    } else if (decodes_.contains(node)) {
-      dispatch(node, decodes_.at(node).state->on_buried(now_));
-    } else if (prefills_.contains(node)) {
-      dispatch(node, prefills_.at(node).state->on_buried());
-    }
+    if (routers_.contains(node)) dispatch(node, routers_.at(node)->on_buried(now_));
   }
-  /// A node that had declared the others gone hears from them again (they refute).
+  /// A node that had declared the others gone hears from them again; they learn of its
+  /// verdict and refute (a router among them was buried).
   void regain_sight(const std::string& node) {
+    const auto blind = blind_[node];
+    blind_.erase(node);
     if (routers_.contains(node)) add_router_workers(node);
+    for (const auto& peer : blind) {
+      if (!dead_.contains(peer)) buried(peer);
+    }
   }
   /// Every node not dead, by name.
   [[nodiscard]] std::vector<std::string> alive() const {
@@ -580,6 +586,7 @@ class fleet {
   std::set<std::string> dead_;
   std::set<std::string> refused_;
   std::set<std::string> gone_;  ///< declared dead, not back yet: no frame goes to or from them
+  std::map<std::string, std::set<std::string>> blind_;  ///< who each node itself declared dead
   std::set<wire::request_id> slow_;
   std::map<std::string, std::deque<task>> links_;
   std::uint64_t sent_tasks_ = 0;
@@ -601,7 +608,8 @@ inline void fleet::dispatch(const std::string& node, effects out) {
   for (auto& s : out.sends) {
     const std::string to = s.to.node;
     if (gone_.contains(node)) continue;  // a buried incarnation's frames are not accepted
-    if (dead_.contains(to) || gone_.contains(to)) {
+    if (dead_.contains(to) || gone_.contains(to) ||
+        (blind_.contains(node) && blind_[node].contains(to))) {
       // Not a member (or not reachable): the runtime tells the sender (delivery_failure).
       send(node, node, "failure", [this, node, to = s.to] { undeliverable(node, to); });
       continue;
