@@ -362,6 +362,7 @@ void membership_state::apply(const wire::member& update, time_point now, members
   if (it != members_.end() && !overrides(update, it->second.info)) return;
   auto& r = it != members_.end() ? it->second : members_[update.node];
   const bool joins = it == members_.end() || !live(r.info.state);
+  if (r.info.state == member_state::dead && live(update.state)) r.returned = now;
   if (r.info.state == member_state::suspect && update.state == member_state::alive) {
     ++false_suspicions_;  // it refuted: it was alive all along
   }
@@ -571,6 +572,9 @@ membership_output membership_state::on_unreachable(const std::string& node, time
   membership_output out;
   auto it = members_.find(node);
   if (it == members_.end() || !live(it->second.info.state) || !joined_) return out;
+  if (const auto& back = it->second.returned; back && now - *back < config_.returned_grace) {
+    return on_reachable(node, now);
+  }
   if (it->second.info.state == member_state::alive) {
     auto update = it->second.info;
     update.state = member_state::suspect;

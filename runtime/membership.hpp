@@ -71,6 +71,10 @@ struct membership_config {
   /// A member reported unreachable (on_unreachable) is dead this long later unless it
   /// answers.
   milliseconds unreachable_confirm{60};
+  /// For this long after a dead member comes back, a transport failure to it is blamed on
+  /// the connection from before its return (reset by the peer that buried it), not on the
+  /// member: it is probed over a new connection instead of suspected.
+  milliseconds returned_grace{2000};
   /// A challenge to a joiner is answered within this long, once, or not at all.
   milliseconds challenge_ttl{30'000};
   std::size_t max_challenges = 1024;  ///< outstanding at once; beyond, the oldest go
@@ -148,7 +152,8 @@ class membership_state {
   [[nodiscard]] membership_output drain(time_point now);
   /// The transport could not reach `node` (its connection was refused or reset): a live
   /// member becomes suspect and is declared dead unreachable_confirm later unless it
-  /// refutes. Ignored for a member not alive or suspect.
+  /// refutes. Ignored for a member not alive or suspect. Within returned_grace of a dead
+  /// member's return, treated as on_reachable (the failure is its old connection's).
   [[nodiscard]] membership_output on_unreachable(const std::string& node, time_point now);
   /// The network reaches `node` again (peer_watch connected to it after failing to): it
   /// is sent a reconnect probe at once over a new connection, since the old one's
@@ -184,6 +189,7 @@ class membership_state {
     time_point suspect_deadline{};
     time_point next_reprobe{};            ///< while suspect
     std::vector<std::string> suspecters;  ///< of the suspected incarnation
+    std::optional<time_point> returned;   ///< when it last came back from dead
   };
   struct probe {
     std::string target;

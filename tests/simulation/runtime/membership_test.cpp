@@ -629,6 +629,36 @@ TEST(MembershipFaults, TheNetworksReturnSendsAReconnectProbeAtOnceOverANewConnec
               static_cast<long long>((now - back) / 1ms));
 }
 
+TEST(MembershipFaults, TheOldConnectionFailingJustAfterAReturnSuspectsNobody) {
+  // Gossip can revive a member before the connection that predates the partition fails
+  // (its peer reset it while it was buried): that failure says nothing of the member.
+  for (const auto seed : baton::testing::test_seeds(31, 4)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    time_point now{};
+    auto sim = five_nodes(seed, {}, 1s, now);
+    sim->cut("n4", true);
+    sim->run(now, now + 10s);
+    ASSERT_EQ(sim->view("n0", "n4"), member_state::dead);
+    const auto before = sim->at("n4").self().incarnation;
+    sim->cut("n4", false);
+    const auto healed = now;
+    while (sim->view("n0", "n4") != member_state::alive) {
+      ASSERT_LT(now - healed, 2s);
+      sim->run(now, now + 1ms);
+    }
+    sim->fresh_connections.clear();
+    sim->unreachable("n0", "n4", now);
+    EXPECT_EQ(sim->view("n0", "n4"), member_state::alive) << "not suspected";
+    EXPECT_EQ(sim->fresh_connections.size(), 1u) << "probed over a new connection instead";
+    sim->run(now, now + 3s);
+    EXPECT_EQ(sim->view("n0", "n4"), member_state::alive);
+    EXPECT_EQ(sim->at("n4").self().incarnation, before + 1) << "it refuted its burial, once";
+    // Long after its return, the transport's word counts again.
+    sim->unreachable("n0", "n4", now);
+    EXPECT_EQ(sim->view("n0", "n4"), member_state::suspect);
+  }
+}
+
 TEST(MembershipFaults, APartitionedNodeIsDeadToTheOthersAndTheRestAgree) {
   time_point now{};
   auto sim = five_nodes(baton::testing::test_seeds(22, 1).front(), lossy(), 1s, now);
