@@ -361,9 +361,18 @@ void membership_state::apply(const wire::member& update, time_point now, members
   }
   if (it != members_.end() && !overrides(update, it->second.info)) return;
   auto& r = it != members_.end() ? it->second : members_[update.node];
+  // A new process under a live member's name: it was restarted before its predecessor's
+  // death was noticed. Whatever watched the predecessor hears that it is gone first.
+  const bool restarted = it != members_.end() && live(r.info.state) && update.started != 0 &&
+                         r.info.started != 0 && update.started != r.info.started;
+  if (restarted) {
+    auto gone = r.info;
+    gone.state = member_state::dead;
+    out.changes.push_back(std::move(gone));
+  }
   const bool joins = it == members_.end() || !live(r.info.state);
   if (r.info.state == member_state::dead && live(update.state)) r.returned = now;
-  if (r.info.state == member_state::suspect && update.state == member_state::alive) {
+  if (r.info.state == member_state::suspect && update.state == member_state::alive && !restarted) {
     ++false_suspicions_;  // it refuted: it was alive all along
   }
   r.info = update;
@@ -568,11 +577,13 @@ membership_output membership_state::drain(time_point now) {
   return out;
 }
 
-membership_output membership_state::on_unreachable(const std::string& node, time_point now) {
+membership_output membership_state::on_unreachable(const std::string& node, time_point now,
+                                                   unreachable_evidence why) {
   membership_output out;
   auto it = members_.find(node);
   if (it == members_.end() || !live(it->second.info.state) || !joined_) return out;
-  if (const auto& back = it->second.returned; back && now - *back < config_.returned_grace) {
+  if (const auto& back = it->second.returned; why == unreachable_evidence::connection_failed &&
+                                              back && now - *back < config_.returned_grace) {
     return on_reachable(node, now);
   }
   if (it->second.info.state == member_state::alive) {

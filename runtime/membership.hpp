@@ -150,11 +150,17 @@ class membership_state {
   [[nodiscard]] membership_output leave(time_point now);
   /// Announces that this node takes no new work (a higher incarnation with draining set).
   [[nodiscard]] membership_output drain(time_point now);
-  /// The transport could not reach `node` (its connection was refused or reset): a live
-  /// member becomes suspect and is declared dead unreachable_confirm later unless it
-  /// refutes. Ignored for a member not alive or suspect. Within returned_grace of a dead
-  /// member's return, treated as on_reachable (the failure is its old connection's).
-  [[nodiscard]] membership_output on_unreachable(const std::string& node, time_point now);
+  /// What says a member cannot be reached.
+  enum class unreachable_evidence : std::uint8_t {
+    connection_failed,  ///< a send failed: its fabric connection was refused or reset
+    process_gone,       ///< nothing listens at its admin port (peer_watch)
+  };
+  /// `node` cannot be reached: a live member becomes suspect and is declared dead
+  /// unreachable_confirm later unless it refutes. Ignored for a member not alive or
+  /// suspect. A connection that failed within returned_grace of a dead member's return is
+  /// treated as on_reachable instead: the failure is its connection from before.
+  [[nodiscard]] membership_output on_unreachable(const std::string& node, time_point now,
+                                                 unreachable_evidence why);
   /// The network reaches `node` again (peer_watch connected to it after failing to): it
   /// is sent a reconnect probe at once over a new connection, since the old one's
   /// retransmissions started while the network was down and back off for seconds (for a

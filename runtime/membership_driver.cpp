@@ -101,11 +101,12 @@ void membership_driver::drain() {
   apply(state_.drain(now), now);
 }
 
-void membership_driver::on_unreachable(const std::string& node) {
+void membership_driver::on_unreachable(const std::string& node,
+                                        membership_state::unreachable_evidence why) {
   std::lock_guard lock(mutex_);
   if (stopped_) return;
   const auto now = clock::now();
-  auto out = state_.on_unreachable(node, now);
+  auto out = state_.on_unreachable(node, now, why);
   if (!out.changes.empty()) spdlog::info("member {}: the transport cannot reach it", node);
   apply(std::move(out), now);
 }

@@ -63,7 +63,7 @@ class membership_driver {
   /// Announces that this node takes no new work (it stays a member until leave()).
   void drain();
   /// The transport could not reach `node` (membership_state::on_unreachable); any thread.
-  void on_unreachable(const std::string& node);
+  void on_unreachable(const std::string& node, membership_state::unreachable_evidence why);
   /// The network reaches `node` again (membership_state::on_reachable); any thread.
   void on_reachable(const std::string& node);
   /// Joined the cluster (or formed it as the first seed).

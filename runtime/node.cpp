@@ -210,7 +210,8 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
                  false,
                  spec_.has_role(wire::role::decode) ? spec_.kv_blocks : 0,
                  "",
-                 options.restarts};
+                 options.restarts,
+                 context_->incarnation()};
   const auto& t = options.topology.timeouts;
   membership_config mc;
   mc.probe_interval = milliseconds(t.probe_interval_ms);
@@ -228,7 +229,10 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
                                                     std::move(options.secret));
   auto* membership = membership_.get();
   watch_ = std::make_unique<peer_watch>(
-      spec_.name, [membership](const std::string& n) { membership->on_unreachable(n); },
+      spec_.name,
+      [membership](const std::string& n) {
+        membership->on_unreachable(n, membership_state::unreachable_evidence::process_gone);
+      },
       [membership](const std::string& n) { membership->on_reachable(n); });
   context_->set_membership([membership](const wire::frame& f) { membership->on_frame(f); });
   io_->set_filter(
@@ -237,7 +241,9 @@ node::node(node_options options, node_spec spec, std::unique_ptr<transport::endp
         return membership->take(f) || ctx->take(f, received);
       });
   io_->set_ticker([membership] { membership->tick(); });
-  io_->set_unreachable([membership](const std::string& n) { membership->on_unreachable(n); });
+  io_->set_unreachable([membership](const std::string& n) {
+    membership->on_unreachable(n, membership_state::unreachable_evidence::connection_failed);
+  });
   // A seed that refuses our frames' seals refuses the join before it can be asked.
   io_->set_refused([this, membership](const std::string& n, const std::string& why) {
     if (!membership->joined()) stop(stop_reason::refused, fmt::format("{}: {}", n, why));

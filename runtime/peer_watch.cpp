@@ -39,6 +39,7 @@ struct peer_watch::impl {
     explicit watched(asio::io_context& io) : socket(io), timer(io) {}
     std::string node;
     std::uint64_t incarnation = 0;
+    std::uint64_t started = 0;  ///< its process's first incarnation (0: not said)
     tcp::endpoint endpoint;
     tcp::socket socket;
     asio::steady_timer timer;
@@ -82,8 +83,10 @@ struct peer_watch::impl {
     bool cut = false;  // a refuting member comes back under a new incarnation
     if (it != peers.end()) {
       cut = it->second->cut;
-      distrusted = it->second->distrusted || it->second->reported;
-      if (it->second->reported && !it->second->distrusted) {
+      // A new process (restarted) proves the report right; the same one refuted it.
+      const bool restarted = m.started != 0 && m.started != it->second->started;
+      distrusted = !restarted && (it->second->distrusted || it->second->reported);
+      if (!restarted && it->second->reported && !it->second->distrusted) {
         spdlog::warn(
             "member {} refuted being gone although its admin port {} refuses "
             "connections: not watching that port",
@@ -98,6 +101,7 @@ struct peer_watch::impl {
     w->cut = cut;
     w->node = m.node;
     w->incarnation = m.incarnation;
+    w->started = m.started;
     w->endpoint = tcp::endpoint(address, parsed->port);
     peers.emplace(m.node, w);
     connect(w);

@@ -16,7 +16,7 @@
 //
 // Only members whose admin host is their fabric host are watched, so an admin port bound to
 // loopback on another machine is never mistaken for a dead process; a member that refutes
-// after a report is not reported again until its next incarnation.
+// a report (a new incarnation of the same process) is not reported again.
 
 #include <functional>
 #include <memory>

@@ -75,7 +75,8 @@ checked<member> member_from(gen::Member::Reader r, const char* field) {
            r.getDraining(),
            r.getKvBlocks(),
            text_of(r.getSuspecter()),
-           r.getRestarts()};
+           r.getRestarts(),
+           r.getStarted()};
   for (auto raw : r.getRoles()) {
     auto each = enum_from(raw, role::kv, field);
     if (!each) return tl::unexpected(each.error());

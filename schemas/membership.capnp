@@ -40,6 +40,7 @@ struct Member {
   kvBlocks @9 :UInt32;         # KV pool size in blocks (decode nodes), for placement
   suspecter @10 :Text;         # a suspect update: the node that suspects it
   restarts @11 :UInt32;        # times its supervisor (baton up, systemd) restarted it
+  started @12 :UInt64;         # the incarnation its process started with (0: not said)
 }
 
 # The join handshake's proof of the cluster secret (runtime/membership.hpp): a fresh

@@ -25,6 +25,9 @@ struct member {
   std::uint32_t kv_blocks = 0;  ///< KV pool size in blocks (decode nodes), for placement
   std::string suspecter{};      ///< in a suspect update: the node that suspects it
   std::uint32_t restarts = 0;   ///< times its supervisor (baton up, systemd) restarted it
+  /// The incarnation its process started with (refutations raise the incarnation, not this):
+  /// another value under the same name is a new process, its predecessor gone. 0: not said.
+  std::uint64_t started = 0;
   bool operator==(const member&) const = default;
 };
 

@@ -58,6 +58,7 @@ void fill(const member& m, gen::Member::Builder b) {
   b.setKvBlocks(m.kv_blocks);
   b.setSuspecter(text(m.suspecter));
   b.setRestarts(m.restarts);
+  b.setStarted(m.started);
 }
 
 void fill(const join_auth& a, gen::JoinAuth::Builder b) {

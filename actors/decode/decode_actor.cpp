@@ -269,7 +269,9 @@ caf::behavior decode_behavior(decode_actor* self, runtime::node_context* ctx,
       },
       [self](runtime::member_update& u) {
         auto& s = self->state;
-        if (u.buried) return;  // the routers that buried it end what they moved (a cancel)
+        // The routers that buried it end what they moved (a cancel); jobs sent meanwhile
+        // may have been refused by prefill nodes that buried it.
+        if (u.buried) return after(self, s.state->on_buried());
         const auto& m = u.member;
         if (m.state == wire::member_state::dead || m.state == wire::member_state::left) {
           s.granted.erase(m.node);

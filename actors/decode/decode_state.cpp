@@ -380,11 +380,7 @@ effects decode_state::on_cancel(const wire::actor_address& from, const wire::can
     ++stats_.cancelled;
     // The job went from here, so a cancel from here reaches its prefill after it (the
     // router's own cancel may overtake the job); the blocks stay quarantined meanwhile.
-    const attempt& a = must_find(attempts_, k, "a running sequence has its attempt");
-    if (a.state == phase::awaiting_kv && !a.writer.empty()) {
-      out.send({a.writer, prefill_name}, wire::cancel{k.first, m.reason, k.second});
-    }
-    quarantine_or_release(k);
+    end_waiting(k, m.reason, out);
   }
   return out;
 }
@@ -586,8 +582,33 @@ effects decode_state::on_timer(std::uint64_t id, time_point) {
            wire::abort_attempt{k.first, k.second, errc::timed_out,
                                fmt::format("no prefill-done from {} within {} ms",
                                            it->second.writer, config_.kv_timeout.count())});
-  quarantine_or_release(k);
+  end_waiting(k, "no prefill-done in time", out);
   return out;
+}
+
+effects decode_state::on_buried() {
+  effects out;
+  std::vector<key> waiting;
+  for (const auto& [k, a] : attempts_) {
+    if (a.state == phase::awaiting_kv && !a.writer.empty()) waiting.push_back(k);
+  }
+  for (const key& k : waiting) {
+    const attempt& a = must_find(attempts_, k, "a waiting attempt");
+    out.send(a.router, wire::abort_attempt{k.first, k.second, errc::disconnected,
+                                           "this decode node was declared dead: its prefill "
+                                           "job may have been refused"});
+    end_waiting(k, "its decode node was declared dead", out);
+  }
+  return out;
+}
+
+void decode_state::end_waiting(const key& k, const std::string& why, effects& out) {
+  const attempt& a = must_find(attempts_, k, "an attempt to end");
+  // The prefill ends its job, or says it has none: either way the quarantine ends.
+  if (a.state == phase::awaiting_kv && !a.writer.empty()) {
+    out.send({a.writer, prefill_name}, wire::cancel{k.first, why, k.second});
+  }
+  quarantine_or_release(k);
 }
 
 effects decode_state::evict(const std::string& why) {
@@ -599,10 +620,7 @@ effects decode_state::evict(const std::string& why) {
   for (const key& k : keys) {
     attempt& a = must_find(attempts_, k, "an attempt to evict");
     to_router(a, wire::abort_attempt{k.first, k.second, errc::unavailable, why}, out);
-    if (a.state == phase::awaiting_kv && !a.writer.empty()) {
-      out.send({a.writer, prefill_name}, wire::cancel{k.first, why, k.second});
-    }
-    quarantine_or_release(k);
+    end_waiting(k, why, out);
   }
   return out;
 }

@@ -116,6 +116,11 @@ class decode_state {
   /// the blocks of one already cancelled (quarantined).
   effects on_undeliverable(const wire::actor_address& to);
   effects on_timer(std::uint64_t id, time_point now);
+  /// This node learns it was declared dead (it refuted): a prefill node that buried it
+  /// refused its jobs meanwhile, without a word. Every attempt still waiting for a remote
+  /// prefill ends (abort_attempt, errc::disconnected, to its router, which places it
+  /// again; a cancel to its prefill, whose answer ends the quarantine).
+  effects on_buried();
   /// This node is leaving: every attempt ends with abort_attempt{unavailable, why} to its
   /// router, which places it elsewhere.
   effects evict(const std::string& why);
@@ -183,6 +188,9 @@ class decode_state {
   using lane_key = std::pair<key, std::size_t>;
 
   [[nodiscard]] std::size_t blocks_for(std::size_t positions) const;
+  /// Ends attempt `k`; one waiting for its KV from a prefill node tells it (cancel) and
+  /// stays quarantined until the prefill's answer.
+  void end_waiting(const key& k, const std::string& why, effects& out);
   /// The blocks admitting `m` commits (the prompt's full blocks once, the rest per choice),
   /// or why it cannot be admitted (a malformed admit: invalid_argument; no room in the
   /// pool: overloaded).

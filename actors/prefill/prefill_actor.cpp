@@ -175,7 +175,7 @@ void on_inbound(prefill_actor* self, runtime::inbound& in) {
   if (const auto* job = std::get_if<wire::prefill>(&in.frame->body)) {
     after(self, s.state->on_prefill(from, *job));
   } else if (const auto* stop = std::get_if<wire::cancel>(&in.frame->body)) {
-    after(self, s.state->on_cancel(*stop));
+    after(self, s.state->on_cancel(from, *stop));
   } else {
     spdlog::warn("prefill: ignoring {} from {}/{}", wire::body_name(in.frame->body), from.node,
                  from.actor);

@@ -15,6 +15,12 @@ prefill_state::prefill_state(engine::device& engine, wire::actor_address self, s
 
 effects prefill_state::on_prefill(const wire::actor_address&, const wire::prefill& m) {
   effects out;
+  if (cancelled_.contains({m.request, m.attempt})) {
+    ++stats_.aborted;
+    out.send(m.decode, wire::abort_attempt{m.request, m.attempt, errc::failed,
+                                           "cancelled before its job arrived"});
+    return out;
+  }
   if (queue_.size() >= config_.max_queued) {
     ++stats_.refused;
     out.send(m.decode, wire::abort_attempt{
@@ -168,8 +174,16 @@ effects prefill_state::on_timer(std::uint64_t id) {
   return maybe_finish(id);
 }
 
-effects prefill_state::on_cancel(const wire::cancel& m) {
+effects prefill_state::on_cancel(const wire::actor_address& from, const wire::cancel& m) {
   effects out;
+  if (m.attempt != 0 && cancelled_.insert({m.request, m.attempt}).second) {
+    cancel_order_.emplace_back(m.request, m.attempt);
+    if (cancel_order_.size() > config_.remembered_cancels) {
+      cancelled_.erase(cancel_order_.front());
+      cancel_order_.pop_front();
+    }
+  }
+  bool found = false;
   // A cancel naming an attempt ends only that one (a retry may be queued here already).
   const auto hit = [&](const wire::prefill& p) {
     return p.request == m.request && (m.attempt == 0 || p.attempt == m.attempt);
@@ -179,13 +193,22 @@ effects prefill_state::on_cancel(const wire::cancel& m) {
       ++it;
       continue;
     }
+    found = true;
     // Nothing was written: the abort ends the decode node's quarantine at once.
     ++stats_.aborted;
     out.send(it->decode, wire::abort_attempt{it->request, it->attempt, errc::failed, "cancelled"});
     it = queue_.erase(it);
   }
   for (auto& [id, j] : jobs_) {
-    if (hit(j.request)) j.cancelled = true;
+    if (!hit(j.request)) continue;
+    j.cancelled = true;
+    found = true;
+  }
+  if (!found && m.attempt != 0 && from.actor == decode_name) {
+    out.send(from, wire::abort_attempt{m.request, m.attempt, errc::failed,
+                                       fmt::format("prefill {}: no job of this attempt here "
+                                                   "(done, or it never arrived)",
+                                                   self_.node)});
   }
   return out;
 }

@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "actors/effects.hpp"
@@ -48,6 +50,8 @@ struct prefill_config {
   /// Jobs held at once (computing or still writing): each holds an engine sequence, so
   /// this is at most the engine's max_sequences. Queued jobs wait for one to end.
   std::size_t max_in_flight = 8;
+  /// Cancelled attempts remembered, so that a job arriving after its cancel is refused.
+  std::size_t remembered_cancels = 4096;
 };
 
 struct prefill_stats {
@@ -72,8 +76,11 @@ class prefill_state {
   /// Queues the job (or refuses it with abort_attempt to its decode actor).
   effects on_prefill(const wire::actor_address& from, const wire::prefill& m);
   /// Drops a queued job of the request (of m.attempt only, unless 0); a running one ends in
-  /// abort once its writes end.
-  effects on_cancel(const wire::cancel& m);
+  /// abort once its writes end. A decode node's cancel of an attempt with no job here (never
+  /// arrived: refused from a buried incarnation, or lost) is answered with abort at once,
+  /// so its quarantine ends: nothing will write. A cancelled attempt is remembered, and its
+  /// job, should it arrive after all (over an older connection), is refused.
+  effects on_cancel(const wire::actor_address& from, const wire::cancel& m);
   effects on_write_done(std::uint64_t tag, const expected<void>& status);
   /// Jobs whose decode node is gone are dropped (their writes fail on their own).
   effects on_node_gone(const std::string& node);
@@ -121,6 +128,9 @@ class prefill_state {
   slice_writer& writer_;
   prefill_config config_;
   std::deque<wire::prefill> queue_;
+  using attempt_key = std::pair<wire::request_id, std::uint32_t>;
+  std::set<attempt_key> cancelled_;        ///< at most remembered_cancels, the newest
+  std::deque<attempt_key> cancel_order_;  ///< of cancelled_, oldest first
   std::map<std::uint64_t, job> jobs_;  ///< computed (or computing) jobs with writes out
   std::uint64_t next_job_ = 0;
   std::uint64_t busy_ = 0;  ///< the job whose modelled compute time runs; 0: none

@@ -530,7 +530,15 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
                                        bool client_has_room, time_point now) {
   router_effects out;
   auto [r, a] = current(m.request, m.attempt, from.node);
-  if (r == nullptr || !a->serves(m.choice) || r->choices[m.choice].done) {
+  if (r == nullptr) {
+    // Not an attempt this router has there (any more): moved, ended, or admitted late from
+    // a connection older than the cancels the router sent since. It ends, or it holds
+    // its blocks waiting for a window that never comes.
+    ++stats_.stale_messages;
+    out.send(from, wire::cancel{m.request, "not an attempt of this router's", m.attempt});
+    return out;
+  }
+  if (!a->serves(m.choice) || r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
   }

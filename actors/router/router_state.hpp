@@ -175,7 +175,8 @@ class router_state {
                                     std::vector<std::int32_t> prompt, time_point now);
   /// Tokens for a client (and the end of the request when the batch says so);
   /// `client_has_room` is false while the client reads too slowly,
-  /// and then the decode node gets no new window until on_client_ready().
+  /// and then the decode node gets no new window until on_client_ready(). Tokens of an
+  /// attempt the router does not have on that node are answered with its cancel.
   router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m,
                            bool client_has_room, time_point now);
   /// A slow client has room again: the decode node may go on.

@@ -360,7 +360,8 @@ class fleet {
   /// are dropped. A live `node` (cut off) comes to its own verdict on the others later, or
   /// not at all (see lose_sight).
   void declare_gone(const std::string& node) {
-    drop_links(node);
+    keep_old_connections(node);
+    drop_links(node, true);
     gone_.insert(node);
     for (const auto& who : alive()) {
       if (who != node) tell_gone(who, node);
@@ -402,9 +403,11 @@ class fleet {
     }
   }
   /// A node that was declared gone learns it (it refutes): a router places its requests
-  /// again (workers and the routers that buried them settle it with a cancel on rejoin).
+  /// again (workers and the routers that buried them settle it with a cancel on rejoin); a
+  /// decode node ends what waits for a prefill that may have refused its job.
   void buried(const std::string& node) {
     if (routers_.contains(node)) dispatch(node, routers_.at(node)->on_buried(now_));
+    if (decodes_.contains(node)) dispatch(node, decodes_.at(node).state->on_buried());
   }
   /// A node that had declared the others gone hears from them again; they learn of its
   /// verdict and refute (a router among them was buried).
@@ -534,18 +537,42 @@ class fleet {
     std::string from;
     std::string to;
     std::function<void()> run;
+    bool old_connection = false;  ///< see keep_old_connections()
   };
+  /// What others sent a live `node` that is declared gone stays in the kernel of the
+  /// connection they close (a close sends what is queued, then FIN): it reaches `node`
+  /// when the network returns, over that old connection, in no order with what is sent
+  /// over the new one. In order (pump) it comes after everything else: the worst case.
+  void keep_old_connections(const std::string& node) {
+    if (dead_.contains(node)) return;
+    for (auto& [key, queue] : links_) {
+      if (key.ends_with("(old)")) continue;
+      std::deque<task> kept;
+      std::deque<task> rest;
+      for (auto& t : queue) {
+        t.old_connection = t.to == node;
+        (t.old_connection ? kept : rest).push_back(std::move(t));
+      }
+      queue = std::move(rest);
+      if (kept.empty()) continue;
+      auto& old = links_[key + " (old)"];  // created after the loop's iterator: std::map
+      for (auto& t : kept) old.push_back(std::move(t));
+    }
+  }
   [[nodiscard]] bool link_open(const std::string& from, const std::string& to) const {
     if (cut_.contains(from) || cut_.contains(to)) return false;
     auto it = stalled_.find({from, to});
     return it == stalled_.end() || it->second <= now_;
   }
-  /// The open link whose next task was sent first, or null.
+  /// The open link whose next task was sent first (old connections' last), or null.
   std::deque<task>* next_link() {
     std::deque<task>* first = nullptr;
+    const auto before = [](const task& a, const task& b) {
+      return std::tie(a.old_connection, a.order) < std::tie(b.old_connection, b.order);
+    };
     for (auto& [key, queue] : links_) {
       if (queue.empty() || !link_open(queue.front().from, queue.front().to)) continue;
-      if (first == nullptr || queue.front().order < first->front().order) first = &queue;
+      if (first == nullptr || before(queue.front(), first->front())) first = &queue;
     }
     return first;
   }
@@ -554,9 +581,13 @@ class fleet {
     link.pop_front();
     t.run();
   }
-  void drop_links(const std::string& node) {
+  /// What was on `node`'s links is lost; what its old connections still carry too unless
+  /// `keep_old`.
+  void drop_links(const std::string& node, bool keep_old = false) {
     for (auto& [key, queue] : links_) {
-      std::erase_if(queue, [&](const task& t) { return t.from == node || t.to == node; });
+      std::erase_if(queue, [&](const task& t) {
+        return (t.from == node || t.to == node) && !(keep_old && t.old_connection);
+      });
     }
   }
   void add_router_workers(const std::string& router) {
@@ -698,7 +729,7 @@ inline void fleet::deliver(const wire::actor_address& from, const outgoing& m) {
           if constexpr (std::is_same_v<T, wire::prefill>) {
             dispatch(to, p.on_prefill(from, body));
           } else if constexpr (std::is_same_v<T, wire::cancel>) {
-            dispatch(to, p.on_cancel(body));
+            dispatch(to, p.on_cancel(from, body));
           } else {
             ADD_FAILURE() << "prefill got " << wire::body_name(m.body);
           }

@@ -668,6 +668,30 @@ TEST(Failover, ADecodeNodeDeclaredDeadThatComesBackLetsGoOfWhatItsRouterMoved) {
   EXPECT_EQ(f.decode_engine(cut).pool().free_blocks(), 512u);
 }
 
+/// An admit queued for a decode node that is cut off, declared dead and taken back arrives
+/// over its old connection after everything its router sent since (the cancel that ends
+/// what the router moved among it): the attempt it starts streams to a router that moved
+/// it elsewhere, which ends it, and no block stays held.
+TEST(Failover, AnAdmitThatArrivesAfterItsAttemptMovedIsEndedByItsRouter) {
+  fleet f;
+  const auto r = adjusted_request(1, 121);
+  const auto id = f.submit(r);
+  ASSERT_TRUE(f.log(id).accepted);
+  const std::string cut = f.log(id).accepted->decode_node;
+  f.cut(cut, true);  // the admit waits on the link
+  f.declare_gone(cut);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished) << "moved to the other decode node";
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+  f.cut(cut, false);
+  f.rejoin(cut);
+  f.pump();
+  EXPECT_GE(f.messages("admit"), 2u) << "the old connection delivered the first admit";
+  EXPECT_EQ(f.decode(cut).active(), 0u);
+  EXPECT_EQ(f.decode_engine(cut).pool().free_blocks(), 512u);
+  EXPECT_EQ(f.log(id).ends, 1u);
+}
+
 /// A router cut off long enough for the workers to declare it dead (while it saw nobody
 /// die) comes back: it learns it was buried and places its requests again at once, rather
 /// than waiting for tokens that will never come until their deadline.

@@ -37,6 +37,7 @@ wire::join identity(const std::string& name, std::uint64_t incarnation = 1) {
               {wire::role::decode},
               fmt::format("fabric-{}", name),
               ""};
+  j.member.started = incarnation;
   j.wire_version = wire::wire_version;
   j.model_hash = 0xabc;
   j.layout = {16, 5, 4, 8, 4};
@@ -81,6 +82,15 @@ class sim_cluster {
     net_->kill({address_of(name)});
     nodes_.at(name).dead = true;
   }
+  /// `name`'s process is killed and a new one started under the same name, at once (before
+  /// anyone could notice the death), at a fabric address of its own.
+  membership_state& restart(const std::string& name, std::uint64_t incarnation, time_point now) {
+    kill(name);
+    nodes_.erase(name);
+    auto again = identity(name, incarnation);
+    again.member.fabric_address = fmt::format("fabric-{}-{}", name, incarnation);
+    return add(again, now);
+  }
   /// Partitions `name` from every other node, or heals that partition.
   void cut(const std::string& name, bool cut) {
     for (const auto& [other, n] : nodes_) {
@@ -96,9 +106,12 @@ class sim_cluster {
   /// `name` runs nothing (no message handled, no tick) until `until`, as a process starved
   /// of CPU or paused; what reaches it meanwhile waits in its queue.
   void stall(const std::string& name, time_point until) { nodes_.at(name).stalled_until = until; }
-  /// `observer`'s transport reports that it cannot reach `node` (a refused connection).
-  void unreachable(const std::string& observer, const std::string& node, time_point now) {
-    deliver(observer, at(observer).on_unreachable(node, now), now);
+  /// `observer`'s transport reports that it cannot reach `node` (a refused connection), or
+  /// its peer_watch that nothing listens at `node`'s admin port.
+  void unreachable(const std::string& observer, const std::string& node, time_point now,
+                   membership_state::unreachable_evidence why =
+                       membership_state::unreachable_evidence::connection_failed) {
+    deliver(observer, at(observer).on_unreachable(node, now, why), now);
   }
   /// `name` announces that it drains.
   void drain(const std::string& name, time_point now) { deliver(name, at(name).drain(now), now); }
@@ -426,6 +439,42 @@ TEST(Membership, FramesFromOldIncarnationsAreNotAccepted) {
   EXPECT_FALSE(n0.accepts("n1", 5)) << "the dead incarnation stays dead";
 }
 
+TEST(Membership, ANodeRestartedBeforeItsDeathIsNoticedBuriesItsPredecessorEverywhere) {
+  // What watched the old process (bridges, routers' attempts on it) must hear it is gone:
+  // the new process knows nothing of its work.
+  for (const auto seed : baton::testing::test_seeds(33, 4)) {
+    SCOPED_TRACE(baton::testing::replay_hint(seed));
+    sim_cluster sim(seed);
+    time_point now{};
+    for (int i = 0; i < 4; ++i) sim.add(identity(node_name(i), 5), now);
+    sim.run(now, now + 2s);
+    ASSERT_EQ(sim.view("n3", "n1"), member_state::alive);
+    sim.trace.clear();
+    sim.restart("n1", 9, now);
+    sim.run(now, now + 3s);
+    for (const auto& observer : {"n0", "n2", "n3"}) {
+      const auto seen = [&](const std::string& what) {
+        const auto at = std::find_if(sim.trace.begin(), sim.trace.end(), [&](const auto& line) {
+          return line.ends_with(fmt::format(" {}: n1 {}", observer, what));
+        });
+        return at - sim.trace.begin();
+      };
+      const auto size = static_cast<std::ptrdiff_t>(sim.trace.size());
+      EXPECT_LT(seen("dead 5"), size) << observer << " never buried the old process";
+      EXPECT_LT(seen("alive 9"), size) << observer << " never saw the new one";
+      EXPECT_LT(seen("dead 5"), seen("alive 9")) << observer << ": the death comes first";
+      EXPECT_EQ(sim.view(observer, "n1"), member_state::alive);
+    }
+    // A refutation is not a restart: the same process, a higher incarnation, no death.
+    sim.trace.clear();
+    sim.cut("n2", true);
+    sim.run(now, now + 400ms);  // suspected, short of dead
+    sim.cut("n2", false);
+    sim.run(now, now + 2s);
+    for (const auto& line : sim.trace) EXPECT_EQ(line.find(" dead "), std::string::npos) << line;
+  }
+}
+
 TEST(Membership, DisseminationScalesWithoutAllToAllTraffic) {
   const int n = 100;
   sim_cluster sim(baton::testing::test_seeds(10, 1).front());
@@ -653,6 +702,16 @@ TEST(MembershipFaults, TheOldConnectionFailingJustAfterAReturnSuspectsNobody) {
     sim->run(now, now + 3s);
     EXPECT_EQ(sim->view("n0", "n4"), member_state::alive);
     EXPECT_EQ(sim->at("n4").self().incarnation, before + 1) << "it refuted its burial, once";
+    // A process that is gone is gone, returned or not.
+    sim->cut("n4", true);
+    sim->run(now, now + 10s);
+    sim->cut("n4", false);
+    for (int ms = 0; ms < 2000 && sim->view("n0", "n4") != member_state::alive; ++ms) {
+      sim->run(now, now + 1ms);
+    }
+    ASSERT_EQ(sim->view("n0", "n4"), member_state::alive);
+    sim->unreachable("n0", "n4", now, membership_state::unreachable_evidence::process_gone);
+    EXPECT_EQ(sim->view("n0", "n4"), member_state::suspect);
     // Long after its return, the transport's word counts again.
     sim->unreachable("n0", "n4", now);
     EXPECT_EQ(sim->view("n0", "n4"), member_state::suspect);
