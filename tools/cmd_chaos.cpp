@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -184,6 +185,7 @@ class chaos {
   clock_type::time_point start_{};
   std::map<std::string, double> idle_blocks_;  ///< each decode node's free blocks before traffic
   std::vector<std::string> leaks_;             ///< what leaked_blocks() found, per node
+  std::vector<std::string> crashes_;  ///< nodes that exited without being killed, and how
   std::function<void(std::size_t, std::size_t)> progress_;
   std::size_t migrations_ = 0;
   std::size_t violations_ = 0;
@@ -593,6 +595,7 @@ void chaos::report(std::size_t leaked, std::size_t suspicions, std::size_t left,
                                    fmt::join(leaks_, ", ")));
   }
   if (left > 0) problems.push_back(fmt::format("{} processes left behind", left));
+  problems.insert(problems.end(), crashes_.begin(), crashes_.end());
   violations_ = problems.size();
   const std::size_t partitions =
       static_cast<std::size_t>(std::count_if(kills_.begin(), kills_.end(), [](const kill_event& k) {
@@ -745,6 +748,16 @@ int chaos::run() {
             [](const kill_event& a, const kill_event& b) { return a.at < b.at; });
   const std::size_t leaked = leaked_blocks();
   const std::size_t suspicions = false_suspicions();
+  // Every kill was restarted: a node not running now ended on its own.
+  for (const auto& n : topology_.nodes) {
+    const auto status = cluster_->process(n.name).wait(0ms);
+    if (!status) continue;
+    crashes_.push_back(
+        WIFSIGNALED(*status)
+            ? fmt::format("{} ended on its own: signal {} ({})", n.name, WTERMSIG(*status),
+                          strsignal(WTERMSIG(*status)))
+            : fmt::format("{} ended on its own: exit code {}", n.name, WEXITSTATUS(*status)));
+  }
   for (const auto& router : nodes_with(wire::role::router)) {
     migrations_ += router_migrations(router);
   }

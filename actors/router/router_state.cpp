@@ -23,6 +23,7 @@ std::string_view to_string(migration_cause cause) noexcept {
     case migration_cause::drain: return "drain";
     case migration_cause::actor_crash: return "actor_crash";
     case migration_cause::worker_failure: return "worker_failure";
+    case migration_cause::silence: return "silence";
   }
   return "?";
 }
@@ -326,6 +327,7 @@ router_effects router_state::on_claimed(const wire::actor_address& from, const w
     taken.choices = a.choices;
     std::sort(taken.choices.begin(), taken.choices.end());
     taken.at = stage::decoding;
+    taken.heard = true;
     taken.decode = from.node;
     taken.blocks = a.blocks;
     std::size_t lowest = std::numeric_limits<std::size_t>::max();
@@ -396,6 +398,13 @@ router_effects router_state::place(wire::request_id id, request& r, time_point n
                                               need, largest)}));
         return out;
       }
+    }
+  }
+  for (auto& [number, a] : r.attempts) {
+    if (a.heard || a.placed) continue;
+    a.placed = now;
+    if (r.silence_timer == 0) {
+      r.silence_timer = add_timer(id, timer_kind::silence, now + config_.silence_timeout, out);
     }
   }
   if (must_wait) wait(id, r, now, out);
@@ -538,6 +547,7 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
     out.send(from, wire::cancel{m.request, "not an attempt of this router's", m.attempt});
     return out;
   }
+  a->heard = true;
   if (!a->serves(m.choice) || r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
@@ -794,6 +804,29 @@ router_effects router_state::on_timer(std::uint64_t id, time_point now) {
   request& r = it->second;
   switch (kind) {
     case timer_kind::claim: end_claim(rid, r, now, out); break;
+    case timer_kind::silence: {
+      r.silence_timer = 0;
+      std::string silent;
+      auto next = time_point::max();
+      for (const auto& [number, a] : r.attempts) {
+        if (a.heard || !a.placed) continue;
+        if (*a.placed + config_.silence_timeout <= now) {
+          silent = a.decode;
+        } else {
+          next = std::min(next, *a.placed + config_.silence_timeout);
+        }
+      }
+      if (!silent.empty()) {
+        out.append(migrate(rid, r,
+                           error{errc::timed_out,
+                                 fmt::format("decode {} said nothing of its attempt within {} ms",
+                                             silent, config_.silence_timeout.count())},
+                           migration_cause::silence, now));
+      } else if (next != time_point::max()) {
+        r.silence_timer = add_timer(rid, timer_kind::silence, next, out);
+      }
+      break;
+    }
     case timer_kind::wait: {
       ++stats_.unavailable;
       cancel_workers(rid, r, out);
@@ -870,6 +903,7 @@ void router_state::finish_request(wire::request_id id) {
   timers_.erase(r.timer);
   timers_.erase(r.wait_timer);
   timers_.erase(r.claim_timer);
+  timers_.erase(r.silence_timer);
   if (r.waiting) std::erase(waiting_, id);
   requests_.erase(it);
   capacity_changed_ = true;  // a place in flight and in the queue

@@ -43,8 +43,9 @@ enum class migration_cause : std::uint8_t {
   drain,           ///< its worker's node drained and left
   actor_crash,     ///< its worker's actor crashed (restarted by its supervisor) or took nothing
   worker_failure,  ///< its worker gave the attempt up (refused, timed out, failed)
+  silence,         ///< its decode node said nothing of it for silence_timeout (a lost admit)
 };
-inline constexpr std::size_t migration_causes = 5;
+inline constexpr std::size_t migration_causes = 6;
 [[nodiscard]] std::string_view to_string(migration_cause cause) noexcept;
 
 struct router_config {
@@ -72,6 +73,11 @@ struct router_config {
   /// How long a resumed request waits for the decode nodes to answer its claim before it
   /// places what nobody handed over.
   std::chrono::milliseconds claim_timeout{250};
+  /// An attempt whose decode node has said nothing of it (no token, finish or abort) this
+  /// long after its admit moves elsewhere: the admit, or every answer, was lost (a
+  /// connection that is reset loses what it carried, and nobody is told). Longer than a
+  /// decode node's own wait for its prefill (10 s), which it reports itself.
+  std::chrono::milliseconds silence_timeout{15'000};
   /// Request ids count up from this (in their low 40 bits; the top 24 name the router).
   /// The router actor sets the microseconds since the epoch at its start, so a restarted
   /// router never reuses an id of the one before it, whose attempts decode nodes may still
@@ -204,7 +210,7 @@ class router_state {
  private:
   /// prefilling: the decode node has the admit and sends the job to the prefill node.
   enum class stage : std::uint8_t { prefilling, decoding };
-  enum class timer_kind : std::uint8_t { deadline, wait, claim };
+  enum class timer_kind : std::uint8_t { deadline, wait, claim, silence };
   /// How placing an attempt went.
   enum class fit : std::uint8_t { placed, wait, never };
   /// One choice of the request (OpenAI's n): what its client has been sent.
@@ -222,6 +228,8 @@ class router_state {
     std::string decode;
     std::size_t blocks = 0;    ///< blocks it commits on its decode node
     std::uint32_t window = 0;  ///< its stream window limit
+    std::optional<time_point> placed;  ///< when its admit went (claimed: never)
+    bool heard = false;        ///< its decode node said something of it
     [[nodiscard]] bool serves(std::uint32_t c) const {
       return std::find(choices.begin(), choices.end(), c) != choices.end();
     }
@@ -247,6 +255,7 @@ class router_state {
     wire::request_id resumed_from{};
     std::set<std::string> claiming;
     std::uint64_t claim_timer = 0;
+    std::uint64_t silence_timer = 0;  ///< while an attempt is unheard
   };
   struct worker {
     wire::actor_address address;

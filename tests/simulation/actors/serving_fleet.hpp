@@ -339,6 +339,13 @@ class fleet {
   void stall(const std::string& from, const std::string& to, time_point until) {
     stalled_[{from, to}] = until;
   }
+  /// What waits on the links from `from` to `to` is lost without a word to anyone, as
+  /// what a connection carried is when it is reset.
+  void lose(const std::string& from, const std::string& to) {
+    for (auto& [key, queue] : links_) {
+      std::erase_if(queue, [&](const task& t) { return t.from == from && t.to == to; });
+    }
+  }
   /// Cuts every link of `node` (a partition: traffic waits, as TCP retransmits) or heals it.
   void cut(const std::string& node, bool cut) {
     if (cut) {

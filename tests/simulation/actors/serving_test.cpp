@@ -692,6 +692,29 @@ TEST(Failover, AnAdmitThatArrivesAfterItsAttemptMovedIsEndedByItsRouter) {
   EXPECT_EQ(f.log(id).ends, 1u);
 }
 
+/// A connection reset loses the admit, and nobody is told: the router hears nothing of the
+/// attempt for silence_timeout and places it again.
+TEST(Failover, AnAdmitLostWithoutAWordIsPlacedAgainAfterTheSilence) {
+  fleet f;
+  const auto r = adjusted_request(1, 131);
+  const auto id = f.submit(r);
+  ASSERT_TRUE(f.log(id).accepted);
+  f.lose("router-0", f.log(id).accepted->decode_node);
+  f.pump();
+  EXPECT_FALSE(f.log(id).done());
+  f.advance(std::chrono::milliseconds(15'001));
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::silence)], 1u);
+  // An attempt that streams is never silent: a slow one is not moved.
+  const auto slow = f.submit(adjusted_request(1, 132));
+  f.pump([&] { return f.log(slow).tokens().size() >= 2; });
+  f.advance(std::chrono::milliseconds(15'001));
+  f.pump();
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::silence)], 1u);
+}
+
 /// A router cut off long enough for the workers to declare it dead (while it saw nobody
 /// die) comes back: it learns it was buried and places its requests again at once, rather
 /// than waiting for tokens that will never come until their deadline.
