@@ -481,6 +481,7 @@ void router_state::wait(wire::request_id id, request& r, time_point now, router_
   }
   r.waiting = true;
   waiting_.push_back(id);
+  if (r.wait_timer != 0) return;  // back in the queue: its max_wait runs on
   ++stats_.waited;
   r.wait_timer = add_timer(id, timer_kind::wait, now + config_.max_wait, out);
   out.log.push_back(fmt::format("request {} waits for a worker: {}", static_cast<std::uint64_t>(id),
@@ -495,12 +496,13 @@ void router_state::settle(time_point now, router_effects& out) {
   for (const auto id : queued) {
     auto it = requests_.find(id);
     if (it == requests_.end()) continue;
-    request& r = it->second;
-    r.waiting = false;
-    timers_.erase(r.wait_timer);
-    r.wait_timer = 0;
+    it->second.waiting = false;
     // Placed, or back in the queue (in its turn: what still waits keeps its order).
-    out.append(place(id, r, now));
+    out.append(place(id, it->second, now));
+    if (auto placed = requests_.find(id); placed != requests_.end() && !placed->second.waiting) {
+      timers_.erase(placed->second.wait_timer);
+      placed->second.wait_timer = 0;
+    }
   }
 }
 

@@ -303,7 +303,10 @@ TEST(Serving, NoPrefillWorkerWaitsForOneOrFallsBackAsConfigured) {
     f.pump();
     EXPECT_FALSE(f.log(id).done());
     EXPECT_EQ(f.router().waiting(), 1u);
-    f.advance(std::chrono::milliseconds(1900));
+    f.advance(std::chrono::milliseconds(1000));
+    f.add_decode(7);  // capacity that does not help: it tries again, and its wait runs on
+    f.pump();
+    f.advance(std::chrono::milliseconds(900));
     EXPECT_FALSE(f.log(id).done());
     f.advance(std::chrono::milliseconds(200));
     ASSERT_TRUE(f.log(id).rejected);
@@ -312,6 +315,7 @@ TEST(Serving, NoPrefillWorkerWaitsForOneOrFallsBackAsConfigured) {
         << f.log(id).rejected->message;
     EXPECT_EQ(f.router().waiting(), 0u);
     EXPECT_EQ(f.router().stats().unavailable, 1u);
+    EXPECT_EQ(f.router().stats().waited, 1u);
   }
   {
     // One comes back within the wait: the request goes on, identical to llama2.c.
