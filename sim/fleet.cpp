@@ -155,6 +155,9 @@ expected<fleet_spec> parse_fleet(std::string_view text, const std::filesystem::p
   f.router.max_inflight = 1'000'000;  // a fleet's router holds what its routers hold together
   f.router.max_waiting = 1'000'000;
   f.router.default_timeout = std::chrono::minutes(10);
+  // The simulated fabric loses nothing, and its decode nodes do not give up on a slow
+  // prefill queue (the runtime's do, at 10 s, before a router's silence timeout).
+  f.router.silence_timeout = std::chrono::milliseconds(0);
   toml_table_reader top(root, "fleet", diag,
                         {"model", "router", "runtime", "failures", "link", "group"});
   if (const auto* t = top.table("model")) {

@@ -62,6 +62,7 @@ struct chaos_args {
   std::uint32_t max_tokens = 256;
   bool json = false;
   bool netns = false;
+  bool attach = false;
   std::string plot;
 };
 
@@ -154,6 +155,9 @@ class chaos {
   /// Sleeps until `t`, drawing the progress bar.
   void pause_until(clock_type::time_point t);
   void restart(const std::string& node);
+  /// Starts the topology's nodes here (in namespaces of their own with --netns); 0, or the
+  /// exit code.
+  [[nodiscard]] int start_cluster();
   [[nodiscard]] std::vector<std::string> nodes_with(wire::role role) const;
   [[nodiscard]] std::size_t leaked_blocks();
   [[nodiscard]] std::size_t false_suspicions();
@@ -161,6 +165,14 @@ class chaos {
   /// the process is killed).
   [[nodiscard]] std::size_t router_migrations(const std::string& router) const;
   [[nodiscard]] std::size_t children_left() const;
+  /// The nodes: started here, or (--attach) running under a supervisor of their own.
+  [[nodiscard]] std::string metrics_of(const std::string& node) const;
+  [[nodiscard]] double metric_of(const std::string& node, const std::string& series) const;
+  /// --attach: the pid `node`'s admin port reports, if that process runs on this machine
+  /// as a baton node.
+  [[nodiscard]] expected<pid_t> attached_pid(const std::string& node) const;
+  /// --attach: waits up to 30 s for `node` to serve again under a new process.
+  void await_return(const std::string& node, pid_t old);
   void report(std::size_t leaked, std::size_t suspicions, std::size_t left, double elapsed_s);
 
   chaos_args args_;
@@ -186,6 +198,8 @@ class chaos {
   std::map<std::string, double> idle_blocks_;  ///< each decode node's free blocks before traffic
   std::vector<std::string> leaks_;             ///< what leaked_blocks() found, per node
   std::vector<std::string> crashes_;  ///< nodes that exited without being killed, and how
+  std::map<std::string, pid_t> killed_pid_;     ///< --attach: the process each kill ended
+  std::map<std::string, double> suspicions_at_;  ///< --attach: refuted suspicions before
   std::function<void(std::size_t, std::size_t)> progress_;
   std::size_t migrations_ = 0;
   std::size_t violations_ = 0;
@@ -463,11 +477,21 @@ void chaos::kill_loop() {
     {
       std::lock_guard lock(mutex_);
       if (role == wire::role::router) migrations_ += router_migrations(node);
-      cluster_->process(node).signal(SIGKILL);
+      if (args_.attach) {
+        auto pid = attached_pid(node);
+        if (!pid) {
+          crashes_.push_back(fmt::format("{} could not be killed: {}", node, pid.error().message));
+          continue;
+        }
+        ::kill(*pid, SIGKILL);
+        killed_pid_[node] = *pid;
+      } else {
+        cluster_->process(node).signal(SIGKILL);
+      }
       kills_.push_back({clock_type::now(), node, "node"});
       killed_nodes_.insert(node);
     }
-    (void)cluster_->process(node).wait(5s);
+    if (!args_.attach) (void)cluster_->process(node).wait(5s);
     down.insert(node);
     restarts.emplace_back(clock_type::now() + std::chrono::milliseconds(args_.restart_after_ms),
                           node);
@@ -476,6 +500,7 @@ void chaos::kill_loop() {
 }
 
 void chaos::restart(const std::string& node) {
+  if (args_.attach) return await_return(node, killed_pid_[node]);
   std::lock_guard lock(mutex_);
   if (auto started = cluster_->start(node); !started) {
     fmt::print(stderr, "baton chaos: {} did not restart: {}\n", node, started.error().message);
@@ -491,7 +516,7 @@ std::size_t chaos::leaked_blocks() {
     leaked = 0;
     leaks_.clear();
     for (const auto& [node, idle] : idle_blocks_) {
-      const double free = cluster_->metric(node, "baton_decode_kv_free_blocks");
+      const double free = metric_of(node, "baton_decode_kv_free_blocks");
       if (free >= idle) continue;
       leaked += static_cast<std::size_t>(idle - std::max(0.0, free));
       leaks_.push_back(fmt::format("{}: {} of {} blocks free", node, free, idle));
@@ -504,13 +529,20 @@ std::size_t chaos::leaked_blocks() {
 
 std::size_t chaos::router_migrations(const std::string& router) const {
   return static_cast<std::size_t>(
-      bench::serve::sum_samples(cluster_->metrics(router), "baton_router_migrations_total")
+      bench::serve::sum_samples(metrics_of(router), "baton_router_migrations_total")
           .value_or(0));
 }
 
 std::size_t chaos::false_suspicions() {
-  // A verdict "member X is dead" on a node whose process was never killed.
   std::size_t n = 0;
+  if (args_.attach) {  // no logs here: the suspicions the nodes saw refuted
+    for (const auto& [node, before] : suspicions_at_) {
+      n += static_cast<std::size_t>(
+          std::max(0.0, metric_of(node, "baton_membership_false_suspicions_total") - before));
+    }
+    return n;
+  }
+  // A verdict "member X is dead" on a node whose process was never killed.
   for (const auto& observer : topology_.nodes) {
     if (partitioned_.contains(observer.name)) continue;  // it saw everyone go
     const std::string log = cluster_->log(observer.name);
@@ -523,6 +555,53 @@ std::size_t chaos::false_suspicions() {
     }
   }
   return n;
+}
+
+std::string chaos::metrics_of(const std::string& node) const {
+  if (!args_.attach) return cluster_->metrics(node);
+  auto text = runtime::admin_get(topology_.find(node)->admin_address, "/metrics", 500ms);
+  return text ? *text : std::string();
+}
+
+double chaos::metric_of(const std::string& node, const std::string& series) const {
+  return bench::serve::sum_samples(metrics_of(node), series).value_or(-1);
+}
+
+expected<pid_t> chaos::attached_pid(const std::string& node) const {
+  const auto& admin = topology_.find(node)->admin_address;
+  auto status = runtime::admin_get(admin, "/status", 1s);
+  if (!status) return tl::unexpected(status.error());
+  const auto doc = json::parse(*status, nullptr, false);
+  if (!doc.is_object() || !doc.contains("pid") || !doc["pid"].is_number_integer()) {
+    return fail(errc::failed, fmt::format("{}/status names no pid", admin));
+  }
+  const auto pid = doc["pid"].get<pid_t>();
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid));
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+  if (cmdline.find("baton") == std::string::npos || cmdline.find(node) == std::string::npos) {
+    return fail(errc::failed, fmt::format("its pid {} is not a baton node on this machine "
+                                          "(--attach kills only local processes)",
+                                          pid));
+  }
+  return pid;
+}
+
+void chaos::await_return(const std::string& node, pid_t old) {
+  const auto until = clock_type::now() + 30s;
+  while (clock_type::now() < until) {
+    const auto pid = attached_pid(node);
+    if (pid && *pid != old &&
+        runtime::admin_get(topology_.find(node)->admin_address, "/readyz", 500ms)) {
+      return;
+    }
+    pause_until(clock_type::now() + 50ms);
+  }
+  std::lock_guard lock(mutex_);
+  crashes_.push_back(fmt::format(
+      "{} did not serve again within 30 s of its kill: --attach needs a supervisor that "
+      "restarts what dies (baton up, systemd)",
+      node));
 }
 
 std::size_t chaos::children_left() const {
@@ -676,18 +755,7 @@ void chaos::report(std::size_t leaked, std::size_t suspicions, std::size_t left,
   }
 }
 
-int chaos::run() {
-  fmt::print(
-      "baton chaos: seed {} (replay: baton chaos --config {}{} --requests {} --kills {} "
-      "--seed {} --restart-after-ms {} --targets {})\n",
-      args_.seed, args_.config, args_.netns ? " --netns" : "", args_.requests, args_.kills,
-      args_.seed, args_.restart_after_ms, args_.targets);
-  std::fflush(stdout);
-  plan();
-  if (auto refs = references(); !refs) {
-    fmt::print(stderr, "baton chaos: the reference engine: {}\n", refs.error().message);
-    return 2;
-  }
+int chaos::start_cluster() {
   auto options = cluster_options(topology_);
   if (args_.netns) {
     // Every node a host of its own, this process (and the threads it starts) another.
@@ -718,12 +786,41 @@ int chaos::run() {
     fmt::print(stderr, "baton chaos: the cluster is not serving: {}\n", ready.error().message);
     return 1;
   }
+  return 0;
+}
+
+int chaos::run() {
+  fmt::print(
+      "baton chaos: seed {} (replay: baton chaos --config {}{} --requests {} --kills {} "
+      "--seed {} --restart-after-ms {} --targets {})\n",
+      args_.seed, args_.config,
+      args_.netns ? " --netns" : (args_.attach ? " --attach" : ""), args_.requests, args_.kills,
+      args_.seed, args_.restart_after_ms, args_.targets);
+  std::fflush(stdout);
+  plan();
+  if (auto refs = references(); !refs) {
+    fmt::print(stderr, "baton chaos: the reference engine: {}\n", refs.error().message);
+    return 2;
+  }
+  if (args_.attach) {
+    for (const auto& n : topology_.nodes) {
+      if (auto ready = runtime::admin_get(n.admin_address, "/readyz", 2s); !ready) {
+        fmt::print(stderr, "baton chaos: --attach: {} at {} is not serving: {}\n", n.name,
+                   n.admin_address, ready.error().message);
+        return 2;
+      }
+      suspicions_at_[n.name] = metric_of(n.name, "baton_membership_false_suspicions_total");
+    }
+  } else if (auto started = start_cluster(); started != 0) {
+    return started;
+  }
   for (const auto& n : nodes_with(wire::role::router)) {
-    native_.push_back(cluster_->native(n));
-    http_.push_back(cluster_->http(n));
+    const auto& spec = *topology_.find(n);
+    native_.push_back(args_.attach ? spec.native_address : cluster_->native(n));
+    http_.push_back(args_.attach ? spec.http_address : cluster_->http(n));
   }
   for (const auto& n : nodes_with(wire::role::decode)) {
-    idle_blocks_[n] = cluster_->metric(n, "baton_decode_kv_free_blocks");
+    idle_blocks_[n] = metric_of(n, "baton_decode_kv_free_blocks");
   }
   start_ = clock_type::now();
   std::vector<std::thread> clients;
@@ -750,6 +847,12 @@ int chaos::run() {
   const std::size_t suspicions = false_suspicions();
   // Every kill was restarted: a node not running now ended on its own.
   for (const auto& n : topology_.nodes) {
+    if (args_.attach) {
+      if (!runtime::admin_get(n.admin_address, "/readyz", 1s)) {
+        crashes_.push_back(fmt::format("{} does not serve at the end", n.name));
+      }
+      continue;
+    }
     const auto status = cluster_->process(n.name).wait(0ms);
     if (!status) continue;
     crashes_.push_back(
@@ -762,7 +865,7 @@ int chaos::run() {
     migrations_ += router_migrations(router);
   }
   cluster_.reset();  // SIGTERM, then SIGKILL, every node; reaped
-  const std::size_t left = children_left();
+  const std::size_t left = args_.attach ? 0 : children_left();
   report(leaked, suspicions, left, elapsed_s);
   return violations_ == 0 ? 0 : 1;
 }
@@ -795,9 +898,26 @@ void add_chaos_command(CLI::App& app, int& exit_code) {
                 "pairs on a bridge, addresses 10.77.0.0/24 inside them only; adds the target "
                 "partition (a prefill or decode node's link down, then up)");
   cmd->add_option("--plot", args->plot, "Write an SVG timeline of requests, stalls and kills");
+  cmd->add_flag("--attach", args->attach,
+                "Use the running cluster the topology describes instead of starting one: kills "
+                "its nodes' processes on this machine (the pid each admin port reports), and "
+                "its supervisor (baton up, systemd) restarts them; targets router, prefill, "
+                "decode");
   cmd->callback([args, cmd, &exit_code] {
     if (args->seed == 0) args->seed = std::random_device{}();
     if (args->netns && cmd->get_option("--targets")->count() == 0) args->targets += ",partition";
+    if (args->attach && cmd->get_option("--targets")->count() == 0) {
+      args->targets = "prefill,decode,router";
+    }
+    if (args->attach && (args->netns || args->targets.find("actor") != std::string::npos ||
+                         args->targets.find("partition") != std::string::npos)) {
+      fmt::print(stderr,
+                 "baton chaos: --attach kills node processes only (targets router, prefill, "
+                 "decode): actor crashes are planted and partitions made in nodes this "
+                 "command starts\n");
+      exit_code = 2;
+      return;
+    }
     auto topology = runtime::load_topology(args->config);
     if (!topology) {
       fmt::print(stderr, "baton chaos: {}\n", topology.error().message);

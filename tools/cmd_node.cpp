@@ -104,6 +104,7 @@ std::string status_json(runtime::node& n) {
   }
   const nlohmann::json status = {
       {"node", n.spec().name},      {"incarnation", n.context().incarnation()},
+      {"pid", getpid()},
       {"ready", n.ready()},         {"draining", n.draining()},
       {"work", n.context().work()}, {"members", members}};
   return status.dump();

@@ -403,7 +403,7 @@ router_effects router_state::place(wire::request_id id, request& r, time_point n
   for (auto& [number, a] : r.attempts) {
     if (a.heard || a.placed) continue;
     a.placed = now;
-    if (r.silence_timer == 0) {
+    if (r.silence_timer == 0 && config_.silence_timeout.count() > 0) {
       r.silence_timer = add_timer(id, timer_kind::silence, now + config_.silence_timeout, out);
     }
   }

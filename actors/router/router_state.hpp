@@ -76,7 +76,7 @@ struct router_config {
   /// An attempt whose decode node has said nothing of it (no token, finish or abort) this
   /// long after its admit moves elsewhere: the admit, or every answer, was lost (a
   /// connection that is reset loses what it carried, and nobody is told). Longer than a
-  /// decode node's own wait for its prefill (10 s), which it reports itself.
+  /// decode node's own wait for its prefill (10 s), which it reports itself. 0: never.
   std::chrono::milliseconds silence_timeout{15'000};
   /// Request ids count up from this (in their low 40 bits; the top 24 name the router).
   /// The router actor sets the microseconds since the epoch at its start, so a restarted

@@ -1,6 +1,8 @@
 // `baton chaos` on the real binary: a cluster of cluster.toml's shape on 127.0.0.1, nodes
 // and actors killed during traffic; the verdict must be clean, and must not be when the
 // cluster cannot keep its promise (a request deadline shorter than a restart).
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -9,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "launcher/child_process.hpp"
 #include "tests/integration/cluster_harness.hpp"
 #include "tests/support/test_seeds.hpp"
 
@@ -16,6 +19,7 @@ namespace baton::testing {
 namespace {
 
 using json = nlohmann::json;
+using namespace std::chrono_literals;
 
 /// Runs `baton chaos ARGS --json` with the shared models on the search path; its exit
 /// status and its JSON verdict (null if it printed none). Stderr goes to `stderr_file`.
@@ -88,6 +92,52 @@ TEST(ChaosCli, NodesOnSeparateNetworkStacksSurvivePartitions) {
   EXPECT_EQ(verdict["leaked_blocks"], 0);
   EXPECT_EQ(verdict["processes_left"], 0);
   EXPECT_TRUE(verdict["violations"].empty()) << err;
+  std::filesystem::remove_all(dir);
+}
+
+/// An operator's cluster, run by `baton up` (which restarts what dies): chaos attaches to
+/// it through the topology's addresses, kills node processes by the pid their admin ports
+/// report, waits for the supervisor to bring them back, and gives the same verdict.
+TEST(ChaosCli, AttachesToAClusterBatonUpRuns) {
+  const auto seed = test_seeds(20261210, 1).front();
+  (void)replay_hint(seed);
+  const auto dir =
+      std::filesystem::temp_directory_path() / fmt::format("chaos-attach-{}", getpid());
+  std::filesystem::create_directories(dir);
+  // cluster.toml's shape on ports of this test's own (below the ephemeral range).
+  const std::string source = read(BATON_SOURCE_DIR "/cluster.toml");
+  const int offset = 10'000 + (getpid() % 100) * 100;
+  std::string topology;
+  const std::regex address("127\\.0\\.0\\.1:([0-9]+)");
+  auto at = source.cbegin();
+  for (std::sregex_iterator m(source.begin(), source.end(), address), end; m != end; ++m) {
+    topology.append(at, (*m)[0].first);
+    topology += fmt::format("127.0.0.1:{}", std::stoi((*m)[1].str()) + offset);
+    at = (*m)[0].second;
+  }
+  topology.append(at, source.cend());
+  const auto config = (dir / "cluster.toml").string();
+  std::ofstream(config) << topology;
+  ::setenv("BATON_MODEL_PATH", BATON_SHARED_MODELS_DIR, 1);  // baton up's nodes find the model
+  launcher::child_process up({BATON_BINARY, "up", config}, dir / "up.log");
+  ASSERT_TRUE(up.wait_for_line("ready: router native=", 60s)) << up.log();
+  const auto [status, verdict] =
+      chaos(fmt::format("--attach --config {} --requests 40 --kills 3 --targets prefill,decode "
+                        "--seed {}",
+                        quote(config), seed),
+            dir / "stderr");
+  const std::string err = read(dir / "stderr");
+  fmt::print("figures: baton chaos --attach: {}\n", verdict.dump());
+  ASSERT_TRUE(verdict.is_object()) << err << up.log();
+  EXPECT_EQ(status, 0) << err << up.log();
+  EXPECT_GE(verdict["kills"].get<int>(), 1);
+  EXPECT_EQ(verdict["completed"], 40);
+  EXPECT_EQ(verdict["identical"], 40);
+  EXPECT_EQ(verdict["leaked_blocks"], 0);
+  EXPECT_TRUE(verdict["violations"].empty()) << err;
+  EXPECT_NE(up.log().find("restarting "), std::string::npos) << "baton up restarted the kills";
+  up.signal(SIGTERM);
+  EXPECT_TRUE(up.wait(30s)) << up.log();
   std::filesystem::remove_all(dir);
 }
 
