@@ -405,7 +405,7 @@ void router_core::on_drain() {
       ++it;
       continue;
     }
-    if (o != open_.end()) after(state_.on_client_ready(wire::request_id{*it}));
+    if (o != open_.end()) after(state_.on_client_ready(wire::request_id{*it}, clock::now()));
     it = slow_.erase(it);
   }
   if (slow_.empty()) return;

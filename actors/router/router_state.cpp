@@ -23,7 +23,7 @@ std::string_view to_string(migration_cause cause) noexcept {
     case migration_cause::drain: return "drain";
     case migration_cause::actor_crash: return "actor_crash";
     case migration_cause::worker_failure: return "worker_failure";
-    case migration_cause::silence: return "silence";
+    case migration_cause::lost: return "lost";
   }
   return "?";
 }
@@ -327,7 +327,7 @@ router_effects router_state::on_claimed(const wire::actor_address& from, const w
     taken.choices = a.choices;
     std::sort(taken.choices.begin(), taken.choices.end());
     taken.at = stage::decoding;
-    taken.heard = true;
+    taken.heard = now;
     taken.decode = from.node;
     taken.blocks = a.blocks;
     std::size_t lowest = std::numeric_limits<std::size_t>::max();
@@ -549,10 +549,19 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
     out.send(from, wire::cancel{m.request, "not an attempt of this router's", m.attempt});
     return out;
   }
-  a->heard = true;
+  a->heard = now;
   if (!a->serves(m.choice) || r->choices[m.choice].done) {
     ++stats_.stale_messages;
     return out;
+  }
+  if (const auto next = r->prompt.size() + r->choices[m.choice].delivered.size();
+      m.first_position > next) {
+    // Tokens are sent in order on one connection: the batch before this one was lost.
+    return migrate(m.request, *r,
+                   error{errc::failed, fmt::format("{}: tokens from position {} arrived, {} "
+                                                   "expected: a batch was lost",
+                                                   from.node, m.first_position, next)},
+                   migration_cause::lost, now);
   }
   if (a->at != stage::decoding) {  // the prefill's part of this attempt is over
     if (auto p = prefill_.find(a->prefill); p != prefill_.end()) {
@@ -573,13 +582,15 @@ router_effects router_state::on_tokens(const wire::actor_address& from, const wi
   return out;
 }
 
-router_effects router_state::on_client_ready(wire::request_id id) {
+router_effects router_state::on_client_ready(wire::request_id id, time_point now) {
   router_effects out;
   auto it = requests_.find(id);
   if (it == requests_.end()) return out;
   std::vector<std::uint32_t> live;
-  for (const auto& [number, a] : it->second.attempts) {
-    if (a.at == stage::decoding) live.push_back(number);
+  for (auto& [number, a] : it->second.attempts) {
+    if (a.at != stage::decoding) continue;
+    live.push_back(number);
+    a.heard = now;  // its silence counts from the new window
   }
   for (const auto number : live) widen_window(id, it->second, number, out);
   return out;
@@ -809,22 +820,31 @@ router_effects router_state::on_timer(std::uint64_t id, time_point now) {
     case timer_kind::silence: {
       r.silence_timer = 0;
       std::string silent;
-      auto next = time_point::max();
+      auto next = now + config_.silence_timeout;
       for (const auto& [number, a] : r.attempts) {
-        if (a.heard || !a.placed) continue;
-        if (*a.placed + config_.silence_timeout <= now) {
+        const auto since = a.heard ? a.heard : a.placed;
+        if (!since) continue;
+        // A decode node at the end of its window waits for the client: silent, not lost.
+        std::size_t lowest = std::numeric_limits<std::size_t>::max();
+        for (const auto c : a.choices) {
+          if (!r.choices[c].done) {
+            lowest = std::min(lowest, r.prompt.size() + r.choices[c].delivered.size());
+          }
+        }
+        if (a.heard && lowest >= a.window) continue;
+        if (*since + config_.silence_timeout <= now) {
           silent = a.decode;
         } else {
-          next = std::min(next, *a.placed + config_.silence_timeout);
+          next = std::min(next, *since + config_.silence_timeout);
         }
       }
       if (!silent.empty()) {
         out.append(migrate(rid, r,
                            error{errc::timed_out,
-                                 fmt::format("decode {} said nothing of its attempt within {} ms",
+                                 fmt::format("decode {} said nothing of its attempt for {} ms",
                                              silent, config_.silence_timeout.count())},
-                           migration_cause::silence, now));
-      } else if (next != time_point::max()) {
+                           migration_cause::lost, now));
+      } else if (!r.attempts.empty()) {
         r.silence_timer = add_timer(rid, timer_kind::silence, next, out);
       }
       break;

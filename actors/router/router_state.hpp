@@ -43,7 +43,7 @@ enum class migration_cause : std::uint8_t {
   drain,           ///< its worker's node drained and left
   actor_crash,     ///< its worker's actor crashed (restarted by its supervisor) or took nothing
   worker_failure,  ///< its worker gave the attempt up (refused, timed out, failed)
-  silence,         ///< its decode node said nothing of it for silence_timeout (a lost admit)
+  lost,  ///< a message of its attempt was lost: silence for silence_timeout, or a token gap
 };
 inline constexpr std::size_t migration_causes = 6;
 [[nodiscard]] std::string_view to_string(migration_cause cause) noexcept;
@@ -74,9 +74,10 @@ struct router_config {
   /// places what nobody handed over.
   std::chrono::milliseconds claim_timeout{250};
   /// An attempt whose decode node has said nothing of it (no token, finish or abort) this
-  /// long after its admit moves elsewhere: the admit, or every answer, was lost (a
-  /// connection that is reset loses what it carried, and nobody is told). Longer than a
-  /// decode node's own wait for its prefill (10 s), which it reports itself. 0: never.
+  /// long after its admit or its last tokens, while its window lets it go on, moves
+  /// elsewhere: the admit, a window or its tokens were lost (a connection that is reset
+  /// loses what it carried, and nobody is told). Longer than a decode node's own wait for
+  /// its prefill (10 s), which it reports itself. 0: never.
   std::chrono::milliseconds silence_timeout{15'000};
   /// Request ids count up from this (in their low 40 bits; the top 24 name the router).
   /// The router actor sets the microseconds since the epoch at its start, so a restarted
@@ -186,7 +187,7 @@ class router_state {
   router_effects on_tokens(const wire::actor_address& from, const wire::token_batch& m,
                            bool client_has_room, time_point now);
   /// A slow client has room again: the decode node may go on.
-  router_effects on_client_ready(wire::request_id request);
+  router_effects on_client_ready(wire::request_id request, time_point now);
   router_effects on_finish(const wire::actor_address& from, const wire::finish& m, time_point now);
   router_effects on_abort(const wire::actor_address& from, const wire::abort_attempt& m,
                           time_point now);
@@ -229,7 +230,7 @@ class router_state {
     std::size_t blocks = 0;    ///< blocks it commits on its decode node
     std::uint32_t window = 0;  ///< its stream window limit
     std::optional<time_point> placed;  ///< when its admit went (claimed: never)
-    bool heard = false;        ///< its decode node said something of it
+    std::optional<time_point> heard;  ///< when its decode node last said something of it
     [[nodiscard]] bool serves(std::uint32_t c) const {
       return std::find(choices.begin(), choices.end(), c) != choices.end();
     }

@@ -481,7 +481,7 @@ class fleet {
       slow_.insert(id);
     } else {
       slow_.erase(id);
-      dispatch("router-0", routers_.at("router-0")->on_client_ready(id));
+      dispatch("router-0", routers_.at("router-0")->on_client_ready(id, now_));
     }
   }
 

@@ -696,8 +696,9 @@ TEST(Failover, AnAdmitThatArrivesAfterItsAttemptMovedIsEndedByItsRouter) {
   EXPECT_EQ(f.log(id).ends, 1u);
 }
 
-/// A connection reset loses the admit, and nobody is told: the router hears nothing of the
-/// attempt for silence_timeout and places it again.
+/// A connection reset loses what it carried, and nobody is told. A lost admit: the router
+/// hears nothing of the attempt for silence_timeout and places it again; a client that
+/// reads slowly keeps its decode node waiting at the window as long as it likes.
 TEST(Failover, AnAdmitLostWithoutAWordIsPlacedAgainAfterTheSilence) {
   fleet f;
   const auto r = adjusted_request(1, 131);
@@ -710,13 +711,45 @@ TEST(Failover, AnAdmitLostWithoutAWordIsPlacedAgainAfterTheSilence) {
   f.pump();
   ASSERT_TRUE(f.log(id).finished);
   EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
-  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::silence)], 1u);
-  // An attempt that streams is never silent: a slow one is not moved.
-  const auto slow = f.submit(adjusted_request(1, 132));
-  f.pump([&] { return f.log(slow).tokens().size() >= 2; });
-  f.advance(std::chrono::milliseconds(15'001));
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::lost)], 1u);
+  // A slow client: its decode node waits at the window, silent and not lost.
+  const auto slow_request = adjusted_request(1, 132);
+  const auto slow = f.submit(slow_request);
+  f.slow_client(slow, true);
   f.pump();
-  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::silence)], 1u);
+  EXPECT_FALSE(f.log(slow).done());
+  f.advance(std::chrono::milliseconds(12'000));
+  f.advance(std::chrono::milliseconds(12'000));  // twice the silence, inside the deadline
+  f.pump();
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::lost)], 1u);
+  f.slow_client(slow, false);
+  f.pump();
+  ASSERT_TRUE(f.log(slow).finished);
+  EXPECT_EQ(f.log(slow).output(), reference_of(f, slow_request, 0));
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::lost)], 1u);
+}
+
+/// Token batches travel in order on one connection: a batch whose first position is past
+/// the next expected one means the batches between were lost with a reset connection. The
+/// attempt moves at once (from the tokens delivered), rather than waiting for them.
+TEST(Failover, ATokenGapMovesTheAttemptAtOnce) {
+  fleet f;
+  const auto r = adjusted_request(1, 141);
+  const auto id = f.submit(r);
+  f.pump([&] { return f.log(id).tokens().size() >= 6; });
+  const auto& accepted = *f.log(id).accepted;
+  const auto next = static_cast<std::uint32_t>(accepted.prompt_tokens + f.log(id).tokens().size());
+  wire::token_batch late;  // what the decode node sends after a lost batch
+  late.request = id;
+  late.attempt = 1;
+  late.first_position = next + 3;
+  late.tokens = {1, 2};
+  f.dispatch("router-0", f.router().on_tokens({accepted.decode_node, "decode"}, late, true,
+                                              f.now()));
+  EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::lost)], 1u);
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0)) << "nothing skipped, nothing repeated";
 }
 
 /// A router cut off long enough for the workers to declare it dead (while it saw nobody
