@@ -120,7 +120,7 @@ router_state::worker* router_state::pick(wire::role role, const std::set<std::st
   // Nodes that failed this request are avoided while another one fits.
   for (const bool avoiding : {true, false}) {
     for (const auto& [s, tie, node] : rank) {
-      if (avoiding && avoid.contains(node)) continue;
+      if ((avoiding && avoid.contains(node)) || unreachable_.contains(node)) continue;
       worker& w = must_find(table, node, "a ranked worker is in its role's table");
       if (role == wire::role::decode && w.kv_blocks > 0 && w.committed + blocks > w.kv_blocks) {
         continue;
@@ -677,6 +677,8 @@ router_effects router_state::on_abort(const wire::actor_address& from, const wir
     return d != decode_.end() && d->second.draining;
   }();
   if (m.code == errc::overloaded) r->avoid.insert(from.node);
+  router_effects out;
+  if (m.code == errc::disconnected) back_off(a->prefill, now, out);  // the job did not arrive
   // Other failures of a disaggregated attempt (a timed-out or failed prefill, as the decode
   // relays them) steer the retry away from its prefill node.
   if (m.code != errc::overloaded && !a->prefill.empty()) r->avoid.insert(a->prefill);
@@ -686,14 +688,14 @@ router_effects router_state::on_abort(const wire::actor_address& from, const wir
                      : m.code == errc::disconnected ? migration_cause::actor_crash
                                                     : migration_cause::worker_failure;
   if (cause == migration_cause::worker_failure && ++r->failures >= config_.max_attempts) {
-    router_effects out;
     cancel_workers(m.request, *r, out);
     out.append(fail(m.request, error{m.code, fmt::format("{} attempts failed; the last: {}: {}",
                                                          r->failures, from.node, m.message)}));
     return out;
   }
-  return migrate(m.request, *r, error{m.code, fmt::format("{}: {}", from.node, m.message)}, cause,
-                 now);
+  out.append(migrate(m.request, *r, error{m.code, fmt::format("{}: {}", from.node, m.message)},
+                     cause, now));
+  return out;
 }
 
 router_effects router_state::migrate(wire::request_id id, request& r, error why,
@@ -756,9 +758,19 @@ router_effects router_state::on_node_gone(const std::string& node, time_point no
 }
 
 router_effects router_state::on_undeliverable(const std::string& node, time_point now) {
-  return migrate_all_on(
+  router_effects out;
+  back_off(node, now, out);
+  out.append(migrate_all_on(
       node, error{errc::unavailable, fmt::format("node {} did not take a message", node)},
-      migration_cause::actor_crash, now);
+      migration_cause::actor_crash, now));
+  return out;
+}
+
+void router_state::back_off(const std::string& node, time_point now, router_effects& out) {
+  if (node.empty() || !unreachable_.insert(node).second) return;
+  const std::uint64_t t = ++next_timer_;
+  backoffs_.emplace(t, node);
+  out.timers.push_back({t, now + config_.unreachable_backoff});
 }
 
 router_effects router_state::on_actor_restarted(const std::string& node, wire::role role,
@@ -808,6 +820,13 @@ router_effects router_state::on_client_gone(wire::request_id id, time_point now)
 
 router_effects router_state::on_timer(std::uint64_t id, time_point now) {
   router_effects out;
+  if (auto b = backoffs_.find(id); b != backoffs_.end()) {
+    unreachable_.erase(b->second);
+    backoffs_.erase(b);
+    capacity_changed_ = true;
+    settle(now, out);
+    return out;
+  }
   auto t = timers_.find(id);
   if (t == timers_.end()) return out;
   const auto [rid, kind] = t->second;

@@ -79,6 +79,11 @@ struct router_config {
   /// loses what it carried, and nobody is told). Longer than a decode node's own wait for
   /// its prefill (10 s), which it reports itself. 0: never.
   std::chrono::milliseconds silence_timeout{15'000};
+  /// A worker a frame could not reach (or whose prefill job did not arrive) gets no new
+  /// attempt for this long; what it had waits or goes elsewhere. Placed again at once, a
+  /// node membership has not declared dead yet would take the same requests back
+  /// thousands of times a second.
+  std::chrono::milliseconds unreachable_backoff{100};
   /// Request ids count up from this (in their low 40 bits; the top 24 name the router).
   /// The router actor sets the microseconds since the epoch at its start, so a restarted
   /// router never reuses an id of the one before it, whose attempts decode nodes may still
@@ -319,6 +324,8 @@ class router_state {
   /// The token_chunk of `m`'s new tokens for choice `c` (repeats dropped), with their text
   /// and log-probabilities.
   [[nodiscard]] wire::token_chunk chunk_of(request& r, std::uint32_t c, const wire::token_batch& m);
+  /// `node` gets no new attempt for unreachable_backoff.
+  void back_off(const std::string& node, time_point now, router_effects& out);
   [[nodiscard]] std::uint64_t add_timer(wire::request_id id, timer_kind kind, time_point at,
                                         router_effects& out);
 
@@ -345,6 +352,8 @@ class router_state {
   /// Hashed: every worker message looks its request up. Whatever walks it sorts by id.
   std::unordered_map<wire::request_id, request> requests_;
   std::map<std::uint64_t, std::pair<wire::request_id, timer_kind>> timers_;
+  std::set<std::string> unreachable_;              ///< workers backing off: never picked
+  std::map<std::uint64_t, std::string> backoffs_;  ///< timer -> the worker it brings back
   std::vector<wire::request_id> waiting_;  ///< FIFO
   bool capacity_changed_ = false;          ///< since the last settle()
   /// Hashed by node name: each worker message looks its node up. claim() sorts by name.

@@ -471,6 +471,8 @@ class fleet {
   /// `node`'s actor takes no messages (it is restarting): each sender learns its message
   /// was not delivered, as the runtime's failure reply would tell it.
   void refuse(const std::string& node) { refused_.insert(node); }
+  /// `node`'s actor takes messages again.
+  void accept(const std::string& node) { refused_.erase(node); }
 
   void client_gone(wire::request_id id) {
     dispatch("router-0", routers_.at("router-0")->on_client_gone(id, now_));

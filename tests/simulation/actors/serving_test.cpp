@@ -729,6 +729,30 @@ TEST(Failover, AnAdmitLostWithoutAWordIsPlacedAgainAfterTheSilence) {
   EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::lost)], 1u);
 }
 
+/// A worker that cannot be reached, and is not declared dead yet (its actor restarts, or
+/// membership has not concluded), gets no new attempt for unreachable_backoff: the
+/// request waits instead of bouncing off it as fast as the network answers.
+TEST(Failover, AnUnreachableWorkerIsBackedOffNotRetriedAtOnce) {
+  fleet_options o;
+  o.decode_nodes = 1;
+  fleet f(o);
+  f.refuse("decode-0");
+  const auto r = adjusted_request(1, 151);
+  const auto id = f.submit(r);
+  f.pump();
+  const auto moves = f.router().stats().retries;
+  EXPECT_LE(moves, 1u) << "placed once, then it waits for the backoff";
+  EXPECT_FALSE(f.log(id).done());
+  f.advance(std::chrono::milliseconds(101));  // the backoff ends: it tries once more
+  f.pump();
+  EXPECT_LE(f.router().stats().retries, moves + 1);
+  f.accept("decode-0");
+  f.advance(std::chrono::milliseconds(101));
+  f.pump();
+  ASSERT_TRUE(f.log(id).finished);
+  EXPECT_EQ(f.log(id).output(), reference_of(f, r, 0));
+}
+
 /// Token batches travel in order on one connection: a batch whose first position is past
 /// the next expected one means the batches between were lost with a reset connection. The
 /// attempt moves at once (from the tokens delivered), rather than waiting for them.
