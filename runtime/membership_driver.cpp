@@ -102,7 +102,7 @@ void membership_driver::drain() {
 }
 
 void membership_driver::on_unreachable(const std::string& node,
-                                        membership_state::unreachable_evidence why) {
+                                       membership_state::unreachable_evidence why) {
   std::lock_guard lock(mutex_);
   if (stopped_) return;
   const auto now = clock::now();

@@ -197,8 +197,8 @@ class chaos {
   clock_type::time_point start_{};
   std::map<std::string, double> idle_blocks_;  ///< each decode node's free blocks before traffic
   std::vector<std::string> leaks_;             ///< what leaked_blocks() found, per node
-  std::vector<std::string> crashes_;  ///< nodes that exited without being killed, and how
-  std::map<std::string, pid_t> killed_pid_;     ///< --attach: the process each kill ended
+  std::vector<std::string> crashes_;           ///< nodes that exited without being killed, and how
+  std::map<std::string, pid_t> killed_pid_;    ///< --attach: the process each kill ended
   std::map<std::string, double> suspicions_at_;  ///< --attach: refuted suspicions before
   std::function<void(std::size_t, std::size_t)> progress_;
   std::size_t migrations_ = 0;
@@ -529,8 +529,7 @@ std::size_t chaos::leaked_blocks() {
 
 std::size_t chaos::router_migrations(const std::string& router) const {
   return static_cast<std::size_t>(
-      bench::serve::sum_samples(metrics_of(router), "baton_router_migrations_total")
-          .value_or(0));
+      bench::serve::sum_samples(metrics_of(router), "baton_router_migrations_total").value_or(0));
 }
 
 std::size_t chaos::false_suspicions() {
@@ -793,9 +792,8 @@ int chaos::run() {
   fmt::print(
       "baton chaos: seed {} (replay: baton chaos --config {}{} --requests {} --kills {} "
       "--seed {} --restart-after-ms {} --targets {})\n",
-      args_.seed, args_.config,
-      args_.netns ? " --netns" : (args_.attach ? " --attach" : ""), args_.requests, args_.kills,
-      args_.seed, args_.restart_after_ms, args_.targets);
+      args_.seed, args_.config, args_.netns ? " --netns" : (args_.attach ? " --attach" : ""),
+      args_.requests, args_.kills, args_.seed, args_.restart_after_ms, args_.targets);
   std::fflush(stdout);
   plan();
   if (auto refs = references(); !refs) {

@@ -103,10 +103,10 @@ std::string status_json(runtime::node& n) {
                        {"admin", m.admin_address}});
   }
   const nlohmann::json status = {
-      {"node", n.spec().name},      {"incarnation", n.context().incarnation()},
-      {"pid", getpid()},
-      {"ready", n.ready()},         {"draining", n.draining()},
-      {"work", n.context().work()}, {"members", members}};
+      {"node", n.spec().name},    {"incarnation", n.context().incarnation()},
+      {"pid", getpid()},          {"ready", n.ready()},
+      {"draining", n.draining()}, {"work", n.context().work()},
+      {"members", members}};
   return status.dump();
 }
 

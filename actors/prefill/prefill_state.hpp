@@ -129,9 +129,9 @@ class prefill_state {
   prefill_config config_;
   std::deque<wire::prefill> queue_;
   using attempt_key = std::pair<wire::request_id, std::uint32_t>;
-  std::set<attempt_key> cancelled_;        ///< at most remembered_cancels, the newest
+  std::set<attempt_key> cancelled_;       ///< at most remembered_cancels, the newest
   std::deque<attempt_key> cancel_order_;  ///< of cancelled_, oldest first
-  std::map<std::uint64_t, job> jobs_;  ///< computed (or computing) jobs with writes out
+  std::map<std::uint64_t, job> jobs_;     ///< computed (or computing) jobs with writes out
   std::uint64_t next_job_ = 0;
   std::uint64_t busy_ = 0;  ///< the job whose modelled compute time runs; 0: none
   prefill_stats stats_;

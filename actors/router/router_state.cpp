@@ -858,11 +858,11 @@ router_effects router_state::on_timer(std::uint64_t id, time_point now) {
         }
       }
       if (!silent.empty()) {
-        out.append(migrate(rid, r,
-                           error{errc::timed_out,
-                                 fmt::format("decode {} said nothing of its attempt for {} ms",
-                                             silent, config_.silence_timeout.count())},
-                           migration_cause::lost, now));
+        out.append(migrate(
+            rid, r,
+            error{errc::timed_out, fmt::format("decode {} said nothing of its attempt for {} ms",
+                                               silent, config_.silence_timeout.count())},
+            migration_cause::lost, now));
       } else if (!r.attempts.empty()) {
         r.silence_timer = add_timer(rid, timer_kind::silence, next, out);
       }

@@ -232,10 +232,10 @@ class router_state {
     stage at = stage::prefilling;
     std::string prefill;  ///< node of the prefill; empty: on the decode node
     std::string decode;
-    std::size_t blocks = 0;    ///< blocks it commits on its decode node
-    std::uint32_t window = 0;  ///< its stream window limit
+    std::size_t blocks = 0;            ///< blocks it commits on its decode node
+    std::uint32_t window = 0;          ///< its stream window limit
     std::optional<time_point> placed;  ///< when its admit went (claimed: never)
-    std::optional<time_point> heard;  ///< when its decode node last said something of it
+    std::optional<time_point> heard;   ///< when its decode node last said something of it
     [[nodiscard]] bool serves(std::uint32_t c) const {
       return std::find(choices.begin(), choices.end(), c) != choices.end();
     }
@@ -354,8 +354,8 @@ class router_state {
   std::map<std::uint64_t, std::pair<wire::request_id, timer_kind>> timers_;
   std::set<std::string> unreachable_;              ///< workers backing off: never picked
   std::map<std::uint64_t, std::string> backoffs_;  ///< timer -> the worker it brings back
-  std::vector<wire::request_id> waiting_;  ///< FIFO
-  bool capacity_changed_ = false;          ///< since the last settle()
+  std::vector<wire::request_id> waiting_;          ///< FIFO
+  bool capacity_changed_ = false;                  ///< since the last settle()
   /// Hashed by node name: each worker message looks its node up. claim() sorts by name.
   std::unordered_map<std::string, worker> prefill_;
   std::unordered_map<std::string, worker> decode_;

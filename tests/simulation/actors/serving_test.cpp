@@ -768,8 +768,8 @@ TEST(Failover, ATokenGapMovesTheAttemptAtOnce) {
   late.attempt = 1;
   late.first_position = next + 3;
   late.tokens = {1, 2};
-  f.dispatch("router-0", f.router().on_tokens({accepted.decode_node, "decode"}, late, true,
-                                              f.now()));
+  f.dispatch("router-0",
+             f.router().on_tokens({accepted.decode_node, "decode"}, late, true, f.now()));
   EXPECT_EQ(f.router().stats().migrations[static_cast<std::size_t>(migration_cause::lost)], 1u);
   f.pump();
   ASSERT_TRUE(f.log(id).finished);
