@@ -67,8 +67,7 @@ TEST(ChaosCli, KillsDuringTrafficLoseDuplicateAndCorruptNothing) {
 /// Nodes on network stacks of their own (a namespace each, veth pairs on a bridge), a
 /// partition made by taking a worker's link down (for half to three times the dead
 /// timeout), and a decode node killed: membership, serving and failover across them,
-/// checked by the same verdict. (Several partitions at once can still fail: docs/serving.md,
-/// "Not yet".)
+/// checked by the same verdict.
 TEST(ChaosCli, NodesOnSeparateNetworkStacksSurvivePartitions) {
   const auto seed = test_seeds(20261209, 1).front();
   (void)replay_hint(seed);

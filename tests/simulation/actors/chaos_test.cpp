@@ -510,9 +510,13 @@ TEST(Chaos, EveryRequestCompletesOnceAndIdenticallyUnderSeededFaults) {
 
 /// The simulation can fail: with the decode node's quarantine of late slice writes turned
 /// off, a write that lands after its attempt was given up corrupts another request's KV,
-/// and some seed within the budget (the full one, sanitizers or not: it stops at the first
-/// find) shows a request whose text differs.
+/// and some seed within the budget (the full one: it stops at the first find) shows a
+/// request whose text differs. A property of the simulation, not of memory or threads:
+/// the Release build searches (hundreds of seeds under a sanitizer outlast CI's timeout).
 TEST(Chaos, FindsTheCorruptionWhenLateWritesAreNotQuarantined) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "the Release build searches the seeds";
+#endif
   references refs;
   chaos_options o;
   o.decode.quarantine_late_writes = false;
